@@ -1,0 +1,139 @@
+"""Operations as ``flask --app api <command>``: worker, reconciler, cleanup (``db upgrade`` is Flask-Migrate's)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+import click
+from flask import Flask, current_app
+from redis.exceptions import RedisError
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from api.extensions import db, redis_connection
+from api.status import Actor
+
+log = logging.getLogger(__name__)
+
+RECONCILER_LOCK = 0x7472_6169_6E71  # pg advisory lock key: one active reconciler at a time
+
+
+class DependencyDown(RuntimeError):
+    pass
+
+
+def check_dependencies() -> None:
+    """Raise ``DependencyDown`` with a message that says which server is unreachable and where."""
+    try:
+        db.session.execute(text("SELECT 1"))
+        db.session.commit()
+    except SQLAlchemyError as exc:
+        db.session.rollback()
+        url = db.engine.url.render_as_string(hide_password=True)
+        raise DependencyDown(f"cannot reach PostgreSQL at {url} (DATABASE_URL): {exc.orig or exc}") from None
+    try:
+        redis_connection.get().ping()
+    except RedisError as exc:
+        raise DependencyDown(f"cannot reach Redis at {current_app.config['REDIS_URL']} (REDIS_URL): {exc}") from None
+
+
+def reconcile_once(actor: Actor) -> None:
+    from api.reconcile import cleanup_orphaned_training_jobs
+
+    try:
+        cleanup_orphaned_training_jobs(actor=actor)
+    except (RedisError, SQLAlchemyError) as exc:
+        db.session.rollback()
+        log.warning("reconcile skipped: %s", exc)
+
+
+@click.command("worker")
+@click.option("--name", default=None, help="Worker name (default: RQ's random name).")
+@click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
+def worker_command(name: str | None, burst: bool) -> None:
+    """Run an RQ worker for training jobs (run as many as you like, on any host)."""
+    from api.queue import get_queue
+    from api.worker import TrainingWorker
+
+    reconcile_once(Actor.WORKER)
+    db.session.remove()
+    db.engine.dispose()  # the horse must start without the parent's pooled connections
+    worker = TrainingWorker([get_queue()], connection=redis_connection.get(), name=name)
+    worker.work(burst=burst, logging_level=current_app.config["LOG_LEVEL"], with_scheduler=False)
+
+
+@click.command("reconciler")
+@click.option("--interval", type=float, default=None, help="Seconds between passes (RECONCILE_INTERVAL).")
+@click.option("--once", is_flag=True, help="Run one pass and exit.")
+def reconciler_command(interval: float | None, once: bool) -> None:
+    """Reconcile job rows with RQ every few seconds; of several reconcilers, one is active at a time."""
+    period = interval if interval is not None else current_app.config["RECONCILE_INTERVAL"]
+    if once:
+        reconcile_once(Actor.RECONCILER)
+        return
+    lock_conn = None
+    while True:
+        try:
+            if lock_conn is None:
+                lock_conn = db.engine.connect()
+                if not lock_conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": RECONCILER_LOCK}).scalar():
+                    lock_conn.close()
+                    lock_conn = None
+                    log.debug("another reconciler is active; standing by")
+            if lock_conn is not None:
+                reconcile_once(Actor.RECONCILER)
+        except SQLAlchemyError as exc:
+            log.warning("reconciler: database unreachable (%s); retrying", exc.__class__.__name__)
+            lock_conn = None
+        db.session.remove()
+        time.sleep(period)
+
+
+def run_cleanup(dry_run: bool, as_json: bool) -> int:
+    """The cron entry point's body: exit 0 on success, 2 when a dependency is unreachable."""
+    from api.reconcile import cleanup_orphaned_training_jobs
+
+    try:
+        check_dependencies()
+        report = cleanup_orphaned_training_jobs(dry_run=dry_run, actor=Actor.CLEANUP_SCRIPT)
+    except DependencyDown as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (RedisError, SQLAlchemyError) as exc:
+        print(f"error: cleanup interrupted, a dependency failed mid-run: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict()) if as_json else report.summary())
+    return 0
+
+
+@click.command("cleanup")
+@click.option("--dry-run", is_flag=True, help="Report what would change; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def cleanup_command(dry_run: bool, as_json: bool) -> None:
+    """Run cleanup_orphaned_training_jobs() once (what cron runs)."""
+    sys.exit(run_cleanup(dry_run, as_json))
+
+
+def cleanup_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="cleanup_orphaned_jobs.py",
+        description="Reconcile training-job rows in PostgreSQL with RQ in Redis, once. Uses DATABASE_URL "
+        "and REDIS_URL like the API. Exit 0 on success, 2 when PostgreSQL or Redis is unreachable.",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="report what would change; write nothing")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    from api import create_app
+
+    app = create_app()
+    with app.app_context():
+        return run_cleanup(args.dry_run, args.json)
+
+
+def init_app(app: Flask) -> None:
+    for command in (worker_command, reconciler_command, cleanup_command):
+        app.cli.add_command(command)

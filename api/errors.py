@@ -1,0 +1,76 @@
+"""One JSON error shape for every 4xx/5xx: ``{"error": {"code", "message", "field"?}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+from api.jobs import BadCursor, JobConflict
+from api.status import JobNotFound
+from training.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """Bad request data; ``field`` names what to fix."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None, **extra: Any):
+    body: dict[str, Any] = {"code": code, "message": message}
+    if field:
+        body["field"] = field
+    body.update(extra)
+    return jsonify({"error": body}), status
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return error_response(exc.status, exc.code, exc.message, exc.field)
+
+    @app.errorhandler(ConfigError)
+    def _config_error(exc: ConfigError):
+        field = exc.field if exc.field == "config" else f"config.{exc.field}"
+        return error_response(422, "invalid_config", f"{field}: {exc.message}", field)
+
+    @app.errorhandler(JobNotFound)
+    def _not_found(exc: JobNotFound):
+        return error_response(404, "job_not_found", f"no training job with id {exc}")
+
+    @app.errorhandler(JobConflict)
+    def _conflict(exc: JobConflict):
+        return error_response(409, "conflict", exc.message, status=exc.job.status)
+
+    @app.errorhandler(BadCursor)
+    def _bad_cursor(exc: BadCursor):
+        return error_response(400, "invalid_cursor", str(exc), "cursor")
+
+    @app.errorhandler(RedisError)
+    def _redis_down(exc: RedisError):
+        log.warning("Redis unavailable: %s", exc)
+        return error_response(503, "redis_unavailable", "Redis is unreachable; try again shortly")
+
+    @app.errorhandler(OperationalError)
+    def _db_down(exc: DBAPIError):
+        log.warning("database unavailable: %s", exc.orig)
+        return error_response(503, "database_unavailable", "PostgreSQL is unreachable; try again shortly")
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return error_response(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "internal error; the server log has the details")

@@ -1,0 +1,83 @@
+"""The record: one row per training job, and an append-only log of its status transitions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from api.extensions import db
+from api.status import TERMINAL, JobStatus
+
+_STATUSES = ", ".join(f"'{s.value}'" for s in JobStatus)
+_NON_TERMINAL = ", ".join(f"'{s.value}'" for s in JobStatus if s not in TERMINAL)
+
+
+class TrainingJob(db.Model):
+    __tablename__ = "training_jobs"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_STATUSES})", name="ck_training_jobs_status"),
+        Index("ix_training_jobs_newest", "created_at", "id"),
+        Index("ix_training_jobs_status_newest", "status", "created_at", "id"),
+        Index("ix_training_jobs_non_terminal", "status", postgresql_where=f"status IN ({_NON_TERMINAL})"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    config: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    total_steps: Mapped[int | None] = mapped_column(Integer)
+    loss: Mapped[float | None]
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    rq_job_id: Mapped[str | None] = mapped_column(String(64))
+    worker_name: Mapped[str | None] = mapped_column(String(200))
+    worker_pid: Mapped[int | None] = mapped_column(Integer)
+    hostname: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    checkpoint_path: Mapped[str | None] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {column.name: getattr(self, column.name) for column in self.__table__.columns}
+        data["id"] = str(self.id)
+        for key, value in data.items():
+            if isinstance(value, datetime):
+                data[key] = value.isoformat()
+        return data
+
+
+class JobEvent(db.Model):
+    __tablename__ = "job_events"
+    __table_args__ = (Index("ix_job_events_job", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("training_jobs.id", ondelete="CASCADE"))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "job_id": str(self.job_id),
+            "from_status": self.from_status,
+            "to_status": self.to_status,
+            "reason": self.reason,
+            "actor": self.actor,
+            "at": self.at.isoformat(),
+        }

@@ -1,0 +1,148 @@
+"""Job statuses, their groups, the allowed transitions (as data), and the one function that writes status.
+
+Every status change in the project is ``transition()``: a conditional UPDATE (``WHERE status IN
+allowed_from``, plus the attempt number for writes from a worker) and an event row, in one
+transaction. A write that loses a race changes nothing and returns the row as it is now.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+
+from api.extensions import db
+
+if TYPE_CHECKING:
+    from api.models import TrainingJob
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"  # reserved: cooperative pause/resume
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Actor(StrEnum):
+    API = "api"
+    WORKER = "worker"
+    RECONCILER = "reconciler"
+    CLEANUP_SCRIPT = "cleanup script"
+    DASHBOARD_SYNC = "dashboard-sync"
+
+
+TERMINAL: frozenset[JobStatus] = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+ACTIVE: frozenset[JobStatus] = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
+"""Statuses that claim work exists in RQ; the reconciler checks exactly these."""
+
+INITIAL = JobStatus.QUEUED
+
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED}),
+    JobStatus.RUNNING: frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PAUSED}),
+    JobStatus.PAUSED: frozenset({JobStatus.QUEUED, JobStatus.CANCELLED, JobStatus.FAILED}),
+    JobStatus.COMPLETED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+}
+
+# Timestamp column stamped on entering a status.
+_STAMPS = {
+    JobStatus.QUEUED: "queued_at",
+    JobStatus.RUNNING: "started_at",
+    JobStatus.COMPLETED: "finished_at",
+    JobStatus.FAILED: "finished_at",
+    JobStatus.CANCELLED: "finished_at",
+}
+
+
+def allowed_from(to: JobStatus) -> frozenset[JobStatus]:
+    return frozenset(src for src, targets in TRANSITIONS.items() if to in targets)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class TransitionResult:
+    job: TrainingJob
+    changed: bool
+    from_status: JobStatus | None
+
+
+class JobNotFound(LookupError):
+    pass
+
+
+def create(job: TrainingJob, *, actor: Actor, reason: str, now: datetime | None = None) -> TrainingJob:
+    """Insert a new row as ``queued`` with its first event (the ``None -> queued`` transition)."""
+    from api.models import JobEvent  # models import this module's statuses
+
+    now = now or utcnow()
+    job.status = INITIAL
+    job.status_reason = reason
+    job.created_at = job.updated_at = job.queued_at = now
+    db.session.add(job)
+    db.session.flush()
+    db.session.add(JobEvent(job_id=job.id, from_status=None, to_status=INITIAL, reason=reason, actor=actor, at=now))
+    db.session.commit()
+    return job
+
+
+def transition(
+    job_id: uuid.UUID | str,
+    to: JobStatus,
+    *,
+    reason: str,
+    actor: Actor,
+    expected_from: Iterable[JobStatus] | None = None,
+    attempt: int | None = None,
+    fields: Mapping[str, Any] | None = None,
+    now: datetime | None = None,
+) -> TransitionResult:
+    """Move ``job_id`` to ``to`` if its status allows it (narrowed by ``expected_from``) and, when
+    ``attempt`` is given, only if the row is still on that attempt. Other columns in ``fields`` are
+    written in the same UPDATE."""
+    from api.models import JobEvent, TrainingJob  # models import this module's statuses
+
+    now = now or utcnow()
+    sources = allowed_from(to)
+    if expected_from is not None:
+        sources = sources & frozenset(expected_from)
+    job_id = uuid.UUID(str(job_id))
+    try:
+        row = db.session.execute(
+            select(TrainingJob).where(TrainingJob.id == job_id).with_for_update()
+        ).scalar_one_or_none()
+        if row is None:
+            raise JobNotFound(str(job_id))
+        if row.status not in sources or (attempt is not None and row.attempts != attempt):
+            db.session.commit()
+            return TransitionResult(row, False, JobStatus(row.status))
+        from_status = JobStatus(row.status)
+        values: dict[str, Any] = {"status": to, "status_reason": reason, "updated_at": now, **(fields or {})}
+        if to in _STAMPS:
+            values[_STAMPS[to]] = now
+        conditions = [TrainingJob.id == job_id, TrainingJob.status.in_([s.value for s in sources])]
+        if attempt is not None:
+            conditions.append(TrainingJob.attempts == attempt)
+        result = db.session.execute(update(TrainingJob).where(*conditions).values(**values))
+        if result.rowcount != 1:  # cannot happen under the row lock; never write an event without the change
+            db.session.rollback()
+            return TransitionResult(db.session.get(TrainingJob, job_id), False, None)
+        db.session.add(JobEvent(job_id=job_id, from_status=from_status, to_status=to, reason=reason, actor=actor, at=now))
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+    db.session.refresh(row)
+    return TransitionResult(row, True, from_status)

@@ -1,0 +1,99 @@
+"""Fixtures: real redis-server and PostgreSQL started for the session on free ports, a migrated app,
+and real RQ worker processes. Unit tests use none of them."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import text
+
+from api import create_app
+from api.extensions import db, redis_connection
+from api.local import PostgresServer, RedisServer
+from tests.support import WorkerProcess, start_worker
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    server = PostgresServer(tmp_path_factory.mktemp("postgres")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(redis_server: RedisServer, postgres_server: PostgresServer, tmp_path_factory) -> dict[str, str]:
+    """The settings shared by the in-process app and every worker process, as env-var strings."""
+    return {
+        "DATABASE_URL": postgres_server.create_database("trainq_test"),
+        "REDIS_URL": redis_server.url,
+        "CHECKPOINT_DIR": str(tmp_path_factory.mktemp("checkpoints")),
+        "PROGRESS_INTERVAL": "0.2",
+        "LOG_LEVEL": "INFO",
+    }
+
+
+def make_app(settings: dict[str, str], **overrides: object) -> Flask:
+    from api import config
+
+    return create_app({**config.load(settings), "TESTING": True, **overrides})
+
+
+@pytest.fixture(scope="session")
+def app(settings: dict[str, str]) -> Flask:
+    import flask_migrate
+
+    application = make_app(settings)
+    with application.app_context():
+        flask_migrate.upgrade()
+    return application
+
+
+@pytest.fixture
+def ctx(app: Flask) -> Iterator[Flask]:
+    """An app context over clean state: empty tables, empty Redis."""
+    with app.app_context():
+        db.session.execute(text("TRUNCATE training_jobs CASCADE"))
+        db.session.commit()
+        redis_connection.get().flushdb()
+        yield app
+        db.session.remove()
+
+
+@pytest.fixture
+def client(ctx: Flask):
+    return ctx.test_client()
+
+
+@pytest.fixture
+def redis(ctx: Flask):
+    return redis_connection.get()
+
+
+_names = itertools.count()
+
+
+@pytest.fixture
+def workers(settings: dict[str, str], ctx: Flask, tmp_path: Path) -> Iterator:
+    """Factory for real worker processes; all are SIGKILLed (with their horses) at teardown."""
+    started: list[WorkerProcess] = []
+
+    def start(name: str | None = None) -> WorkerProcess:
+        worker = start_worker(settings, name or f"w{next(_names)}-{tmp_path.name[:20]}", tmp_path,
+                              redis_connection.get())
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.kill()
