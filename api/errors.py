@@ -49,7 +49,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(JobConflict)
     def _conflict(exc: JobConflict):
-        return error_response(409, "conflict", exc.message, status=exc.job.status)
+        return error_response(409, "conflict", exc.message, job_status=exc.job.status)
 
     @app.errorhandler(BadCursor)
     def _bad_cursor(exc: BadCursor):

@@ -135,6 +135,7 @@ class CancelResult:
     job: TrainingJob
     rq_cancelled: bool
     already_cancelled: bool
+    cleanup: dict[str, Any] | None = None  # the report of the cleanup run that followed
 
 
 def cancel(job_id: str | uuid.UUID) -> CancelResult:
@@ -149,15 +150,15 @@ def cancel(job_id: str | uuid.UUID) -> CancelResult:
         if result.job.status == JobStatus.CANCELLED:
             return CancelResult(result.job, rq_cancelled=False, already_cancelled=True)
         raise JobConflict(_refusal(result.job, "cancelled"), result.job)
-    rq_cancelled = False
+    rq_cancelled, cleanup = False, None
     try:
         rq_cancelled = queue.stop(str(job.id), pid=result.job.worker_pid, hostname=result.job.hostname)
-        cleanup_orphaned_training_jobs(actor=Actor.API)
+        cleanup = cleanup_orphaned_training_jobs(actor=Actor.API).to_dict()
     except RedisError as exc:
         log.warning("job %s: cancelled in the database; RQ unreachable (%s)", job.id, exc)
     log.info("job %s: cancelled (rq_cancelled=%s)", job.id, rq_cancelled)
     db.session.expire_all()
-    return CancelResult(get_job(job.id), rq_cancelled=rq_cancelled, already_cancelled=False)
+    return CancelResult(get_job(job.id), rq_cancelled=rq_cancelled, already_cancelled=False, cleanup=cleanup)
 
 
 def _refusal(job: TrainingJob, action: str) -> str:

@@ -139,7 +139,8 @@ def transition(
         if result.rowcount != 1:  # cannot happen under the row lock; never write an event without the change
             db.session.rollback()
             return TransitionResult(db.session.get(TrainingJob, job_id), False, None)
-        db.session.add(JobEvent(job_id=job_id, from_status=from_status, to_status=to, reason=reason, actor=actor, at=now))
+        event = JobEvent(job_id=job_id, from_status=from_status, to_status=to, reason=reason, actor=actor, at=now)
+        db.session.add(event)
         db.session.commit()
     except BaseException:
         db.session.rollback()

@@ -96,4 +96,4 @@ def cancel_job(job_id: str):
     message = (f"Job {result.job.id} was already cancelled" if result.already_cancelled
                else f"Job {result.job.id} cancelled successfully")
     return jsonify({"success": True, "message": message, "rq_cancelled": result.rq_cancelled,
-                    "job": result.job.to_dict()})
+                    "job": result.job.to_dict(), "cleanup": result.cleanup})

@@ -1,12 +1,12 @@
 """training jobs and job events
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-24 05:22:49.946845
 
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.

@@ -1,0 +1,183 @@
+"""End to end: the API in process, real RQ worker processes, real Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import psutil
+import pytest
+from rq.command import send_stop_job_command
+from rq.job import Job
+
+from api.extensions import db
+from api.models import JobEvent, TrainingJob
+from api.reconcile import cleanup_orphaned_training_jobs
+from tests.support import process_gone, wait_for
+
+SHORT = {"dataset": "digits", "epochs": 3, "hidden_sizes": [32], "batch_size": 64, "checkpoint_every": 1, "seed": 1}
+LONG = {"dataset": "digits", "epochs": 100_000, "hidden_sizes": [32], "batch_size": 16}
+
+
+def submit(client, config, name="t"):
+    response = client.post("/api/training", json={"name": name, "config": config})
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()["job"]["id"]
+
+
+def row(job_id) -> TrainingJob:
+    db.session.expire_all()
+    job = db.session.get(TrainingJob, job_id)
+    db.session.commit()
+    return job
+
+
+def events(job_id) -> list[tuple]:
+    db.session.expire_all()
+    rows = db.session.query(JobEvent).filter_by(job_id=job_id).order_by(JobEvent.id).all()
+    db.session.commit()
+    return [(e.from_status, e.to_status, e.actor) for e in rows]
+
+
+def wait_status(job_id, status, timeout=60):
+    return wait_for(lambda: (j := row(job_id)).status == status and j, timeout, f"job {job_id} to be {status}")
+
+
+def wait_training(job_id, timeout=60):
+    """Running, with a horse pid and at least one progress write."""
+    return wait_for(lambda: (j := row(job_id)).status == "running" and j.worker_pid and j.step > 0 and j,
+                    timeout, f"job {job_id} to be training")
+
+
+def assert_events_chain(job_id):
+    """Every event starts where the previous ended; exactly one terminal event, last."""
+    evs = events(job_id)
+    for prev, nxt in zip(evs, evs[1:], strict=False):
+        assert nxt[0] == prev[1], evs
+    terminal = [e for e in evs if e[1] in ("completed", "failed", "cancelled")]
+    assert len(terminal) == 1 and terminal[0] == evs[-1], evs
+    return evs
+
+
+def test_submit_trains_to_completion(client, workers, settings):
+    workers()
+    response = client.post("/api/training", json={"name": "digits-3", "config": SHORT})
+    assert response.status_code == 201
+    job_id = response.get_json()["job"]["id"]
+    assert response.headers["Location"].endswith(f"/api/training/{job_id}")
+
+    job = wait_status(job_id, "completed")
+    assert job.epoch == 3 and job.metrics["val_accuracy"] > 0.5 and job.loss is not None
+    assert job.worker_name and job.worker_pid and job.hostname and job.started_at and job.finished_at
+    assert job.attempts == 1 and job.rq_job_id == job_id
+    assert job.checkpoint_path and os.path.exists(job.checkpoint_path)
+    assert sorted(os.listdir(os.path.join(settings["CHECKPOINT_DIR"], job_id))) == [
+        "epoch-000001.pt", "epoch-000002.pt", "epoch-000003.pt"]
+    assert events(job_id) == [(None, "queued", "api"), ("queued", "running", "worker"),
+                              ("running", "completed", "worker")]
+    body = client.get(f"/api/training/{job_id}").get_json()
+    assert body["status"] == "completed" and body["metrics"]["val_accuracy"] == job.metrics["val_accuracy"]
+
+
+def test_cancel_queued_job(client, redis):
+    job_id = submit(client, SHORT)  # no worker: it stays queued
+    response = client.delete(f"/api/training/{job_id}")
+    body = response.get_json()
+    assert response.status_code == 200, body
+    assert body["success"] is True and body["rq_cancelled"] is True
+    assert body["message"] == f"Job {job_id} cancelled successfully"
+    assert body["job"]["status"] == "cancelled"
+    assert Job.fetch(job_id, connection=redis).get_status() == "canceled"
+    assert events(job_id)[-1] == ("queued", "cancelled", "api")
+    # Idempotent.
+    again = client.delete(f"/api/training/{job_id}")
+    assert again.status_code == 200 and again.get_json()["rq_cancelled"] is False
+
+
+def test_cancel_running_job_kills_horse_and_its_children(client, workers, redis):
+    worker = workers()
+    job_id = submit(client, {**LONG, "num_workers": 2})
+    job = wait_training(job_id)
+    horse = psutil.Process(job.worker_pid)
+    children = wait_for(lambda: horse.children(recursive=True), 30, "DataLoader worker processes")
+    pids = [horse.pid] + [c.pid for c in children]
+
+    response = client.delete(f"/api/training/{job_id}")
+    body = response.get_json()
+    assert response.status_code == 200, body
+    assert body["rq_cancelled"] is True and body["job"]["status"] == "cancelled"
+    assert body["cleanup"]["checked"] >= 0
+    wait_for(lambda: all(process_gone(p) for p in pids), 1.0, f"horse and children {pids} to be gone")
+
+    assert row(job_id).status == "cancelled"
+    assert events(job_id)[-1] == ("running", "cancelled", "api")
+    assert Job.fetch(job_id, connection=redis).get_status() == "stopped"
+    assert worker.process.poll() is None  # the worker itself lives on for the next job
+    assert_events_chain(job_id)
+
+
+def test_stop_in_rq_directly_is_mapped_to_cancelled(client, workers, redis, ctx):
+    workers()
+    job_id = submit(client, LONG)
+    job = wait_training(job_id)
+    send_stop_job_command(redis, job_id)  # what rq-dashboard's stop does
+    wait_for(lambda: Job.fetch(job_id, connection=redis).get_status() == "stopped", 10, "RQ to stop the job")
+    wait_for(lambda: process_gone(job.worker_pid), 5, "horse to die")
+    assert row(job_id).status == "running"  # nobody told the database yet
+
+    report = cleanup_orphaned_training_jobs()
+    assert report.actions["cancelled"] == [job_id]
+    job = row(job_id)
+    assert job.status == "cancelled" and job.status_reason == "cancelled in RQ (e.g. from rq-dashboard)"
+    assert events(job_id)[-1] == ("running", "cancelled", "reconciler")
+
+
+def test_sigkilled_worker_is_marked_worker_lost(client, workers, ctx):
+    worker = workers()
+    job_id = submit(client, LONG)
+    job = wait_training(job_id)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.process.wait(10)
+    wait_for(lambda: process_gone(job.worker_pid), 5, "the horse to die with its worker")
+
+    report = cleanup_orphaned_training_jobs()
+    assert report.actions["worker_lost"] == [job_id]
+    job = row(job_id)
+    assert job.status == "failed" and job.status_reason == "worker lost"
+    assert events(job_id)[-1] == ("running", "failed", "reconciler")
+
+
+def test_sigkilled_horse_is_mapped_from_rq_failure(client, workers, ctx):
+    workers()
+    job_id = submit(client, LONG)
+    job = wait_training(job_id)
+    os.kill(job.worker_pid, signal.SIGKILL)
+    wait_for(lambda: Job.fetch(job_id, connection=ctx.extensions["redis"]).get_status() == "failed", 10,
+             "RQ to mark the job failed")
+    report = cleanup_orphaned_training_jobs()
+    assert report.actions["failed"] == [job_id]
+    job = row(job_id)
+    assert job.status == "failed" and job.status_reason.startswith("RQ job failed: ")
+    assert "Work-horse terminated unexpectedly" in job.status_reason
+
+
+@pytest.mark.parametrize("cancel_at_step", [1, 60, 120, 170, 178, 10_000])
+def test_cancel_racing_completion_ends_consistent(client, workers, cancel_at_step):
+    """Cancel as the job nears its end: exactly one terminal status, and the API says which."""
+    workers()
+    job_id = submit(client, {**SHORT, "epochs": 2, "batch_size": 16, "checkpoint_every": 0})  # 180 steps
+    wait_for(lambda: (j := row(job_id)).status == "completed" or j.step >= cancel_at_step, 60,
+             f"the job to reach step {cancel_at_step} or finish")
+    response = client.delete(f"/api/training/{job_id}")
+    final = row(job_id)
+    if response.status_code == 200:
+        assert final.status == "cancelled"
+    else:
+        assert response.status_code == 409, response.get_json()
+        assert final.status == "completed"
+        assert "already completed" in response.get_json()["error"]["message"]
+    # It stays that way: a late write from the horse cannot change a terminal status.
+    wait_for(lambda: Job.fetch(job_id, connection=client.application.extensions["redis"]).get_status()
+             in ("finished", "stopped"), 10, "RQ to settle")
+    assert row(job_id).status == final.status
+    assert_events_chain(job_id)

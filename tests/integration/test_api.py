@@ -1,0 +1,131 @@
+"""The JSON API against real Redis and PostgreSQL (no worker: jobs stay queued)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from rq.job import Job
+
+from api.status import Actor, JobStatus, transition
+
+
+def submit(client, **config):
+    response = client.post("/api/training", json={"config": {"epochs": 5, **config}})
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()["job"]
+
+
+def error_of(response, status):
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.get_json()
+    assert set(body) == {"error"} and body["error"]["code"] and body["error"]["message"]
+    return body["error"]
+
+
+def test_submit_writes_row_then_enqueues(client, redis):
+    job = submit(client, seed=3)
+    assert job["status"] == "queued" and job["attempts"] == 1 and job["rq_job_id"] == job["id"]
+    assert job["name"] == "digits-mlp" and job["config"]["seed"] == 3 and job["config"]["epochs"] == 5
+    expected_columns = {
+        "id", "name", "status", "status_reason", "config", "epoch", "step", "total_steps", "loss", "metrics",
+        "rq_job_id", "worker_name", "worker_pid", "hostname", "attempts", "checkpoint_path", "error_message",
+        "created_at", "queued_at", "started_at", "finished_at", "updated_at", "heartbeat_at",
+    }
+    assert set(job) == expected_columns
+    rq_job = Job.fetch(job["id"], connection=redis)
+    assert rq_job.get_status() == "queued" and rq_job.args == (job["id"], 1)
+    assert client.get(f"/api/training/{job['id']}").get_json() == job
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"config": {"epochs": 0}}, 422, "config.epochs"),
+        ({"config": {"epochs": "ten"}}, 422, "config.epochs"),
+        ({"config": {"epochs": 100_001}}, 422, "config.epochs"),
+        ({"config": {"learning_rate": -1}}, 422, "config.learning_rate"),
+        ({"config": {"hidden_sizes": [64, "x"]}}, 422, "config.hidden_sizes"),
+        ({"config": {"dataset": "cifar"}}, 422, "config.dataset"),
+        ({"config": {"warp": 9}}, 422, "config.warp"),
+        ({"config": "epochs=3"}, 422, "config"),
+        ({"config": {}, "priority": 1}, 422, "priority"),
+        ({"name": 5, "config": {}}, 422, "name"),
+        ({"name": "", "config": {}}, 422, "name"),
+        ({"name": "x" * 201, "config": {}}, 422, "name"),
+        ({"name": "no config"}, 422, "config"),
+    ],
+)
+def test_bad_submissions_name_the_field(client, body, status, field):
+    error = error_of(client.post("/api/training", json=body), status)
+    assert error["field"] == field and field in error["message"]
+
+
+def test_malformed_or_non_json_bodies(client):
+    error_of(client.post("/api/training", data="{not json", content_type="application/json"), 400)
+    error_of(client.post("/api/training", json=[1, 2]), 400)
+    error_of(client.post("/api/training", data="config=1", content_type="application/x-www-form-urlencoded"), 415)
+    error_of(client.post("/api/training"), 415)
+    assert client.get("/api/training").get_json()["jobs"] == []  # nothing was written
+
+
+def test_unknown_and_malformed_ids_are_404(client):
+    for method in (client.get, client.delete):
+        error_of(method("/api/training/not-a-uuid"), 404)
+        error_of(method(f"/api/training/{uuid.uuid4()}"), 404)
+    error_of(client.get("/api/nope"), 404)
+    error_of(client.put("/api/training"), 405)
+
+
+def test_list_newest_first_with_cursor_pages_and_filter(client):
+    ids = [submit(client, seed=i)["id"] for i in range(5)]
+    seen, cursor = [], None
+    for _ in range(3):
+        url = "/api/training?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = client.get(url).get_json()
+        seen += [job["id"] for job in page["jobs"]]
+        cursor = page["next_cursor"]
+    assert seen == ids[::-1] and cursor is None
+
+    client.delete(f"/api/training/{ids[1]}")
+    cancelled = client.get("/api/training?status=cancelled").get_json()["jobs"]
+    assert [job["id"] for job in cancelled] == [ids[1]]
+    assert len(client.get("/api/training?status=queued&limit=200").get_json()["jobs"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("limit=0", "limit"), ("limit=201", "limit"), ("limit=abc", "limit"), ("status=lost", "status"),
+     ("cursor=garbage", "cursor"), ("sort=name", "sort")],
+)
+def test_bad_list_parameters(client, query, field):
+    assert error_of(client.get(f"/api/training?{query}"), 400)["field"] == field
+
+
+def test_cancel_of_finished_jobs_is_409(client, ctx):
+    for final in (JobStatus.COMPLETED, JobStatus.FAILED):
+        job = submit(client)
+        transition(job["id"], JobStatus.RUNNING, reason="test", actor=Actor.WORKER)
+        transition(job["id"], final, reason="test", actor=Actor.WORKER)
+        error = error_of(client.delete(f"/api/training/{job['id']}"), 409)
+        assert error["message"] == f"job {job['id']} is already {final} and cannot be cancelled"
+        assert error["job_status"] == final
+
+
+def test_events_endpoint(client):
+    job = submit(client)
+    client.delete(f"/api/training/{job['id']}")
+    events = client.get(f"/api/training/{job['id']}/events").get_json()["events"]
+    assert [(e["from_status"], e["to_status"], e["actor"]) for e in events] == [
+        (None, "queued", "api"), ("queued", "cancelled", "api")]
+
+
+def test_health_ok_with_worker_count(client):
+    body = client.get("/api/health").get_json()
+    assert body == {"healthy": True, "checks": {"database": {"ok": True}, "redis": {"ok": True}}, "workers": 0}
+
+
+def test_dashboard_is_mounted(client):
+    response = client.get("/rq/")
+    assert response.status_code == 200 and b"RQ" in response.data
+    assert client.get("/rq/0/data/queues.json").status_code == 200

@@ -1,0 +1,66 @@
+"""The one write path under concurrency: conditional, attempt-guarded, one event per change."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+
+from api.extensions import db
+from api.models import JobEvent, TrainingJob
+from api.status import Actor, JobNotFound, JobStatus, create, transition
+
+
+def new_job() -> uuid.UUID:
+    job = create(TrainingJob(id=uuid.uuid4(), name="t", config={}, attempts=1), actor=Actor.API, reason="test")
+    return job.id
+
+
+def event_count(job_id) -> int:
+    return db.session.query(JobEvent).filter_by(job_id=job_id).count()
+
+
+def test_refused_transition_returns_current_row_and_writes_nothing(ctx):
+    job_id = new_job()
+    assert transition(job_id, JobStatus.CANCELLED, reason="user", actor=Actor.API).changed
+    result = transition(job_id, JobStatus.RUNNING, reason="late", actor=Actor.WORKER)
+    assert not result.changed and result.job.status == "cancelled" and result.from_status == "cancelled"
+    assert event_count(job_id) == 2
+
+
+def test_attempt_guard_refuses_a_superseded_attempt(ctx):
+    job_id = new_job()
+    assert not transition(job_id, JobStatus.RUNNING, reason="old", actor=Actor.WORKER, attempt=0).changed
+    assert transition(job_id, JobStatus.RUNNING, reason="new", actor=Actor.WORKER, attempt=1).changed
+
+
+def test_unknown_job(ctx):
+    with pytest.raises(JobNotFound):
+        transition(uuid.uuid4(), JobStatus.CANCELLED, reason="x", actor=Actor.API)
+
+
+def test_concurrent_completion_and_cancel_have_one_winner(app, ctx):
+    for _ in range(20):
+        job_id = new_job()
+        transition(job_id, JobStatus.RUNNING, reason="go", actor=Actor.WORKER)
+        barrier, results = threading.Barrier(3), {}
+
+        def write(to: JobStatus, actor: Actor, job_id=job_id, barrier=barrier, results=results) -> None:
+            with app.app_context():
+                barrier.wait()
+                results[to] = transition(job_id, to, reason="race", actor=actor).changed
+                db.session.remove()
+
+        threads = [threading.Thread(target=write, args=args) for args in
+                   [(JobStatus.COMPLETED, Actor.WORKER), (JobStatus.CANCELLED, Actor.API),
+                    (JobStatus.FAILED, Actor.RECONCILER)]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        winners = [to for to, changed in results.items() if changed]
+        assert len(winners) == 1, results
+        db.session.expire_all()
+        assert db.session.get(TrainingJob, job_id).status == winners[0]
+        assert event_count(job_id) == 3
