@@ -65,7 +65,7 @@ class RedisServer:
     """A redis-server child process on 127.0.0.1 with no persistence (as the tests and make run want)."""
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
-        self.data_dir, self.port = Path(data_dir), port or free_port()
+        self.data_dir, self.port = Path(data_dir).resolve(), port or free_port()
         self.process: subprocess.Popen | None = None
 
     @property
@@ -84,6 +84,8 @@ class RedisServer:
         from redis import Redis
         from redis.exceptions import RedisError
 
+        if self.process and self.process.poll() is not None:
+            raise RuntimeError(f"redis-server exited; see {self.data_dir / 'redis.log'}")
         try:
             return bool(Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5).ping())
         except RedisError:
@@ -99,7 +101,7 @@ class PostgresServer:
     """A PostgreSQL cluster in ``data_dir`` served on 127.0.0.1:``port`` (fsync off: throwaway data)."""
 
     def __init__(self, data_dir: Path, port: int | None = None, fsync: bool = False) -> None:
-        self.data_dir, self.port, self.fsync = Path(data_dir), port or free_port(), fsync
+        self.data_dir, self.port, self.fsync = Path(data_dir).resolve(), port or free_port(), fsync
         self.bindir = postgres_bindir()
         self.process: subprocess.Popen | None = None
         self._user = UNPRIVILEGED_USER if os.geteuid() == 0 else None

@@ -136,7 +136,7 @@ def cleanup_orphaned_training_jobs(
         log.info("job %s: %s (%s)%s", job_id, decision.action, decision.reason, "" if changed else ", raced")
 
     report.duration_s = time.monotonic() - started
-    log.info("reconcile: %s", report.summary())
+    log.log(logging.INFO if report.actions else logging.DEBUG, "reconcile: %s", report.summary())
     return report
 
 
