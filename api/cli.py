@@ -56,13 +56,21 @@ def reconcile_once(actor: Actor) -> None:
 @click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
 def worker_command(name: str | None, burst: bool) -> None:
     """Run an RQ worker for training jobs (run as many as you like, on any host)."""
+    from redis import Redis
+
+    import training  # noqa: F401 - import torch once here, not in every horse (CUDA stays untouched)
     from api.queue import get_queue
     from api.worker import TrainingWorker
 
+    cfg = current_app.config
     reconcile_once(Actor.WORKER)
     db.session.remove()
     db.engine.dispose()  # the horse must start without the parent's pooled connections
-    worker = TrainingWorker([get_queue()], connection=redis_connection.get(), name=name)
+    worker = TrainingWorker(
+        [get_queue()], connection=redis_connection.get(), name=name,
+        heartbeat_redis=Redis.from_url(cfg["REDIS_URL"], socket_timeout=cfg["REDIS_TIMEOUT"]),
+        heartbeat_interval=cfg["HEARTBEAT_INTERVAL"], heartbeat_ttl=cfg["WORKER_HEARTBEAT_TTL"],
+    )
     worker.work(burst=burst, logging_level=current_app.config["LOG_LEVEL"], with_scheduler=False)
 
 

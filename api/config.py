@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 # name: (default, parser, why)
-SETTINGS: dict[str, tuple[Any, type, str]] = {
+SETTINGS: dict[str, tuple[Any, Callable[[str], Any], str]] = {
     "DATABASE_URL": ("postgresql://postgres@127.0.0.1:5432/trainq", str, "the record of every job"),
     "REDIS_URL": ("redis://127.0.0.1:6379/0", str, "RQ's queues, workers and commands"),
     "QUEUE_NAME": ("training", str, "the RQ queue the API fills and workers drain"),
@@ -20,18 +21,21 @@ SETTINGS: dict[str, tuple[Any, type, str]] = {
     "CANCEL_WAIT": (3.0, float, "DELETE waits up to this long for RQ to confirm the horse is gone (s)"),
     "RECONCILE_INTERVAL": (2.0, float, "the reconciler loop's period (s)"),
     "ENQUEUE_GRACE": (5.0, float, "a queued row with no RQ id younger than this is left to its submitter (s)"),
+    "HEARTBEAT_INTERVAL": (1.0, float, "a running job (and each worker) beats this often, from a thread (s)"),
+    "HEARTBEAT_TIMEOUT": (10.0, float, "a running job silent this long, with no live horse, is lost (s)"),
+    "WORKER_HEARTBEAT_TTL": (4.0, float, "a worker whose heartbeat key is this old is gone (s)"),
+    "MAX_ATTEMPTS": (1, int, "attempts a job gets; a lost attempt with a checkpoint is retried if any are left"),
+    "MAX_QUEUE_AGE": (24 * 3600, int, "a queued job Redis lost is re-enqueued if younger than this, else failed (s)"),
+    "DB_RETRY_SECONDS": (300.0, float, "a worker retries a final status write this long while PostgreSQL is down (s)"),
+    "RECONCILE_ON_START": (True, lambda v: v.lower() not in ("0", "false", "no", ""), "reconcile once at API start"),
     "REDIS_TIMEOUT": (2.0, float, "socket timeouts, so a dead Redis answers 503 instead of hanging"),
     "LOG_LEVEL": ("INFO", str, "logging level of the API, worker and reconciler"),
 }
 
 
-def _parse(kind: type, raw: str) -> Any:
-    return kind(raw)
-
-
 def load(environ: dict[str, str] | None = None) -> dict[str, Any]:
     env = os.environ if environ is None else environ
-    return {name: _parse(kind, env[name]) if name in env else default for name, (default, kind, _) in SETTINGS.items()}
+    return {name: parse(env[name]) if name in env else default for name, (default, parse, _) in SETTINGS.items()}
 
 
 def describe() -> list[tuple[str, Any, str]]:

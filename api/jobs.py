@@ -9,18 +9,24 @@ import base64
 import binascii
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from flask import current_app
 from redis.exceptions import RedisError
-from sqlalchemy import select, tuple_, update
+from rq.worker import Worker
+from sqlalchemy import func, select, text, tuple_, update
 
 from api import queue
-from api.extensions import db
+from api.extensions import db, redis_connection
 from api.models import JobEvent, TrainingJob
 from api.reconcile import cleanup_orphaned_training_jobs
-from api.status import TERMINAL, Actor, JobNotFound, JobStatus, create, transition
+from api.status import TERMINAL, Actor, JobNotFound, JobStatus, TransitionResult, create, transition, utcnow
+from training.checkpoints import list_checkpoints
 from training.config import TrainingConfig
 
 log = logging.getLogger(__name__)
@@ -61,7 +67,7 @@ class SubmitResult:
     enqueued: bool
 
 
-def submit(config: dict[str, Any], name: str | None = None) -> SubmitResult:
+def submit(config: dict[str, Any], name: str | None = None, max_attempts: int | None = None) -> SubmitResult:
     """Validate, insert the row as queued, then enqueue. Redis down: the row stays queued, with a reason,
     and the reconciler enqueues it later."""
     cfg = TrainingConfig.from_dict(config)
@@ -70,6 +76,7 @@ def submit(config: dict[str, Any], name: str | None = None) -> SubmitResult:
         name=name or f"{cfg.dataset}-{cfg.model}",
         config=cfg.to_dict(),
         attempts=1,
+        max_attempts=max_attempts or current_app.config["MAX_ATTEMPTS"],
     )
     create(job, actor=Actor.API, reason="submitted")
     job_id = str(job.id)
@@ -165,3 +172,166 @@ def _refusal(job: TrainingJob, action: str) -> str:
     if job.status in TERMINAL:
         return f"job {job.id} is already {job.status} and cannot be {action}"
     return f"job {job.id} is {job.status} and cannot be {action}"
+
+
+# ---------------------------------------------------------------- recovery: force-start, resume, pause, mark-failed
+
+
+@contextmanager
+def job_lock(job_id: uuid.UUID) -> Iterator[None]:
+    """One recovery action per job at a time, across API processes (a PostgreSQL advisory lock)."""
+    key = int.from_bytes(job_id.bytes[:8], "big", signed=True)
+    with db.engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+
+
+@dataclass(frozen=True)
+class RestartResult:
+    job: TrainingJob
+    previous_status: str
+    queue_position: int | None
+    message: str
+
+
+_FORCE_START_REFUSALS = {
+    JobStatus.RUNNING: "it is running: cancel it first, or mark it failed if it is stuck",
+    JobStatus.COMPLETED: "it completed: submit a new job to train again",
+    JobStatus.PAUSED: "it is paused: resume it to continue from its checkpoint",
+}
+
+
+def _restart(job: TrainingJob, reason: str, resume_from: str | None) -> TransitionResult:
+    """failed | cancelled | paused -> queued on a new attempt (the user's budget, not the retries')."""
+    result = transition(
+        job.id, JobStatus.QUEUED, reason=reason, actor=Actor.API, expected_from=[job.status],
+        attempt=job.attempts, restart=True,
+        fields={"attempts": job.attempts + 1, "max_attempts": job.max_attempts + 1, "resume_from": resume_from,
+                "error_message": None, "worker_pid": None, "rq_job_id": None},
+    )
+    if not result.changed:
+        raise JobConflict(f"job {job.id} changed meanwhile; it is now {result.job.status}", result.job)
+    return result
+
+
+def _enqueue_current(job: TrainingJob) -> int | None:
+    queue.enqueue(str(job.id), job.attempts, description=f"{job.name} ({job.id})")
+    _set_columns(job.id, rq_job_id=str(job.id))
+    return queue.get_queue().get_job_position(str(job.id))
+
+
+def force_start(job_id: str | uuid.UUID) -> RestartResult:
+    """Start a queued job whose RQ job is lost, or a failed/cancelled one afresh. Twice is still one run."""
+    with job_lock(parse_id(job_id)):
+        job = get_job(job_id)
+        previous = job.status
+        if previous in _FORCE_START_REFUSALS:
+            raise JobConflict(f"job {job.id} cannot be force-started: {_FORCE_START_REFUSALS[previous]}", job)
+        TrainingConfig.from_dict(job.config)  # still valid?
+        if previous == JobStatus.QUEUED:
+            state = queue.fetch_states([str(job.id)])[str(job.id)]
+            if state.status in ("queued", "started") and state.attempt in (None, job.attempts):
+                position = queue.get_queue().get_job_position(str(job.id))
+                return RestartResult(job, previous, position, f"Job {job.id} is already queued in RQ")
+            position = _enqueue_current(job)
+            message = f"Job {job.id} re-enqueued (its RQ job was lost)"
+        else:
+            job = _restart(job, "force-started by user (fresh start)", resume_from=None).job
+            position = _enqueue_current(job)
+            message = f"Job {job.id} force-started from scratch (attempt {job.attempts})"
+        log.info("job %s: %s", job.id, message)
+        return RestartResult(get_job(job.id), previous, position, message)
+
+
+def latest_checkpoint(job: TrainingJob) -> str | None:
+    if job.resume_from and Path(job.resume_from).exists():
+        return job.resume_from
+    found = list_checkpoints(checkpoint_dir(job.id))
+    return str(found[-1].path) if found else None
+
+
+def resume(job_id: str | uuid.UUID) -> RestartResult:
+    """Continue a paused (or failed/cancelled) job from its last checkpoint on a new attempt."""
+    with job_lock(parse_id(job_id)):
+        job = get_job(job_id)
+        previous = job.status
+        if previous not in (JobStatus.PAUSED, JobStatus.FAILED, JobStatus.CANCELLED):
+            raise JobConflict(f"job {job.id} is {previous}; only a paused, failed or cancelled job can be resumed",
+                              job)
+        checkpoint = latest_checkpoint(job)
+        if checkpoint is None:
+            raise JobConflict(f"job {job.id} has no checkpoint to resume from; force-start it to train afresh", job)
+        job = _restart(job, f"resumed by user from {Path(checkpoint).name}", resume_from=checkpoint).job
+        position = _enqueue_current(job)
+        message = f"Job {job.id} resumes from {Path(checkpoint).name} (attempt {job.attempts})"
+        log.info("job %s: %s", job.id, message)
+        return RestartResult(get_job(job.id), previous, position, message)
+
+
+def pause(job_id: str | uuid.UUID) -> TrainingJob:
+    """Ask a running job to checkpoint and stop at its next step; the row turns ``paused`` when it has."""
+    job = get_job(job_id)
+    if job.status != JobStatus.RUNNING:
+        raise JobConflict(f"job {job.id} is {job.status}; only a running job can be paused", job)
+    queue.request_pause(str(job.id))
+    log.info("job %s: pause requested", job.id)
+    return job
+
+
+def mark_failed(job_id: str | uuid.UUID, reason: str) -> TrainingJob:
+    """For a stuck row: mark it failed with the user's reason, and stop whatever RQ still runs for it."""
+    job = get_job(job_id)
+    message = f"marked failed by user: {reason}"
+    result = transition(job.id, JobStatus.FAILED, reason=message, actor=Actor.API,
+                        fields={"error_message": message})
+    if not result.changed:
+        raise JobConflict(_refusal(result.job, "marked failed"), result.job)
+    try:
+        queue.stop(str(job.id), pid=result.job.worker_pid, hostname=result.job.hostname)
+    except RedisError as exc:
+        log.warning("job %s: marked failed; RQ unreachable (%s)", job.id, exc)
+    log.info("job %s: %s", job.id, message)
+    return get_job(job.id)
+
+
+def checkpoint_dir(job_id: uuid.UUID) -> Path:
+    return Path(current_app.config["CHECKPOINT_DIR"]) / str(job_id)
+
+
+def checkpoints(job_id: str | uuid.UUID) -> list[dict[str, Any]]:
+    job = get_job(job_id)
+    return [
+        {"epoch": c.epoch, "batch": c.batch, "path": str(c.path), "size_bytes": c.size_bytes,
+         "resume_point": str(c.path) == job.resume_from}
+        for c in list_checkpoints(checkpoint_dir(job.id))
+    ]
+
+
+def run_cleanup(max_age_minutes: int | None = None) -> dict[str, Any]:
+    """The admin endpoint's cleanup: like the reconciler's, with an optional max queue age for this pass."""
+    age = timedelta(minutes=max_age_minutes) if max_age_minutes else None
+    return cleanup_orphaned_training_jobs(actor=Actor.API, max_queue_age=age).to_dict()
+
+
+def training_health() -> dict[str, Any]:
+    """What the reconciler would fix right now (dry run), which running rows are stale, and counts."""
+    report = cleanup_orphaned_training_jobs(dry_run=True)
+    stale_before = utcnow() - timedelta(seconds=current_app.config["HEARTBEAT_TIMEOUT"])
+    stale = db.session.scalars(
+        select(TrainingJob.id).where(TrainingJob.status == JobStatus.RUNNING, TrainingJob.heartbeat_at < stale_before)
+    ).all()
+    running_db = db.session.scalar(select(func.count()).where(TrainingJob.status == JobStatus.RUNNING))
+    db.session.commit()
+    orphaned = sorted({job_id for ids in report.actions.values() for job_id in ids})
+    return {
+        "healthy": not orphaned and not stale,
+        "orphaned_jobs": orphaned,
+        "stale_jobs": sorted(str(i) for i in stale),
+        "total_running_db": running_db,
+        "total_running_rq": queue.running_count(),
+        "workers": Worker.count(connection=redis_connection.get()),
+        "actions_pending": report.counts(),
+    }

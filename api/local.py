@@ -211,8 +211,12 @@ class Child:
             self.process.wait()
 
 
+def _flask_app(app: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "flask", "--app", app, *args]
+
+
 def _flask(*args: str) -> list[str]:
-    return [sys.executable, "-m", "flask", "--app", "api", *args]
+    return _flask_app("api", *args)
 
 
 def run(var_dir: Path = Path("var")) -> int:
@@ -248,7 +252,7 @@ def run(var_dir: Path = Path("var")) -> int:
     try:
         subprocess.run(_flask("db", "upgrade"), env=env, check=True)
         children = [
-            Child("api", _flask("run", "--host", "127.0.0.1", "--port", port, "--no-reload", "--no-debugger"), env),
+            Child("api", _flask_app("api.wsgi", "run", "--host", "127.0.0.1", "--port", port, "--no-reload"), env),
             Child("worker", _flask("worker"), env),
             Child("reconciler", _flask("reconciler"), env),
         ]

@@ -41,6 +41,8 @@ class TrainingJob(db.Model):
     worker_pid: Mapped[int | None] = mapped_column(Integer)
     hostname: Mapped[str | None] = mapped_column(String(255))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    resume_from: Mapped[str | None] = mapped_column(Text)  # checkpoint the next attempt starts from
     checkpoint_path: Mapped[str | None] = mapped_column(Text)
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -50,9 +52,16 @@ class TrainingJob(db.Model):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, now: datetime | None = None, stale_after: float | None = None) -> dict[str, Any]:
+        """Every column, plus ``heartbeat_age_seconds`` and ``stale``: a running row whose heartbeat is
+        older than ``stale_after`` seconds, which the reconciler has not acted on yet."""
         data = {column.name: getattr(self, column.name) for column in self.__table__.columns}
         data["id"] = str(self.id)
+        age = (now - self.heartbeat_at).total_seconds() if now and self.heartbeat_at else None
+        data["heartbeat_age_seconds"] = round(age, 3) if age is not None else None
+        data["stale"] = bool(
+            self.status == JobStatus.RUNNING and stale_after is not None and (age is None or age > stale_after)
+        )
         for key, value in data.items():
             if isinstance(value, datetime):
                 data[key] = value.isoformat()

@@ -14,6 +14,7 @@ import zlib
 from base64 import b64decode
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from flask import current_app
 from redis import Redis
@@ -22,12 +23,31 @@ from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
+from rq.registry import StartedJobRegistry
 from rq.worker import Worker
 
 from api.extensions import redis_connection
 
 JOB_FUNCTION = "api.worker.run_training_job"
 _WAITING = {RQStatus.QUEUED, RQStatus.DEFERRED, RQStatus.SCHEDULED, RQStatus.CREATED}
+
+
+# Our keys beside RQ's. The attempt key says which attempt RQ's job hash describes (the RQ id is the row's
+# id for every attempt); heartbeat keys exist while their owner beats (their TTL is the timeout).
+def attempt_key(job_id: str) -> str:
+    return f"trainq:attempt:{job_id}"
+
+
+def job_heartbeat_key(job_id: str) -> str:
+    return f"trainq:heartbeat:job:{job_id}"
+
+
+def worker_heartbeat_key(worker_name: str) -> str:
+    return f"trainq:heartbeat:worker:{worker_name}"
+
+
+def control_key(job_id: str) -> str:
+    return f"trainq:control:{job_id}"
 
 
 def get_queue(connection: Redis | None = None) -> Queue:
@@ -37,16 +57,40 @@ def get_queue(connection: Redis | None = None) -> Queue:
 def enqueue(job_id: str, attempt: int, description: str = "") -> Job:
     """Enqueue the training of row ``job_id`` under the same id; ``attempt`` guards every worker write."""
     cfg = current_app.config
-    return get_queue().enqueue(
-        JOB_FUNCTION,
-        job_id,
-        attempt,
-        job_id=job_id,
-        job_timeout=cfg["JOB_TIMEOUT"],
-        result_ttl=cfg["RESULT_TTL"],
-        failure_ttl=cfg["RESULT_TTL"],
-        description=description or f"training job {job_id} (attempt {attempt})",
-    )
+    queue = get_queue()
+    with queue.connection.pipeline() as pipe:  # job and its attempt number land together, or not at all
+        pipe.multi()
+        job = queue.enqueue_call(
+            JOB_FUNCTION,
+            args=(job_id, attempt),
+            job_id=job_id,
+            timeout=cfg["JOB_TIMEOUT"],
+            result_ttl=cfg["RESULT_TTL"],
+            failure_ttl=cfg["RESULT_TTL"],
+            description=description or f"training job {job_id} (attempt {attempt})",
+            pipeline=pipe,
+        )
+        pipe.set(attempt_key(job_id), attempt, ex=cfg["RESULT_TTL"])
+        pipe.delete(control_key(job_id))
+        pipe.execute()
+    return job
+
+
+def request_pause(job_id: str) -> None:
+    """Ask the running attempt to checkpoint and stop; its heartbeat thread reads this within a beat."""
+    redis_connection.get().set(control_key(job_id), "pause", ex=current_app.config["JOB_TIMEOUT"])
+
+
+def running_count() -> int:
+    return StartedJobRegistry(queue=get_queue()).count
+
+
+def return_value(job_id: str) -> Any:
+    """What the job function returned (the final metrics), if RQ still has it."""
+    try:
+        return Job.fetch(job_id, connection=redis_connection.get()).return_value()
+    except NoSuchJobError:
+        return None
 
 
 def pid_alive(pid: int) -> bool:
@@ -100,8 +144,10 @@ def stop(job_id: str, *, pid: int | None = None, hostname: str | None = None) ->
 @dataclass(frozen=True)
 class RQState:
     status: str | None  # None: RQ has no such job
+    attempt: int | None = None  # the attempt RQ's job describes (None: not recorded)
     worker_name: str | None = None
-    worker_alive: bool | None = None  # for started jobs: is the worker still registered and alive
+    worker_alive: bool | None = None  # for started jobs: does the worker still beat (and, here, exist)
+    job_beating: bool = False  # the attempt's heartbeat key exists
     error: str | None = None  # last line of RQ's failure text for failed jobs
 
 
@@ -109,11 +155,11 @@ def _text(value: bytes | None) -> str | None:
     return value.decode() if value is not None else None
 
 
-def _worker_alive(pid: bytes | None, hostname: bytes | None) -> bool:
-    """A worker is alive while its RQ key exists; on this host its pid must also exist."""
-    if pid is None:
+def _worker_alive(beat: bytes | None, pid: bytes | None, hostname: bytes | None) -> bool:
+    """A worker is alive while its heartbeat key exists; on this host its pid must also exist."""
+    if beat is None:
         return False
-    if _text(hostname) == socket.gethostname():
+    if pid is not None and _text(hostname) == socket.gethostname():
         return pid_alive(int(pid))
     return True
 
@@ -121,8 +167,7 @@ def _worker_alive(pid: bytes | None, hostname: bytes | None) -> bool:
 def _error_summary(entries: list) -> str | None:
     if not entries:
         return None
-    payload = entries[0][1]
-    raw = payload.get(b"exc_string")
+    raw = entries[0][1].get(b"exc_string")
     if not raw:
         return None
     text = zlib.decompress(b64decode(raw)).decode(errors="replace").strip()
@@ -130,10 +175,11 @@ def _error_summary(entries: list) -> str | None:
 
 
 def fetch_states(job_ids: Iterable[str]) -> dict[str, RQState]:
-    """RQ status of many jobs in two pipelined round trips, whatever their number.
+    """RQ's view of many jobs in two pipelined round trips, whatever their number.
 
-    First the job hashes' ``status``/``worker_name`` fields; then, only for the workers and failures
-    those name, the workers' ``pid``/``hostname`` and the latest failure text.
+    First each job hash's ``status``/``worker_name`` with our attempt and heartbeat keys; then, only for
+    the workers and failures those name, the workers' heartbeat keys and ``pid``/``hostname`` and the
+    latest failure text.
     """
     ids = list(job_ids)
     if not ids:
@@ -142,26 +188,32 @@ def fetch_states(job_ids: Iterable[str]) -> dict[str, RQState]:
     pipe = conn.pipeline(transaction=False)
     for job_id in ids:
         pipe.hmget(Job.key_for(job_id), "status", "worker_name")
-    fields = dict(zip(ids, pipe.execute(), strict=True))
+        pipe.get(attempt_key(job_id))
+        pipe.get(job_heartbeat_key(job_id))
+    replies = pipe.execute()
+    fields = {job_id: replies[3 * i : 3 * i + 3] for i, job_id in enumerate(ids)}
 
-    workers = sorted({_text(w) for s, w in fields.values() if _text(s) == RQStatus.STARTED and w})
-    failed = [job_id for job_id, (s, _) in fields.items() if _text(s) == RQStatus.FAILED]
+    workers = sorted({_text(w) for (s, w), _, _ in fields.values() if _text(s) == RQStatus.STARTED and w})
+    failed = [job_id for job_id, ((s, _), _, _) in fields.items() if _text(s) == RQStatus.FAILED]
     pipe = conn.pipeline(transaction=False)
     for name in workers:
+        pipe.get(worker_heartbeat_key(name))
         pipe.hmget(Worker.redis_worker_namespace_prefix + name, "pid", "hostname")
     for job_id in failed:
         pipe.xrevrange(f"rq:results:{job_id}", count=1)
-    replies = pipe.execute() if workers or failed else []
-    alive = {name: _worker_alive(*reply) for name, reply in zip(workers, replies[: len(workers)], strict=True)}
-    errors = dict(zip(failed, map(_error_summary, replies[len(workers) :]), strict=True))
+    more = pipe.execute() if workers or failed else []
+    alive = {name: _worker_alive(more[2 * i], *more[2 * i + 1]) for i, name in enumerate(workers)}
+    errors = dict(zip(failed, map(_error_summary, more[2 * len(workers) :]), strict=True))
 
     states = {}
-    for job_id, (status, worker) in fields.items():
+    for job_id, ((status, worker), attempt, beat) in fields.items():
         name = _text(worker)
         states[job_id] = RQState(
             status=_text(status),
+            attempt=int(attempt) if attempt is not None else None,
             worker_name=name,
             worker_alive=alive.get(name) if name in alive else None,
+            job_beating=beat is not None and (attempt is None or beat.split(b" ")[0] == attempt),
             error=errors.get(job_id),
         )
     return states

@@ -1,7 +1,7 @@
-"""Reconciliation: make every non-terminal row agree with what RQ knows, in one batched pass.
+"""Reconciliation: make every non-terminal row agree with what RQ and the heartbeats say, in one batched pass.
 
-``decide`` is the whole mapping as a pure function; ``cleanup_orphaned_training_jobs`` reads the rows
-(one query) and RQ (pipelined), then applies each decision as a conditional transition.
+``decide`` is the whole mapping as a pure function of a row and RQ's view of it; ``reconcile`` reads the
+rows (one query) and RQ (pipelined), then applies each decision as a conditional, attempt-guarded write.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 
 from api import queue
 from api.extensions import db
+from api.models import TrainingJob
 from api.queue import RQState
 from api.status import ACTIVE, Actor, JobStatus, transition, utcnow
 
@@ -28,42 +29,92 @@ CANCELLED_IN_RQ = "cancelled in RQ (e.g. from rq-dashboard)"
 
 
 @dataclass(frozen=True)
+class RowView:
+    """The columns of a row that reconciliation reads."""
+
+    id: uuid.UUID
+    status: JobStatus
+    attempts: int
+    max_attempts: int
+    rq_job_id: str | None
+    waiting_since: datetime  # queued_at, or created_at
+    heartbeat_at: datetime | None
+    checkpoint_path: str | None
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Policy:
+    enqueue_grace: timedelta
+    heartbeat_timeout: timedelta
+    max_queue_age: timedelta
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], max_queue_age: timedelta | None = None) -> Policy:
+        return cls(
+            enqueue_grace=timedelta(seconds=config["ENQUEUE_GRACE"]),
+            heartbeat_timeout=timedelta(seconds=config["HEARTBEAT_TIMEOUT"]),
+            max_queue_age=max_queue_age or timedelta(seconds=config["MAX_QUEUE_AGE"]),
+        )
+
+
+@dataclass(frozen=True)
 class Decision:
     action: str  # report key
-    to: JobStatus | None  # None: enqueue, no status change
+    to: JobStatus | None  # None: enqueue again, no status change
     reason: str
+    retry: bool = False  # running -> queued with a new attempt, resuming from the checkpoint
 
 
-def decide(
-    status: JobStatus,
-    rq_job_id: str | None,
-    waiting_since: datetime,
-    state: RQState | None,
-    *,
-    now: datetime,
-    enqueue_grace: timedelta,
-) -> Decision | None:
+def _lost(row: RowView, why: str) -> Decision:
+    """A running attempt whose process is gone: retried from its checkpoint if it may, else failed."""
+    if row.checkpoint_path and row.attempts < row.max_attempts:
+        return Decision(
+            "retried", JobStatus.QUEUED,
+            f"{why}; re-queued to resume from {row.checkpoint_path} (attempt {row.attempts + 1} of "
+            f"{row.max_attempts})", retry=True,
+        )
+    return Decision("worker_lost", JobStatus.FAILED, why)
+
+
+def decide(row: RowView, state: RQState | None, *, now: datetime, policy: Policy) -> Decision | None:
     """What to do with one non-terminal row given RQ's view of it; None when they agree."""
-    if rq_job_id is None:
-        if status == JobStatus.QUEUED:
-            if now - waiting_since >= enqueue_grace:
-                return Decision("enqueued", None, "never reached RQ; enqueued by the reconciler")
-            return None
+    waited = now - row.waiting_since
+    if row.rq_job_id is None:
+        if row.status == JobStatus.QUEUED:
+            return Decision("enqueued", None, "never reached RQ; enqueued by the reconciler") \
+                if waited >= policy.enqueue_grace else None
         return Decision("no_rq_id", JobStatus.FAILED, "no RQ job id recorded")
-    if state is None or state.status is None:
-        return Decision("orphaned", JobStatus.FAILED, "orphaned: RQ job not found")
+    if state is not None and state.status is not None and state.attempt not in (None, row.attempts):
+        # RQ still describes an earlier attempt: the new one's enqueue has not landed (or was lost).
+        if row.status == JobStatus.QUEUED and waited >= policy.enqueue_grace:
+            return Decision("enqueued", None, f"attempt {row.attempts} missing in RQ; enqueued again")
+        return None
+    if state is None or state.status is None:  # Redis lost it: a restart without persistence, a flush
+        if row.status == JobStatus.QUEUED:
+            if waited < policy.max_queue_age:
+                return Decision("requeued", None, "RQ job lost (Redis lost its data); re-enqueued under the same id")
+            return Decision("orphaned", JobStatus.FAILED, "orphaned: RQ job not found")
+        if (state and state.job_beating) or _beating(row, now, policy):
+            return None  # the attempt still runs; it will write its own end
+        return _lost(row, "worker lost (RQ job not found, no heartbeat)")
     rq_status = state.status
     if rq_status == "finished":
-        if status == JobStatus.RUNNING:
+        if row.status == JobStatus.RUNNING:
             return Decision("completed", JobStatus.COMPLETED, "RQ job finished")
         return Decision("failed", JobStatus.FAILED, "RQ job finished without the job being started")
     if rq_status == "failed":
-        return Decision("failed", JobStatus.FAILED, f"RQ job failed: {state.error or 'no error text in RQ'}")
+        reason = f"RQ job failed: {state.error or 'no error text in RQ'}"
+        return _lost(row, reason) if row.status == JobStatus.RUNNING else Decision("failed", JobStatus.FAILED, reason)
     if rq_status in ("stopped", "canceled"):
         return Decision("cancelled", JobStatus.CANCELLED, CANCELLED_IN_RQ)
     if rq_status == "started" and state.worker_alive is False:
-        return Decision("worker_lost", JobStatus.FAILED, "worker lost")
+        return _lost(row, "worker lost")
     return None
+
+
+def _beating(row: RowView, now: datetime, policy: Policy) -> bool:
+    return row.heartbeat_at is not None and now - row.heartbeat_at <= policy.heartbeat_timeout
 
 
 @dataclass
@@ -91,47 +142,48 @@ class Report:
         return f"checked {self.checked} active jobs in {self.duration_s:.3f}s{mode}: {counts}"
 
 
+def active_rows() -> list[RowView]:
+    rows = db.session.execute(
+        select(
+            TrainingJob.id, TrainingJob.status, TrainingJob.attempts, TrainingJob.max_attempts,
+            TrainingJob.rq_job_id, TrainingJob.queued_at, TrainingJob.created_at, TrainingJob.heartbeat_at,
+            TrainingJob.checkpoint_path, TrainingJob.name,
+        ).where(TrainingJob.status.in_([s.value for s in ACTIVE]))
+    ).all()
+    db.session.commit()
+    return [
+        RowView(r.id, JobStatus(r.status), r.attempts, r.max_attempts, r.rq_job_id, r.queued_at or r.created_at,
+                r.heartbeat_at, r.checkpoint_path, r.name)
+        for r in rows
+    ]
+
+
 def cleanup_orphaned_training_jobs(
-    now: datetime | None = None, dry_run: bool = False, actor: Actor = Actor.RECONCILER
+    now: datetime | None = None,
+    dry_run: bool = False,
+    actor: Actor = Actor.RECONCILER,
+    max_queue_age: timedelta | None = None,
 ) -> Report:
     """Check every non-terminal row against RQ in batch and fix each mismatch with a conditional write.
 
     Safe beside itself and live jobs: a row that changed since it was read is left alone (``raced``).
     """
-    from api.models import TrainingJob
-
     started = time.monotonic()
     now = now or utcnow()
-    grace = timedelta(seconds=current_app.config["ENQUEUE_GRACE"])
-    rows = db.session.execute(
-        select(
-            TrainingJob.id, TrainingJob.status, TrainingJob.rq_job_id, TrainingJob.attempts,
-            TrainingJob.created_at, TrainingJob.queued_at, TrainingJob.name,
-        ).where(TrainingJob.status.in_([s.value for s in ACTIVE]))
-    ).all()
-    db.session.commit()
+    policy = Policy.from_config(current_app.config, max_queue_age)
+    rows = active_rows()
     states = queue.fetch_states(r.rq_job_id for r in rows if r.rq_job_id)
     report = Report(checked=len(rows), dry_run=dry_run)
 
     for row in rows:
-        decision = decide(
-            JobStatus(row.status), row.rq_job_id, row.queued_at or row.created_at,
-            states.get(row.rq_job_id) if row.rq_job_id else None, now=now, enqueue_grace=grace,
-        )
+        decision = decide(row, states.get(row.rq_job_id) if row.rq_job_id else None, now=now, policy=policy)
         if decision is None:
             continue
         job_id = str(row.id)
         if dry_run:
             report.actions[decision.action].append(job_id)
             continue
-        if decision.to is None:
-            changed = _enqueue(row.id, row.attempts, row.name)
-        else:
-            fields = {"error_message": decision.reason} if decision.to == JobStatus.FAILED else None
-            changed = transition(
-                row.id, decision.to, reason=decision.reason, actor=actor,
-                expected_from=[JobStatus(row.status)], attempt=row.attempts, fields=fields, now=now,
-            ).changed
+        changed = _apply(row, decision, actor, now)
         report.actions[decision.action if changed else "raced"].append(job_id)
         log.info("job %s: %s (%s)%s", job_id, decision.action, decision.reason, "" if changed else ", raced")
 
@@ -140,23 +192,54 @@ def cleanup_orphaned_training_jobs(
     return report
 
 
-def _enqueue(job_id: uuid.UUID, attempt: int, name: str) -> bool:
-    """Enqueue a row that never reached RQ; claim it first so two reconcilers enqueue it once."""
-    from api.models import TrainingJob
+def _apply(row: RowView, decision: Decision, actor: Actor, now: datetime) -> bool:
+    if decision.to is None:
+        return _enqueue_again(row, decision.reason)
+    fields: dict[str, Any] = {}
+    if decision.to == JobStatus.FAILED:
+        fields["error_message"] = decision.reason
+    if decision.retry:
+        fields.update(attempts=row.attempts + 1, resume_from=row.checkpoint_path, worker_pid=None)
+    if decision.to == JobStatus.COMPLETED:
+        fields.update(_final_result(str(row.id)))
+    result = transition(
+        row.id, decision.to, reason=decision.reason, actor=actor,
+        expected_from=[row.status], attempt=row.attempts, fields=fields, now=now,
+    )
+    if result.changed and decision.retry:
+        queue.enqueue(str(row.id), row.attempts + 1, description=f"{row.name} ({row.id})")
+    return result.changed
 
-    claimed = db.session.execute(
+
+def _final_result(job_id: str) -> dict[str, Any]:
+    """The job function's return value, kept by RQ, for a completion PostgreSQL missed."""
+    value = queue.return_value(job_id)
+    if not isinstance(value, dict) or "metrics" not in value:
+        return {}
+    metrics = value["metrics"]
+    return {"metrics": metrics, "epoch": value.get("epochs_completed"), "step": value.get("steps"),
+            "loss": metrics.get("train_loss"), "checkpoint_path": value.get("checkpoint_path")}
+
+
+def _enqueue_again(row: RowView, reason: str) -> bool:
+    """Enqueue a queued row's current attempt; the row lock makes concurrent reconcilers enqueue it once."""
+    locked = db.session.execute(
         update(TrainingJob)
-        .where(
-            TrainingJob.id == job_id, TrainingJob.rq_job_id.is_(None),
-            TrainingJob.status == JobStatus.QUEUED, TrainingJob.attempts == attempt,
-        )
-        .values(rq_job_id=str(job_id), status_reason="enqueued by the reconciler after Redis was unreachable")
+        .where(TrainingJob.id == row.id, TrainingJob.status == JobStatus.QUEUED,
+               TrainingJob.attempts == row.attempts,
+               TrainingJob.rq_job_id.is_(None) if row.rq_job_id is None else TrainingJob.rq_job_id == row.rq_job_id)
+        .values(rq_job_id=str(row.id), status_reason=reason)
     ).rowcount
-    if not claimed:
+    if not locked:
         db.session.rollback()
         return False
     try:
-        queue.enqueue(str(job_id), attempt, description=f"{name} ({job_id})")
+        states = queue.fetch_states([str(row.id)])  # under the row lock: has another pass enqueued it?
+        state = states[str(row.id)]
+        if state.status in ("queued", "started") and state.attempt == row.attempts and row.rq_job_id is not None:
+            db.session.rollback()
+            return False
+        queue.enqueue(str(row.id), row.attempts, description=f"{row.name} ({row.id})")
     except Exception:
         db.session.rollback()
         raise

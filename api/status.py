@@ -47,12 +47,22 @@ INITIAL = JobStatus.QUEUED
 
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED}),
-    JobStatus.RUNNING: frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PAUSED}),
+    # running -> queued: a lost attempt re-queued to resume from its checkpoint
+    JobStatus.RUNNING: frozenset(
+        {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PAUSED, JobStatus.QUEUED}
+    ),
     JobStatus.PAUSED: frozenset({JobStatus.QUEUED, JobStatus.CANCELLED, JobStatus.FAILED}),
     JobStatus.COMPLETED: frozenset(),
     JobStatus.FAILED: frozenset(),
     JobStatus.CANCELLED: frozenset(),
 }
+
+RESTARTS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.FAILED: frozenset({JobStatus.QUEUED}),
+    JobStatus.CANCELLED: frozenset({JobStatus.QUEUED}),
+}
+"""A user's explicit second chance (force-start, resume): the only way out of a terminal status.
+Only ``Actor.API`` may use it, always with a new attempt number; workers and reconcilers never do."""
 
 # Timestamp column stamped on entering a status.
 _STAMPS = {
@@ -64,8 +74,9 @@ _STAMPS = {
 }
 
 
-def allowed_from(to: JobStatus) -> frozenset[JobStatus]:
-    return frozenset(src for src, targets in TRANSITIONS.items() if to in targets)
+def allowed_from(to: JobStatus, restart: bool = False) -> frozenset[JobStatus]:
+    table = list(TRANSITIONS.items()) + (list(RESTARTS.items()) if restart else [])
+    return frozenset(src for src, targets in table if to in targets)
 
 
 def utcnow() -> datetime:
@@ -108,14 +119,17 @@ def transition(
     attempt: int | None = None,
     fields: Mapping[str, Any] | None = None,
     now: datetime | None = None,
+    restart: bool = False,
 ) -> TransitionResult:
     """Move ``job_id`` to ``to`` if its status allows it (narrowed by ``expected_from``) and, when
     ``attempt`` is given, only if the row is still on that attempt. Other columns in ``fields`` are
-    written in the same UPDATE."""
+    written in the same UPDATE. ``restart`` admits ``RESTARTS`` (the user's way out of a terminal status)."""
     from api.models import JobEvent, TrainingJob  # models import this module's statuses
 
+    if restart and (actor != Actor.API or not fields or "attempts" not in fields):
+        raise ValueError("a restart is the API's, and always starts a new attempt")
     now = now or utcnow()
-    sources = allowed_from(to)
+    sources = allowed_from(to, restart)
     if expected_from is not None:
         sources = sources & frozenset(expected_from)
     job_id = uuid.UUID(str(job_id))

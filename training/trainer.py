@@ -42,6 +42,7 @@ class TrainResult:
     steps: int
     metrics: dict[str, Any]
     stopped: bool = False
+    paused: bool = False  # stopped by ``should_pause`` after writing a checkpoint
     checkpoint_path: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -70,11 +71,16 @@ def train(
     *,
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    should_pause: Callable[[], bool] | None = None,
     checkpoint_dir: Path | None = None,
     resume_from: Path | None = None,
     device: str | None = None,
 ) -> TrainResult:
-    """Train ``config``; checkpoints go to ``checkpoint_dir`` every ``config.checkpoint_every`` epochs."""
+    """Train ``config``; checkpoints go to ``checkpoint_dir`` every ``config.checkpoint_every`` epochs.
+
+    ``should_stop`` ends training at the next step; ``should_pause`` does too, after a checkpoint of the
+    exact position (epoch and batch), from which ``resume_from`` continues as if never interrupted.
+    """
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(config.seed)
     splits = load_splits(config.dataset, config.seed)
@@ -82,22 +88,27 @@ def train(
     optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
 
-    start_epoch = 0
+    start_epoch, skip_batches, partial = 0, 0, (0.0, 0)
     if resume_from is not None:
         state = load_checkpoint(resume_from)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        start_epoch = int(state["epoch"])
-        log.info("resumed from %s at epoch %d", resume_from, start_epoch)
+        start_epoch, skip_batches = int(state["epoch"]), int(state.get("batch_in_epoch", 0))
+        partial = tuple(state.get("partial_epoch", (0.0, 0)))
+        log.info("resumed from %s at epoch %d batch %d", resume_from, start_epoch, skip_batches)
 
     val_loader = DataLoader(splits.val, batch_size=max(config.batch_size, 256))
     steps_per_epoch = -(-len(splits.train) // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    step = start_epoch * steps_per_epoch
+    step = start_epoch * steps_per_epoch + skip_batches
     result = TrainResult(epochs_completed=start_epoch, steps=step, metrics={})
     report = on_progress or (lambda _p: None)
     stop = should_stop or (lambda: False)
+    pause = should_pause or (lambda: False)
     started = time.monotonic()
+
+    def state_dict() -> dict[str, Any]:
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": config.to_dict()}
 
     for epoch in range(start_epoch, config.epochs):
         loader = DataLoader(
@@ -107,11 +118,20 @@ def train(
             generator=_epoch_generator(config.seed, epoch),
             num_workers=config.num_workers,
         )
-        running_loss, seen = 0.0, 0
-        for x, y in loader:
+        running_loss, seen = partial if epoch == start_epoch else (0.0, 0)
+        for batch, (x, y) in enumerate(loader):
+            if epoch == start_epoch and batch < skip_batches:
+                continue  # replayed from the checkpoint: same generator, same batches
             if stop():
                 result.stopped, result.steps = True, step
                 log.info("stop requested at epoch %d step %d", epoch, step)
+                return result
+            if pause() and checkpoint_dir is not None:
+                state = {**state_dict(), "partial_epoch": (running_loss, seen)}
+                result.checkpoint_path = str(save_checkpoint(checkpoint_dir, epoch, state, batch))
+                result.stopped = result.paused = True
+                result.steps = step
+                log.info("paused at epoch %d batch %d: %s", epoch, batch, result.checkpoint_path)
                 return result
             x, y = x.to(dev), y.to(dev)
             optimizer.zero_grad()
@@ -134,8 +154,7 @@ def train(
         result.history.append({"epoch": epoch + 1, **metrics})
         ckpt = None
         if checkpoint_dir is not None and config.checkpoint_every and (epoch + 1) % config.checkpoint_every == 0:
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": config.to_dict()}
-            ckpt = str(save_checkpoint(checkpoint_dir, epoch + 1, state))
+            ckpt = str(save_checkpoint(checkpoint_dir, epoch + 1, state_dict()))
             result.checkpoint_path = ckpt
         report(Progress(epoch + 1, step, total_steps, metrics["train_loss"], metrics, True, ckpt))
         started = time.monotonic()

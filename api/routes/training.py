@@ -4,21 +4,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify, request, url_for
+from flask import Blueprint, current_app, jsonify, request, url_for
 from werkzeug.exceptions import BadRequest
 
 from api import jobs
 from api.errors import ApiError
-from api.status import JobStatus
+from api.models import TrainingJob
+from api.status import JobStatus, utcnow
 
 bp = Blueprint("training", __name__, url_prefix="/api/training")
 
-SUBMIT_FIELDS = {"name", "config"}
+SUBMIT_FIELDS = {"name", "config", "max_attempts"}
 LIST_PARAMS = {"status", "limit", "cursor"}
 
 
-def json_body() -> dict[str, Any]:
-    """The request's JSON object; state-changing calls accept nothing else (415), so no HTML form can."""
+def render(job: TrainingJob) -> dict[str, Any]:
+    return job.to_dict(now=utcnow(), stale_after=current_app.config["HEARTBEAT_TIMEOUT"])
+
+
+def json_body(optional: bool = False) -> dict[str, Any]:
+    """The request's JSON object; state-changing calls accept nothing else (415), so no HTML form can.
+    With ``optional``, an empty body without a content type is an empty object."""
+    if optional and not request.content_length and not request.content_type:
+        return {}
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")
     try:
@@ -34,14 +42,17 @@ def json_body() -> dict[str, Any]:
 def submit_job():
     body = json_body()
     for name in sorted(set(body) - SUBMIT_FIELDS):
-        raise ApiError(422, "unknown_field", f"{name}: unknown field (allowed: config, name)", name)
+        raise ApiError(422, "unknown_field", f"{name}: unknown field (allowed: config, max_attempts, name)", name)
     name = body.get("name")
     if name is not None and (not isinstance(name, str) or not 1 <= len(name.strip()) <= 200):
         raise ApiError(422, "invalid_field", "name: must be a string of 1 to 200 characters", "name")
     if "config" not in body:
         raise ApiError(422, "missing_field", "config: required (an object of training settings)", "config")
-    result = jobs.submit(body["config"], name.strip() if name else None)
-    job = result.job.to_dict()
+    max_attempts = body.get("max_attempts")
+    if max_attempts is not None and (type(max_attempts) is not int or not 1 <= max_attempts <= 100):
+        raise ApiError(422, "invalid_field", "max_attempts: must be an integer 1..100", "max_attempts")
+    result = jobs.submit(body["config"], name.strip() if name else None, max_attempts)
+    job = render(result.job)
     if result.enqueued:
         body, status = {"job": job, "enqueued": True, "message": "Job queued"}, 201
     else:
@@ -77,17 +88,74 @@ def list_jobs():
         raise ApiError(400, "unknown_parameter", f"{name}: unknown parameter (allowed: cursor, limit, status)", name)
     page = jobs.list_jobs(_status(request.args.get("status")), _limit(request.args.get("limit")),
                           request.args.get("cursor"))
-    return jsonify({"jobs": [job.to_dict() for job in page.jobs], "next_cursor": page.next_cursor})
+    return jsonify({"jobs": [render(job) for job in page.jobs], "next_cursor": page.next_cursor})
+
+
+@bp.get("/health")
+def training_health():
+    return jsonify(jobs.training_health())
+
+
+@bp.post("/admin/cleanup")
+def admin_cleanup():
+    json_body(optional=True)
+    raw = request.args.get("max_age_minutes")
+    if raw is not None and (not raw.isdigit() or not 1 <= int(raw) <= 525_600):
+        raise ApiError(400, "invalid_parameter", "max_age_minutes: must be an integer 1..525600", "max_age_minutes")
+    return jsonify(jobs.run_cleanup(int(raw) if raw else None))
 
 
 @bp.get("/<job_id>")
 def get_job(job_id: str):
-    return jsonify(jobs.get_job(job_id).to_dict())
+    return jsonify(render(jobs.get_job(job_id)))
 
 
 @bp.get("/<job_id>/events")
 def job_events(job_id: str):
     return jsonify({"events": [event.to_dict() for event in jobs.list_events(job_id)]})
+
+
+@bp.get("/<job_id>/checkpoints")
+def job_checkpoints(job_id: str):
+    return jsonify({"checkpoints": jobs.checkpoints(job_id)})
+
+
+def _restarted(result: jobs.RestartResult):
+    return jsonify({"success": True, "job_id": str(result.job.id), "previous_status": result.previous_status,
+                    "new_status": result.job.status, "queue_position": result.queue_position,
+                    "message": result.message, "job": render(result.job)})
+
+
+@bp.post("/<job_id>/force-start")
+def force_start(job_id: str):
+    json_body(optional=True)
+    return _restarted(jobs.force_start(job_id))
+
+
+@bp.post("/<job_id>/resume")
+def resume(job_id: str):
+    json_body(optional=True)
+    return _restarted(jobs.resume(job_id))
+
+
+@bp.post("/<job_id>/pause")
+def pause(job_id: str):
+    json_body(optional=True)
+    job = jobs.pause(job_id)
+    message = f"Pause requested: job {job.id} checkpoints and stops at its next step"
+    return jsonify({"success": True, "message": message, "job": render(job)}), 202
+
+
+@bp.post("/<job_id>/mark-failed")
+def mark_failed(job_id: str):
+    body = json_body(optional=True)
+    for name in sorted(set(body) - {"reason"}):
+        raise ApiError(422, "unknown_field", f"{name}: unknown field (allowed: reason)", name)
+    reason = body.get("reason", "no reason given")
+    if not isinstance(reason, str) or not 1 <= len(reason.strip()) <= 500:
+        raise ApiError(422, "invalid_field", "reason: must be a string of 1 to 500 characters", "reason")
+    job = jobs.mark_failed(job_id, reason.strip())
+    return jsonify({"success": True, "message": f"Job {job.id} marked failed", "job": render(job)})
 
 
 @bp.delete("/<job_id>")
@@ -96,4 +164,4 @@ def cancel_job(job_id: str):
     message = (f"Job {result.job.id} was already cancelled" if result.already_cancelled
                else f"Job {result.job.id} cancelled successfully")
     return jsonify({"success": True, "message": message, "rq_cancelled": result.rq_cancelled,
-                    "job": result.job.to_dict(), "cleanup": result.cleanup})
+                    "job": render(result.job), "cleanup": result.cleanup})

@@ -155,7 +155,7 @@ def test_sigkilled_horse_is_mapped_from_rq_failure(client, workers, ctx):
     wait_for(lambda: Job.fetch(job_id, connection=ctx.extensions["redis"]).get_status() == "failed", 10,
              "RQ to mark the job failed")
     report = cleanup_orphaned_training_jobs()
-    assert report.actions["failed"] == [job_id]
+    assert report.actions["worker_lost"] == [job_id]  # no checkpoint, no attempts left: failed
     job = row(job_id)
     assert job.status == "failed" and job.status_reason.startswith("RQ job failed: ")
     assert "Work-horse terminated unexpectedly" in job.status_reason

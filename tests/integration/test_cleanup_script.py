@@ -6,10 +6,12 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 
 from api.extensions import db
 from api.local import free_port
 from api.models import TrainingJob
+from api.status import Actor, JobStatus, transition, utcnow
 from tests.support import REPO
 
 
@@ -20,8 +22,10 @@ def run_script(settings, *args, **env_overrides):
 
 
 def orphan(client, redis) -> str:
-    """A queued row whose RQ job vanished (as after a Redis flush)."""
+    """A running row whose RQ job vanished (as after a Redis flush) and which no process beats for."""
     job_id = client.post("/api/training", json={"config": {}}).get_json()["job"]["id"]
+    transition(job_id, JobStatus.RUNNING, reason="test", actor=Actor.WORKER,
+               fields={"heartbeat_at": utcnow() - timedelta(minutes=5)})
     redis.delete(f"rq:job:{job_id}")
     return job_id
 
@@ -31,16 +35,16 @@ def test_json_report_and_dry_run(settings, client, redis):
     dry = run_script(settings, "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     report = json.loads(dry.stdout)
-    assert report["dry_run"] is True and report["checked"] == 1 and report["actions"] == {"orphaned": [job_id]}
+    assert report["dry_run"] is True and report["checked"] == 1 and report["actions"] == {"worker_lost": [job_id]}
     db.session.expire_all()
-    assert db.session.get(TrainingJob, job_id).status == "queued"  # dry run wrote nothing
+    assert db.session.get(TrainingJob, job_id).status == "running"  # dry run wrote nothing
 
     real = run_script(settings, "--json")
     assert real.returncode == 0, real.stderr
-    assert json.loads(real.stdout)["counts"] == {"orphaned": 1}
+    assert json.loads(real.stdout)["counts"] == {"worker_lost": 1}
     db.session.expire_all()
     job = db.session.get(TrainingJob, job_id)
-    assert job.status == "failed" and job.status_reason == "orphaned: RQ job not found"
+    assert job.status == "failed" and job.status_reason == "worker lost (RQ job not found, no heartbeat)"
     assert client.get(f"/api/training/{job_id}/events").get_json()["events"][-1]["actor"] == "cleanup script"
 
 

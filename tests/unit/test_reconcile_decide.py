@@ -1,60 +1,100 @@
-"""The reconcile mapping, one RQ state at a time, as the pure function ``decide``."""
+"""The reconcile mapping as the pure function ``decide``: one row, RQ's view of it, a clock."""
 
+import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from api.queue import RQState
-from api.reconcile import CANCELLED_IN_RQ, decide
+from api.reconcile import CANCELLED_IN_RQ, Policy, RowView, decide
 from api.status import JobStatus
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-GRACE = timedelta(seconds=5)
+POLICY = Policy(enqueue_grace=timedelta(seconds=5), heartbeat_timeout=timedelta(seconds=10),
+                max_queue_age=timedelta(hours=1))
 R, Q = JobStatus.RUNNING, JobStatus.QUEUED
+ROW = RowView(id=uuid.uuid4(), status=R, attempts=1, max_attempts=1, rq_job_id="x",
+              waiting_since=NOW - timedelta(minutes=1), heartbeat_at=NOW - timedelta(minutes=1), checkpoint_path=None)
+CKPT = {"checkpoint_path": "/ckpt/epoch-000003.pt", "max_attempts": 2}
 
 
-def run(status, state, rq_id="x", since=NOW - timedelta(minutes=1)):
-    return decide(status, rq_id, since, state, now=NOW, enqueue_grace=GRACE)
+def run(state, **row):
+    return decide(replace(ROW, **row), state, now=NOW, policy=POLICY)
 
 
 @pytest.mark.parametrize(
     ("row", "state", "action", "to", "reason"),
     [
-        (R, RQState("finished"), "completed", JobStatus.COMPLETED, "RQ job finished"),
-        (Q, RQState("finished"), "failed", JobStatus.FAILED, "RQ job finished without the job being started"),
-        (R, RQState("failed", error="ValueError: boom"), "failed", JobStatus.FAILED, "RQ job failed: ValueError: boom"),
-        (R, RQState("stopped"), "cancelled", JobStatus.CANCELLED, CANCELLED_IN_RQ),
-        (Q, RQState("canceled"), "cancelled", JobStatus.CANCELLED, CANCELLED_IN_RQ),
-        (R, RQState(None), "orphaned", JobStatus.FAILED, "orphaned: RQ job not found"),
-        (Q, None, "orphaned", JobStatus.FAILED, "orphaned: RQ job not found"),
-        (R, RQState("started", "w1", worker_alive=False), "worker_lost", JobStatus.FAILED, "worker lost"),
+        ({}, RQState("finished"), "completed", JobStatus.COMPLETED, "RQ job finished"),
+        ({"status": Q}, RQState("finished"), "failed", JobStatus.FAILED,
+         "RQ job finished without the job being started"),
+        ({"status": Q}, RQState("failed", error="ValueError: boom"), "failed", JobStatus.FAILED,
+         "RQ job failed: ValueError: boom"),
+        ({}, RQState("failed", error="Work-horse terminated"), "worker_lost", JobStatus.FAILED,
+         "RQ job failed: Work-horse terminated"),
+        ({}, RQState("stopped"), "cancelled", JobStatus.CANCELLED, CANCELLED_IN_RQ),
+        ({"status": Q}, RQState("canceled"), "cancelled", JobStatus.CANCELLED, CANCELLED_IN_RQ),
+        ({}, RQState("started", worker_name="w1", worker_alive=False), "worker_lost", JobStatus.FAILED,
+         "worker lost"),
+        ({}, RQState(None), "worker_lost", JobStatus.FAILED, "worker lost (RQ job not found, no heartbeat)"),
+        ({"status": Q, "waiting_since": NOW - timedelta(hours=2)}, None, "orphaned", JobStatus.FAILED,
+         "orphaned: RQ job not found"),
+        ({"rq_job_id": None}, None, "no_rq_id", JobStatus.FAILED, "no RQ job id recorded"),
     ],
 )
 def test_mismatches(row, state, action, to, reason):
-    decision = run(row, state)
-    assert (decision.action, decision.to, decision.reason) == (action, to, reason)
+    decision = run(state, **row)
+    assert (decision.action, decision.to, decision.reason, decision.retry) == (action, to, reason, False)
 
 
 @pytest.mark.parametrize(
     ("row", "state"),
     [
-        (R, RQState("started", "w1", worker_alive=True)),
-        (Q, RQState("queued")),
-        (Q, RQState("started", "w1", worker_alive=True)),
-        (R, RQState("queued")),
-        (Q, RQState("deferred")),
+        ({}, RQState("started", worker_name="w1", worker_alive=True)),
+        ({"status": Q}, RQState("queued")),
+        ({"status": Q}, RQState("started", worker_name="w1", worker_alive=True)),
+        ({}, RQState("queued")),
+        ({"status": Q}, RQState("deferred")),
+        # Redis lost the job but the attempt still beats: in Redis, or in its row.
+        ({}, RQState(None, job_beating=True)),
+        ({"heartbeat_at": NOW - timedelta(seconds=9)}, RQState(None)),
+        # RQ still describes an older attempt of a running row: nothing to conclude.
+        ({"attempts": 2}, RQState("failed", attempt=1)),
+        # A queued row whose new attempt is not in RQ yet, within the grace.
+        ({"status": Q, "attempts": 2, "waiting_since": NOW - timedelta(seconds=1)}, RQState("failed", attempt=1)),
+        ({"status": Q, "rq_job_id": None, "waiting_since": NOW - timedelta(seconds=1)}, None),
     ],
 )
 def test_agreement_means_no_action(row, state):
-    assert run(row, state) is None
+    assert run(state, **row) is None
 
 
-def test_running_row_without_rq_id_fails():
-    decision = run(R, None, rq_id=None)
-    assert (decision.action, decision.to) == ("no_rq_id", JobStatus.FAILED)
+@pytest.mark.parametrize(
+    ("row", "state", "action"),
+    [
+        ({"status": Q, "rq_job_id": None}, None, "enqueued"),
+        ({"status": Q, "attempts": 2}, RQState("failed", attempt=1), "enqueued"),
+        ({"status": Q}, RQState(None), "requeued"),
+        ({"status": Q}, None, "requeued"),
+    ],
+)
+def test_queued_rows_that_rq_lost_are_enqueued_again(row, state, action):
+    decision = run(state, **row)
+    assert (decision.action, decision.to) == (action, None)
 
 
-def test_queued_row_never_enqueued_is_enqueued_after_the_grace():
-    assert run(Q, None, rq_id=None, since=NOW - timedelta(seconds=1)) is None
-    decision = run(Q, None, rq_id=None, since=NOW - timedelta(seconds=6))
-    assert (decision.action, decision.to) == ("enqueued", None)
+@pytest.mark.parametrize(
+    "state",
+    [RQState("started", worker_name="w1", worker_alive=False), RQState(None), RQState("failed", error="killed")],
+)
+def test_lost_attempt_with_checkpoint_and_attempts_left_is_retried(state):
+    decision = run(state, **CKPT)
+    assert (decision.action, decision.to, decision.retry) == ("retried", JobStatus.QUEUED, True)
+    assert "re-queued to resume from /ckpt/epoch-000003.pt (attempt 2 of 2)" in decision.reason
+
+
+def test_no_retry_without_checkpoint_or_attempts():
+    lost = RQState("started", worker_name="w1", worker_alive=False)
+    assert run(lost, max_attempts=2).action == "worker_lost"
+    assert run(lost, checkpoint_path="/c.pt", attempts=2, max_attempts=2).action == "worker_lost"

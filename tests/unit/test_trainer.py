@@ -55,3 +55,22 @@ def test_should_stop_ends_training_early():
 
     result = train(TrainingConfig.from_dict({**SMALL, "epochs": 1000}), should_stop=stop)
     assert result.stopped and result.steps == 5 and result.epochs_completed == 0
+
+
+def test_pause_mid_epoch_then_resume_equals_an_unbroken_run(tmp_path):
+    cfg = TrainingConfig.from_dict({**SMALL, "epochs": 3})
+    full = train(cfg)
+    steps = {"n": 0}
+
+    def pause_at_step_30() -> bool:
+        steps["n"] += 1
+        return steps["n"] > 30
+
+    paused = train(cfg, should_pause=pause_at_step_30, checkpoint_dir=tmp_path)
+    assert paused.paused and paused.stopped and paused.steps == 30
+    [ckpt] = list_checkpoints(tmp_path)
+    assert (ckpt.epoch, ckpt.batch) == (1, 30 - 23)  # 23 batches of 64 in an epoch of digits
+    resumed = train(cfg, resume_from=ckpt.path)
+    assert resumed.epochs_completed == 3 and resumed.steps == full.steps
+    for key in ("val_loss", "val_accuracy", "train_loss"):
+        assert resumed.metrics[key] == pytest.approx(full.metrics[key], rel=1e-5), key

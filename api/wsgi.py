@@ -1,0 +1,12 @@
+"""WSGI entry point (``gunicorn api.wsgi:app``, ``flask --app api.wsgi run``): the app, reconciled once at
+start-up so that whatever happened while no API ran is fixed before the first request."""
+
+from api import create_app
+from api.cli import reconcile_once
+from api.status import Actor
+
+app = create_app()
+
+if app.config["RECONCILE_ON_START"]:
+    with app.app_context():
+        reconcile_once(Actor.API)
