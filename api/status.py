@@ -131,7 +131,7 @@ def transition(
     now = now or utcnow()
     sources = allowed_from(to, restart)
     if expected_from is not None:
-        sources = sources & frozenset(expected_from)
+        sources = sources & frozenset(JobStatus(s) for s in expected_from)
     job_id = uuid.UUID(str(job_id))
     try:
         row = db.session.execute(

@@ -11,10 +11,8 @@ row's ``heartbeat_at``.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -36,19 +34,11 @@ from api import queue
 from api.extensions import db
 from api.models import TrainingJob
 from api.status import Actor, JobStatus, TransitionResult, transition, utcnow
+from training.process import die_with_parent
 
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
 T = TypeVar("T")
-
-
-def die_with_parent(sig: int = signal.SIGKILL) -> None:
-    """Linux: have the kernel send ``sig`` to this process when its parent dies."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
-    except (OSError, AttributeError):  # not Linux: the reconciler's heartbeat rules still apply
-        pass
 
 
 class Beat(threading.Thread):

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from api import create_app
 from api.extensions import db, redis_connection
 from api.local import PostgresServer, RedisServer
-from tests.support import WorkerProcess, start_worker
+from tests.support import WorkerProcess, start_flask, start_worker
 
 
 @pytest.fixture(scope="session")
@@ -88,8 +88,8 @@ def workers(settings: dict[str, str], ctx: Flask, tmp_path: Path) -> Iterator:
     """Factory for real worker processes; all are SIGKILLed (with their horses) at teardown."""
     started: list[WorkerProcess] = []
 
-    def start(name: str | None = None) -> WorkerProcess:
-        worker = start_worker(settings, name or f"w{next(_names)}-{tmp_path.name[:20]}", tmp_path,
+    def start(name: str | None = None, **env: str) -> WorkerProcess:
+        worker = start_worker({**settings, **env}, name or f"w{next(_names)}-{tmp_path.name[:20]}", tmp_path,
                               redis_connection.get())
         started.append(worker)
         return worker
@@ -97,3 +97,18 @@ def workers(settings: dict[str, str], ctx: Flask, tmp_path: Path) -> Iterator:
     yield start
     for worker in started:
         worker.kill()
+
+
+@pytest.fixture
+def reconcilers(settings: dict[str, str], ctx: Flask, tmp_path: Path) -> Iterator:
+    """Factory for real ``flask --app api reconciler`` processes, killed at teardown."""
+    started: list[WorkerProcess] = []
+
+    def start(**env: str) -> WorkerProcess:
+        process = start_flask({**settings, **env}, f"reconciler{len(started)}", tmp_path, "reconciler")
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.kill()

@@ -14,7 +14,14 @@ from typing import Any
 
 import psutil
 
+from api.extensions import db
+from api.models import JobEvent, TrainingJob
+
 REPO = Path(__file__).resolve().parent.parent
+
+SHORT = {"dataset": "digits", "epochs": 3, "hidden_sizes": [32], "batch_size": 64, "checkpoint_every": 1, "seed": 1}
+LONG = {"dataset": "digits", "epochs": 100_000, "hidden_sizes": [32], "batch_size": 16}
+TERMINAL = ("completed", "failed", "cancelled")
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
@@ -56,15 +63,21 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def start_worker(env: dict[str, str], name: str, log_dir: Path, redis_conn: Any) -> WorkerProcess:
-    """Start ``flask --app api worker`` as a real process and wait until RQ lists it."""
+def start_flask(env: dict[str, str], name: str, log_dir: Path, *command: str) -> WorkerProcess:
+    """Start ``flask --app api <command>`` as a real process with ``env`` laid over ours."""
     log_path = log_dir / f"{name}.log"
     with open(log_path, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", "api", "worker", "--name", name],
+            [sys.executable, "-m", "flask", "--app", "api", *command],
             env={**os.environ, **env}, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
-    worker = WorkerProcess(name, process, log_path)
+    return WorkerProcess(name, process, log_path)
+
+
+def start_worker(env: dict[str, str], name: str, log_dir: Path, redis_conn: Any) -> WorkerProcess:
+    """Start ``flask --app api worker`` as a real process and wait until RQ lists it."""
+    worker = start_flask(env, name, log_dir, "worker", "--name", name)
+    process = worker.process
 
     def ready() -> bool:
         if process.poll() is not None:
@@ -73,3 +86,50 @@ def start_worker(env: dict[str, str], name: str, log_dir: Path, redis_conn: Any)
 
     wait_for(ready, 60, f"worker {name} to register with RQ")
     return worker
+
+
+# ---------------------------------------------------------------- jobs through the API and the rows
+
+
+def submit(client, config, name="t", **body):
+    response = client.post("/api/training", json={"name": name, "config": config, **body})
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()["job"]["id"]
+
+
+def row(job_id) -> TrainingJob:
+    db.session.expire_all()
+    job = db.session.get(TrainingJob, job_id)
+    db.session.commit()
+    return job
+
+
+def events(job_id) -> list[tuple]:
+    db.session.expire_all()
+    rows = db.session.query(JobEvent).filter_by(job_id=job_id).order_by(JobEvent.id).all()
+    db.session.commit()
+    return [(e.from_status, e.to_status, e.actor) for e in rows]
+
+
+def wait_status(job_id, status, timeout=60):
+    return wait_for(lambda: (j := row(job_id)).status == status and j, timeout, f"job {job_id} to be {status}")
+
+
+def wait_training(job_id, timeout=60):
+    """Running, with a horse pid and at least one progress write."""
+    return wait_for(lambda: (j := row(job_id)).status == "running" and j.worker_pid and j.step > 0 and j,
+                    timeout, f"job {job_id} to be training")
+
+
+def assert_events_chain(job_id):
+    """Every event starts where the previous ended; the last is terminal, and a terminal status is only ever
+    left by the user's restart (force-start or resume, actor api) back to queued."""
+    evs = events(job_id)
+    for prev, nxt in zip(evs, evs[1:], strict=False):
+        assert nxt[0] == prev[1], evs
+        if prev[1] in TERMINAL:
+            assert (nxt[1], nxt[2]) == ("queued", "api"), evs
+    assert evs[-1][1] in TERMINAL, evs
+    return evs
+
+

@@ -21,6 +21,7 @@ from training.checkpoints import load_checkpoint, save_checkpoint
 from training.config import TrainingConfig
 from training.data import load_splits
 from training.models import build_model
+from training.process import loader_worker_init
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ def train(
             shuffle=True,
             generator=_epoch_generator(config.seed, epoch),
             num_workers=config.num_workers,
+            worker_init_fn=loader_worker_init if config.num_workers else None,
         )
         running_loss, seen = partial if epoch == start_epoch else (0.0, 0)
         for batch, (x, y) in enumerate(loader):

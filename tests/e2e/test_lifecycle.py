@@ -10,53 +10,19 @@ import pytest
 from rq.command import send_stop_job_command
 from rq.job import Job
 
-from api.extensions import db
-from api.models import JobEvent, TrainingJob
 from api.reconcile import cleanup_orphaned_training_jobs
-from tests.support import process_gone, wait_for
-
-SHORT = {"dataset": "digits", "epochs": 3, "hidden_sizes": [32], "batch_size": 64, "checkpoint_every": 1, "seed": 1}
-LONG = {"dataset": "digits", "epochs": 100_000, "hidden_sizes": [32], "batch_size": 16}
-
-
-def submit(client, config, name="t"):
-    response = client.post("/api/training", json={"name": name, "config": config})
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()["job"]["id"]
-
-
-def row(job_id) -> TrainingJob:
-    db.session.expire_all()
-    job = db.session.get(TrainingJob, job_id)
-    db.session.commit()
-    return job
-
-
-def events(job_id) -> list[tuple]:
-    db.session.expire_all()
-    rows = db.session.query(JobEvent).filter_by(job_id=job_id).order_by(JobEvent.id).all()
-    db.session.commit()
-    return [(e.from_status, e.to_status, e.actor) for e in rows]
-
-
-def wait_status(job_id, status, timeout=60):
-    return wait_for(lambda: (j := row(job_id)).status == status and j, timeout, f"job {job_id} to be {status}")
-
-
-def wait_training(job_id, timeout=60):
-    """Running, with a horse pid and at least one progress write."""
-    return wait_for(lambda: (j := row(job_id)).status == "running" and j.worker_pid and j.step > 0 and j,
-                    timeout, f"job {job_id} to be training")
-
-
-def assert_events_chain(job_id):
-    """Every event starts where the previous ended; exactly one terminal event, last."""
-    evs = events(job_id)
-    for prev, nxt in zip(evs, evs[1:], strict=False):
-        assert nxt[0] == prev[1], evs
-    terminal = [e for e in evs if e[1] in ("completed", "failed", "cancelled")]
-    assert len(terminal) == 1 and terminal[0] == evs[-1], evs
-    return evs
+from tests.support import (
+    LONG,
+    SHORT,
+    assert_events_chain,
+    events,
+    process_gone,
+    row,
+    submit,
+    wait_for,
+    wait_status,
+    wait_training,
+)
 
 
 def test_submit_trains_to_completion(client, workers, settings):

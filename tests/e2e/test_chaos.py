@@ -1,0 +1,235 @@
+"""Faults on real processes and servers: each test kills or restarts something, then asserts with a deadline
+that no row is stuck, nothing ran twice at once, and the events explain every transition."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import psutil
+import pytest
+from sqlalchemy import text
+
+from api.extensions import db
+from api.local import RedisServer
+from api.status import Actor, JobStatus, transition, utcnow
+from tests.support import (
+    LONG,
+    TERMINAL,
+    assert_events_chain,
+    events,
+    process_gone,
+    row,
+    submit,
+    wait_for,
+    wait_status,
+    wait_training,
+)
+from training import TrainingConfig, train
+
+# Defaults as shipped: a dead job must leave `running` within HEARTBEAT_TIMEOUT + RECONCILE_INTERVAL.
+DETECTION_DEADLINE = 10.0 + 2.0 + 2.0  # threshold + one reconciler period + scheduling slack
+CHECKPOINTED = {"dataset": "digits", "epochs": 60, "hidden_sizes": [32], "batch_size": 16, "checkpoint_every": 1,
+                "seed": 5}
+
+
+def test_sigkill_worker_parent_kills_its_horse_and_the_row_leaves_running(client, workers, reconcilers):
+    reconcilers()
+    worker = workers()
+    job_id = submit(client, {**LONG, "num_workers": 1})
+    job = wait_training(job_id)
+    horse = psutil.Process(job.worker_pid)
+    family = [horse.pid] + [c.pid for c in wait_for(lambda: horse.children(recursive=True), 30, "loader workers")]
+
+    os.kill(worker.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_for(lambda: all(process_gone(p) for p in family), 2.0, "the horse and its children to die with the worker")
+    job = wait_for(lambda: (j := row(job_id)).status != "running" and j, DETECTION_DEADLINE, "the row to leave running")
+    assert job.status == "failed" and job.status_reason == "worker lost", job.status_reason
+    assert time.monotonic() - killed < DETECTION_DEADLINE
+    assert events(job_id)[-1] == ("running", "failed", "reconciler")
+    assert_events_chain(job_id)
+
+
+def test_sigkill_worker_on_another_host_is_found_by_heartbeat(client, workers, reconcilers, redis):
+    """No pid shortcut: the worker's RQ record names another host, so only its heartbeat key can tell."""
+    reconcilers()
+    worker = workers()
+    job_id = submit(client, LONG)
+    job = wait_training(job_id)
+    redis.hset(f"rq:worker:{worker.name}", "hostname", "some-other-host")
+    os.kill(worker.pid, signal.SIGKILL)
+    os.kill(job.worker_pid, signal.SIGKILL)  # worker and horse together, as a machine dying would
+    killed = time.monotonic()
+    job = wait_for(lambda: (j := row(job_id)).status != "running" and j, DETECTION_DEADLINE, "the row to leave running")
+    assert job.status == "failed" and job.status_reason == "worker lost"
+    assert time.monotonic() - killed < DETECTION_DEADLINE
+    assert_events_chain(job_id)
+
+
+def test_sigkill_horse_only_retries_from_checkpoint_and_matches_an_unbroken_run(client, workers, reconcilers):
+    reconcilers()
+    worker = workers()
+    job_id = submit(client, CHECKPOINTED, max_attempts=2)
+    job = wait_for(lambda: (j := row(job_id)).status == "running" and j.checkpoint_path and j.epoch >= 3 and j,
+                   60, "a checkpoint")
+    os.kill(job.worker_pid, signal.SIGKILL)
+
+    job = wait_status(job_id, "completed", timeout=120)
+    assert job.attempts == 2 and job.resume_from and job.epoch == 60
+    assert worker.process.poll() is None  # the worker survived its horse and ran the retry
+    evs = assert_events_chain(job_id)
+    assert ("running", "queued", "reconciler") in evs
+    assert [e for e in evs if e[1] == "running"] == [("queued", "running", "worker")] * 2
+    expected = train(TrainingConfig.from_dict(CHECKPOINTED)).metrics
+    assert job.metrics["val_accuracy"] == pytest.approx(expected["val_accuracy"], abs=1e-6)
+    assert job.metrics["val_loss"] == pytest.approx(expected["val_loss"], rel=1e-4)
+
+
+def test_redis_restarted_empty_loses_no_job(client, workers, reconcilers, redis_server):
+    reconcilers()
+    workers()
+    running = submit(client, LONG, name="running")
+    wait_training(running)
+    queued = submit(client, {**CHECKPOINTED, "epochs": 3}, name="queued")  # waits behind the running one
+
+    redis_server.stop()
+    RedisServer(redis_server.data_dir, port=redis_server.port).start()  # empty: no persistence
+    # The running attempt still beats, so it is left alone; let the reconciler see Redis empty meanwhile.
+    time.sleep(0.1)
+    wait_for(lambda: row(running).heartbeat_at and (utcnow() - row(running).heartbeat_at).total_seconds() < 3, 10,
+             "the running job to keep beating")
+    assert row(running).status == "running"
+
+    response = client.delete(f"/api/training/{running}")  # RQ no longer knows it: the row's refusal stops it
+    assert response.status_code == 200 and response.get_json()["rq_cancelled"] is False
+    horse = row(running).worker_pid
+    wait_for(lambda: process_gone(horse), 10, "the running horse to stop itself")
+
+    job = wait_status(queued, "completed", timeout=90)
+    assert job.attempts == 1
+    assert [e for e in events(queued) if e[1] == "running"] == [("queued", "running", "worker")]
+    for job_id in (running, queued):
+        assert_events_chain(job_id)
+
+
+def test_postgres_restarted_mid_job_keeps_the_final_status(client, workers, postgres_server):
+    workers()
+    job_id = submit(client, {**CHECKPOINTED, "epochs": 40})
+    wait_training(job_id)
+    postgres_server.stop()
+    try:
+        down = client.get(f"/api/training/{job_id}")
+        assert down.status_code == 503 and down.get_json()["error"]["code"] == "database_unavailable"
+        time.sleep(1.0)  # keep it down across several progress writes
+    finally:
+        postgres_server.start()
+    db.session.remove()
+    job = wait_status(job_id, "completed", timeout=120)
+    assert job.epoch == 40 and job.metrics["val_accuracy"] > 0.8
+    assert_events_chain(job_id)
+
+
+def test_two_reconcilers_one_active_each_orphan_fixed_once(client, reconcilers, redis):
+    ids = []
+    for _ in range(5):
+        job_id = submit(client, {"epochs": 1})
+        transition(job_id, JobStatus.RUNNING, reason="test", actor=Actor.WORKER)
+        db.session.execute(text("UPDATE training_jobs SET heartbeat_at = now() - interval '1 hour' WHERE id = :i"),
+                           {"i": job_id})
+        db.session.commit()
+        redis.delete(f"rq:job:{job_id}")
+        ids.append(job_id)
+    first, second = reconcilers(), reconcilers()
+    for job_id in ids:
+        wait_status(job_id, "failed", timeout=30)
+
+    holders = db.session.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")).scalar()
+    db.session.commit()
+    assert holders == 1 and first.process.poll() is None and second.process.poll() is None
+    for job_id in ids:
+        assert [e for e in events(job_id) if e[1] == "failed"] == [("running", "failed", "reconciler")]
+
+
+def test_force_start_twice_concurrently_makes_one_run(app, client, workers):
+    job_id = submit(client, {**CHECKPOINTED, "epochs": 2})
+    assert client.delete(f"/api/training/{job_id}").status_code == 200  # cancelled while queued
+    barrier, answers = threading.Barrier(2), []
+
+    def force_start() -> None:
+        with app.app_context():
+            barrier.wait()
+            answers.append(app.test_client().post(f"/api/training/{job_id}/force-start").get_json())
+            db.session.remove()
+
+    threads = [threading.Thread(target=force_start) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert all(a.get("success") for a in answers), answers
+    assert sorted(a["previous_status"] for a in answers) == ["cancelled", "queued"]
+    assert all(a["new_status"] == "queued" for a in answers)
+    workers()
+    job = wait_status(job_id, "completed")
+    assert job.attempts == 2
+    assert [e for e in events(job_id) if e[1] == "running"] == [("queued", "running", "worker")]
+    assert_events_chain(job_id)
+
+
+def test_pause_then_resume_continues_from_the_checkpoint(client, workers):
+    workers()
+    config = {**CHECKPOINTED, "epochs": 50, "checkpoint_every": 0}
+    job_id = submit(client, config)
+    wait_for(lambda: row(job_id).step >= 100, 60, "some training")
+    response = client.post(f"/api/training/{job_id}/pause")
+    assert response.status_code == 202, response.get_json()
+    paused = wait_status(job_id, "paused", timeout=30)
+    assert paused.resume_from and os.path.exists(paused.resume_from) and paused.step >= 100
+    [ckpt] = client.get(f"/api/training/{job_id}/checkpoints").get_json()["checkpoints"]
+    assert ckpt["resume_point"] and ckpt["path"] == paused.resume_from
+
+    response = client.post(f"/api/training/{job_id}/resume")
+    body = response.get_json()
+    assert response.status_code == 200, body
+    assert (body["previous_status"], body["new_status"]) == ("paused", "queued")
+    resumed_step = wait_for(lambda: (j := row(job_id)).attempts == 2 and j.status == "running" and j.step, 60,
+                            "the second attempt to train")
+    assert resumed_step >= paused.step  # continued, not from zero
+    job = wait_status(job_id, "completed", timeout=120)
+    expected = train(TrainingConfig.from_dict(config)).metrics
+    assert job.metrics["val_loss"] == pytest.approx(expected["val_loss"], rel=1e-4)
+    evs = assert_events_chain(job_id)
+    assert ("running", "paused", "worker") in evs and ("paused", "queued", "api") in evs
+
+
+def test_a_step_slower_than_the_threshold_is_not_lost(client, workers, reconcilers):
+    """A data-loading stall (the loader worker frozen) makes one step take 3x the threshold; the heartbeat
+    comes from a thread, so the job stays running and is not stale."""
+    fast = {"HEARTBEAT_TIMEOUT": "2", "HEARTBEAT_INTERVAL": "0.2", "RECONCILE_INTERVAL": "0.5",
+            "WORKER_HEARTBEAT_TTL": "2"}
+    reconcilers(**fast)
+    workers(**fast)
+    job_id = submit(client, {**LONG, "batch_size": 1, "num_workers": 1})
+    job = wait_training(job_id)
+    loaders = wait_for(lambda: psutil.Process(job.worker_pid).children(), 30, "the loader worker")
+    for p in loaders:
+        p.send_signal(signal.SIGSTOP)
+    try:
+        stalled_at = row(job_id).step
+        deadline = time.monotonic() + 6.0  # three thresholds, while the reconciler runs every 0.5 s
+        while time.monotonic() < deadline:
+            job = row(job_id)
+            assert job.status == "running", job.status_reason
+            time.sleep(0.2)
+        assert row(job_id).step <= stalled_at + 2  # it really stalled (a batch or two were prefetched)
+    finally:
+        for p in loaders:
+            p.send_signal(signal.SIGCONT)
+    body = client.get(f"/api/training/{job_id}").get_json()
+    assert body["status"] == "running" and body["heartbeat_age_seconds"] < 2
+    wait_for(lambda: row(job_id).step > stalled_at + 5, 30, "training to go on")
+    assert client.delete(f"/api/training/{job_id}").status_code == 200
+    assert events(job_id)[-1][1] in TERMINAL
