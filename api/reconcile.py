@@ -110,6 +110,9 @@ def decide(row: RowView, state: RQState | None, *, now: datetime, policy: Policy
         return Decision("cancelled", JobStatus.CANCELLED, CANCELLED_IN_RQ)
     if rq_status == "started" and state.worker_alive is False:
         return _lost(row, "worker lost")
+    if row.status == JobStatus.RUNNING and rq_status != "started" and not state.job_beating \
+            and not _beating(row, now, policy):
+        return _lost(row, f"worker lost (RQ job is {rq_status}, no heartbeat)")
     return None
 
 

@@ -41,6 +41,7 @@ def run(state, **row):
         ({"status": Q, "waiting_since": NOW - timedelta(hours=2)}, None, "orphaned", JobStatus.FAILED,
          "orphaned: RQ job not found"),
         ({"rq_job_id": None}, None, "no_rq_id", JobStatus.FAILED, "no RQ job id recorded"),
+        ({}, RQState("queued"), "worker_lost", JobStatus.FAILED, "worker lost (RQ job is queued, no heartbeat)"),
     ],
 )
 def test_mismatches(row, state, action, to, reason):
@@ -54,7 +55,7 @@ def test_mismatches(row, state, action, to, reason):
         ({}, RQState("started", worker_name="w1", worker_alive=True)),
         ({"status": Q}, RQState("queued")),
         ({"status": Q}, RQState("started", worker_name="w1", worker_alive=True)),
-        ({}, RQState("queued")),
+        ({"heartbeat_at": NOW - timedelta(seconds=3)}, RQState("queued")),
         ({"status": Q}, RQState("deferred")),
         # Redis lost the job but the attempt still beats: in Redis, or in its row.
         ({}, RQState(None, job_beating=True)),

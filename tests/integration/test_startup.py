@@ -1,0 +1,66 @@
+"""Start-up: the WSGI entry point reconciles once; make run's supervisor restarts a dead worker and stops
+everything on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+
+import psutil
+from rq.worker import Worker
+
+from api.local import free_port
+from tests.support import REPO, process_gone, wait_for
+
+
+def test_wsgi_entry_point_reconciles_at_start(settings, client, redis):
+    job_id = client.post("/api/training", json={"config": {}}).get_json()["job"]["id"]
+    redis.flushdb()
+    code = "import api.wsgi"
+    env = {**os.environ, **settings, "ENQUEUE_GRACE": "0"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"job {job_id}: requeued" in result.stderr
+    assert redis.exists(f"rq:job:{job_id}")
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_make_run_supervises_its_worker_and_stops_cleanly(settings, ctx, redis, tmp_path):
+    port = free_port()
+    env = {**os.environ, **settings, "PORT": str(port)}
+    supervisor = subprocess.Popen([sys.executable, "-m", "api.local"], cwd=tmp_path, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        health = f"http://127.0.0.1:{port}/api/health"
+
+        def up() -> dict | None:
+            try:
+                body = _get(health)
+            except OSError:
+                return None
+            return body if body["workers"] == 1 else None
+
+        wait_for(up, 90, "make run's API with one worker")
+        [worker] = Worker.all(connection=redis)
+        os.kill(worker.pid, signal.SIGKILL)
+        wait_for(lambda: [w for w in Worker.all(connection=redis) if w.pid != worker.pid and
+                          not process_gone(w.pid)], 60, "a replacement worker")
+        children = psutil.Process(supervisor.pid).children(recursive=True)
+        supervisor.send_signal(signal.SIGTERM)
+        supervisor.wait(60)
+        wait_for(lambda: all(process_gone(c.pid) for c in children), 15, "every child to stop")
+        output = supervisor.stdout.read()
+        assert "worker exited with -9; restarting" in output
+        assert f"curl -s -X POST http://127.0.0.1:{port}/api/training" in output
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
