@@ -23,7 +23,7 @@ from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
-from rq.registry import StartedJobRegistry
+from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.worker import Worker
 
 from api.extensions import redis_connection
@@ -58,8 +58,17 @@ def enqueue(job_id: str, attempt: int, description: str = "") -> Job:
     """Enqueue the training of row ``job_id`` under the same id; ``attempt`` guards every worker write."""
     cfg = current_app.config
     queue = get_queue()
+    started = StartedJobRegistry(queue=queue)
+    prefix = f"{job_id}:".encode()
+    earlier = [m for m in queue.connection.zrange(started.key, 0, -1) if m.startswith(prefix)]
     with queue.connection.pipeline() as pipe:  # job and its attempt number land together, or not at all
         pipe.multi()
+        # Forget earlier attempts under this id: RQ's registry cleanup would otherwise mark the job id
+        # failed when a dead attempt's started entry expires, while a later attempt runs.
+        if earlier:
+            pipe.zrem(started.key, *earlier)
+        for registry in (FailedJobRegistry, CanceledJobRegistry, FinishedJobRegistry):
+            pipe.zrem(registry(queue=queue).key, job_id)
         job = queue.enqueue_call(
             JOB_FUNCTION,
             args=(job_id, attempt),

@@ -98,9 +98,11 @@ def submit(client, config, name="t", **body):
 
 
 def row(job_id) -> TrainingJob:
+    """A detached snapshot of the row: reading it later opens no transaction (and holds no connection)."""
     db.session.expire_all()
     job = db.session.get(TrainingJob, job_id)
-    db.session.commit()
+    db.session.expunge(job)
+    db.session.rollback()
     return job
 
 

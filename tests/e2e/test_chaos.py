@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from api.extensions import db
 from api.local import RedisServer
+from api.reconcile import cleanup_orphaned_training_jobs
 from api.status import Actor, JobStatus, transition, utcnow
 from tests.support import (
     LONG,
@@ -233,3 +234,46 @@ def test_a_step_slower_than_the_threshold_is_not_lost(client, workers, reconcile
     wait_for(lambda: row(job_id).step > stalled_at + 5, 30, "training to go on")
     assert client.delete(f"/api/training/{job_id}").status_code == 200
     assert events(job_id)[-1][1] in TERMINAL
+
+
+def test_rq_registry_cleanup_of_a_dead_attempt_cannot_fail_the_retry(client, workers, reconcilers, redis):
+    """RQ marks a job id failed when a dead execution's started entry expires (~810 s by default); a retry
+    under the same id must not inherit that."""
+    from rq.registry import StartedJobRegistry
+
+    worker = workers()
+    job_id = submit(client, {**LONG, "checkpoint_every": 1}, max_attempts=2)
+    job = wait_for(lambda: (j := row(job_id)).checkpoint_path and j, 60, "a checkpoint")
+    registry = StartedJobRegistry("training", connection=redis)
+    [dead_execution] = redis.zrange(registry.key, 0, -1)
+    os.kill(worker.pid, signal.SIGKILL)
+    wait_for(lambda: process_gone(job.worker_pid), 5, "the horse to die")
+    reconcilers()
+    workers()
+    wait_for(lambda: (j := row(job_id)).attempts == 2 and j.status == "running" and j.step > j.epoch, 60,
+             "the retry to train")
+    redis.zadd(registry.key, {dead_execution: 1}, xx=True)  # if still registered, its lease has now run out
+    registry.cleanup()  # what RQ's maintenance does
+    report = cleanup_orphaned_training_jobs()
+    assert report.actions == {} and row(job_id).status == "running" and row(job_id).attempts == 2
+    assert client.delete(f"/api/training/{job_id}").status_code == 200
+
+
+def test_final_status_missed_by_postgres_is_recorded_from_rq(client, workers, postgres_server, redis):
+    from rq.job import Job
+
+    workers(DB_RETRY_SECONDS="1")
+    job_id = submit(client, {**CHECKPOINTED, "epochs": 40, "checkpoint_every": 0})
+    wait_for(lambda: row(job_id).epoch >= 3, 60, "a few epochs")
+    postgres_server.stop()  # down until the job has ended: the worker's final write gives up
+    try:
+        wait_for(lambda: Job.fetch(job_id, connection=redis).get_status() == "finished", 60,
+                 "RQ to record the finished job")
+    finally:
+        postgres_server.start()
+    assert row(job_id).status == "running"  # the record missed the end...
+    report = cleanup_orphaned_training_jobs()
+    assert report.actions["completed"] == [job_id]  # ...and the reconciler restores it from RQ's result
+    job = row(job_id)
+    assert job.status == "completed" and job.epoch == 40 and job.metrics["val_accuracy"] > 0.8
+    assert_events_chain(job_id)
