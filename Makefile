@@ -4,7 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit lint clean
+.PHONY: install run test test-unit lint clean bench bench-install bench-cancel bench-orphans bench-reconcile \
+	bench-api bench-overhead bench-report
 
 install: $(STAMP)
 
@@ -28,6 +29,29 @@ test-unit: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# Benchmarks: not part of `make test`; run by hand, results committed (see BENCHMARKS.md).
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,bench]"
+	touch $(BENCH_STAMP)
+bench-install: $(BENCH_STAMP)
+
+bench-cancel: bench-install
+	$(PY) -m bench.cancel_latency $(CANCEL_ARGS)
+bench-orphans: bench-install
+	$(PY) -m bench.orphan_detection $(ORPHAN_ARGS)
+bench-reconcile: bench-install
+	$(PY) -m bench.reconcile_pass $(RECONCILE_ARGS)
+bench-api: bench-install
+	$(PY) -m bench.api_latency $(API_ARGS)
+bench-overhead: bench-install
+	$(PY) -m bench.training_overhead $(OVERHEAD_ARGS)
+bench-report: bench-install
+	$(PY) -m bench.report
+
+bench: bench-cancel bench-orphans bench-reconcile bench-api bench-overhead
+	$(MAKE) bench-report
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import DateTime, Float, String, cast, extract, func, literal, select, update
 
 from api import queue
 from api.extensions import db
@@ -30,31 +30,31 @@ CANCELLED_IN_RQ = "cancelled in RQ (e.g. from rq-dashboard)"
 
 @dataclass(frozen=True)
 class RowView:
-    """The columns of a row that reconciliation reads."""
+    """The columns of a row that reconciliation reads, with its ages at the pass's ``now``."""
 
-    id: uuid.UUID
+    id: str
     status: JobStatus
     attempts: int
     max_attempts: int
     rq_job_id: str | None
-    waiting_since: datetime  # queued_at, or created_at
-    heartbeat_at: datetime | None
+    waited_s: float  # since queued_at (or created_at)
+    heartbeat_age_s: float | None
     checkpoint_path: str | None
     name: str = ""
 
 
 @dataclass(frozen=True)
 class Policy:
-    enqueue_grace: timedelta
-    heartbeat_timeout: timedelta
-    max_queue_age: timedelta
+    enqueue_grace_s: float
+    heartbeat_timeout_s: float
+    max_queue_age_s: float
 
     @classmethod
     def from_config(cls, config: dict[str, Any], max_queue_age: timedelta | None = None) -> Policy:
         return cls(
-            enqueue_grace=timedelta(seconds=config["ENQUEUE_GRACE"]),
-            heartbeat_timeout=timedelta(seconds=config["HEARTBEAT_TIMEOUT"]),
-            max_queue_age=max_queue_age or timedelta(seconds=config["MAX_QUEUE_AGE"]),
+            enqueue_grace_s=config["ENQUEUE_GRACE"],
+            heartbeat_timeout_s=config["HEARTBEAT_TIMEOUT"],
+            max_queue_age_s=max_queue_age.total_seconds() if max_queue_age else config["MAX_QUEUE_AGE"],
         )
 
 
@@ -77,25 +77,25 @@ def _lost(row: RowView, why: str) -> Decision:
     return Decision("worker_lost", JobStatus.FAILED, why)
 
 
-def decide(row: RowView, state: RQState | None, *, now: datetime, policy: Policy) -> Decision | None:
+def decide(row: RowView, state: RQState | None, policy: Policy) -> Decision | None:
     """What to do with one non-terminal row given RQ's view of it; None when they agree."""
-    waited = now - row.waiting_since
+    waited = row.waited_s
     if row.rq_job_id is None:
         if row.status == JobStatus.QUEUED:
             return Decision("enqueued", None, "never reached RQ; enqueued by the reconciler") \
-                if waited >= policy.enqueue_grace else None
+                if waited >= policy.enqueue_grace_s else None
         return Decision("no_rq_id", JobStatus.FAILED, "no RQ job id recorded")
     if state is not None and state.status is not None and state.attempt not in (None, row.attempts):
         # RQ still describes an earlier attempt: the new one's enqueue has not landed (or was lost).
-        if row.status == JobStatus.QUEUED and waited >= policy.enqueue_grace:
+        if row.status == JobStatus.QUEUED and waited >= policy.enqueue_grace_s:
             return Decision("enqueued", None, f"attempt {row.attempts} missing in RQ; enqueued again")
         return None
     if state is None or state.status is None:  # Redis lost it: a restart without persistence, a flush
         if row.status == JobStatus.QUEUED:
-            if waited < policy.max_queue_age:
+            if waited < policy.max_queue_age_s:
                 return Decision("requeued", None, "RQ job lost (Redis lost its data); re-enqueued under the same id")
             return Decision("orphaned", JobStatus.FAILED, "orphaned: RQ job not found")
-        if (state and state.job_beating) or _beating(row, now, policy):
+        if (state and state.job_beating) or _beating(row, policy):
             return None  # the attempt still runs; it will write its own end
         return _lost(row, "worker lost (RQ job not found, no heartbeat)")
     rq_status = state.status
@@ -111,13 +111,13 @@ def decide(row: RowView, state: RQState | None, *, now: datetime, policy: Policy
     if rq_status == "started" and state.worker_alive is False:
         return _lost(row, "worker lost")
     if row.status == JobStatus.RUNNING and rq_status != "started" and not state.job_beating \
-            and not _beating(row, now, policy):
+            and not _beating(row, policy):
         return _lost(row, f"worker lost (RQ job is {rq_status}, no heartbeat)")
     return None
 
 
-def _beating(row: RowView, now: datetime, policy: Policy) -> bool:
-    return row.heartbeat_at is not None and now - row.heartbeat_at <= policy.heartbeat_timeout
+def _beating(row: RowView, policy: Policy) -> bool:
+    return row.heartbeat_age_s is not None and row.heartbeat_age_s <= policy.heartbeat_timeout_s
 
 
 @dataclass
@@ -145,20 +145,21 @@ class Report:
         return f"checked {self.checked} active jobs in {self.duration_s:.3f}s{mode}: {counts}"
 
 
-def active_rows() -> list[RowView]:
+def _age_s(column: Any, now: datetime) -> Any:
+    """Seconds from ``column`` to ``now``, computed by PostgreSQL (parsing 10k timestamps in Python is slow)."""
+    return cast(extract("epoch", literal(now, DateTime(timezone=True)) - column), Float)
+
+
+def active_rows(now: datetime) -> list[RowView]:
     rows = db.session.execute(
         select(
-            TrainingJob.id, TrainingJob.status, TrainingJob.attempts, TrainingJob.max_attempts,
-            TrainingJob.rq_job_id, TrainingJob.queued_at, TrainingJob.created_at, TrainingJob.heartbeat_at,
-            TrainingJob.checkpoint_path, TrainingJob.name,
+            cast(TrainingJob.id, String), TrainingJob.status, TrainingJob.attempts, TrainingJob.max_attempts,
+            TrainingJob.rq_job_id, _age_s(func.coalesce(TrainingJob.queued_at, TrainingJob.created_at), now),
+            _age_s(TrainingJob.heartbeat_at, now), TrainingJob.checkpoint_path, TrainingJob.name,
         ).where(TrainingJob.status.in_([s.value for s in ACTIVE]))
     ).all()
     db.session.commit()
-    return [
-        RowView(r.id, JobStatus(r.status), r.attempts, r.max_attempts, r.rq_job_id, r.queued_at or r.created_at,
-                r.heartbeat_at, r.checkpoint_path, r.name)
-        for r in rows
-    ]
+    return [RowView(r[0], JobStatus(r[1]), *r[2:]) for r in rows]
 
 
 def cleanup_orphaned_training_jobs(
@@ -174,15 +175,15 @@ def cleanup_orphaned_training_jobs(
     started = time.monotonic()
     now = now or utcnow()
     policy = Policy.from_config(current_app.config, max_queue_age)
-    rows = active_rows()
+    rows = active_rows(now)
     states = queue.fetch_states(r.rq_job_id for r in rows if r.rq_job_id)
     report = Report(checked=len(rows), dry_run=dry_run)
 
     for row in rows:
-        decision = decide(row, states.get(row.rq_job_id) if row.rq_job_id else None, now=now, policy=policy)
+        decision = decide(row, states.get(row.rq_job_id) if row.rq_job_id else None, policy)
         if decision is None:
             continue
-        job_id = str(row.id)
+        job_id = row.id
         if dry_run:
             report.actions[decision.action].append(job_id)
             continue
@@ -204,13 +205,13 @@ def _apply(row: RowView, decision: Decision, actor: Actor, now: datetime) -> boo
     if decision.retry:
         fields.update(attempts=row.attempts + 1, resume_from=row.checkpoint_path, worker_pid=None)
     if decision.to == JobStatus.COMPLETED:
-        fields.update(_final_result(str(row.id)))
+        fields.update(_final_result(row.id))
     result = transition(
         row.id, decision.to, reason=decision.reason, actor=actor,
         expected_from=[row.status], attempt=row.attempts, fields=fields, now=now,
     )
     if result.changed and decision.retry:
-        queue.enqueue(str(row.id), row.attempts + 1, description=f"{row.name} ({row.id})")
+        queue.enqueue(row.id, row.attempts + 1, description=f"{row.name} ({row.id})")
     return result.changed
 
 
@@ -228,21 +229,20 @@ def _enqueue_again(row: RowView, reason: str) -> bool:
     """Enqueue a queued row's current attempt; the row lock makes concurrent reconcilers enqueue it once."""
     locked = db.session.execute(
         update(TrainingJob)
-        .where(TrainingJob.id == row.id, TrainingJob.status == JobStatus.QUEUED,
+        .where(TrainingJob.id == uuid.UUID(row.id), TrainingJob.status == JobStatus.QUEUED,
                TrainingJob.attempts == row.attempts,
                TrainingJob.rq_job_id.is_(None) if row.rq_job_id is None else TrainingJob.rq_job_id == row.rq_job_id)
-        .values(rq_job_id=str(row.id), status_reason=reason)
+        .values(rq_job_id=row.id, status_reason=reason)
     ).rowcount
     if not locked:
         db.session.rollback()
         return False
     try:
-        states = queue.fetch_states([str(row.id)])  # under the row lock: has another pass enqueued it?
-        state = states[str(row.id)]
+        state = queue.fetch_states([row.id])[row.id]  # under the row lock: has another pass enqueued it?
         if state.status in ("queued", "started") and state.attempt == row.attempts and row.rq_job_id is not None:
             db.session.rollback()
             return False
-        queue.enqueue(str(row.id), row.attempts, description=f"{row.name} ({row.id})")
+        queue.enqueue(row.id, row.attempts, description=f"{row.name} ({row.id})")
     except Exception:
         db.session.rollback()
         raise

@@ -1,0 +1,202 @@
+"""Make BENCHMARKS.md and one PNG per benchmark from bench/results/*.json (run after the benchmarks)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from bench.harness import REPO, RESULTS  # noqa: E402
+
+COMMANDS = {
+    "cancel_latency": "make bench-cancel",
+    "orphan_detection": "make bench-orphans (long mode: make bench-orphans ORPHAN_ARGS=--long)",
+    "reconcile_pass": "make bench-reconcile",
+    "api_latency": "make bench-api",
+    "training_overhead": "make bench-overhead",
+}
+
+
+def ms(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def plot(name: str, draw) -> str:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    draw(ax)
+    fig.tight_layout()
+    path = RESULTS / f"{name}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.relative_to(REPO).as_posix()
+
+
+def cancel_section(r: dict) -> list[str]:
+    s = r["summary"]
+
+    def draw(ax):
+        ax.boxplot([[v * 1000 for v in r["samples_s"][k]] for k in ("http", "gone", "row")],
+                   tick_labels=["HTTP answer", "horse + children gone", "row cancelled"])
+        ax.set_ylabel("ms after DELETE was sent")
+        ax.set_title(f"Cancel latency, {s['gone']['n']} running jobs")
+
+    png = plot("cancel_latency", draw)
+    lines = ["| measure | p50 | p95 | p99 | max |", "|---|---|---|---|---|"]
+    for key, label in (("http", "HTTP answer"), ("gone", "horse and children gone"), ("row", "row `cancelled`")):
+        lines.append(f"| {label} | {ms(s[key]['p50'])} | {ms(s[key]['p95'])} | {ms(s[key]['p99'])} | "
+                     f"{ms(s[key]['max'])} |")
+    ok = s["gone"]["p50"] <= 0.05 and s["gone"]["p99"] <= 0.25
+    lines += ["", f"Target p50 <= 50 ms, p99 <= 250 ms until the processes are gone: **{'met' if ok else 'missed'}**.",
+              "", f"![cancel latency]({png})"]
+    return lines
+
+
+def orphan_section(r: dict) -> list[str]:
+    s, samples, cap = r["summary"], r["samples_s"], r["plain_cap_s"]
+    plain = samples["plain_rq"]
+
+    def draw(ax):
+        data = [samples["this_project_same_host"], samples["this_project_other_host"],
+                [p if p is not None else cap for p in plain]]
+        ax.boxplot(data, tick_labels=["this project\n(same host)", "this project\n(other host)",
+                                      f"plain RQ\n(capped at {cap:.0f} s)"])
+        ax.set_yscale("log")
+        ax.set_ylabel("seconds until the job stops claiming to run")
+        ax.set_title("Orphan detection after SIGKILL of worker + horse")
+
+    png = plot("orphan_detection", draw)
+    undetected = s["plain_rq_undetected_within_cap"]
+    plain_text = (f"> {cap:.0f} s in {undetected} of {len(plain)} trials" if undetected
+                  else f"p50 {s['plain_rq']['p50']:.1f} s")
+    same, other = s["this_project_same_host"], s["this_project_other_host"]
+    ratio = f"> {cap / other['p50']:.0f}x" if undetected else f"{s['plain_rq']['p50'] / other['p50']:.0f}x"
+    fp = r["false_positive_check"]
+    lines = [
+        "| system | p50 | max | trials |", "|---|---|---|---|",
+        f"| this project, worker on this host | {same['p50']:.2f} s | {same['max']:.2f} s | {same['n']} |",
+        f"| this project, worker on another host (heartbeats only) | {other['p50']:.2f} s | {other['max']:.2f} s | "
+        f"{other['n']} |",
+        f"| plain RQ 2.12, defaults ({r['mode']} mode) | {plain_text} | | {len(plain)} |",
+        "",
+        f"Ratio plain RQ / this project (other host, p50): {ratio}. Target <= 5 s median: "
+        f"**{'met' if max(same['p50'], other['p50']) <= 5 else 'missed'}**.",
+        "",
+        f"False positives: a healthy job whose one step took {fp['step_seconds']:.0f} s (its DataLoader worker "
+        f"frozen; {fp['steps_during_stall']} steps meanwhile) showed {', '.join(fp['statuses_seen'])}; largest "
+        f"heartbeat age {fp['max_heartbeat_age_s']:.1f} s; marked lost: **{'yes' if fp['marked_lost'] else 'no'}**.",
+        "", f"![orphan detection]({png})",
+    ]
+    return lines
+
+
+def reconcile_section(r: dict) -> list[str]:
+    rows = r["results"]
+
+    def draw(ax):
+        xs = [x["rows"] for x in rows]
+        ax.plot(xs, [x["batch"]["p50"] for x in rows], "o-", label="batched (this project)")
+        ax.plot(xs, [x["naive"]["p50"] for x in rows], "s-", label="naive, one fetch per row")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("rows in the table (10 % non-terminal)")
+        ax.set_ylabel("seconds per pass (p50)")
+        ax.legend()
+        ax.set_title("Reconcile pass vs rows")
+
+    png = plot("reconcile_pass", draw)
+    lines = ["| rows | active | batched p50 | naive p50 | speedup p50 (min..max) |", "|---|---|---|---|---|"]
+    for x in rows:
+        sp = x["speedup"]
+        lines.append(f"| {x['rows']:,} | {x['active_rows']:,} | {ms(x['batch']['p50'])} | {ms(x['naive']['p50'])} | "
+                     f"{sp['p50']:.1f}x ({sp['min']:.1f}..{sp['max']:.1f}) |")
+    at10k = next((x for x in rows if x["rows"] == 10_000), None)
+    at10k_active = next((x for x in rows if x["active_rows"] == 10_000), None)
+    if at10k and at10k_active:
+        lines += ["", f"Targets: >= 20x faster than naive at 10k rows: **{at10k['speedup']['p50']:.1f}x**; <= 0.5 s "
+                  f"at 10k active rows: **{ms(at10k_active['batch']['p50'])}**."]
+    return lines + ["", f"![reconcile pass]({png})"]
+
+
+def api_section(r: dict) -> list[str]:
+    s, sub = r["list"]["summary"], r["submit"]
+
+    def draw(ax):
+        ax.hist([v * 1000 for v in r["list"]["samples_s"]], bins=60)
+        ax.set_xlabel("ms")
+        ax.set_ylabel("requests")
+        ax.set_title(f"GET /api/training?limit=50 with {r['rows']:,} rows (gunicorn -w 2)")
+
+    png = plot("api_latency", draw)
+    return [
+        "| measure | value |", "|---|---|",
+        f"| list latency p50 | {ms(s['p50'])} |", f"| list latency p99 | {ms(s['p99'])} |",
+        f"| list latency max | {ms(s['max'])} |",
+        f"| submit throughput | {sub['jobs_per_s']:.0f} jobs/s ({sub['threads']} client threads, {sub['errors']} "
+        f"errors) |",
+        "", f"Target list p99 <= 20 ms: **{'met' if s['p99'] <= 0.02 else 'missed'}**.", "", f"![api]({png})",
+    ]
+
+
+def overhead_section(r: dict) -> list[str]:
+    s = r["summary"]
+
+    def draw(ax):
+        ax.plot(r["bare_s"], "o-", label="bare trainer")
+        ax.plot(r["worker_s"], "s-", label="through the RQ worker")
+        ax.set_xlabel("run (alternating)")
+        ax.set_ylabel("seconds")
+        ax.legend()
+        ax.set_title("Training wall time")
+
+    png = plot("training_overhead", draw)
+    ratio = s["ratio"]
+    return [
+        "| | p50 | min | max |", "|---|---|---|---|",
+        f"| bare trainer | {s['bare']['p50']:.3f} s | {s['bare']['min']:.3f} s | {s['bare']['max']:.3f} s |",
+        f"| through the worker | {s['worker']['p50']:.3f} s | {s['worker']['min']:.3f} s | "
+        f"{s['worker']['max']:.3f} s |",
+        f"| ratio worker / bare | {ratio['p50']:.3f} | {ratio['min']:.3f} | {ratio['max']:.3f} |",
+        "", f"Target overhead <= 3 % (ratio p50 <= 1.03): **{'met' if ratio['p50'] <= 1.03 else 'missed'}**.",
+        "", f"![training overhead]({png})",
+    ]
+
+
+SECTIONS = [
+    ("cancel_latency", "1. Cancel latency", cancel_section),
+    ("orphan_detection", "2. Orphan detection", orphan_section),
+    ("reconcile_pass", "3. Reconcile pass", reconcile_section),
+    ("api_latency", "4. API", api_section),
+    ("training_overhead", "5. Training overhead", overhead_section),
+]
+
+
+def main() -> None:
+    out = ["# Benchmarks", "",
+           "Measured on the machine in each result's `machine` field (a shared, noisy 2-core VM unless stated). "
+           "Every comparison is measured in the same run, alternating; ratios come with their spread, and "
+           "absolute times are for reference only. Raw samples are in `bench/results/*.json`. `make bench` "
+           "runs them all (about 15 minutes) and rewrites this file; each section names its own command.", ""]
+    for name, title, section in SECTIONS:
+        result = load(name)
+        out += [f"## {title}", ""]
+        if result is None:
+            out += ["Not run yet.", ""]
+            continue
+        out += [result["description"] + ".", "", f"Run {result['date']} on {result['machine']['cpus']} CPUs "
+                f"({result['machine']['cpu']}). Reproduce: `{COMMANDS[name]}`.", ""]
+        out += section(result) + [""]
+    (REPO / "BENCHMARKS.md").write_text("\n".join(out))
+    print("wrote BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    main()
