@@ -86,7 +86,9 @@ def reconciler_command(interval: float | None, once: bool) -> None:
     lock_conn = None
     while True:
         try:
-            if lock_conn is None:
+            if lock_conn is not None:
+                lock_conn.execute(text("SELECT 1"))  # still holding it? (a PostgreSQL restart drops the lock)
+            else:
                 lock_conn = db.engine.connect()
                 if not lock_conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": RECONCILER_LOCK}).scalar():
                     lock_conn.close()
@@ -96,7 +98,9 @@ def reconciler_command(interval: float | None, once: bool) -> None:
                 reconcile_once(Actor.RECONCILER)
         except SQLAlchemyError as exc:
             log.warning("reconciler: database unreachable (%s); retrying", exc.__class__.__name__)
-            lock_conn = None
+            if lock_conn is not None:
+                lock_conn.invalidate()
+                lock_conn = None
         db.session.remove()
         time.sleep(period)
 

@@ -7,7 +7,8 @@ from typing import Any
 
 from flask import Flask, jsonify
 from redis.exceptions import RedisError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError, PendingRollbackError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from api.jobs import BadCursor, JobConflict
@@ -60,10 +61,12 @@ def register_error_handlers(app: Flask) -> None:
         log.warning("Redis unavailable: %s", exc)
         return error_response(503, "redis_unavailable", "Redis is unreachable; try again shortly")
 
-    @app.errorhandler(OperationalError)
-    def _db_down(exc: DBAPIError):
-        log.warning("database unavailable: %s", exc.orig)
+    def _db_down(exc: Exception):
+        log.warning("database unavailable: %s", getattr(exc, "orig", None) or exc)
         return error_response(503, "database_unavailable", "PostgreSQL is unreachable; try again shortly")
+
+    for db_failure in (OperationalError, InterfaceError, PendingRollbackError, PoolTimeout):
+        app.register_error_handler(db_failure, _db_down)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):

@@ -24,7 +24,7 @@ from sqlalchemy import func, select, text, tuple_, update
 from api import queue
 from api.extensions import db, redis_connection
 from api.models import JobEvent, TrainingJob
-from api.reconcile import cleanup_orphaned_training_jobs
+from api.reconcile import cleanup_orphaned_training_jobs, ensure_enqueued
 from api.status import TERMINAL, Actor, JobNotFound, JobStatus, TransitionResult, create, transition, utcnow
 from training.checkpoints import list_checkpoints
 from training.config import TrainingConfig
@@ -71,25 +71,25 @@ def submit(config: dict[str, Any], name: str | None = None, max_attempts: int | 
     """Validate, insert the row as queued, then enqueue. Redis down: the row stays queued, with a reason,
     and the reconciler enqueues it later."""
     cfg = TrainingConfig.from_dict(config)
+    job_id = uuid.uuid4()
     job = TrainingJob(
-        id=uuid.uuid4(),
+        id=job_id,
         name=name or f"{cfg.dataset}-{cfg.model}",
         config=cfg.to_dict(),
         attempts=1,
         max_attempts=max_attempts or current_app.config["MAX_ATTEMPTS"],
+        rq_job_id=queue.rq_job_id_for(str(job_id), 1),
     )
     create(job, actor=Actor.API, reason="submitted")
-    job_id = str(job.id)
     try:
-        queue.enqueue(job_id, job.attempts, description=f"{job.name} ({job_id})")
+        ensure_enqueued(str(job_id), 1)
     except RedisError as exc:
         log.warning("job %s: not enqueued, Redis unreachable (%s); the reconciler will enqueue it", job_id, exc)
-        _set_columns(job.id, status_reason=f"waiting for Redis: enqueue failed ({exc.__class__.__name__}); "
+        _set_columns(job_id, status_reason=f"waiting for Redis: enqueue failed ({exc.__class__.__name__}); "
                      "the reconciler will enqueue it")
-        return SubmitResult(get_job(job.id), enqueued=False)
-    _set_columns(job.id, rq_job_id=job_id)
+        return SubmitResult(get_job(job_id), enqueued=False)
     log.info("job %s: submitted and enqueued", job_id)
-    return SubmitResult(get_job(job.id), enqueued=True)
+    return SubmitResult(get_job(job_id), enqueued=True)
 
 
 def _set_columns(job_id: uuid.UUID, **values: Any) -> None:
@@ -159,7 +159,8 @@ def cancel(job_id: str | uuid.UUID) -> CancelResult:
         raise JobConflict(_refusal(result.job, "cancelled"), result.job)
     rq_cancelled, cleanup = False, None
     try:
-        rq_cancelled = queue.stop(str(job.id), pid=result.job.worker_pid, hostname=result.job.hostname)
+        rq_cancelled = queue.stop(result.job.rq_job_id or str(job.id), pid=result.job.worker_pid,
+                                  hostname=result.job.hostname)
         cleanup = cleanup_orphaned_training_jobs(actor=Actor.API).to_dict()
     except RedisError as exc:
         log.warning("job %s: cancelled in the database; RQ unreachable (%s)", job.id, exc)
@@ -210,17 +211,18 @@ def _restart(job: TrainingJob, reason: str, resume_from: str | None) -> Transiti
         job.id, JobStatus.QUEUED, reason=reason, actor=Actor.API, expected_from=[job.status],
         attempt=job.attempts, restart=True,
         fields={"attempts": job.attempts + 1, "max_attempts": job.max_attempts + 1, "resume_from": resume_from,
-                "error_message": None, "worker_pid": None, "rq_job_id": None},
+                "error_message": None, "worker_pid": None,
+                "rq_job_id": queue.rq_job_id_for(str(job.id), job.attempts + 1)},
     )
     if not result.changed:
         raise JobConflict(f"job {job.id} changed meanwhile; it is now {result.job.status}", result.job)
     return result
 
 
-def _enqueue_current(job: TrainingJob) -> int | None:
-    queue.enqueue(str(job.id), job.attempts, description=f"{job.name} ({job.id})")
-    _set_columns(job.id, rq_job_id=str(job.id))
-    return queue.get_queue().get_job_position(str(job.id))
+def _enqueue_current(job: TrainingJob) -> tuple[bool, int | None]:
+    """Make sure the row's current attempt is in RQ; (whether this call enqueued it, its queue position)."""
+    enqueued = ensure_enqueued(str(job.id), job.attempts)
+    return enqueued, queue.get_queue().get_job_position(queue.rq_job_id_for(str(job.id), job.attempts))
 
 
 def force_start(job_id: str | uuid.UUID) -> RestartResult:
@@ -232,23 +234,19 @@ def force_start(job_id: str | uuid.UUID) -> RestartResult:
             raise JobConflict(f"job {job.id} cannot be force-started: {_FORCE_START_REFUSALS[previous]}", job)
         TrainingConfig.from_dict(job.config)  # still valid?
         if previous == JobStatus.QUEUED:
-            state = queue.fetch_states([str(job.id)])[str(job.id)]
-            if state.status in ("queued", "started") and state.attempt in (None, job.attempts):
-                position = queue.get_queue().get_job_position(str(job.id))
-                return RestartResult(job, previous, position, f"Job {job.id} is already queued in RQ")
-            position = _enqueue_current(job)
-            message = f"Job {job.id} re-enqueued (its RQ job was lost)"
+            enqueued, position = _enqueue_current(job)
+            message = (f"Job {job.id} re-enqueued (its RQ job was lost)" if enqueued
+                       else f"Job {job.id} is already queued in RQ")
         else:
             job = _restart(job, "force-started by user (fresh start)", resume_from=None).job
-            position = _enqueue_current(job)
+            _, position = _enqueue_current(job)
             message = f"Job {job.id} force-started from scratch (attempt {job.attempts})"
         log.info("job %s: %s", job.id, message)
         return RestartResult(get_job(job.id), previous, position, message)
 
 
 def latest_checkpoint(job: TrainingJob) -> str | None:
-    if job.resume_from and Path(job.resume_from).exists():
-        return job.resume_from
+    """The newest checkpoint of any attempt (by epoch, then batch)."""
     found = list_checkpoints(checkpoint_dir(job.id))
     return str(found[-1].path) if found else None
 
@@ -265,7 +263,7 @@ def resume(job_id: str | uuid.UUID) -> RestartResult:
         if checkpoint is None:
             raise JobConflict(f"job {job.id} has no checkpoint to resume from; force-start it to train afresh", job)
         job = _restart(job, f"resumed by user from {Path(checkpoint).name}", resume_from=checkpoint).job
-        position = _enqueue_current(job)
+        _, position = _enqueue_current(job)
         message = f"Job {job.id} resumes from {Path(checkpoint).name} (attempt {job.attempts})"
         log.info("job %s: %s", job.id, message)
         return RestartResult(get_job(job.id), previous, position, message)
@@ -290,7 +288,7 @@ def mark_failed(job_id: str | uuid.UUID, reason: str) -> TrainingJob:
     if not result.changed:
         raise JobConflict(_refusal(result.job, "marked failed"), result.job)
     try:
-        queue.stop(str(job.id), pid=result.job.worker_pid, hostname=result.job.hostname)
+        queue.stop(result.job.rq_job_id or str(job.id), pid=result.job.worker_pid, hostname=result.job.hostname)
     except RedisError as exc:
         log.warning("job %s: marked failed; RQ unreachable (%s)", job.id, exc)
     log.info("job %s: %s", job.id, message)

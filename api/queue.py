@@ -23,7 +23,7 @@ from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
-from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq.registry import StartedJobRegistry
 from rq.worker import Worker
 
 from api.extensions import redis_connection
@@ -32,18 +32,18 @@ JOB_FUNCTION = "api.worker.run_training_job"
 _WAITING = {RQStatus.QUEUED, RQStatus.DEFERRED, RQStatus.SCHEDULED, RQStatus.CREATED}
 
 
-# Our keys beside RQ's. The attempt key says which attempt RQ's job hash describes (the RQ id is the row's
-# id for every attempt); heartbeat keys exist while their owner beats (their TTL is the timeout).
-ATTEMPT_PREFIX = "trainq:attempt:"
+def rq_job_id_for(job_id: str, attempt: int) -> str:
+    """The RQ job id of an attempt: the row's id for the first, ``<id>-attempt-<n>`` after that. Each attempt
+    owns its RQ state, so nothing RQ records late about an earlier attempt can land on a later one."""
+    return str(job_id) if attempt == 1 else f"{job_id}-attempt-{attempt}"
+
+
+# Our keys beside RQ's. Heartbeat keys exist while their owner beats (their TTL is the timeout).
 JOB_HEARTBEAT_PREFIX = "trainq:heartbeat:job:"
 
 
-def attempt_key(job_id: str) -> str:
-    return ATTEMPT_PREFIX + job_id
-
-
-def job_heartbeat_key(job_id: str) -> str:
-    return JOB_HEARTBEAT_PREFIX + job_id
+def job_heartbeat_key(rq_job_id: str) -> str:
+    return JOB_HEARTBEAT_PREFIX + rq_job_id
 
 
 def worker_heartbeat_key(worker_name: str) -> str:
@@ -59,32 +59,24 @@ def get_queue(connection: Redis | None = None) -> Queue:
 
 
 def enqueue(job_id: str, attempt: int, description: str = "") -> Job:
-    """Enqueue the training of row ``job_id`` under the same id; ``attempt`` guards every worker write."""
+    """Enqueue attempt ``attempt`` of row ``job_id`` under ``rq_job_id_for(job_id, attempt)``. Callers go
+    through ``reconcile.ensure_enqueued``, which holds the row and checks RQ first."""
     cfg = current_app.config
+    rq_id = rq_job_id_for(job_id, attempt)
     queue = get_queue()
-    started = StartedJobRegistry(queue=queue)
-    prefix = f"{job_id}:".encode()
-    earlier = [m for m in queue.connection.zrange(started.key, 0, -1) if m.startswith(prefix)]
-    with queue.connection.pipeline() as pipe:  # job and its attempt number land together, or not at all
+    with queue.connection.pipeline() as pipe:
         pipe.multi()
-        # Forget earlier attempts under this id: RQ's registry cleanup would otherwise mark the job id
-        # failed when a dead attempt's started entry expires, while a later attempt runs.
-        if earlier:
-            pipe.zrem(started.key, *earlier)
-        for registry in (FailedJobRegistry, CanceledJobRegistry, FinishedJobRegistry):
-            pipe.zrem(registry(queue=queue).key, job_id)
         job = queue.enqueue_call(
             JOB_FUNCTION,
             args=(job_id, attempt),
-            job_id=job_id,
+            job_id=rq_id,
             timeout=cfg["JOB_TIMEOUT"],
             result_ttl=cfg["RESULT_TTL"],
             failure_ttl=cfg["RESULT_TTL"],
             description=description or f"training job {job_id} (attempt {attempt})",
             pipeline=pipe,
         )
-        pipe.set(attempt_key(job_id), attempt, ex=cfg["RESULT_TTL"])
-        pipe.delete(control_key(job_id))
+        pipe.delete(control_key(job_id))  # a new attempt does not inherit a pause request
         pipe.execute()
     return job
 
@@ -98,10 +90,10 @@ def running_count() -> int:
     return StartedJobRegistry(queue=get_queue()).count
 
 
-def return_value(job_id: str) -> Any:
+def return_value(rq_job_id: str) -> Any:
     """What the job function returned (the final metrics), if RQ still has it."""
     try:
-        return Job.fetch(job_id, connection=redis_connection.get()).return_value()
+        return Job.fetch(rq_job_id, connection=redis_connection.get()).return_value()
     except NoSuchJobError:
         return None
 
@@ -125,15 +117,15 @@ def _kill_group_on_this_host(pid: int | None, hostname: str | None) -> bool:
     return True
 
 
-def stop(job_id: str, *, pid: int | None = None, hostname: str | None = None) -> bool:
-    """Stop RQ's job ``job_id``: cancel it if it waits, send RQ's stop-job command if it runs.
+def stop(rq_job_id: str, *, pid: int | None = None, hostname: str | None = None) -> bool:
+    """Stop RQ's job ``rq_job_id``: cancel it if it waits, send RQ's stop-job command if it runs.
 
     Returns True when RQ acted. For a running job it waits (``CANCEL_WAIT``) until the worker reports
     the horse gone; if the worker never answers and the horse runs on this host, its group is killed.
     """
     conn = redis_connection.get()
     try:
-        job = Job.fetch(job_id, connection=conn)
+        job = Job.fetch(rq_job_id, connection=conn)
     except NoSuchJobError:
         return False
     status = job.get_status(refresh=False)
@@ -143,7 +135,7 @@ def stop(job_id: str, *, pid: int | None = None, hostname: str | None = None) ->
     if status != RQStatus.STARTED:
         return False
     try:
-        send_stop_job_command(conn, job_id)
+        send_stop_job_command(conn, rq_job_id)
     except (InvalidJobOperation, NoSuchJobError):
         return False
     deadline = time.monotonic() + current_app.config["CANCEL_WAIT"]
@@ -157,10 +149,9 @@ def stop(job_id: str, *, pid: int | None = None, hostname: str | None = None) ->
 @dataclass(frozen=True)
 class RQState:
     status: str | None  # None: RQ has no such job
-    attempt: int | None = None  # the attempt RQ's job describes (None: not recorded)
     worker_name: str | None = None
     worker_alive: bool | None = None  # for started jobs: does the worker still beat (and, here, exist)
-    job_beating: bool = False  # the attempt's heartbeat key exists
+    job_beating: bool = False  # the attempt's heartbeat key exists (even if RQ lost the job itself)
     error: str | None = None  # last line of RQ's failure text for failed jobs
 
 
@@ -187,22 +178,17 @@ def _error_summary(entries: list) -> str | None:
     return text.splitlines()[-1] if text else None
 
 
-# One server-side call reads, per job, RQ's status and worker_name, our attempt key and whether the job's
-# heartbeat key is there, and answers one short line per job ("" for a missing job). A pipeline of three
-# commands per job spends most of its time packing and parsing them in Python.
+# One server-side call reads, per RQ job, its status and worker_name and whether its heartbeat key is
+# there, and answers one short line per job. A pipeline of commands per job spends most of its time
+# packing and parsing them in Python.
 _READ_JOBS = """
-local job_prefix, attempt_prefix, beat_prefix = ARGV[1], ARGV[2], ARGV[3]
+local job_prefix, beat_prefix = ARGV[1], ARGV[2]
 local out = {}
-for i = 4, #ARGV do
+for i = 3, #ARGV do
   local id = ARGV[i]
   local fields = redis.call('HMGET', job_prefix .. id, 'status', 'worker_name')
-  if fields[1] then
-    local beat = redis.call('GET', beat_prefix .. id)
-    out[#out + 1] = fields[1] .. ' ' .. (redis.call('GET', attempt_prefix .. id) or '-') .. ' ' ..
-                    (beat and string.match(beat, '^%S+') or '-') .. ' ' .. (fields[2] or '')
-  else
-    out[#out + 1] = ''
-  end
+  local beat = redis.call('EXISTS', beat_prefix .. id)
+  out[#out + 1] = (fields[1] or '-') .. ' ' .. beat .. ' ' .. (fields[2] or '')
 end
 return out
 """
@@ -211,30 +197,29 @@ _READ_CHUNK = 5000  # ids per call: bounds how long one call holds Redis
 
 def _read_jobs(conn: Redis, ids: list[str]) -> list[bytes]:
     script = conn.register_script(_READ_JOBS)
-    prefixes = [Job.redis_job_namespace_prefix, ATTEMPT_PREFIX, JOB_HEARTBEAT_PREFIX]
+    prefixes = [Job.redis_job_namespace_prefix, JOB_HEARTBEAT_PREFIX]
     lines: list[bytes] = []
     for start in range(0, len(ids), _READ_CHUNK):
         lines += script(args=prefixes + ids[start : start + _READ_CHUNK])
     return lines
 
 
-def fetch_states(job_ids: Iterable[str]) -> dict[str, RQState]:
+def fetch_states(rq_job_ids: Iterable[str]) -> dict[str, RQState]:
     """RQ's view of many jobs in two round trips (per 5000 jobs), whatever their number.
 
-    First, in one Lua call, each job hash's ``status``/``worker_name`` with our attempt and heartbeat keys;
-    then, pipelined and only for the workers and failures those name, the workers' heartbeat keys and
+    First, in one Lua call, each job hash's ``status``/``worker_name`` and its heartbeat key; then,
+    pipelined and only for the workers and failures those name, the workers' heartbeat keys and
     ``pid``/``hostname`` and the latest failure text.
     """
-    ids = list(job_ids)
+    ids = list(rq_job_ids)
     if not ids:
         return {}
     conn = redis_connection.get()
-    # status, attempt ("-": none), the heartbeat's attempt ("-": none), worker name ("" if none)
-    fields = {job_id: line.decode().split(" ", 3) if line else None
-              for job_id, line in zip(ids, _read_jobs(conn, ids), strict=True)}
+    # status ("-": no such job), heartbeat key exists ("1"/"0"), worker name ("" if none)
+    fields = {job_id: line.decode().split(" ", 2) for job_id, line in zip(ids, _read_jobs(conn, ids), strict=True)}
 
-    workers = sorted({f[3] for f in fields.values() if f and f[0] == RQStatus.STARTED and f[3]})
-    failed = [job_id for job_id, f in fields.items() if f and f[0] == RQStatus.FAILED]
+    workers = sorted({f[2] for f in fields.values() if f[0] == RQStatus.STARTED and f[2]})
+    failed = [job_id for job_id, f in fields.items() if f[0] == RQStatus.FAILED]
     pipe = conn.pipeline(transaction=False)
     for name in workers:
         pipe.get(worker_heartbeat_key(name))
@@ -246,17 +231,12 @@ def fetch_states(job_ids: Iterable[str]) -> dict[str, RQState]:
     errors = dict(zip(failed, map(_error_summary, more[2 * len(workers) :]), strict=True))
 
     states = {}
-    for job_id, f in fields.items():
-        if f is None:
-            states[job_id] = RQState(None)
-            continue
-        status, attempt, beat, name = f
+    for job_id, (status, beat, name) in fields.items():
         states[job_id] = RQState(
-            status=status,
-            attempt=int(attempt) if attempt != "-" else None,
+            status=status if status != "-" else None,
             worker_name=name or None,
-            worker_alive=alive.get(name) if name in alive else None,
-            job_beating=beat != "-" and (attempt == "-" or beat == attempt),
+            worker_alive=alive.get(name),
+            job_beating=beat == "1",
             error=errors.get(job_id),
         )
     return states

@@ -85,15 +85,13 @@ def decide(row: RowView, state: RQState | None, policy: Policy) -> Decision | No
             return Decision("enqueued", None, "never reached RQ; enqueued by the reconciler") \
                 if waited >= policy.enqueue_grace_s else None
         return Decision("no_rq_id", JobStatus.FAILED, "no RQ job id recorded")
-    if state is not None and state.status is not None and state.attempt not in (None, row.attempts):
-        # RQ still describes an earlier attempt: the new one's enqueue has not landed (or was lost).
-        if row.status == JobStatus.QUEUED and waited >= policy.enqueue_grace_s:
-            return Decision("enqueued", None, f"attempt {row.attempts} missing in RQ; enqueued again")
-        return None
-    if state is None or state.status is None:  # Redis lost it: a restart without persistence, a flush
+    if state is None or state.status is None:  # never arrived, or Redis lost it (restart, flush)
         if row.status == JobStatus.QUEUED:
+            if waited < policy.enqueue_grace_s:
+                return None  # its submitter may still be enqueueing it
             if waited < policy.max_queue_age_s:
-                return Decision("requeued", None, "RQ job lost (Redis lost its data); re-enqueued under the same id")
+                return Decision("requeued", None, "RQ job not found (Redis lost it, or it never arrived); "
+                                                  "re-enqueued under the same id")
             return Decision("orphaned", JobStatus.FAILED, "orphaned: RQ job not found")
         if (state and state.job_beating) or _beating(row, policy):
             return None  # the attempt still runs; it will write its own end
@@ -109,6 +107,8 @@ def decide(row: RowView, state: RQState | None, policy: Policy) -> Decision | No
     if rq_status in ("stopped", "canceled"):
         return Decision("cancelled", JobStatus.CANCELLED, CANCELLED_IN_RQ)
     if rq_status == "started" and state.worker_alive is False:
+        if row.status == JobStatus.QUEUED:  # the worker died between taking the job and starting it
+            return Decision("requeued", None, "worker lost before the job started; re-enqueued")
         return _lost(row, "worker lost")
     if row.status == JobStatus.RUNNING and rq_status != "started" and not state.job_beating \
             and not _beating(row, policy):
@@ -203,15 +203,18 @@ def _apply(row: RowView, decision: Decision, actor: Actor, now: datetime) -> boo
     if decision.to == JobStatus.FAILED:
         fields["error_message"] = decision.reason
     if decision.retry:
-        fields.update(attempts=row.attempts + 1, resume_from=row.checkpoint_path, worker_pid=None)
+        fields.update(attempts=row.attempts + 1, resume_from=row.checkpoint_path, worker_pid=None,
+                      rq_job_id=queue.rq_job_id_for(row.id, row.attempts + 1))
     if decision.to == JobStatus.COMPLETED:
-        fields.update(_final_result(row.id))
+        fields.update(_final_result(row.rq_job_id))
+    if decision.action == "cancelled":
+        actor = Actor.DASHBOARD_SYNC  # the stop was made in RQ; this pass only copies it to the row
     result = transition(
         row.id, decision.to, reason=decision.reason, actor=actor,
         expected_from=[row.status], attempt=row.attempts, fields=fields, now=now,
     )
     if result.changed and decision.retry:
-        queue.enqueue(row.id, row.attempts + 1, description=f"{row.name} ({row.id})")
+        ensure_enqueued(row.id, row.attempts + 1)
     return result.changed
 
 
@@ -226,25 +229,32 @@ def _final_result(job_id: str) -> dict[str, Any]:
 
 
 def _enqueue_again(row: RowView, reason: str) -> bool:
-    """Enqueue a queued row's current attempt; the row lock makes concurrent reconcilers enqueue it once."""
-    locked = db.session.execute(
-        update(TrainingJob)
-        .where(TrainingJob.id == uuid.UUID(row.id), TrainingJob.status == JobStatus.QUEUED,
-               TrainingJob.attempts == row.attempts,
-               TrainingJob.rq_job_id.is_(None) if row.rq_job_id is None else TrainingJob.rq_job_id == row.rq_job_id)
-        .values(rq_job_id=row.id, status_reason=reason)
-    ).rowcount
-    if not locked:
+    return ensure_enqueued(row.id, row.attempts, reason)
+
+
+def ensure_enqueued(job_id: str, attempt: int, reason: str | None = None) -> bool:
+    """The one way a row's attempt reaches RQ: under the row's lock, only while the row is queued on that
+    attempt, and only if RQ has no live job for it. Concurrent callers (API, reconcilers) enqueue it once.
+    Returns True when this call enqueued it."""
+    row = db.session.execute(
+        select(TrainingJob.rq_job_id, TrainingJob.name)
+        .where(TrainingJob.id == uuid.UUID(job_id), TrainingJob.status == JobStatus.QUEUED,
+               TrainingJob.attempts == attempt)
+        .with_for_update()
+    ).one_or_none()
+    if row is None:
         db.session.rollback()
         return False
+    rq_id = queue.rq_job_id_for(job_id, attempt)
     try:
-        state = queue.fetch_states([row.id])[row.id]  # under the row lock: has another pass enqueued it?
-        if state.status in ("queued", "started") and state.attempt == row.attempts and row.rq_job_id is not None:
+        if queue.fetch_states([rq_id])[rq_id].status in ("queued", "started", "deferred", "scheduled"):
             db.session.rollback()
             return False
-        queue.enqueue(row.id, row.attempts, description=f"{row.name} ({row.id})")
-    except Exception:
+        queue.enqueue(job_id, attempt, description=f"{row.name} ({job_id})")
+    except BaseException:
         db.session.rollback()
         raise
+    values: dict[str, Any] = {"rq_job_id": rq_id, **({"status_reason": reason} if reason else {})}
+    db.session.execute(update(TrainingJob).where(TrainingJob.id == uuid.UUID(job_id)).values(**values))
     db.session.commit()
     return True

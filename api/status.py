@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 class JobStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
-    PAUSED = "paused"  # reserved: cooperative pause/resume
+    PAUSED = "paused"  # stopped cooperatively at a checkpoint; resumes on a new attempt
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -36,7 +36,7 @@ class Actor(StrEnum):
     WORKER = "worker"
     RECONCILER = "reconciler"
     CLEANUP_SCRIPT = "cleanup script"
-    DASHBOARD_SYNC = "dashboard-sync"
+    DASHBOARD_SYNC = "dashboard-sync"  # a stop made in RQ (e.g. rq-dashboard), copied to the row
 
 
 TERMINAL: frozenset[JobStatus] = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})

@@ -122,6 +122,7 @@ class JobHeartbeat:
     def __init__(self, job_id: str, attempt: int, redis: Redis, engine: Engine, interval: float,
                  timeout: float) -> None:
         self.job_id, self.attempt, self.redis, self.engine = job_id, attempt, redis, engine
+        self.key = queue.job_heartbeat_key(queue.rq_job_id_for(job_id, attempt))
         self.ttl_ms, self.db_every = int(timeout * 1000), max(interval, timeout / 4)
         self.pause_requested = self.refused = False
         self._last_db = 0.0
@@ -130,7 +131,7 @@ class JobHeartbeat:
     def beat(self) -> None:
         try:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.set(queue.job_heartbeat_key(self.job_id), f"{self.attempt} {time.time():.3f}", px=self.ttl_ms)
+            pipe.set(self.key, f"{time.time():.3f}", px=self.ttl_ms)
             pipe.get(queue.control_key(self.job_id))
             _, control = pipe.execute()
             self.pause_requested = self.pause_requested or control == b"pause"
@@ -157,13 +158,14 @@ class JobHeartbeat:
     def __exit__(self, *exc: object) -> None:
         self._thread.stop()
         try:
-            self.redis.delete(queue.job_heartbeat_key(self.job_id))
+            self.redis.delete(self.key)
         except RedisError:
             pass
 
 
 class ProgressWriter:
-    """Throttles progress writes to one per ``interval``; remembers whether the row refused one.
+    """Throttles progress writes to one per ``interval`` (the final numbers come with the completion);
+    remembers whether the row refused one.
     Progress is best effort: while PostgreSQL is down it is skipped, and training goes on."""
 
     def __init__(self, job_id: str, attempt: int, interval: float, jlog: logging.LoggerAdapter) -> None:
@@ -173,8 +175,8 @@ class ProgressWriter:
 
     def __call__(self, progress: Any) -> None:
         now = time.monotonic()
-        if not progress.epoch_end and now - self._last < self.interval:
-            return
+        if not progress.checkpoint_path and now - self._last < self.interval:
+            return  # at most one write per interval, but never miss a new checkpoint
         self._last = now
         values: dict[str, Any] = {
             "epoch": progress.epoch,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request, url_for
@@ -15,6 +16,7 @@ from api.status import JobStatus, utcnow
 bp = Blueprint("training", __name__, url_prefix="/api/training")
 
 SUBMIT_FIELDS = {"name", "config", "max_attempts"}
+_DIGITS = re.compile(r"[0-9]{1,7}")  # not str.isdigit(): that accepts "²", which int() rejects
 LIST_PARAMS = {"status", "limit", "cursor"}
 
 
@@ -25,7 +27,7 @@ def render(job: TrainingJob) -> dict[str, Any]:
 def json_body(optional: bool = False) -> dict[str, Any]:
     """The request's JSON object; state-changing calls accept nothing else (415), so no HTML form can.
     With ``optional``, an empty body without a content type is an empty object."""
-    if optional and not request.content_length and not request.content_type:
+    if optional and not request.get_data(cache=True) and (not request.content_type or request.is_json):
         return {}
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")
@@ -67,7 +69,7 @@ def submit_job():
 def _limit(raw: str | None) -> int:
     if raw is None:
         return 50
-    if not raw.isdigit() or not 1 <= int(raw) <= jobs.MAX_PAGE:
+    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= jobs.MAX_PAGE:
         raise ApiError(400, "invalid_parameter", f"limit: must be an integer 1..{jobs.MAX_PAGE}", "limit")
     return int(raw)
 
@@ -100,7 +102,7 @@ def training_health():
 def admin_cleanup():
     json_body(optional=True)
     raw = request.args.get("max_age_minutes")
-    if raw is not None and (not raw.isdigit() or not 1 <= int(raw) <= 525_600):
+    if raw is not None and (not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= 525_600):
         raise ApiError(400, "invalid_parameter", "max_age_minutes: must be an integer 1..525600", "max_age_minutes")
     return jsonify(jobs.run_cleanup(int(raw) if raw else None))
 

@@ -95,7 +95,7 @@ def test_stop_in_rq_directly_is_mapped_to_cancelled(client, workers, redis, ctx)
     assert report.actions["cancelled"] == [job_id]
     job = row(job_id)
     assert job.status == "cancelled" and job.status_reason == "cancelled in RQ (e.g. from rq-dashboard)"
-    assert events(job_id)[-1] == ("running", "cancelled", "reconciler")
+    assert events(job_id)[-1] == ("running", "cancelled", "dashboard-sync")
 
 
 def test_sigkilled_worker_is_marked_worker_lost(client, workers, ctx):

@@ -23,7 +23,7 @@ def test_submit_with_redis_down_is_202_and_reconciler_enqueues_later(settings, c
         body = response.get_json()
         assert body["enqueued"] is False and "Redis is unreachable" in body["message"]
         job_id = body["job"]["id"]
-        assert body["job"]["status"] == "queued" and body["job"]["rq_job_id"] is None
+        assert body["job"]["status"] == "queued" and body["job"]["rq_job_id"] == job_id  # RQ id, not yet in RQ
         assert body["job"]["status_reason"].startswith("waiting for Redis")
         assert response.headers["Location"].endswith(job_id)
 
@@ -34,7 +34,7 @@ def test_submit_with_redis_down_is_202_and_reconciler_enqueues_later(settings, c
         try:
             assert cleanup_orphaned_training_jobs(now=utcnow()).actions == {}  # within the grace: left alone
             report = cleanup_orphaned_training_jobs(now=utcnow() + timedelta(seconds=10))
-            assert report.actions["enqueued"] == [job_id]
+            assert report.actions["requeued"] == [job_id]
             assert cleanup_orphaned_training_jobs(now=utcnow() + timedelta(seconds=10)).actions == {}
             job = db.session.get(TrainingJob, job_id)
             assert job.status == "queued" and job.rq_job_id == job_id

@@ -57,8 +57,9 @@ def test_force_start_a_failed_job_starts_afresh_on_a_new_attempt(client, redis):
     assert (body["previous_status"], body["new_status"]) == ("failed", "queued")
     job = body["job"]
     assert job["attempts"] == 2 and job["resume_from"] is None and job["error_message"] is None
-    assert Job.fetch(job_id, connection=redis).args == (job_id, 2)
-    assert redis.get(f"trainq:attempt:{job_id}") == b"2"
+    assert job["rq_job_id"] == f"{job_id}-attempt-2"  # each attempt its own RQ job
+    assert Job.fetch(f"{job_id}-attempt-2", connection=redis).args == (job_id, 2)
+    assert Job.fetch(job_id, connection=redis).get_status() == "queued"  # attempt 1's, never run here
 
 
 def test_force_start_revalidates_the_config(client):
@@ -147,8 +148,40 @@ def test_admin_cleanup_with_max_queue_age(client, redis):
 
 def test_young_queued_job_lost_by_redis_is_requeued(client, redis):
     job_id = submit(client, {})
+    assert client.post("/api/training/admin/cleanup").get_json()["actions"] == {}
     redis.flushdb()
+    assert client.post("/api/training/admin/cleanup").get_json()["actions"] == {}  # within ENQUEUE_GRACE
+    db.session.execute(text("UPDATE training_jobs SET queued_at = now() - interval '1 minute' WHERE id = :i"),
+                       {"i": job_id})
+    db.session.commit()
     report = client.post("/api/training/admin/cleanup").get_json()
     assert report["actions"] == {"requeued": [job_id]}
     assert Job.fetch(job_id, connection=redis).get_status() == "queued"
     assert client.post("/api/training/admin/cleanup").get_json()["actions"] == {}
+
+
+def test_bad_numbers_and_empty_json_bodies(client):
+    assert error_of(client.get("/api/training?limit=%C2%B2"), 400)["field"] == "limit"
+    assert error_of(client.post("/api/training/admin/cleanup?max_age_minutes=%C2%B2"), 400)["field"] == \
+        "max_age_minutes"
+    assert error_of(client.get("/api/training?limit=" + "9" * 5000), 400)["field"] == "limit"
+    response = client.post("/api/training/admin/cleanup", data="", content_type="application/json")
+    assert response.status_code == 200, response.get_json()
+
+
+def test_resume_takes_the_newest_checkpoint(client, app, tmp_path):
+    from pathlib import Path
+
+    from training.checkpoints import checkpoint_path
+
+    job_id = submit(client, {})
+    set_status(job_id, JobStatus.RUNNING, JobStatus.PAUSED)
+    directory = Path(app.config["CHECKPOINT_DIR"]) / job_id
+    directory.mkdir(parents=True)
+    old, new = checkpoint_path(directory, 5, 17), checkpoint_path(directory, 10)
+    for path in (old, new):
+        path.write_bytes(b"x")
+    db.session.execute(text("UPDATE training_jobs SET resume_from = :p WHERE id = :i"), {"p": str(old), "i": job_id})
+    db.session.commit()
+    body = client.post(f"/api/training/{job_id}/resume").get_json()
+    assert body["job"]["resume_from"] == str(new) and body["job"]["rq_job_id"] == f"{job_id}-attempt-2"

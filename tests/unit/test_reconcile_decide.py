@@ -57,10 +57,8 @@ def test_mismatches(row, state, action, to, reason):
         # Redis lost the job but the attempt still beats: in Redis, or in its row.
         ({}, RQState(None, job_beating=True)),
         ({"heartbeat_age_s": 9}, RQState(None)),
-        # RQ still describes an older attempt of a running row: nothing to conclude.
-        ({"attempts": 2}, RQState("failed", attempt=1)),
-        # A queued row whose new attempt is not in RQ yet, within the grace.
-        ({"status": Q, "attempts": 2, "waited_s": 1}, RQState("failed", attempt=1)),
+        # A queued row not yet in RQ, within the grace: its submitter may still be enqueueing it.
+        ({"status": Q, "waited_s": 1}, RQState(None)),
         ({"status": Q, "rq_job_id": None, "waited_s": 1}, None),
     ],
 )
@@ -72,9 +70,10 @@ def test_agreement_means_no_action(row, state):
     ("row", "state", "action"),
     [
         ({"status": Q, "rq_job_id": None}, None, "enqueued"),
-        ({"status": Q, "attempts": 2}, RQState("failed", attempt=1), "enqueued"),
         ({"status": Q}, RQState(None), "requeued"),
         ({"status": Q}, None, "requeued"),
+        # The worker died between taking the job and marking it running.
+        ({"status": Q, **CKPT}, RQState("started", worker_name="w1", worker_alive=False), "requeued"),
     ],
 )
 def test_queued_rows_that_rq_lost_are_enqueued_again(row, state, action):
