@@ -13,8 +13,7 @@ import time
 import zlib
 from base64 import b64decode
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import current_app
 from redis import Redis
@@ -146,12 +145,11 @@ def stop(rq_job_id: str, *, pid: int | None = None, hostname: str | None = None)
     return _kill_group_on_this_host(pid, hostname)
 
 
-@dataclass(frozen=True)
-class RQState:
+class RQState(NamedTuple):  # a NamedTuple: a reconcile pass builds one per active job
     status: str | None  # None: RQ has no such job
     worker_name: str | None = None
     worker_alive: bool | None = None  # for started jobs: does the worker still beat (and, here, exist)
-    job_beating: bool = False  # the attempt's heartbeat key exists (even if RQ lost the job itself)
+    job_beating: bool = False  # RQ has no such job, but the attempt's heartbeat key exists
     error: str | None = None  # last line of RQ's failure text for failed jobs
 
 
@@ -178,36 +176,38 @@ def _error_summary(entries: list) -> str | None:
     return text.splitlines()[-1] if text else None
 
 
-# One server-side call reads, per RQ job, its status and worker_name and whether its heartbeat key is
-# there, and answers one short line per job. A pipeline of commands per job spends most of its time
-# packing and parsing them in Python.
+# One server-side call reads, per RQ job, its status and worker_name and, only if RQ has no such job,
+# whether its heartbeat key is there (a flat reply, three items a job). A pipeline of commands per job
+# spends most of its time packing and parsing them in Python.
 _READ_JOBS = """
 local job_prefix, beat_prefix = ARGV[1], ARGV[2]
-local out = {}
+local out, n = {}, 0
 for i = 3, #ARGV do
   local id = ARGV[i]
   local fields = redis.call('HMGET', job_prefix .. id, 'status', 'worker_name')
-  local beat = redis.call('EXISTS', beat_prefix .. id)
-  out[#out + 1] = (fields[1] or '-') .. ' ' .. beat .. ' ' .. (fields[2] or '')
+  local beat = 0
+  if not fields[1] then beat = redis.call('EXISTS', beat_prefix .. id) end
+  out[n + 1], out[n + 2], out[n + 3] = fields[1], fields[2], beat
+  n = n + 3
 end
 return out
 """
 _READ_CHUNK = 5000  # ids per call: bounds how long one call holds Redis
 
 
-def _read_jobs(conn: Redis, ids: list[str]) -> list[bytes]:
+def _read_jobs(conn: Redis, ids: list[str]) -> list[Any]:
     script = conn.register_script(_READ_JOBS)
     prefixes = [Job.redis_job_namespace_prefix, JOB_HEARTBEAT_PREFIX]
-    lines: list[bytes] = []
+    replies: list[Any] = []
     for start in range(0, len(ids), _READ_CHUNK):
-        lines += script(args=prefixes + ids[start : start + _READ_CHUNK])
-    return lines
+        replies += script(args=prefixes + ids[start : start + _READ_CHUNK])
+    return replies
 
 
 def fetch_states(rq_job_ids: Iterable[str]) -> dict[str, RQState]:
     """RQ's view of many jobs in two round trips (per 5000 jobs), whatever their number.
 
-    First, in one Lua call, each job hash's ``status``/``worker_name`` and its heartbeat key; then,
+    First, in one Lua call, each job hash's ``status``/``worker_name`` (and, if missing, its heartbeat key); then,
     pipelined and only for the workers and failures those name, the workers' heartbeat keys and
     ``pid``/``hostname`` and the latest failure text.
     """
@@ -215,10 +215,12 @@ def fetch_states(rq_job_ids: Iterable[str]) -> dict[str, RQState]:
     if not ids:
         return {}
     conn = redis_connection.get()
-    # status ("-": no such job), heartbeat key exists ("1"/"0"), worker name ("" if none)
-    fields = {job_id: line.decode().split(" ", 2) for job_id, line in zip(ids, _read_jobs(conn, ids), strict=True)}
+    flat = _read_jobs(conn, ids)
+    # status (None: no such job), worker name, heartbeat key exists (1/0)
+    fields = {job_id: (_text(flat[3 * i]), _text(flat[3 * i + 1]), flat[3 * i + 2] == 1)
+              for i, job_id in enumerate(ids)}
 
-    workers = sorted({f[2] for f in fields.values() if f[0] == RQStatus.STARTED and f[2]})
+    workers = sorted({f[1] for f in fields.values() if f[0] == RQStatus.STARTED and f[1]})
     failed = [job_id for job_id, f in fields.items() if f[0] == RQStatus.FAILED]
     pipe = conn.pipeline(transaction=False)
     for name in workers:
@@ -230,13 +232,7 @@ def fetch_states(rq_job_ids: Iterable[str]) -> dict[str, RQState]:
     alive = {name: _worker_alive(more[2 * i], *more[2 * i + 1]) for i, name in enumerate(workers)}
     errors = dict(zip(failed, map(_error_summary, more[2 * len(workers) :]), strict=True))
 
-    states = {}
-    for job_id, (status, beat, name) in fields.items():
-        states[job_id] = RQState(
-            status=status if status != "-" else None,
-            worker_name=name or None,
-            worker_alive=alive.get(name),
-            job_beating=beat == "1",
-            error=errors.get(job_id),
-        )
-    return states
+    return {
+        job_id: RQState(status, name, alive.get(name), beat, errors.get(job_id))
+        for job_id, (status, name, beat) in fields.items()
+    }

@@ -6,16 +6,17 @@ rows (one query) and RQ (pipelined), then applies each decision as a conditional
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import current_app
-from sqlalchemy import DateTime, Float, String, cast, extract, func, literal, select, update
+from sqlalchemy import DateTime, Float, String, bindparam, cast, extract, func, select, update
 
 from api import queue
 from api.extensions import db
@@ -28,9 +29,9 @@ log = logging.getLogger(__name__)
 CANCELLED_IN_RQ = "cancelled in RQ (e.g. from rq-dashboard)"
 
 
-@dataclass(frozen=True)
-class RowView:
-    """The columns of a row that reconciliation reads, with its ages at the pass's ``now``."""
+class RowView(NamedTuple):
+    """The columns of a row that reconciliation reads, with its ages at the pass's ``now`` (a NamedTuple:
+    a pass builds one per active row)."""
 
     id: str
     status: JobStatus
@@ -110,8 +111,7 @@ def decide(row: RowView, state: RQState | None, policy: Policy) -> Decision | No
         if row.status == JobStatus.QUEUED:  # the worker died between taking the job and starting it
             return Decision("requeued", None, "worker lost before the job started; re-enqueued")
         return _lost(row, "worker lost")
-    if row.status == JobStatus.RUNNING and rq_status != "started" and not state.job_beating \
-            and not _beating(row, policy):
+    if row.status == JobStatus.RUNNING and rq_status != "started" and not _beating(row, policy):
         return _lost(row, f"worker lost (RQ job is {rq_status}, no heartbeat)")
     return None
 
@@ -145,21 +145,25 @@ class Report:
         return f"checked {self.checked} active jobs in {self.duration_s:.3f}s{mode}: {counts}"
 
 
-def _age_s(column: Any, now: datetime) -> Any:
-    """Seconds from ``column`` to ``now``, computed by PostgreSQL (parsing 10k timestamps in Python is slow)."""
-    return cast(extract("epoch", literal(now, DateTime(timezone=True)) - column), Float)
+def _age_s(column: Any) -> Any:
+    """Seconds from ``column`` to the pass's ``now``, computed by PostgreSQL (parsing 10k timestamps in
+    Python is slow)."""
+    return cast(extract("epoch", bindparam("now", type_=DateTime(timezone=True)) - column), Float)
+
+
+@functools.cache
+def _active_rows_query() -> Any:
+    return select(
+        cast(TrainingJob.id, String), TrainingJob.status, TrainingJob.attempts, TrainingJob.max_attempts,
+        TrainingJob.rq_job_id, _age_s(func.coalesce(TrainingJob.queued_at, TrainingJob.created_at)),
+        _age_s(TrainingJob.heartbeat_at), TrainingJob.checkpoint_path, TrainingJob.name,
+    ).where(TrainingJob.status.in_([s.value for s in ACTIVE]))
 
 
 def active_rows(now: datetime) -> list[RowView]:
-    rows = db.session.execute(
-        select(
-            cast(TrainingJob.id, String), TrainingJob.status, TrainingJob.attempts, TrainingJob.max_attempts,
-            TrainingJob.rq_job_id, _age_s(func.coalesce(TrainingJob.queued_at, TrainingJob.created_at), now),
-            _age_s(TrainingJob.heartbeat_at, now), TrainingJob.checkpoint_path, TrainingJob.name,
-        ).where(TrainingJob.status.in_([s.value for s in ACTIVE]))
-    ).all()
+    rows = db.session.execute(_active_rows_query(), {"now": now}).all()
     db.session.commit()
-    return [RowView(r[0], JobStatus(r[1]), *r[2:]) for r in rows]
+    return [RowView._make(r) for r in rows]
 
 
 def cleanup_orphaned_training_jobs(

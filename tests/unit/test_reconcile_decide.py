@@ -1,7 +1,6 @@
 """The reconcile mapping as the pure function ``decide``: one row, RQ's view of it, a clock."""
 
 import uuid
-from dataclasses import replace
 
 import pytest
 
@@ -17,7 +16,7 @@ CKPT = {"checkpoint_path": "/ckpt/epoch-000003.pt", "max_attempts": 2}
 
 
 def run(state, **row):
-    return decide(replace(ROW, **row), state, POLICY)
+    return decide(ROW._replace(**row), state, POLICY)
 
 
 @pytest.mark.parametrize(
