@@ -5,7 +5,6 @@ Everything here talks to Redis only; callers decide what a state means for the r
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import socket
@@ -15,6 +14,7 @@ from base64 import b64decode
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+import psutil
 from flask import current_app
 from redis import Redis
 from rq import Queue
@@ -98,11 +98,13 @@ def return_value(rq_job_id: str) -> Any:
 
 
 def pid_alive(pid: int) -> bool:
+    """Is ``pid`` a running process on this host? A zombie (killed, not yet reaped) runs no code: not alive."""
     try:
-        os.kill(pid, 0)
-    except OSError as exc:
-        return exc.errno == errno.EPERM
-    return True
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
 
 
 def _kill_group_on_this_host(pid: int | None, hostname: str | None) -> bool:

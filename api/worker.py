@@ -100,6 +100,19 @@ class JobLogger(logging.LoggerAdapter):
         return f"job {self.extra['job_id']}: {msg}", kwargs
 
 
+def tag_log_lines(job_id: str) -> None:
+    """In the horse (one job, one process), every log line, the trainer's and RQ's too, names the job."""
+    make_record, prefix = logging.getLogRecordFactory(), f"job {job_id}: "
+
+    def record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        rec = make_record(*args, **kwargs)
+        if isinstance(rec.msg, str) and not rec.msg.startswith("job ") and job_id not in rec.msg:
+            rec.msg = prefix + rec.msg
+        return rec
+
+    logging.setLogRecordFactory(record)
+
+
 def retry_db(action: Callable[[], T], what: str, seconds: float, jlog: logging.LoggerAdapter) -> T:
     """Run ``action`` until PostgreSQL answers, backing off up to 5 s, for at most ``seconds``."""
     deadline, delay = time.monotonic() + seconds, 0.2
@@ -210,6 +223,7 @@ def run_training_job(job_id: str, attempt: int) -> dict[str, Any]:
     from training import TrainingConfig, train
 
     cfg = current_app.config
+    tag_log_lines(job_id)
     jlog = JobLogger(log, {"job_id": job_id})
     worker_name = os.environ.get("RQ_WORKER_ID")
 
@@ -241,6 +255,7 @@ def run_training_job(job_id: str, attempt: int) -> dict[str, Any]:
     writer = ProgressWriter(job_id, attempt, cfg["PROGRESS_INTERVAL"], jlog)
     heartbeat = JobHeartbeat(job_id, attempt, Redis.from_url(cfg["REDIS_URL"], socket_timeout=cfg["REDIS_TIMEOUT"]),
                              db.engine, cfg["HEARTBEAT_INTERVAL"], cfg["HEARTBEAT_TIMEOUT"])
+    trained_from = time.perf_counter()
     try:
         with heartbeat:
             result = train(
@@ -270,7 +285,8 @@ def run_training_job(job_id: str, attempt: int) -> dict[str, Any]:
             metrics=result.metrics, loss=result.metrics.get("train_loss"), heartbeat_at=utcnow(),
             **({"checkpoint_path": result.checkpoint_path} if result.checkpoint_path else {}),
         )
-        jlog.info("finished %s epochs: %s (row %s)", result.epochs_completed, result.metrics, done.job.status)
+        jlog.info("finished %s epochs in %.2fs: %s (row %s)", result.epochs_completed,
+                  time.perf_counter() - trained_from, result.metrics, done.job.status)
     except DBAPIError:
         # RQ keeps this return value; the reconciler records it when PostgreSQL is back.
         jlog.error("finished, but the database stayed unreachable; the reconciler will record the result")

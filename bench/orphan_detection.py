@@ -134,7 +134,7 @@ def main() -> None:
         false_positive = false_positive_check(base, args.slow_step)
         print(f"false-positive check: {false_positive}")
     detected = [p for p in plain if p is not None]
-    write_result("orphan_detection", {
+    write_result("orphan_detection_long" if args.long else "orphan_detection", {
         "description": "SIGKILL worker + horse during a job with a replacement worker up; seconds until the job "
                        "stops claiming to run. Plain RQ with defaults, this project with defaults.",
         "mode": "long" if args.long else "short",

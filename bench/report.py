@@ -95,6 +95,13 @@ def orphan_section(r: dict) -> list[str]:
         f"heartbeat age {fp['max_heartbeat_age_s']:.1f} s; marked lost: **{'yes' if fp['marked_lost'] else 'no'}**.",
         "", f"![orphan detection]({png})",
     ]
+    long = load("orphan_detection_long")
+    if long:
+        lp = long["samples_s"]["plain_rq"]
+        shown = ", ".join(f"{p:.0f} s" if p is not None else f"> {long['plain_cap_s']:.0f} s" for p in lp)
+        ours = long["summary"]["this_project_other_host"]["p50"]
+        lines += ["", f"Long mode ({long['date']}, `make bench-orphans ORPHAN_ARGS=\"--long --trials 1\"`): plain RQ "
+                  f"left the killed job `started` for {shown}; this project (other host) {ours:.1f} s in the same run."]
     return lines
 
 
