@@ -11,6 +11,7 @@ row's ``heartbeat_at``.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -85,6 +86,12 @@ class TrainingWorker(Worker):
                 beat_redis.delete(key)
             except RedisError:
                 pass
+
+    def fork_work_horse(self, job: Any, queue_: Any) -> None:
+        # Move the parent's objects out of the collector's sight before forking: otherwise every full
+        # collection in the horse walks (and, copy-on-write, copies) the whole inherited heap.
+        gc.freeze()
+        super().fork_work_horse(job, queue_)
 
     def main_work_horse(self, job: Any, queue_: Any) -> None:
         die_with_parent()
