@@ -51,8 +51,9 @@ def main() -> None:
             print(f"run {i + 1}: bare {bare[-1]:.3f} s, worker {worker[-1]:.3f} s")
     ratios = [w / b for w, b in zip(worker, bare, strict=True)]
     write_result("training_overhead", {
-        "description": "wall time of train() alone vs the same training inside an RQ work horse (from the row's "
-                       "started_at to finished_at), alternating",
+        "description": "wall time of train() alone in a fresh process vs the same training inside an RQ work "
+                       "horse (from the row's started_at to finished_at: heartbeats, progress writes and "
+                       "transitions included), alternating",
         "config": CONFIG,
         "targets": {"overhead_ratio_p50": "<= 1.03"},
         "bare_s": bare, "worker_s": worker,
