@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import text
 
 from api.extensions import db
-from api.local import RedisServer
 from api.reconcile import cleanup_orphaned_training_jobs
 from api.status import Actor, JobStatus, transition, utcnow
 from tests.support import (
@@ -97,7 +96,7 @@ def test_redis_restarted_empty_loses_no_job(client, workers, reconcilers, redis_
     queued = submit(client, {**CHECKPOINTED, "epochs": 3}, name="queued")  # waits behind the running one
 
     redis_server.stop()
-    RedisServer(redis_server.data_dir, port=redis_server.port).start()  # empty: no persistence
+    redis_server.start()  # same port, empty: no persistence (the session fixture stops this one at the end)
     # The running attempt still beats, so it is left alone; let the reconciler see Redis empty meanwhile.
     time.sleep(0.1)
     wait_for(lambda: row(running).heartbeat_at and (utcnow() - row(running).heartbeat_at).total_seconds() < 3, 10,
