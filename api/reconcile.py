@@ -161,7 +161,8 @@ def _active_rows_query() -> Any:
 
 
 def active_rows(now: datetime) -> list[RowView]:
-    rows = db.session.execute(_active_rows_query(), {"now": now}).all()
+    # Core, not the ORM session's execute: plain columns need none of the ORM's row loading.
+    rows = db.session.connection().execute(_active_rows_query(), {"now": now}).all()
     db.session.commit()
     return [RowView._make(r) for r in rows]
 
