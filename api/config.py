@@ -28,6 +28,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any], str]] = {
     "MAX_QUEUE_AGE": (24 * 3600, int, "a queued job Redis lost is re-enqueued if younger than this, else failed (s)"),
     "DB_RETRY_SECONDS": (300.0, float, "a worker retries a final status write this long while PostgreSQL is down (s)"),
     "RECONCILE_ON_START": (True, lambda v: v.lower() not in ("0", "false", "no", ""), "reconcile once at API start"),
+    "LOG_MAX_LINES": (10_000, int, "a job's log keeps this many lines; past it, it says it was truncated"),
     "REDIS_TIMEOUT": (2.0, float, "socket timeouts, so a dead Redis answers 503 instead of hanging"),
     "LOG_LEVEL": ("INFO", str, "logging level of the API, worker and reconciler"),
 }

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from rq.worker import Worker
 from sqlalchemy import func, select, text, tuple_, update
 
-from api import queue
+from api import joblog, queue
 from api.extensions import db, redis_connection
 from api.models import JobEvent, TrainingJob
 from api.reconcile import cleanup_orphaned_training_jobs, ensure_enqueued
@@ -293,6 +293,14 @@ def mark_failed(job_id: str | uuid.UUID, reason: str) -> TrainingJob:
         log.warning("job %s: marked failed; RQ unreachable (%s)", job.id, exc)
     log.info("job %s: %s", job.id, message)
     return get_job(job.id)
+
+
+def logs(job_id: str | uuid.UUID, after: int, limit: int) -> dict[str, Any]:
+    """The job's log lines numbered above ``after`` (PostgreSQL, then the live Redis stream)."""
+    job = get_job(job_id)
+    lines = joblog.read(job.id, after, limit, redis_connection.get(), db.session)
+    db.session.commit()
+    return {"lines": lines, "next_cursor": lines[-1]["n"] if lines else after, "truncated": job.log_truncated}
 
 
 def checkpoint_dir(job_id: uuid.UUID) -> Path:

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, Uuid
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -51,6 +51,7 @@ class TrainingJob(db.Model):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    log_truncated: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
 
     def to_dict(self, now: datetime | None = None, stale_after: float | None = None) -> dict[str, Any]:
         """Every column, plus ``heartbeat_age_seconds`` and ``stale``: a running row whose heartbeat is
@@ -90,3 +91,15 @@ class JobEvent(db.Model):
             "actor": self.actor,
             "at": self.at.isoformat(),
         }
+
+
+class JobLogLine(db.Model):
+    """One line of a job's log, saved when its attempt ends (while it runs, lines live in Redis)."""
+
+    __tablename__ = "job_log_lines"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("training_jobs.id", ondelete="CASCADE"),
+                                              primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    line: Mapped[str] = mapped_column(Text)

@@ -33,6 +33,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 
 from api import queue
 from api.extensions import db
+from api.joblog import JobLogCapture
 from api.models import TrainingJob
 from api.status import Actor, JobStatus, TransitionResult, transition, utcnow
 from training.process import die_with_parent
@@ -227,8 +228,6 @@ class ProgressWriter:
 
 def run_training_job(job_id: str, attempt: int) -> dict[str, Any]:
     """RQ job function: queued -> running -> completed | failed | paused, every write guarded by ``attempt``."""
-    from training import TrainingConfig, train
-
     cfg = current_app.config
     tag_log_lines(job_id)
     jlog = JobLogger(log, {"job_id": job_id})
@@ -255,13 +254,23 @@ def run_training_job(job_id: str, attempt: int) -> dict[str, Any]:
         return {"skipped": True, "status": started.job.status}
 
     job = started.job
+    redis = Redis.from_url(cfg["REDIS_URL"], socket_timeout=cfg["REDIS_TIMEOUT"])
+    with JobLogCapture(job_id, attempt, redis, db.engine, cfg["LOG_MAX_LINES"], cfg["RESULT_TTL"]):
+        return _train_and_record(job, attempt, redis, jlog, write)
+
+
+def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: logging.LoggerAdapter,
+                      write: Callable[..., TransitionResult]) -> dict[str, Any]:
+    """The part of an attempt whose log lines are captured: train, then record how it ended."""
+    from training import TrainingConfig, train
+
+    cfg, job_id = current_app.config, str(job.id)
     resume_from = Path(job.resume_from) if job.resume_from and Path(job.resume_from).exists() else None
     jlog.info("running (attempt %s, pid %s%s)", attempt, os.getpid(),
               f", resuming from {resume_from}" if resume_from else "")
     config = TrainingConfig.from_dict(job.config)
     writer = ProgressWriter(job_id, attempt, cfg["PROGRESS_INTERVAL"], jlog)
-    heartbeat = JobHeartbeat(job_id, attempt, Redis.from_url(cfg["REDIS_URL"], socket_timeout=cfg["REDIS_TIMEOUT"]),
-                             db.engine, cfg["HEARTBEAT_INTERVAL"], cfg["HEARTBEAT_TIMEOUT"])
+    heartbeat = JobHeartbeat(job_id, attempt, redis, db.engine, cfg["HEARTBEAT_INTERVAL"], cfg["HEARTBEAT_TIMEOUT"])
     trained_from = time.perf_counter()
     try:
         with heartbeat:

@@ -16,7 +16,7 @@ from api.status import JobStatus, utcnow
 bp = Blueprint("training", __name__, url_prefix="/api/training")
 
 SUBMIT_FIELDS = {"name", "config", "max_attempts"}
-_DIGITS = re.compile(r"[0-9]{1,7}")  # not str.isdigit(): that accepts "²", which int() rejects
+_DIGITS = re.compile(r"[0-9]{1,10}")  # not str.isdigit(): that accepts "²", which int() rejects
 LIST_PARAMS = {"status", "limit", "cursor"}
 
 
@@ -66,11 +66,11 @@ def submit_job():
     return response
 
 
-def _limit(raw: str | None) -> int:
+def _number(raw: str | None, name: str, default: int, lo: int, hi: int) -> int:
     if raw is None:
-        return 50
-    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= jobs.MAX_PAGE:
-        raise ApiError(400, "invalid_parameter", f"limit: must be an integer 1..{jobs.MAX_PAGE}", "limit")
+        return default
+    if not _DIGITS.fullmatch(raw) or not lo <= int(raw) <= hi:
+        raise ApiError(400, "invalid_parameter", f"{name}: must be an integer {lo}..{hi}", name)
     return int(raw)
 
 
@@ -88,8 +88,8 @@ def _status(raw: str | None) -> JobStatus | None:
 def list_jobs():
     for name in sorted(set(request.args) - LIST_PARAMS):
         raise ApiError(400, "unknown_parameter", f"{name}: unknown parameter (allowed: cursor, limit, status)", name)
-    page = jobs.list_jobs(_status(request.args.get("status")), _limit(request.args.get("limit")),
-                          request.args.get("cursor"))
+    page = jobs.list_jobs(_status(request.args.get("status")),
+                          _number(request.args.get("limit"), "limit", 50, 1, jobs.MAX_PAGE), request.args.get("cursor"))
     return jsonify({"jobs": [render(job) for job in page.jobs], "next_cursor": page.next_cursor})
 
 
@@ -101,10 +101,8 @@ def training_health():
 @bp.post("/admin/cleanup")
 def admin_cleanup():
     json_body(optional=True)
-    raw = request.args.get("max_age_minutes")
-    if raw is not None and (not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= 525_600):
-        raise ApiError(400, "invalid_parameter", "max_age_minutes: must be an integer 1..525600", "max_age_minutes")
-    return jsonify(jobs.run_cleanup(int(raw) if raw else None))
+    max_age = request.args.get("max_age_minutes")
+    return jsonify(jobs.run_cleanup(_number(max_age, "max_age_minutes", 0, 1, 525_600) if max_age else None))
 
 
 @bp.get("/<job_id>")
@@ -115,6 +113,13 @@ def get_job(job_id: str):
 @bp.get("/<job_id>/events")
 def job_events(job_id: str):
     return jsonify({"events": [event.to_dict() for event in jobs.list_events(job_id)]})
+
+
+@bp.get("/<job_id>/logs")
+def job_logs(job_id: str):
+    after = _number(request.args.get("after"), "after", 0, 0, 10**9)
+    limit = _number(request.args.get("limit"), "limit", 500, 1, 5000)
+    return jsonify(jobs.logs(job_id, after, limit))
 
 
 @bp.get("/<job_id>/checkpoints")

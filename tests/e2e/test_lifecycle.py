@@ -43,6 +43,9 @@ def test_submit_trains_to_completion(client, workers, settings):
                               ("running", "completed", "worker")]
     body = client.get(f"/api/training/{job_id}").get_json()
     assert body["status"] == "completed" and body["metrics"]["val_accuracy"] == job.metrics["val_accuracy"]
+    log = [line["line"] for line in client.get(f"/api/training/{job_id}/logs").get_json()["lines"]]
+    assert any(f"job {job_id}: running (attempt 1" in line for line in log), log
+    assert any(f"job {job_id}: finished 3 epochs" in line for line in log), log
 
 
 def test_cancel_queued_job(client, redis):
@@ -86,6 +89,8 @@ def test_stop_in_rq_directly_is_mapped_to_cancelled(client, workers, redis, ctx)
     workers()
     job_id = submit(client, LONG)
     job = wait_training(job_id)
+    live = client.get(f"/api/training/{job_id}/logs").get_json()["lines"]  # a running job's log, as it comes
+    assert any("running (attempt 1" in line["line"] for line in live), live
     send_stop_job_command(redis, job_id)  # what rq-dashboard's stop does
     wait_for(lambda: Job.fetch(job_id, connection=redis).get_status() == "stopped", 10, "RQ to stop the job")
     wait_for(lambda: process_gone(job.worker_pid), 5, "horse to die")
