@@ -28,13 +28,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     redis_connection.init_app(app)
 
-    from api import cli, dashboard, errors
+    from api import cli, dashboard, errors, metrics
     from api.routes import health, training
 
     errors.register_error_handlers(app)
     app.register_blueprint(training.bp)
     app.register_blueprint(health.bp)
     dashboard.init_app(app)
+    metrics.init_app(app)
     cli.init_app(app)
     return app
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from redis.exceptions import RedisError
 from rq.worker import Worker
 from sqlalchemy import func, select, text, tuple_, update
 
-from api import joblog, queue
+from api import joblog, metrics, queue
 from api.extensions import db, redis_connection
 from api.models import JobEvent, TrainingJob
 from api.reconcile import cleanup_orphaned_training_jobs, ensure_enqueued
@@ -151,6 +152,7 @@ def cancel(job_id: str | uuid.UUID) -> CancelResult:
     The row goes first: from then on every write of the running attempt is refused, so the horse stops
     itself at its next progress write even if Redis cannot deliver the stop command.
     """
+    started = time.monotonic()
     job = get_job(job_id)
     result = transition(job.id, JobStatus.CANCELLED, reason="cancelled by user", actor=Actor.API)
     if not result.changed:
@@ -165,6 +167,7 @@ def cancel(job_id: str | uuid.UUID) -> CancelResult:
     except RedisError as exc:
         log.warning("job %s: cancelled in the database; RQ unreachable (%s)", job.id, exc)
     log.info("job %s: cancelled (rq_cancelled=%s)", job.id, rq_cancelled)
+    metrics.observe("trainq_cancel_seconds", time.monotonic() - started)
     db.session.expire_all()
     return CancelResult(get_job(job.id), rq_cancelled=rq_cancelled, already_cancelled=False, cleanup=cleanup)
 

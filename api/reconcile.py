@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from flask import current_app
 from sqlalchemy import DateTime, Float, String, bindparam, cast, extract, func, select, update
 
-from api import queue
+from api import metrics, queue
 from api.extensions import db
 from api.models import TrainingJob
 from api.queue import RQState
@@ -197,6 +197,8 @@ def cleanup_orphaned_training_jobs(
         log.info("job %s: %s (%s)%s", job_id, decision.action, decision.reason, "" if changed else ", raced")
 
     report.duration_s = time.monotonic() - started
+    if not dry_run:
+        metrics.observe("trainq_reconcile_pass_seconds", report.duration_s)
     log.log(logging.INFO if report.actions else logging.DEBUG, "reconcile: %s", report.summary())
     return report
 

@@ -46,6 +46,9 @@ def test_submit_trains_to_completion(client, workers, settings):
     log = [line["line"] for line in client.get(f"/api/training/{job_id}/logs").get_json()["lines"]]
     assert any(f"job {job_id}: running (attempt 1" in line for line in log), log
     assert any(f"job {job_id}: finished 3 epochs" in line for line in log), log
+    scrape = client.get("/metrics").get_data(as_text=True)  # written by the horse, counted by the API
+    assert 'trainq_transitions_total{actor="worker",from_status="running",to_status="completed"} 1.0' in scrape
+    assert "trainq_workers_live 1.0" in scrape
 
 
 def test_cancel_queued_job(client, redis):
