@@ -16,7 +16,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("trainq.local")
 
@@ -29,13 +31,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_until(check, timeout: float, what: str) -> None:
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll ``check`` until it returns something truthy (and return that); TimeoutError naming ``what``
+    after ``timeout`` seconds. Used here, by the tests and by the benchmarks: waits have deadlines."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not come up within {timeout:.0f}s")
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
 
 
 def redis_binary() -> str:
@@ -77,7 +83,7 @@ class RedisServer:
         args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", str(self.data_dir), "--logfile", str(self.data_dir / "redis.log")]
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
-        _wait_until(self.ping, 15, f"redis-server on port {self.port}")
+        wait_for(self.ping, 15, f"redis-server on port {self.port}")
         return self
 
     def ping(self) -> bool:
@@ -145,7 +151,7 @@ class PostgresServer:
         log_file = open(self.data_dir / "postgres.log", "ab")  # noqa: SIM115 - lives as long as the server
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
                                         start_new_session=True, **self._as_user())
-        _wait_until(self.ready, 30, f"PostgreSQL on port {self.port}")
+        wait_for(self.ready, 30, f"PostgreSQL on port {self.port}")
         return self
 
     def ready(self) -> bool:

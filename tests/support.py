@@ -6,16 +6,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from api.extensions import db
+from api.local import wait_for  # noqa: F401 - the tests' deadline waits
 from api.models import JobEvent, TrainingJob
+from api.queue import pid_alive
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,24 +22,9 @@ LONG = {"dataset": "digits", "epochs": 100_000, "hidden_sizes": [32], "batch_siz
 TERMINAL = ("completed", "failed", "cancelled")
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
 def process_gone(pid: int) -> bool:
     """Gone means no such process, or a zombie waiting for a reaper (it runs no code any more)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+    return not pid_alive(pid)
 
 
 @dataclass
