@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.extensions import db, redis_connection
+from api.extensions import db, redis_connection, unreachable
 from api.status import Actor
 
 log = logging.getLogger(__name__)
@@ -28,17 +28,13 @@ class DependencyDown(RuntimeError):
 
 def check_dependencies() -> None:
     """Raise ``DependencyDown`` with a message that says which server is unreachable and where."""
-    try:
-        db.session.execute(text("SELECT 1"))
-        db.session.commit()
-    except SQLAlchemyError as exc:
-        db.session.rollback()
+    errors = unreachable()
+    if "database" in errors:
         url = db.engine.url.render_as_string(hide_password=True)
-        raise DependencyDown(f"cannot reach PostgreSQL at {url} (DATABASE_URL): {exc.orig or exc}") from None
-    try:
-        redis_connection.get().ping()
-    except RedisError as exc:
-        raise DependencyDown(f"cannot reach Redis at {current_app.config['REDIS_URL']} (REDIS_URL): {exc}") from None
+        reason = getattr(errors["database"], "orig", None) or errors["database"]
+        raise DependencyDown(f"cannot reach PostgreSQL at {url} (DATABASE_URL): {reason}")
+    if "redis" in errors:
+        raise DependencyDown(f"cannot reach Redis at {current_app.config['REDIS_URL']} (REDIS_URL): {errors['redis']}")
 
 
 def reconcile_once(actor: Actor) -> None:

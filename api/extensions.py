@@ -6,6 +6,9 @@ from flask import Flask, current_app
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from redis import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase
 
 
@@ -32,3 +35,19 @@ class RedisConnection:
 
 
 redis_connection = RedisConnection()
+
+
+def unreachable() -> dict[str, Exception]:
+    """The dependencies this process cannot reach right now, with why (``database``, ``redis``)."""
+    errors: dict[str, Exception] = {}
+    try:
+        db.session.execute(text("SELECT 1"))
+        db.session.commit()
+    except SQLAlchemyError as exc:
+        db.session.rollback()
+        errors["database"] = exc
+    try:
+        RedisConnection.get().ping()
+    except RedisError as exc:
+        errors["redis"] = exc
+    return errors

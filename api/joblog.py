@@ -82,8 +82,10 @@ class JobLogCapture(logging.Handler):
         self.n += 1
         self.lines.append((self.n, line))
         try:
-            self.redis.xadd(self.key, {"line": line, "attempt": self.attempt}, id=f"{self.n}-0")
-            self.redis.expire(self.key, self.ttl)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xadd(self.key, {"line": line, "attempt": self.attempt}, id=f"{self.n}-0")
+            pipe.expire(self.key, self.ttl)
+            pipe.execute()
         except RedisError:
             pass
 

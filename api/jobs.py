@@ -19,7 +19,6 @@ from typing import Any
 
 from flask import current_app
 from redis.exceptions import RedisError
-from rq.worker import Worker
 from sqlalchemy import func, select, text, tuple_, update
 
 from api import joblog, metrics, queue
@@ -161,8 +160,7 @@ def cancel(job_id: str | uuid.UUID) -> CancelResult:
         raise JobConflict(_refusal(result.job, "cancelled"), result.job)
     rq_cancelled, cleanup = False, None
     try:
-        rq_cancelled = queue.stop(result.job.rq_job_id or str(job.id), pid=result.job.worker_pid,
-                                  hostname=result.job.hostname)
+        rq_cancelled = _stop_work(result.job)
         cleanup = cleanup_orphaned_training_jobs(actor=Actor.API).to_dict()
     except RedisError as exc:
         log.warning("job %s: cancelled in the database; RQ unreachable (%s)", job.id, exc)
@@ -170,6 +168,11 @@ def cancel(job_id: str | uuid.UUID) -> CancelResult:
     metrics.observe("trainq_cancel_seconds", time.monotonic() - started)
     db.session.expire_all()
     return CancelResult(get_job(job.id), rq_cancelled=rq_cancelled, already_cancelled=False, cleanup=cleanup)
+
+
+def _stop_work(job: TrainingJob) -> bool:
+    """Stop whatever RQ runs or holds for the row's current attempt; True when RQ acted."""
+    return queue.stop(job.rq_job_id or str(job.id), pid=job.worker_pid, hostname=job.hostname)
 
 
 def _refusal(job: TrainingJob, action: str) -> str:
@@ -291,7 +294,7 @@ def mark_failed(job_id: str | uuid.UUID, reason: str) -> TrainingJob:
     if not result.changed:
         raise JobConflict(_refusal(result.job, "marked failed"), result.job)
     try:
-        queue.stop(result.job.rq_job_id or str(job.id), pid=result.job.worker_pid, hostname=result.job.hostname)
+        _stop_work(result.job)
     except RedisError as exc:
         log.warning("job %s: marked failed; RQ unreachable (%s)", job.id, exc)
     log.info("job %s: %s", job.id, message)
@@ -341,6 +344,6 @@ def training_health() -> dict[str, Any]:
         "stale_jobs": sorted(str(i) for i in stale),
         "total_running_db": running_db,
         "total_running_rq": queue.running_count(),
-        "workers": Worker.count(connection=redis_connection.get()),
+        "workers": queue.live_workers(),
         "actions_pending": report.counts(),
     }

@@ -92,7 +92,7 @@ class ServiceCollector:
     def _from_redis(self) -> Iterator[Metric]:
         from rq import Queue
 
-        from api.queue import worker_heartbeat_key
+        from api.queue import live_workers
 
         conn = redis_connection.get()
         for name, (doc, buckets) in HISTOGRAMS.items():
@@ -105,7 +105,7 @@ class ServiceCollector:
         queue_length.add_metric([], Queue(current_app.config["QUEUE_NAME"], connection=conn).count)
         yield queue_length
         workers = GaugeMetricFamily("trainq_workers_live", "Workers whose heartbeat key exists")
-        workers.add_metric([], sum(1 for _ in conn.scan_iter(match=worker_heartbeat_key("*"), count=1000)))
+        workers.add_metric([], live_workers())
         yield workers
 
 

@@ -80,6 +80,13 @@ def enqueue(job_id: str, attempt: int, description: str = "") -> Job:
     return job
 
 
+def live_workers() -> int:
+    """Workers whose heartbeat key exists: the project's one definition of a live worker (RQ's own registry
+    keeps a killed worker for minutes)."""
+    conn = redis_connection.get()
+    return sum(1 for _ in conn.scan_iter(match=worker_heartbeat_key("*"), count=1000))
+
+
 def request_pause(job_id: str) -> None:
     """Ask the running attempt to checkpoint and stop; its heartbeat thread reads this within a beat."""
     redis_connection.get().set(control_key(job_id), "pause", ex=current_app.config["JOB_TIMEOUT"])

@@ -205,7 +205,7 @@ def cleanup_orphaned_training_jobs(
 
 def _apply(row: RowView, decision: Decision, actor: Actor, now: datetime) -> bool:
     if decision.to is None:
-        return _enqueue_again(row, decision.reason)
+        return ensure_enqueued(row.id, row.attempts, decision.reason)
     fields: dict[str, Any] = {}
     if decision.to == JobStatus.FAILED:
         fields["error_message"] = decision.reason
@@ -235,21 +235,17 @@ def _final_result(job_id: str) -> dict[str, Any]:
             "loss": metrics.get("train_loss"), "checkpoint_path": value.get("checkpoint_path")}
 
 
-def _enqueue_again(row: RowView, reason: str) -> bool:
-    return ensure_enqueued(row.id, row.attempts, reason)
-
-
 def ensure_enqueued(job_id: str, attempt: int, reason: str | None = None) -> bool:
     """The one way a row's attempt reaches RQ: under the row's lock, only while the row is queued on that
     attempt, and only if RQ has no live job for it. Concurrent callers (API, reconcilers) enqueue it once.
     Returns True when this call enqueued it."""
-    row = db.session.execute(
-        select(TrainingJob.rq_job_id, TrainingJob.name)
+    name = db.session.execute(
+        select(TrainingJob.name)
         .where(TrainingJob.id == uuid.UUID(job_id), TrainingJob.status == JobStatus.QUEUED,
                TrainingJob.attempts == attempt)
         .with_for_update()
-    ).one_or_none()
-    if row is None:
+    ).scalar_one_or_none()
+    if name is None:
         db.session.rollback()
         return False
     rq_id = queue.rq_job_id_for(job_id, attempt)
@@ -257,7 +253,7 @@ def ensure_enqueued(job_id: str, attempt: int, reason: str | None = None) -> boo
         if queue.fetch_states([rq_id])[rq_id].status in ("queued", "started", "deferred", "scheduled"):
             db.session.rollback()
             return False
-        queue.enqueue(job_id, attempt, description=f"{row.name} ({job_id})")
+        queue.enqueue(job_id, attempt, description=f"{name} ({job_id})")
     except BaseException:
         db.session.rollback()
         raise

@@ -136,6 +136,14 @@ def retry_db(action: Callable[[], T], what: str, seconds: float, jlog: logging.L
             delay = min(delay * 2, 5.0)
 
 
+def this_attempts_row(job_id: str | uuid.UUID, attempt: int) -> Any:
+    """UPDATE on the row only while it is running on ``attempt``: a refused write means the row moved on."""
+    return update(TrainingJob).where(
+        TrainingJob.id == uuid.UUID(str(job_id)), TrainingJob.status == JobStatus.RUNNING,
+        TrainingJob.attempts == attempt,
+    )
+
+
 class JobHeartbeat:
     """The running attempt's pulse, and its ears: each beat also reads whether a pause was asked for and
     whether the row is still this attempt's (if not, the trainer is told to stop)."""
@@ -162,10 +170,7 @@ class JobHeartbeat:
             try:
                 with self.engine.begin() as conn:
                     written = conn.execute(
-                        update(TrainingJob)
-                        .where(TrainingJob.id == uuid.UUID(self.job_id), TrainingJob.status == JobStatus.RUNNING,
-                               TrainingJob.attempts == self.attempt)
-                        .values(heartbeat_at=utcnow())
+                        this_attempts_row(self.job_id, self.attempt).values(heartbeat_at=utcnow())
                     ).rowcount
                 self._last_db = time.monotonic()
                 self.refused = self.refused or not written
@@ -211,12 +216,7 @@ class ProgressWriter:
         if progress.checkpoint_path:
             values["checkpoint_path"] = progress.checkpoint_path
         try:
-            written = db.session.execute(
-                update(TrainingJob)
-                .where(TrainingJob.id == self.job_id, TrainingJob.status == JobStatus.RUNNING,
-                       TrainingJob.attempts == self.attempt)
-                .values(**values)
-            ).rowcount
+            written = db.session.execute(this_attempts_row(self.job_id, self.attempt).values(**values)).rowcount
             db.session.commit()
         except DBAPIError as exc:
             db.session.rollback()
