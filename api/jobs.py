@@ -25,7 +25,19 @@ from api import joblog, metrics, queue
 from api.extensions import db, redis_connection
 from api.models import JobEvent, TrainingJob
 from api.reconcile import cleanup_orphaned_training_jobs, ensure_enqueued
-from api.status import TERMINAL, Actor, JobNotFound, JobStatus, TransitionResult, create, transition, utcnow
+from api.status import (
+    ACTIONS,
+    TERMINAL,
+    Action,
+    Actor,
+    JobNotFound,
+    JobStatus,
+    TransitionResult,
+    actions_for,
+    create,
+    transition,
+    utcnow,
+)
 from training.checkpoints import list_checkpoints
 from training.config import TrainingConfig
 
@@ -236,7 +248,7 @@ def force_start(job_id: str | uuid.UUID) -> RestartResult:
     with job_lock(parse_id(job_id)):
         job = get_job(job_id)
         previous = job.status
-        if previous in _FORCE_START_REFUSALS:
+        if previous not in ACTIONS[Action.FORCE_START]:
             raise JobConflict(f"job {job.id} cannot be force-started: {_FORCE_START_REFUSALS[previous]}", job)
         TrainingConfig.from_dict(job.config)  # still valid?
         if previous == JobStatus.QUEUED:
@@ -257,12 +269,18 @@ def latest_checkpoint(job: TrainingJob) -> str | None:
     return str(found[-1].path) if found else None
 
 
+def allowed_actions(job: TrainingJob) -> list[Action]:
+    """The actions the status module allows now; resume only with a checkpoint to resume from."""
+    needs_look = job.status in ACTIONS[Action.RESUME]
+    return actions_for(job.status, has_checkpoint=needs_look and latest_checkpoint(job) is not None)
+
+
 def resume(job_id: str | uuid.UUID) -> RestartResult:
     """Continue a paused (or failed/cancelled) job from its last checkpoint on a new attempt."""
     with job_lock(parse_id(job_id)):
         job = get_job(job_id)
         previous = job.status
-        if previous not in (JobStatus.PAUSED, JobStatus.FAILED, JobStatus.CANCELLED):
+        if previous not in ACTIONS[Action.RESUME]:
             raise JobConflict(f"job {job.id} is {previous}; only a paused, failed or cancelled job can be resumed",
                               job)
         checkpoint = latest_checkpoint(job)
@@ -278,7 +296,7 @@ def resume(job_id: str | uuid.UUID) -> RestartResult:
 def pause(job_id: str | uuid.UUID) -> TrainingJob:
     """Ask a running job to checkpoint and stop at its next step; the row turns ``paused`` when it has."""
     job = get_job(job_id)
-    if job.status != JobStatus.RUNNING:
+    if job.status not in ACTIONS[Action.PAUSE]:
         raise JobConflict(f"job {job.id} is {job.status}; only a running job can be paused", job)
     queue.request_pause(str(job.id))
     log.info("job %s: pause requested", job.id)

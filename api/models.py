@@ -6,7 +6,19 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    Uuid,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -36,6 +48,8 @@ class TrainingJob(db.Model):
     total_steps: Mapped[int | None] = mapped_column(Integer)
     loss: Mapped[float | None]
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # [{"epoch": n, "train_loss", "val_loss", "val_accuracy", ...}], one per finished epoch
+    history: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default=text("'[]'::jsonb"))
     rq_job_id: Mapped[str | None] = mapped_column(String(64))
     worker_name: Mapped[str | None] = mapped_column(String(200))
     worker_pid: Mapped[int | None] = mapped_column(Integer)

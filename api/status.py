@@ -64,6 +64,33 @@ RESTARTS: dict[JobStatus, frozenset[JobStatus]] = {
 """A user's explicit second chance (force-start, resume): the only way out of a terminal status.
 Only ``Actor.API`` may use it, always with a new attempt number; workers and reconcilers never do."""
 
+class Action(StrEnum):
+    """What a user can ask of a job (``api.jobs`` has one function each)."""
+
+    CANCEL = "cancel"
+    PAUSE = "pause"
+    RESUME = "resume"  # from the newest checkpoint, on a new attempt
+    FORCE_START = "force-start"  # re-enqueue a queued job RQ lost, or start a failed/cancelled one afresh
+    MARK_FAILED = "mark-failed"
+
+
+ACTIONS: dict[Action, frozenset[JobStatus]] = {
+    Action.CANCEL: frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED}),
+    Action.PAUSE: frozenset({JobStatus.RUNNING}),
+    Action.RESUME: frozenset({JobStatus.PAUSED, JobStatus.FAILED, JobStatus.CANCELLED}),
+    Action.FORCE_START: frozenset({JobStatus.QUEUED, JobStatus.FAILED, JobStatus.CANCELLED}),
+    Action.MARK_FAILED: frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED}),
+}
+"""The statuses each action is offered from: the monitor shows exactly these buttons, the API refuses the rest."""
+
+NEEDS_CHECKPOINT = frozenset({Action.RESUME})
+
+
+def actions_for(status: JobStatus | str, has_checkpoint: bool) -> list[Action]:
+    return [action for action, sources in ACTIONS.items()
+            if status in sources and (has_checkpoint or action not in NEEDS_CHECKPOINT)]
+
+
 # Timestamp column stamped on entering a status.
 _STAMPS = {
     JobStatus.QUEUED: "queued_at",

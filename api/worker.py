@@ -12,6 +12,7 @@ row's ``heartbeat_at``.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 import socket
@@ -27,7 +28,7 @@ from flask import current_app
 from redis import Redis
 from redis.exceptions import RedisError
 from rq.worker import Worker
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
@@ -201,8 +202,8 @@ class ProgressWriter:
 
     def __call__(self, progress: Any) -> None:
         now = time.monotonic()
-        if not progress.checkpoint_path and now - self._last < self.interval:
-            return  # at most one write per interval, but never miss a new checkpoint
+        if not (progress.epoch_end or progress.checkpoint_path) and now - self._last < self.interval:
+            return  # at most one write per interval, but never miss an epoch's end (curves) or a checkpoint
         self._last = now
         values: dict[str, Any] = {
             "epoch": progress.epoch,
@@ -215,6 +216,8 @@ class ProgressWriter:
         }
         if progress.checkpoint_path:
             values["checkpoint_path"] = progress.checkpoint_path
+        if progress.epoch_end:
+            values["history"] = _history_with(progress.epoch, progress.metrics)
         try:
             written = db.session.execute(this_attempts_row(self.job_id, self.attempt).values(**values)).rowcount
             db.session.commit()
@@ -224,6 +227,18 @@ class ProgressWriter:
             return
         if not written:
             self.refused = True
+
+
+_HISTORY_WITH = text(
+    "COALESCE((SELECT jsonb_agg(e ORDER BY (e->>'epoch')::int) FROM jsonb_array_elements(training_jobs.history) e"
+    " WHERE (e->>'epoch')::int < :history_epoch), '[]'::jsonb) || jsonb_build_array(CAST(:history_entry AS jsonb))"
+)
+
+
+def _history_with(epoch: int, metrics: dict[str, Any]) -> Any:
+    """The row's history with this epoch's entry; entries from this epoch on are replaced (a resumed attempt
+    trains again from its checkpoint's epoch)."""
+    return _HISTORY_WITH.bindparams(history_epoch=epoch, history_entry=json.dumps({"epoch": epoch, **metrics}))
 
 
 def run_training_job(job_id: str, attempt: int) -> dict[str, Any]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from werkzeug.exceptions import BadRequest
 
 from api import jobs
@@ -22,6 +24,25 @@ LIST_PARAMS = {"status", "limit", "cursor"}
 
 def render(job: TrainingJob) -> dict[str, Any]:
     return job.to_dict(now=utcnow(), stale_after=current_app.config["HEARTBEAT_TIMEOUT"])
+
+
+def _without_ages(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_ages(v) for k, v in value.items() if k != "heartbeat_age_seconds"}
+    if isinstance(value, list):
+        return [_without_ages(v) for v in value]
+    return value
+
+
+def conditional_json(payload: dict[str, Any]) -> Response:
+    """JSON with a weak ETag, so a poll that finds nothing changed gets an empty 304 (If-None-Match).
+    The tag leaves out ``heartbeat_age_seconds``, which grows every instant: a client counts it on from
+    its last full answer, and ``stale`` (in the tag) says when it matters."""
+    canonical = json.dumps(_without_ages(payload), sort_keys=True, separators=(",", ":"), default=str)
+    response = jsonify(payload)
+    response.set_etag(hashlib.blake2b(canonical.encode(), digest_size=12).hexdigest(), weak=True)
+    response.headers["Cache-Control"] = "no-cache"
+    return response.make_conditional(request)
 
 
 def json_body(optional: bool = False) -> dict[str, Any]:
@@ -90,7 +111,7 @@ def list_jobs():
         raise ApiError(400, "unknown_parameter", f"{name}: unknown parameter (allowed: cursor, limit, status)", name)
     page = jobs.list_jobs(_status(request.args.get("status")),
                           _number(request.args.get("limit"), "limit", 50, 1, jobs.MAX_PAGE), request.args.get("cursor"))
-    return jsonify({"jobs": [render(job) for job in page.jobs], "next_cursor": page.next_cursor})
+    return conditional_json({"jobs": [render(job) for job in page.jobs], "next_cursor": page.next_cursor})
 
 
 @bp.get("/health")
@@ -107,12 +128,13 @@ def admin_cleanup():
 
 @bp.get("/<job_id>")
 def get_job(job_id: str):
-    return jsonify(render(jobs.get_job(job_id)))
+    job = jobs.get_job(job_id)
+    return conditional_json({**render(job), "actions": [action.value for action in jobs.allowed_actions(job)]})
 
 
 @bp.get("/<job_id>/events")
 def job_events(job_id: str):
-    return jsonify({"events": [event.to_dict() for event in jobs.list_events(job_id)]})
+    return conditional_json({"events": [event.to_dict() for event in jobs.list_events(job_id)]})
 
 
 @bp.get("/<job_id>/logs")
@@ -124,7 +146,7 @@ def job_logs(job_id: str):
 
 @bp.get("/<job_id>/checkpoints")
 def job_checkpoints(job_id: str):
-    return jsonify({"checkpoints": jobs.checkpoints(job_id)})
+    return conditional_json({"checkpoints": jobs.checkpoints(job_id)})
 
 
 def _restarted(result: jobs.RestartResult):

@@ -201,6 +201,7 @@ def test_pause_then_resume_continues_from_the_checkpoint(client, workers):
     job = wait_status(job_id, "completed", timeout=120)
     expected = train(TrainingConfig.from_dict(config)).metrics
     assert job.metrics["val_loss"] == pytest.approx(expected["val_loss"], rel=1e-4)
+    assert [h["epoch"] for h in job.history] == list(range(1, 51))  # across both attempts, each epoch once
     evs = assert_events_chain(job_id)
     assert ("running", "paused", "worker") in evs and ("paused", "queued", "api") in evs
 

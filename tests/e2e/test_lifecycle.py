@@ -36,6 +36,8 @@ def test_submit_trains_to_completion(client, workers, settings):
     assert job.epoch == 3 and job.metrics["val_accuracy"] > 0.5 and job.loss is not None
     assert job.worker_name and job.worker_pid and job.hostname and job.started_at and job.finished_at
     assert job.attempts == 1 and job.rq_job_id == job_id
+    assert [h["epoch"] for h in job.history] == [1, 2, 3]  # the monitor's curves: one point per epoch
+    assert job.history[-1]["val_accuracy"] == job.metrics["val_accuracy"]
     assert job.checkpoint_path and os.path.exists(job.checkpoint_path)
     assert sorted(os.listdir(os.path.join(settings["CHECKPOINT_DIR"], job_id))) == [
         "epoch-000001.pt", "epoch-000002.pt", "epoch-000003.pt"]

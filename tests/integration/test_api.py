@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from rq.job import Job
+from sqlalchemy import update
 
-from api.status import Actor, JobStatus, transition
+from api.extensions import db
+from api.models import TrainingJob
+from api.status import Actor, JobStatus, transition, utcnow
+from training.checkpoints import save_checkpoint
 
 
 def submit(client, **config):
@@ -31,12 +37,13 @@ def test_submit_writes_row_then_enqueues(client, redis):
         "id", "name", "status", "status_reason", "config", "epoch", "step", "total_steps", "loss", "metrics",
         "rq_job_id", "worker_name", "worker_pid", "hostname", "attempts", "checkpoint_path", "error_message",
         "created_at", "queued_at", "started_at", "finished_at", "updated_at", "heartbeat_at",
-        "max_attempts", "resume_from", "heartbeat_age_seconds", "stale", "log_truncated",
+        "max_attempts", "resume_from", "heartbeat_age_seconds", "stale", "log_truncated", "history",
     }
     assert set(job) == expected_columns
     rq_job = Job.fetch(job["id"], connection=redis)
     assert rq_job.get_status() == "queued" and rq_job.args == (job["id"], 1)
     again = client.get(f"/api/training/{job['id']}").get_json()
+    assert again.pop("actions") == ["cancel", "force-start", "mark-failed"]
     assert {k: v for k, v in again.items() if k != "heartbeat_age_seconds"} == \
         {k: v for k, v in job.items() if k != "heartbeat_age_seconds"}
     assert job["stale"] is False and job["max_attempts"] == 1
@@ -133,3 +140,37 @@ def test_dashboard_is_mounted(client):
     response = client.get("/rq/")
     assert response.status_code == 200 and b"RQ" in response.data
     assert client.get("/rq/0/data/queues.json").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["", "/{id}", "/{id}/events", "/{id}/checkpoints"])
+def test_unchanged_reads_answer_304_to_if_none_match(client, path):
+    """The monitor polls with If-None-Match: nothing changed costs an empty 304; any change a new tag."""
+    job = submit(client)
+    url = "/api/training" + path.format(id=job["id"])
+    first = client.get(url)
+    tag = first.headers["ETag"]
+    assert first.status_code == 200 and tag.startswith('W/"') and first.headers["Cache-Control"] == "no-cache"
+    unchanged = client.get(url, headers={"If-None-Match": tag})
+    assert unchanged.status_code == 304 and unchanged.get_data() == b"" and unchanged.headers["ETag"] == tag
+    if path.endswith("checkpoints"):
+        save_checkpoint(Path(client.application.config["CHECKPOINT_DIR"]) / job["id"], 1, {"epoch": 1})
+    else:
+        client.delete(f"/api/training/{job['id']}")
+    changed = client.get(url, headers={"If-None-Match": tag})
+    assert changed.status_code == 200 and changed.headers["ETag"] != tag
+
+
+def test_the_tag_ignores_the_growing_heartbeat_age_but_not_staleness(client, ctx):
+    job = submit(client)
+    db.session.execute(update(TrainingJob).where(TrainingJob.id == uuid.UUID(job["id"])).values(
+        status="running", heartbeat_at=utcnow() - timedelta(seconds=5)))
+    db.session.commit()
+    url = f"/api/training/{job['id']}"
+    first = client.get(url)
+    assert first.get_json()["stale"] is False
+    assert client.get(url, headers={"If-None-Match": first.headers["ETag"]}).status_code == 304
+    db.session.execute(update(TrainingJob).where(TrainingJob.id == uuid.UUID(job["id"])).values(
+        heartbeat_at=utcnow() - timedelta(seconds=60)))
+    db.session.commit()
+    now_stale = client.get(url, headers={"If-None-Match": first.headers["ETag"]})
+    assert now_stale.status_code == 200 and now_stale.get_json()["stale"] is True

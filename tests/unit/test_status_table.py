@@ -66,3 +66,30 @@ def test_groups():
     assert TERMINAL == {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
     assert ACTIVE == {JobStatus.QUEUED, JobStatus.RUNNING}
     assert not TERMINAL & ACTIVE
+
+
+def test_actions_agree_with_the_transition_table():
+    """A button is offered exactly where the status module lets the action's transition happen."""
+    from api.status import ACTIONS, Action
+
+    assert ACTIONS[Action.CANCEL] == allowed_from(JobStatus.CANCELLED)
+    assert ACTIONS[Action.MARK_FAILED] == allowed_from(JobStatus.FAILED)
+    assert ACTIONS[Action.PAUSE] == allowed_from(JobStatus.PAUSED)
+    restartable = allowed_from(JobStatus.QUEUED, restart=True) - allowed_from(JobStatus.QUEUED)
+    assert ACTIONS[Action.RESUME] == restartable | {JobStatus.PAUSED}
+    assert ACTIONS[Action.FORCE_START] == restartable | {JobStatus.QUEUED}
+    assert not any(JobStatus.COMPLETED in sources for sources in ACTIONS.values())
+
+
+@pytest.mark.parametrize(("status", "has_checkpoint", "expected"), [
+    (JobStatus.QUEUED, False, ["cancel", "force-start", "mark-failed"]),  # the stuck-queued recovery card
+    (JobStatus.RUNNING, True, ["cancel", "pause", "mark-failed"]),
+    (JobStatus.PAUSED, True, ["cancel", "resume", "mark-failed"]),
+    (JobStatus.FAILED, True, ["resume", "force-start"]),
+    (JobStatus.CANCELLED, False, ["force-start"]),  # no checkpoint: only a fresh start
+    (JobStatus.COMPLETED, True, []),
+])
+def test_actions_for_a_status(status, has_checkpoint, expected):
+    from api.status import actions_for
+
+    assert [a.value for a in actions_for(status, has_checkpoint)] == expected
