@@ -29,11 +29,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     redis_connection.init_app(app)
 
     from api import cli, dashboard, errors, metrics
-    from api.routes import health, training
+    from api.routes import health, pages, training
 
     errors.register_error_handlers(app)
     app.register_blueprint(training.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(pages.bp)
     dashboard.init_app(app)
     metrics.init_app(app)
     cli.init_app(app)

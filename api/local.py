@@ -266,7 +266,7 @@ def run(var_dir: Path = Path("var")) -> int:
             child.start()
         base = f"http://127.0.0.1:{port}"
         print(
-            f"\n  API:        {base}/api/training\n  Health:     {base}/api/health\n"
+            f"\n  Monitor:    {base}/\n  API:        {base}/api/training\n  Health:     {base}/api/health\n"
             f"  Dashboard:  {base}/rq\n  Servers:    var/local.env (source it to run more workers)\n\n"
             f"  Submit a first job:\n    curl -s -X POST {base}/api/training -H 'Content-Type: application/json' \\\n"
             f"      -d '{{\"name\": \"first\", \"config\": {{\"dataset\": \"digits\", \"epochs\": 20}}}}'\n\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
@@ -24,6 +25,20 @@ LIST_PARAMS = {"status", "limit", "cursor"}
 
 def render(job: TrainingJob) -> dict[str, Any]:
     return job.to_dict(now=utcnow(), stale_after=current_app.config["HEARTBEAT_TIMEOUT"])
+
+
+def render_with_actions(job: TrainingJob) -> dict[str, Any]:
+    """One job as ``GET /api/training/<id>`` shows it: with the actions its status allows now."""
+    return {**render(job), "actions": [action.value for action in jobs.allowed_actions(job)]}
+
+
+def list_page(args: Mapping[str, str]) -> dict[str, Any]:
+    """One page of ``GET /api/training``, from its query parameters (the monitor's first paint uses it too)."""
+    for name in sorted(set(args) - LIST_PARAMS):
+        raise ApiError(400, "unknown_parameter", f"{name}: unknown parameter (allowed: cursor, limit, status)", name)
+    page = jobs.list_jobs(_status(args.get("status")), _number(args.get("limit"), "limit", 50, 1, jobs.MAX_PAGE),
+                          args.get("cursor"))
+    return {"jobs": [render(job) for job in page.jobs], "next_cursor": page.next_cursor}
 
 
 def _without_ages(value: Any) -> Any:
@@ -107,11 +122,7 @@ def _status(raw: str | None) -> JobStatus | None:
 
 @bp.get("")
 def list_jobs():
-    for name in sorted(set(request.args) - LIST_PARAMS):
-        raise ApiError(400, "unknown_parameter", f"{name}: unknown parameter (allowed: cursor, limit, status)", name)
-    page = jobs.list_jobs(_status(request.args.get("status")),
-                          _number(request.args.get("limit"), "limit", 50, 1, jobs.MAX_PAGE), request.args.get("cursor"))
-    return conditional_json({"jobs": [render(job) for job in page.jobs], "next_cursor": page.next_cursor})
+    return conditional_json(list_page(request.args))
 
 
 @bp.get("/health")
@@ -128,8 +139,7 @@ def admin_cleanup():
 
 @bp.get("/<job_id>")
 def get_job(job_id: str):
-    job = jobs.get_job(job_id)
-    return conditional_json({**render(job), "actions": [action.value for action in jobs.allowed_actions(job)]})
+    return conditional_json(render_with_actions(jobs.get_job(job_id)))
 
 
 @bp.get("/<job_id>/events")
