@@ -154,6 +154,8 @@ def train(
         }
         result.epochs_completed, result.steps, result.metrics = epoch + 1, step, metrics
         result.history.append({"epoch": epoch + 1, **metrics})
+        log.info("epoch %d/%d: train_loss %.4f, val_loss %.4f, val_accuracy %.4f (%.2fs)", epoch + 1, config.epochs,
+                 metrics["train_loss"], val_loss, val_acc, metrics["epoch_seconds"])
         ckpt = None
         if checkpoint_dir is not None and config.checkpoint_every and (epoch + 1) % config.checkpoint_every == 0:
             ckpt = str(save_checkpoint(checkpoint_dir, epoch + 1, state_dict()))

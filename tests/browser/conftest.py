@@ -1,0 +1,84 @@
+"""The monitor in a real browser: Debian's Chromium driven by Playwright, against the app served by gunicorn
+with sync workers (as in production), real Redis/PostgreSQL and real worker processes.
+
+Without /usr/bin/chromium these tests skip with how to install it; under CI (CI=true) they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from api.local import free_port, wait_for
+from tests.support import REPO
+
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+MONITOR_SETTINGS = {
+    "HEARTBEAT_TIMEOUT": "4",  # a dead worker's job turns stale quickly on the page
+    "RECONCILE_ON_START": "false",
+}
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator:
+    if not CHROMIUM.exists():
+        message = (f"no Chromium at {CHROMIUM}: install Debian's package (apt-get install chromium) to run the "
+                   "browser tests, or point CHROMIUM at one")
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="session")
+def monitor_url(app, settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app behind gunicorn, 2 sync workers, on a free port."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
+    with open(log_path, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--workers", "2", "--worker-class", "sync",
+             "--bind", f"127.0.0.1:{port}", "api.wsgi:app"],
+            env={**os.environ, **settings, **MONITOR_SETTINGS}, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"gunicorn exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            return urllib.request.urlopen(f"{url}/api/health", timeout=2).status == 200
+        except OSError:
+            return False
+
+    wait_for(up, 60, "gunicorn to serve the app")
+    yield url
+    process.terminate()
+    process.wait(15)
+
+
+@pytest.fixture
+def page(browser, monitor_url: str, ctx) -> Iterator:
+    """A fresh browser context on the monitor (clean tables, see ``ctx``); any JavaScript error fails the test."""
+    context = browser.new_context(base_url=monitor_url, viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(15_000)
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield tab
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
