@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: install run test test-unit lint clean bench bench-install bench-cancel bench-orphans bench-reconcile \
-	bench-api bench-overhead bench-report
+	bench-api bench-overhead bench-pages bench-report screenshots
 
 install: $(STAMP)
 
@@ -47,10 +47,14 @@ bench-api: bench-install
 	$(PY) -m bench.api_latency $(API_ARGS)
 bench-overhead: bench-install
 	$(PY) -m bench.training_overhead $(OVERHEAD_ARGS)
+bench-pages: bench-install
+	$(PY) -m bench.monitor_pages $(PAGES_ARGS)
+screenshots: bench-install
+	$(PY) -m bench.screenshots
 bench-report: bench-install
 	$(PY) -m bench.report
 
-bench: bench-cancel bench-orphans bench-reconcile bench-api bench-overhead
+bench: bench-cancel bench-orphans bench-reconcile bench-api bench-overhead bench-pages
 	$(MAKE) bench-report
 
 clean:

@@ -1,5 +1,5 @@
-"""The load generator for bench.api_latency, run as its own process: ``list URL N`` or ``submit URL SECONDS
-THREADS``. Prints JSON."""
+"""The load generator for bench.api_latency and bench.monitor_pages, run as its own process: ``list URL N``,
+``get URL PATH N [conditional]`` or ``submit URL SECONDS THREADS``. Prints JSON."""
 
 from __future__ import annotations
 
@@ -16,16 +16,26 @@ def _connection(url: str) -> http.client.HTTPConnection:
     return http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
 
 
-def list_latency(url: str, n: int) -> dict:
+def get_latency(url: str, path: str, n: int, conditional: bool = False) -> dict:
+    """``n`` sequential GETs of ``path``; with ``conditional``, each sends the ETag of a first answer and must
+    get a 304 (a poll that finds nothing changed)."""
+    etag = None
+    if conditional:
+        conn = _connection(url)
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        etag = response.getheader("ETag")
+        conn.close()
     samples = []
     for _ in range(n):
         conn = _connection(url)  # gunicorn's sync workers close after each response
         start = time.perf_counter()
-        conn.request("GET", "/api/training?limit=50")
+        conn.request("GET", path, headers={"If-None-Match": etag} if etag else {})
         response = conn.getresponse()
         body = response.read()
         samples.append(time.perf_counter() - start)
-        assert response.status == 200 and len(json.loads(body)["jobs"]) == 50
+        assert response.status == (304 if etag else 200), (response.status, body[:200])
         conn.close()
     return {"samples_s": samples}
 
@@ -61,6 +71,8 @@ def submit_throughput(url: str, seconds: float, threads: int) -> dict:
 if __name__ == "__main__":
     mode, url = sys.argv[1], sys.argv[2]
     if mode == "list":
-        print(json.dumps(list_latency(url, int(sys.argv[3]))))
+        print(json.dumps(get_latency(url, "/api/training?limit=50", int(sys.argv[3]))))
+    elif mode == "get":  # get URL PATH N [conditional]
+        print(json.dumps(get_latency(url, sys.argv[3], int(sys.argv[4]), sys.argv[5:] == ["conditional"])))
     else:
         print(json.dumps(submit_throughput(url, float(sys.argv[3]), int(sys.argv[4]))))

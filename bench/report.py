@@ -18,6 +18,7 @@ COMMANDS = {
     "reconcile_pass": "make bench-reconcile",
     "api_latency": "make bench-api",
     "training_overhead": "make bench-overhead",
+    "monitor_pages": "make bench-pages",
 }
 
 
@@ -181,12 +182,51 @@ def overhead_section(r: dict) -> list[str]:
     ]
 
 
+def pages_section(r: dict) -> list[str]:
+    pages, browser = r["pages"], r["browser"]
+    samples = browser["samples"]
+
+    def draw(ax):
+        minutes = [s["t_s"] / 60 for s in samples]
+        ax.plot(minutes, [s["js_heap_mb"] for s in samples], "o-", label="JS heap after GC (MB)")
+        ax.set_xlabel("minutes with the job page open")
+        ax.set_ylabel("MB")
+        ax.set_ylim(bottom=0)
+        twin = ax.twinx()
+        twin.plot(minutes, [s["dom_nodes"] for s in samples], "s--", color="tab:orange", label="DOM nodes")
+        twin.set_ylabel("DOM nodes")
+        twin.set_ylim(bottom=0)
+        ax.legend(loc="lower left")
+        twin.legend(loc="lower right")
+        ax.set_title("Chromium on a training job's page")
+
+    png = plot("monitor_pages", draw)
+    rows = [f"| `GET {p['path']}`{' (If-None-Match, 304)' if p['conditional'] else ''} | {ms(p['summary']['p50'])} | "
+            f"{ms(p['summary']['p99'])} |" for p in pages.values()]
+    page_p99 = max(pages[name]["summary"]["p99"] for name in ("jobs_page", "jobs_page_filtered", "job_page"))
+    poll_p50 = max(pages[name]["summary"]["p50"] for name in ("list_poll_304", "job_poll_304"))
+    first, last = samples[0], samples[-1]
+    return [
+        "| request | p50 | p99 |", "|---|---|---|", *rows, "",
+        f"Target page p99 <= 50 ms: **{'met' if page_p99 <= 0.05 else 'missed'}** (worst page p99 {ms(page_p99)}). "
+        f"Target unchanged poll p50 <= 5 ms: **{'met' if poll_p50 <= 0.005 else 'missed'}** "
+        f"(worst {ms(poll_p50)}).", "",
+        f"Browser: JS heap {browser['heap_mb_at_1min']:.2f} MB at one minute, {browser['heap_mb_at_end']:.2f} MB at "
+        f"{last['t_s'] / 60:.0f} min (max {browser['heap_mb_max']:.2f} MB, {browser['growth_after_1min']:+.0%}); "
+        f"DOM {first['dom_nodes']:.0f} → {last['dom_nodes']:.0f} nodes while the page showed "
+        f"{last['epochs_shown']} epochs and {last['log_lines_shown']} log lines (the page keeps the newest "
+        "1000 log lines; every epoch stays on the curves).", "",
+        f"![monitor pages]({png})",
+    ]
+
+
 SECTIONS = [
     ("cancel_latency", "1. Cancel latency", cancel_section),
     ("orphan_detection", "2. Orphan detection", orphan_section),
     ("reconcile_pass", "3. Reconcile pass", reconcile_section),
     ("api_latency", "4. API", api_section),
     ("training_overhead", "5. Training overhead", overhead_section),
+    ("monitor_pages", "6. Web monitor", pages_section),
 ]
 
 
@@ -195,7 +235,7 @@ def main() -> None:
            "Measured on the machine in each result's `machine` field (a shared, noisy 2-core VM unless stated). "
            "Every comparison is measured in the same run, alternating; ratios come with their spread, and "
            "absolute times are for reference only. Raw samples are in `bench/results/*.json`. `make bench` "
-           "runs them all (about 15 minutes) and rewrites this file; each section names its own command.", ""]
+           "runs them all (about 30 minutes) and rewrites this file; each section names its own command.", ""]
     for name, title, section in SECTIONS:
         result = load(name)
         out += [f"## {title}", ""]

@@ -4,7 +4,7 @@
 
 const initial = JSON.parse(document.getElementById("initial").textContent);
 const base = `/api/training/${initial.id}`;
-const MAX_LOG_LINES = 2000;  // the page keeps the newest lines; the API has them all
+const MAX_LOG_LINES = 1000;  // the page keeps the newest lines; the API has them all
 
 const state = {
   job: initial,

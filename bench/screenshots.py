@@ -1,0 +1,61 @@
+"""Not a benchmark: stages a small real stack (the bench harness's) with jobs in every status and saves the
+README's screenshots of both monitor pages, desktop and 375 px wide, under docs/. ``make screenshots``."""
+
+from __future__ import annotations
+
+from api.local import free_port, wait_for
+from bench.harness import REPO, http, stack
+from bench.monitor_pages import CHROMIUM_ARGS
+
+DOCS = REPO / "docs"
+QUICK = {"dataset": "digits", "epochs": 8, "hidden_sizes": [64], "batch_size": 32, "checkpoint_every": 4}
+LONG = {"dataset": "digits", "epochs": 400, "hidden_sizes": [256, 256], "batch_size": 8, "checkpoint_every": 3}
+
+
+def main() -> None:
+    from playwright.sync_api import sync_playwright
+
+    with stack() as s:
+        port = free_port()
+        s.gunicorn(port, workers=2)
+        url = f"http://127.0.0.1:{port}"
+        s.worker("gpu-box-1", LOG_LEVEL="INFO")
+
+        def submit(name: str, config: dict) -> str:
+            status, body = http("POST", f"{url}/api/training", {"name": name, "config": config})
+            assert status == 201, body
+            return body["job"]["id"]
+
+        def status_of(job_id: str) -> str:
+            return http("GET", f"{url}/api/training/{job_id}")[1]["status"]
+
+        done = submit("digits-baseline", QUICK)
+        wait_for(lambda: status_of(done) == "completed", 120, "the baseline to complete")
+        dropped = submit("lr-sweep-0.1", {**LONG, "learning_rate": 0.1})
+        wait_for(lambda: status_of(dropped) == "running", 60, "the sweep to start")
+        http("DELETE", f"{url}/api/training/{dropped}")
+        running = submit("digits-wide", LONG)
+        wait_for(lambda: status_of(running) == "running", 60, "the wide model to start")
+        stuck = submit("old-host-run", QUICK)
+        http("POST", f"{url}/api/training/{stuck}/mark-failed", {"reason": "its GPU host was retired"})
+        submit("digits-wide-seed-2", {**LONG, "seed": 2})
+        wait_for(lambda: http("GET", f"{url}/api/training/{running}")[1]["epoch"] >= 12, 300, "some epochs")
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            for width, suffix in ((1280, ""), (375, "-375")):
+                page = browser.new_page(viewport={"width": width, "height": 900})
+                page.goto(f"{url}/")
+                page.locator("#job-rows tr").first.wait_for()
+                page.screenshot(path=DOCS / f"monitor-jobs{suffix}.png", full_page=True)
+                page.goto(f"{url}/jobs/{running}")
+                page.locator("#log .log-line").nth(5).wait_for()
+                page.wait_for_timeout(1500)  # one more poll: curves and log settled for the picture
+                page.screenshot(path=DOCS / f"monitor-job{suffix}.png", full_page=True)
+                page.close()
+            browser.close()
+    print(f"wrote {', '.join(sorted(p.name for p in DOCS.glob('monitor-*.png')))} in docs/")
+
+
+if __name__ == "__main__":
+    main()
