@@ -213,3 +213,14 @@ def test_polls_that_find_nothing_changed_are_304s(page: Page, client):
         with page.expect_response(lambda r: r.url.endswith(f"/api/training/{job_id}")) as polled:
             pass
         assert polled.value.status == 304 and polled.value.request.headers["if-none-match"].startswith('W/"')
+
+
+def test_both_pages_fit_a_375px_screen(page: Page, client):
+    job_id = submit(client, LONG, name="a-rather-long-job-name-that-must-wrap-on-a-phone-screen")
+    page.set_viewport_size({"width": 375, "height": 800})
+    for path in ("/", f"/jobs/{job_id}"):
+        page.goto(path)
+        expect(page.locator(".badge").first).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375, f"{path} scrolls sideways at 375 px"
+    for button in page.locator("#actions button").all():  # real buttons, with their words on them
+        assert button.is_visible() and button.text_content().strip()
