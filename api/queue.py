@@ -162,6 +162,9 @@ class RQState(NamedTuple):  # a NamedTuple: a reconcile pass builds one per acti
     error: str | None = None  # last line of RQ's failure text for failed jobs
 
 
+_STATUS_TEXT: dict[bytes | None, str] = {status.value.encode(): status.value for status in RQStatus}
+
+
 def _text(value: bytes | None) -> str | None:
     return value.decode() if value is not None else None
 
@@ -225,23 +228,32 @@ def fetch_states(rq_job_ids: Iterable[str]) -> dict[str, RQState]:
         return {}
     conn = redis_connection.get()
     flat = _read_jobs(conn, ids)
-    # status (None: no such job), worker name, heartbeat key exists (1/0)
-    fields = {job_id: (_text(flat[3 * i]), _text(flat[3 * i + 1]), flat[3 * i + 2] == 1)
-              for i, job_id in enumerate(ids)}
+    # status (None: no such job), worker name, heartbeat key exists (1/0): one loop, no decoding of the
+    # common statuses, and the second round trip only for started and failed jobs
+    states: dict[str, RQState] = {}
+    started: list[str] = []
+    failed: list[str] = []
+    for job_id, status, name, beat in zip(ids, flat[0::3], flat[1::3], flat[2::3], strict=True):
+        status = _STATUS_TEXT.get(status) or _text(status)
+        states[job_id] = RQState(status, name.decode() if name else None, None, beat == 1)
+        if status == RQStatus.STARTED and name:
+            started.append(job_id)
+        elif status == RQStatus.FAILED:
+            failed.append(job_id)
+    if not started and not failed:
+        return states
 
-    workers = sorted({f[1] for f in fields.values() if f[0] == RQStatus.STARTED and f[1]})
-    failed = [job_id for job_id, f in fields.items() if f[0] == RQStatus.FAILED]
+    workers = sorted({states[job_id].worker_name for job_id in started})
     pipe = conn.pipeline(transaction=False)
     for name in workers:
         pipe.get(worker_heartbeat_key(name))
         pipe.hmget(Worker.redis_worker_namespace_prefix + name, "pid", "hostname")
     for job_id in failed:
         pipe.xrevrange(f"rq:results:{job_id}", count=1)
-    more = pipe.execute() if workers or failed else []
+    more = pipe.execute()
     alive = {name: _worker_alive(more[2 * i], *more[2 * i + 1]) for i, name in enumerate(workers)}
-    errors = dict(zip(failed, map(_error_summary, more[2 * len(workers) :]), strict=True))
-
-    return {
-        job_id: RQState(status, name, alive.get(name), beat, errors.get(job_id))
-        for job_id, (status, name, beat) in fields.items()
-    }
+    for job_id in started:
+        states[job_id] = states[job_id]._replace(worker_alive=alive[states[job_id].worker_name])
+    for job_id, entries in zip(failed, more[2 * len(workers):], strict=True):
+        states[job_id] = states[job_id]._replace(error=_error_summary(entries))
+    return states
