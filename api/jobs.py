@@ -20,6 +20,7 @@ from typing import Any
 from flask import current_app
 from redis.exceptions import RedisError
 from sqlalchemy import func, select, text, tuple_, update
+from sqlalchemy.orm import defer
 
 from api import joblog, metrics, queue
 from api.extensions import db, redis_connection
@@ -44,6 +45,7 @@ from training.config import TrainingConfig
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 200
+LIST_LEAVES_OUT = frozenset({"history"})  # grows with every epoch of every job; a single-job read has it
 
 
 class JobConflict(Exception):
@@ -132,7 +134,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 def list_jobs(status: JobStatus | None = None, limit: int = 50, cursor: str | None = None) -> Page:
     """Newest first, keyset-paginated on (created_at, id) so deep pages cost the same as the first."""
-    query = select(TrainingJob)
+    query = select(TrainingJob).options(defer(*(getattr(TrainingJob, name) for name in LIST_LEAVES_OUT)))
     if status is not None:
         query = query.where(TrainingJob.status == status)
     if cursor:

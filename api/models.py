@@ -67,10 +67,12 @@ class TrainingJob(db.Model):
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     log_truncated: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
 
-    def to_dict(self, now: datetime | None = None, stale_after: float | None = None) -> dict[str, Any]:
-        """Every column, plus ``heartbeat_age_seconds`` and ``stale``: a running row whose heartbeat is
-        older than ``stale_after`` seconds, which the reconciler has not acted on yet."""
-        data = {column.name: getattr(self, column.name) for column in self.__table__.columns}
+    def to_dict(self, now: datetime | None = None, stale_after: float | None = None,
+                exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """Every column but ``exclude``, plus ``heartbeat_age_seconds`` and ``stale``: a running row whose
+        heartbeat is older than ``stale_after`` seconds, which the reconciler has not acted on yet."""
+        data = {column.name: getattr(self, column.name) for column in self.__table__.columns
+                if column.name not in exclude}
         data["id"] = str(self.id)
         age = (now - self.heartbeat_at).total_seconds() if now and self.heartbeat_at else None
         data["heartbeat_age_seconds"] = round(age, 3) if age is not None else None

@@ -192,18 +192,22 @@ class JobHeartbeat:
 
 class ProgressWriter:
     """Throttles progress writes to one per ``interval`` (the final numbers come with the completion);
-    remembers whether the row refused one.
+    remembers whether the row refused one. Finished epochs wait for the next write (``history_fields``
+    hands the rest to the final one), so curves cost no extra round trips.
     Progress is best effort: while PostgreSQL is down it is skipped, and training goes on."""
 
     def __init__(self, job_id: str, attempt: int, interval: float, jlog: logging.LoggerAdapter) -> None:
         self.job_id, self.attempt, self.interval, self.jlog = uuid.UUID(job_id), attempt, interval, jlog
         self._last = 0.0
+        self._epochs: list[dict[str, Any]] = []  # finished epochs not yet in the row's history
         self.refused = False
 
     def __call__(self, progress: Any) -> None:
+        if progress.epoch_end:
+            self._epochs.append({"epoch": progress.epoch, **progress.metrics})
         now = time.monotonic()
-        if not (progress.epoch_end or progress.checkpoint_path) and now - self._last < self.interval:
-            return  # at most one write per interval, but never miss an epoch's end (curves) or a checkpoint
+        if not progress.checkpoint_path and now - self._last < self.interval:
+            return  # at most one write per interval, but never miss a new checkpoint
         self._last = now
         values: dict[str, Any] = {
             "epoch": progress.epoch,
@@ -213,11 +217,10 @@ class ProgressWriter:
             "metrics": progress.metrics or None,
             "heartbeat_at": utcnow(),
             "updated_at": utcnow(),
+            **self.history_fields(),
         }
         if progress.checkpoint_path:
             values["checkpoint_path"] = progress.checkpoint_path
-        if progress.epoch_end:
-            values["history"] = _history_with(progress.epoch, progress.metrics)
         try:
             written = db.session.execute(this_attempts_row(self.job_id, self.attempt).values(**values)).rowcount
             db.session.commit()
@@ -225,20 +228,23 @@ class ProgressWriter:
             db.session.rollback()
             self.jlog.warning("progress not saved, database unavailable (%s)", exc.__class__.__name__)
             return
+        self._epochs = []
         if not written:
             self.refused = True
+
+    def history_fields(self) -> dict[str, Any]:
+        """The ``history`` column's new value with the epochs not written yet (none: no change). Entries from
+        the first of them on are replaced: a resumed attempt trains again from its checkpoint's epoch."""
+        if not self._epochs:
+            return {}
+        return {"history": _HISTORY_WITH.bindparams(history_epoch=self._epochs[0]["epoch"],
+                                                     history_entries=json.dumps(self._epochs))}
 
 
 _HISTORY_WITH = text(
     "COALESCE((SELECT jsonb_agg(e ORDER BY (e->>'epoch')::int) FROM jsonb_array_elements(training_jobs.history) e"
-    " WHERE (e->>'epoch')::int < :history_epoch), '[]'::jsonb) || jsonb_build_array(CAST(:history_entry AS jsonb))"
+    " WHERE (e->>'epoch')::int < :history_epoch), '[]'::jsonb) || CAST(:history_entries AS jsonb)"
 )
-
-
-def _history_with(epoch: int, metrics: dict[str, Any]) -> Any:
-    """The row's history with this epoch's entry; entries from this epoch on are replaced (a resumed attempt
-    trains again from its checkpoint's epoch)."""
-    return _HISTORY_WITH.bindparams(history_epoch=epoch, history_entry=json.dumps({"epoch": epoch, **metrics}))
 
 
 def run_training_job(job_id: str, attempt: int) -> dict[str, Any]:
@@ -301,7 +307,8 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
         raise
     if result.paused:
         write(JobStatus.PAUSED, f"paused at epoch {result.epochs_completed}, step {result.steps}",
-              checkpoint_path=result.checkpoint_path, resume_from=result.checkpoint_path, step=result.steps)
+              checkpoint_path=result.checkpoint_path, resume_from=result.checkpoint_path, step=result.steps,
+              **writer.history_fields())
         jlog.info("paused; checkpoint %s", result.checkpoint_path)
         return {"paused": True, "checkpoint_path": result.checkpoint_path}
     if result.stopped:
@@ -314,6 +321,7 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
         done = write(
             JobStatus.COMPLETED, "training finished", epoch=result.epochs_completed, step=result.steps,
             metrics=result.metrics, loss=result.metrics.get("train_loss"), heartbeat_at=utcnow(),
+            **writer.history_fields(),
             **({"checkpoint_path": result.checkpoint_path} if result.checkpoint_path else {}),
         )
         jlog.info("finished %s epochs in %.2fs: %s (row %s)", result.epochs_completed,

@@ -23,8 +23,8 @@ _DIGITS = re.compile(r"[0-9]{1,10}")  # not str.isdigit(): that accepts "²", wh
 LIST_PARAMS = {"status", "limit", "cursor"}
 
 
-def render(job: TrainingJob) -> dict[str, Any]:
-    return job.to_dict(now=utcnow(), stale_after=current_app.config["HEARTBEAT_TIMEOUT"])
+def render(job: TrainingJob, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
+    return job.to_dict(now=utcnow(), stale_after=current_app.config["HEARTBEAT_TIMEOUT"], exclude=exclude)
 
 
 def render_with_actions(job: TrainingJob) -> dict[str, Any]:
@@ -38,7 +38,7 @@ def list_page(args: Mapping[str, str]) -> dict[str, Any]:
         raise ApiError(400, "unknown_parameter", f"{name}: unknown parameter (allowed: cursor, limit, status)", name)
     page = jobs.list_jobs(_status(args.get("status")), _number(args.get("limit"), "limit", 50, 1, jobs.MAX_PAGE),
                           args.get("cursor"))
-    return {"jobs": [render(job) for job in page.jobs], "next_cursor": page.next_cursor}
+    return {"jobs": [render(job, exclude=jobs.LIST_LEAVES_OUT) for job in page.jobs], "next_cursor": page.next_cursor}
 
 
 def _without_ages(value: Any) -> Any:
