@@ -77,10 +77,6 @@ function detail(term, value, id) {
   return [h("dt", {}, term), h("dd", {id}, value === null || value === undefined || value === "" ? "–" : value)];
 }
 
-function heartbeatText(job) {
-  const age = heartbeatAge(job, state.receivedAt);
-  return age === null ? "–" : `${fmtDuration(age)} ago`;
-}
 
 function renderJob(job) {
   document.getElementById("status-badge").replaceChildren(statusBadge(job.status));
@@ -94,7 +90,7 @@ function renderJob(job) {
     detail("Attempts", `${job.attempts} of ${job.max_attempts}`), detail("RQ job", job.rq_job_id),
     detail("Created", fmtTime(job.created_at)), detail("Started", fmtTime(job.started_at)),
     detail("Finished", fmtTime(job.finished_at)), detail("Duration", fmtDuration(duration(job)), "d-duration"),
-    detail("Last heartbeat", heartbeatText(job), "d-heartbeat"),
+    detail("Last heartbeat", heartbeatText(job, state.receivedAt), "d-heartbeat"),
     detail("Loss", fmtNumber(job.loss)), detail("Val. accuracy", fmtPercent((job.metrics || {}).val_accuracy)),
     job.error_message ? detail("Error", h("details", {}, h("summary", {}, "traceback"),
       h("pre", {class: "error-text"}, job.error_message))) : [],
@@ -161,9 +157,7 @@ function renderTimeline(events) {
 }
 
 async function readLog() {
-  const response = await fetch(`${base}/logs?after=${state.logCursor}`, {headers: {Accept: "application/json"}});
-  if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => ({})));
-  const body = await response.json();
+  const body = await new Resource(`${base}/logs?after=${state.logCursor}`).fetch();
   document.getElementById("log-truncated").hidden = !body.truncated;
   state.logMore = body.lines.length > 0;
   if (!state.logMore) return;
@@ -189,7 +183,7 @@ const refresh = poll(async () => {
     if (checkpoints) renderCheckpoints(checkpoints.checkpoints);
   } else {  // unchanged: only the clocks move
     document.getElementById("d-duration").textContent = fmtDuration(duration(state.job));
-    document.getElementById("d-heartbeat").textContent = heartbeatText(state.job);
+    document.getElementById("d-heartbeat").textContent = heartbeatText(state.job, state.receivedAt);
   }
   if (job || state.logMore) await readLog();  // a job that stopped changing has no new lines either
 });

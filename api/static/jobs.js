@@ -24,8 +24,11 @@ function listUrl() {
   return "/api/training" + (query ? `?${query}` : "");
 }
 
+function heartbeatCell(job) {
+  return job.status === "running" ? heartbeatText(job, view.receivedAt) : "–";
+}
+
 function jobRow(job) {
-  const age = heartbeatAge(job, view.receivedAt);
   const metrics = job.metrics || {};
   return h("tr", {"data-job-id": job.id, "data-status": job.status},
     h("td", {"data-label": "Name"}, h("a", {href: `/jobs/${job.id}`}, job.name)),
@@ -36,8 +39,7 @@ function jobRow(job) {
     h("td", {"data-label": "Val. acc."}, fmtPercent(metrics.val_accuracy)),
     h("td", {"data-label": "Started"}, fmtTime(job.started_at)),
     h("td", {"data-label": "Duration", class: "duration"}, fmtDuration(duration(job))),
-    h("td", {"data-label": "Heartbeat", class: "heartbeat"},
-      job.status === "running" && age !== null ? `${fmtDuration(age)} ago` : "–"));
+    h("td", {"data-label": "Heartbeat", class: "heartbeat"}, heartbeatCell(job)));
 }
 
 function render() {
@@ -52,10 +54,8 @@ function tickClocks() {
   for (const job of view.page.jobs) {
     const tr = rows.querySelector(`tr[data-job-id="${job.id}"]`);
     if (!tr) continue;
-    const age = heartbeatAge(job, view.receivedAt);
     tr.querySelector(".duration").textContent = fmtDuration(duration(job));
-    tr.querySelector(".heartbeat").textContent =
-      job.status === "running" && age !== null ? `${fmtDuration(age)} ago` : "–";
+    tr.querySelector(".heartbeat").textContent = heartbeatCell(job);
   }
 }
 

@@ -55,9 +55,9 @@ function duration(job) {
 }
 
 /** The heartbeat age the API gave, counted on from when that answer came (no clock skew involved). */
-function heartbeatAge(job, receivedAt) {
-  if (typeof job.heartbeat_age_seconds !== "number") return null;
-  return job.heartbeat_age_seconds + (performance.now() - receivedAt) / 1000;
+function heartbeatText(job, receivedAt) {
+  if (typeof job.heartbeat_age_seconds !== "number") return "–";
+  return `${fmtDuration(job.heartbeat_age_seconds + (performance.now() - receivedAt) / 1000)} ago`;
 }
 
 function progressBar(job) {
