@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.extensions import db, redis_connection, unreachable
+from api.local import mask
 from api.status import Actor
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,8 @@ def check_dependencies() -> None:
         reason = getattr(errors["database"], "orig", None) or errors["database"]
         raise DependencyDown(f"cannot reach PostgreSQL at {url} (DATABASE_URL): {reason}")
     if "redis" in errors:
-        raise DependencyDown(f"cannot reach Redis at {current_app.config['REDIS_URL']} (REDIS_URL): {errors['redis']}")
+        url = mask(current_app.config["REDIS_URL"])
+        raise DependencyDown(f"cannot reach Redis at {url} (REDIS_URL): {errors['redis']}")
 
 
 def reconcile_once(actor: Actor) -> None:
@@ -55,7 +57,7 @@ def worker_command(name: str | None, burst: bool) -> None:
     from redis import Redis
 
     import training  # noqa: F401 - import torch once here, not in every horse (CUDA stays untouched)
-    from api.queue import get_queue
+    from api.queue import SERIALIZER, get_queue
     from api.worker import TrainingWorker
 
     cfg = current_app.config
@@ -66,6 +68,7 @@ def worker_command(name: str | None, burst: bool) -> None:
         [get_queue()], connection=redis_connection.get(), name=name,
         heartbeat_redis=Redis.from_url(cfg["REDIS_URL"], socket_timeout=cfg["REDIS_TIMEOUT"]),
         heartbeat_interval=cfg["HEARTBEAT_INTERVAL"], heartbeat_ttl=cfg["WORKER_HEARTBEAT_TTL"],
+        serializer=SERIALIZER,
     )
     worker.work(burst=burst, logging_level=current_app.config["LOG_LEVEL"], with_scheduler=False)
 

@@ -19,15 +19,19 @@ from flask import current_app
 from redis import Redis
 from rq import Queue
 from rq.command import send_stop_job_command
-from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
 from rq.worker import Worker
 
 from api.extensions import redis_connection
 
 JOB_FUNCTION = "api.worker.run_training_job"
+# Job payloads are JSON, never pickle: loading a pickle runs whatever code it names, and anyone who can
+# write to Redis could write one. Every Queue, Job and Worker here (and rq-dashboard) uses this.
+SERIALIZER = JSONSerializer
 _WAITING = {RQStatus.QUEUED, RQStatus.DEFERRED, RQStatus.SCHEDULED, RQStatus.CREATED}
 
 
@@ -54,7 +58,30 @@ def control_key(job_id: str) -> str:
 
 
 def get_queue(connection: Redis | None = None) -> Queue:
-    return Queue(current_app.config["QUEUE_NAME"], connection=connection or redis_connection.get())
+    return Queue(current_app.config["QUEUE_NAME"], connection=connection or redis_connection.get(),
+                 serializer=SERIALIZER)
+
+
+def fetch(rq_job_id: str, connection: Redis | None = None) -> Job:
+    return Job.fetch(rq_job_id, connection=connection or redis_connection.get(), serializer=SERIALIZER)
+
+
+def refusal(job: Job) -> str | None:
+    """Why a worker must not run ``job`` (None: it is ours to run). A worker runs only ``JOB_FUNCTION``: an RQ
+    job that names any other function, a method, or callbacks (RQ imports and calls those too) came from
+    somewhere else, say by hand into the queue, and is refused unrun."""
+    try:
+        func, instance = job.func_name, job.instance
+    except DeserializationError:
+        return "its payload is not JSON (pickled payloads are never loaded)"
+    if func != JOB_FUNCTION or instance is not None:
+        return f"it names {str(func)[:200]!r}{' on an object' if instance is not None else ''}; only " \
+               f"{JOB_FUNCTION} runs here"
+    callbacks = [name for name in (job._success_callback_name, job._failure_callback_name,
+                                   job._stopped_callback_name) if name]
+    if callbacks:
+        return f"it names callbacks {[name[:200] for name in callbacks]!r}; none run here"
+    return None
 
 
 def enqueue(job_id: str, attempt: int, description: str = "") -> Job:
@@ -99,7 +126,7 @@ def running_count() -> int:
 def return_value(rq_job_id: str) -> Any:
     """What the job function returned (the final metrics), if RQ still has it."""
     try:
-        return Job.fetch(rq_job_id, connection=redis_connection.get()).return_value()
+        return fetch(rq_job_id).return_value()
     except NoSuchJobError:
         return None
 
@@ -133,7 +160,7 @@ def stop(rq_job_id: str, *, pid: int | None = None, hostname: str | None = None)
     """
     conn = redis_connection.get()
     try:
-        job = Job.fetch(rq_job_id, connection=conn)
+        job = fetch(rq_job_id, conn)
     except NoSuchJobError:
         return False
     status = job.get_status(refresh=False)

@@ -89,6 +89,14 @@ class TrainingWorker(Worker):
             except RedisError:
                 pass
 
+    def execute_job(self, job: Any, queue_: Any) -> None:
+        refused = queue.refusal(job)
+        if refused:
+            self.log.error("Worker %s: refused RQ job %s, not run: %s", self.name, job.id, refused)
+            self.handle_job_failure(job, queue_, exc_string=f"refused by the trainq worker: {refused}")
+            return
+        super().execute_job(job, queue_)
+
     def fork_work_horse(self, job: Any, queue_: Any) -> None:
         # Move the parent's objects out of the collector's sight before forking: otherwise every full
         # collection in the horse walks (and, copy-on-write, copies) the whole inherited heap.

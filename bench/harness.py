@@ -119,7 +119,7 @@ def stack(**settings: str) -> Iterator[Stack]:
 
     workdir = Path(tempfile.mkdtemp(prefix="trainq-bench-"))
     redis = RedisServer(workdir / "redis").start()
-    postgres = PostgresServer(workdir / "postgres").start()
+    postgres = PostgresServer(workdir / "postgres", ephemeral=True).start()
     env = {"REDIS_URL": redis.url, "DATABASE_URL": postgres.create_database("bench"),
            "CHECKPOINT_DIR": str(workdir / "checkpoints"), "LOG_LEVEL": "WARNING", **settings}
     app = create_app({**config.load(env), "RECONCILE_ON_START": False})
@@ -136,7 +136,7 @@ def stack(**settings: str) -> Iterator[Stack]:
                 except OSError:
                     pass
         redis.stop()
-        postgres.stop()
+        postgres.remove()
 
 
 def http(method: str, url: str, body: dict | None = None, timeout: float = 30) -> tuple[int, dict]:

@@ -26,9 +26,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    server = PostgresServer(tmp_path_factory.mktemp("postgres")).start()
+    server = PostgresServer(tmp_path_factory.mktemp("postgres"), ephemeral=True).start()
     yield server
-    server.stop()
+    server.remove()
 
 
 @pytest.fixture(scope="session")

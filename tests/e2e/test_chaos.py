@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from api.extensions import db
+from api.queue import fetch
 from api.reconcile import cleanup_orphaned_training_jobs
 from api.status import Actor, JobStatus, transition, utcnow
 from tests.support import (
@@ -260,14 +261,13 @@ def test_rq_registry_cleanup_of_a_dead_attempt_cannot_fail_the_retry(client, wor
 
 
 def test_final_status_missed_by_postgres_is_recorded_from_rq(client, workers, postgres_server, redis):
-    from rq.job import Job
 
     workers(DB_RETRY_SECONDS="1")
     job_id = submit(client, {**CHECKPOINTED, "epochs": 40, "checkpoint_every": 0})
     wait_for(lambda: row(job_id).epoch >= 3, 60, "a few epochs")
     postgres_server.stop()  # down until the job has ended: the worker's final write gives up
     try:
-        wait_for(lambda: Job.fetch(job_id, connection=redis).get_status() == "finished", 60,
+        wait_for(lambda: fetch(job_id, redis).get_status() == "finished", 60,
                  "RQ to record the finished job")
     finally:
         postgres_server.start()

@@ -8,8 +8,8 @@ import signal
 import psutil
 import pytest
 from rq.command import send_stop_job_command
-from rq.job import Job
 
+from api.queue import fetch
 from api.reconcile import cleanup_orphaned_training_jobs
 from tests.support import (
     LONG,
@@ -61,7 +61,7 @@ def test_cancel_queued_job(client, redis):
     assert body["success"] is True and body["rq_cancelled"] is True
     assert body["message"] == f"Job {job_id} cancelled successfully"
     assert body["job"]["status"] == "cancelled"
-    assert Job.fetch(job_id, connection=redis).get_status() == "canceled"
+    assert fetch(job_id, redis).get_status() == "canceled"
     assert events(job_id)[-1] == ("queued", "cancelled", "api")
     # Idempotent.
     again = client.delete(f"/api/training/{job_id}")
@@ -85,7 +85,7 @@ def test_cancel_running_job_kills_horse_and_its_children(client, workers, redis)
 
     assert row(job_id).status == "cancelled"
     assert events(job_id)[-1] == ("running", "cancelled", "api")
-    assert Job.fetch(job_id, connection=redis).get_status() == "stopped"
+    assert fetch(job_id, redis).get_status() == "stopped"
     assert worker.process.poll() is None  # the worker itself lives on for the next job
     assert_events_chain(job_id)
 
@@ -97,7 +97,7 @@ def test_stop_in_rq_directly_is_mapped_to_cancelled(client, workers, redis, ctx)
     live = client.get(f"/api/training/{job_id}/logs").get_json()["lines"]  # a running job's log, as it comes
     assert any("running (attempt 1" in line["line"] for line in live), live
     send_stop_job_command(redis, job_id)  # what rq-dashboard's stop does
-    wait_for(lambda: Job.fetch(job_id, connection=redis).get_status() == "stopped", 10, "RQ to stop the job")
+    wait_for(lambda: fetch(job_id, redis).get_status() == "stopped", 10, "RQ to stop the job")
     wait_for(lambda: process_gone(job.worker_pid), 5, "horse to die")
     assert row(job_id).status == "running"  # nobody told the database yet
 
@@ -128,7 +128,7 @@ def test_sigkilled_horse_is_mapped_from_rq_failure(client, workers, ctx):
     job_id = submit(client, LONG)
     job = wait_training(job_id)
     os.kill(job.worker_pid, signal.SIGKILL)
-    wait_for(lambda: Job.fetch(job_id, connection=ctx.extensions["redis"]).get_status() == "failed", 10,
+    wait_for(lambda: fetch(job_id, ctx.extensions["redis"]).get_status() == "failed", 10,
              "RQ to mark the job failed")
     report = cleanup_orphaned_training_jobs()
     assert report.actions["worker_lost"] == [job_id]  # no checkpoint, no attempts left: failed
@@ -153,7 +153,7 @@ def test_cancel_racing_completion_ends_consistent(client, workers, cancel_at_ste
         assert final.status == "completed"
         assert "already completed" in response.get_json()["error"]["message"]
     # It stays that way: a late write from the horse cannot change a terminal status.
-    wait_for(lambda: Job.fetch(job_id, connection=client.application.extensions["redis"]).get_status()
+    wait_for(lambda: fetch(job_id, client.application.extensions["redis"]).get_status()
              in ("finished", "stopped"), 10, "RQ to settle")
     assert row(job_id).status == final.status
     assert_events_chain(job_id)

@@ -7,11 +7,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from rq.job import Job
 from sqlalchemy import update
 
 from api.extensions import db
 from api.models import TrainingJob
+from api.queue import fetch
 from api.status import Actor, JobStatus, transition, utcnow
 from training.checkpoints import save_checkpoint
 
@@ -40,8 +40,8 @@ def test_submit_writes_row_then_enqueues(client, redis):
         "max_attempts", "resume_from", "heartbeat_age_seconds", "stale", "log_truncated", "history",
     }
     assert set(job) == expected_columns
-    rq_job = Job.fetch(job["id"], connection=redis)
-    assert rq_job.get_status() == "queued" and rq_job.args == (job["id"], 1)
+    rq_job = fetch(job["id"], redis)
+    assert rq_job.get_status() == "queued" and rq_job.args == [job["id"], 1]
     again = client.get(f"/api/training/{job['id']}").get_json()
     assert again.pop("actions") == ["cancel", "force-start", "mark-failed"]
     assert {k: v for k, v in again.items() if k != "heartbeat_age_seconds"} == \

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from rq.job import Job
-
 from api.extensions import db
 from api.local import RedisServer, free_port
 from api.models import TrainingJob
+from api.queue import fetch
 from api.reconcile import cleanup_orphaned_training_jobs
 from api.status import utcnow
 from tests.conftest import make_app
 
 
 def test_submit_with_redis_down_is_202_and_reconciler_enqueues_later(settings, ctx, tmp_path):
-    port = free_port()
-    down = make_app(settings, REDIS_URL=f"redis://127.0.0.1:{port}/0", REDIS_TIMEOUT=0.5)
+    server = RedisServer(tmp_path / "redis")  # not started yet: Redis is down
+    down = make_app(settings, REDIS_URL=server.url, REDIS_TIMEOUT=0.5)
     with down.app_context():
         response = down.test_client().post("/api/training", json={"name": "survivor", "config": {"epochs": 2}})
         assert response.status_code == 202, response.get_json()
@@ -30,7 +29,7 @@ def test_submit_with_redis_down_is_202_and_reconciler_enqueues_later(settings, c
         health = down.test_client().get("/api/health")
         assert health.status_code == 503 and health.get_json()["checks"]["redis"]["ok"] is False
 
-        server = RedisServer(tmp_path / "redis", port=port).start()  # Redis comes back
+        server.start()  # Redis comes back
         try:
             assert cleanup_orphaned_training_jobs(now=utcnow()).actions == {}  # within the grace: left alone
             report = cleanup_orphaned_training_jobs(now=utcnow() + timedelta(seconds=10))
@@ -38,7 +37,7 @@ def test_submit_with_redis_down_is_202_and_reconciler_enqueues_later(settings, c
             assert cleanup_orphaned_training_jobs(now=utcnow() + timedelta(seconds=10)).actions == {}
             job = db.session.get(TrainingJob, job_id)
             assert job.status == "queued" and job.rq_job_id == job_id
-            assert Job.fetch(job_id, connection=down.extensions["redis"]).args == (job_id, 1)
+            assert fetch(job_id, down.extensions["redis"]).args == [job_id, 1]
         finally:
             server.stop()
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from rq.job import Job
 from sqlalchemy import text
 
 from api.extensions import db
+from api.queue import fetch
 from api.status import Actor, JobStatus, transition, utcnow
 from tests.support import submit
 
@@ -47,7 +47,7 @@ def test_force_start_a_queued_job_whose_rq_job_was_lost(client, redis):
     body = client.post(f"/api/training/{job_id}/force-start").get_json()
     assert body == {**body, "success": True, "job_id": job_id, "previous_status": "queued", "new_status": "queued",
                     "queue_position": 0, "message": f"Job {job_id} re-enqueued (its RQ job was lost)"}
-    assert Job.fetch(job_id, connection=redis).get_status() == "queued"
+    assert fetch(job_id, redis).get_status() == "queued"
 
 
 def test_force_start_a_failed_job_starts_afresh_on_a_new_attempt(client, redis):
@@ -58,8 +58,8 @@ def test_force_start_a_failed_job_starts_afresh_on_a_new_attempt(client, redis):
     job = body["job"]
     assert job["attempts"] == 2 and job["resume_from"] is None and job["error_message"] is None
     assert job["rq_job_id"] == f"{job_id}-attempt-2"  # each attempt its own RQ job
-    assert Job.fetch(f"{job_id}-attempt-2", connection=redis).args == (job_id, 2)
-    assert Job.fetch(job_id, connection=redis).get_status() == "queued"  # attempt 1's, never run here
+    assert fetch(f"{job_id}-attempt-2", redis).args == [job_id, 2]
+    assert fetch(job_id, redis).get_status() == "queued"  # attempt 1's, never run here
 
 
 def test_force_start_revalidates_the_config(client):
@@ -75,7 +75,7 @@ def test_mark_failed_stuck_rows_with_a_reason(client, redis):
     body = client.post(f"/api/training/{job_id}/mark-failed", json={"reason": "stuck for a week"}).get_json()
     assert body["success"] and body["job"]["status"] == "failed"
     assert body["job"]["status_reason"] == "marked failed by user: stuck for a week"
-    assert Job.fetch(job_id, connection=redis).get_status() == "canceled"  # nothing left to run
+    assert fetch(job_id, redis).get_status() == "canceled"  # nothing left to run
     error = error_of(client.post(f"/api/training/{job_id}/mark-failed", json={"reason": "again"}), 409)
     assert "already failed" in error["message"]
     other = submit(client, {})
@@ -156,7 +156,7 @@ def test_young_queued_job_lost_by_redis_is_requeued(client, redis):
     db.session.commit()
     report = client.post("/api/training/admin/cleanup").get_json()
     assert report["actions"] == {"requeued": [job_id]}
-    assert Job.fetch(job_id, connection=redis).get_status() == "queued"
+    assert fetch(job_id, redis).get_status() == "queued"
     assert client.post("/api/training/admin/cleanup").get_json()["actions"] == {}
 
 

@@ -1,0 +1,60 @@
+"""A worker runs only the service's own job function: anything else put into its queue, even by a client
+that knows the Redis password, is refused, logged, and never run (nor its payload unpickled)."""
+
+from __future__ import annotations
+
+import pickle
+import zlib
+
+from rq import Callback, Queue
+from rq.serializers import JSONSerializer
+
+from api.queue import JOB_FUNCTION, fetch
+from tests.support import SHORT, submit, wait_for, wait_status
+
+
+class Planted:
+    """Unpickling this runs ``touch <path>``: a pickle payload is code."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.path}",))
+
+
+def refused(redis, rq_id: str) -> str:
+    def failed() -> str | None:
+        job = fetch(rq_id, redis)
+        if job.get_status(refresh=True) != "failed":
+            return None
+        return job.latest_result().exc_string
+
+    return wait_for(failed, 30, f"RQ job {rq_id} to be refused")
+
+
+def test_jobs_naming_anything_else_are_refused_unrun(client, workers, redis, settings, tmp_path):
+    worker = workers()
+    queue = Queue("training", connection=redis, serializer=JSONSerializer)
+    ran = tmp_path / "ran"
+
+    by_hand = queue.enqueue("os.system", f"touch {ran}-by-hand")
+    with_callback = queue.enqueue_call(JOB_FUNCTION, args=("0" * 32, 1), on_failure=Callback("os.system"))
+    pickled = queue.enqueue_call(JOB_FUNCTION, args=("0" * 32, 1))
+    redis.hset(f"rq:job:{pickled.id}", "data", zlib.compress(pickle.dumps(Planted(f"{ran}-unpickled"))))
+
+    assert "it names 'os.system'; only api.worker.run_training_job runs here" in refused(redis, by_hand.id)
+    assert "it names callbacks ['os.system']" in refused(redis, with_callback.id)
+    assert "its payload is not JSON" in refused(redis, pickled.id)
+    log = worker.log()
+    for rq_job in (by_hand, with_callback, pickled):
+        assert f"refused RQ job {rq_job.id}, not run" in log, log
+    assert "running (attempt" not in log  # our job function never started for any of them
+    assert not list(tmp_path.glob("ran*"))
+
+    # the worker is still there and still runs the service's own jobs
+    job_id = submit(client, SHORT)
+    wait_status(job_id, "completed")
+    assert worker.process.poll() is None
