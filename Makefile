@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: install run test test-unit lint clean bench bench-install bench-cancel bench-orphans bench-reconcile \
-	bench-api bench-overhead bench-pages bench-report screenshots
+	bench-api bench-overhead bench-pages bench-tasks bench-report screenshots
 
 install: $(STAMP)
 
@@ -49,12 +49,14 @@ bench-overhead: bench-install
 	$(PY) -m bench.training_overhead $(OVERHEAD_ARGS)
 bench-pages: bench-install
 	$(PY) -m bench.monitor_pages $(PAGES_ARGS)
+bench-tasks: bench-install
+	$(PY) -m bench.task_sdk $(TASKS_ARGS)
 screenshots: bench-install
 	$(PY) -m bench.screenshots
 bench-report: bench-install
 	$(PY) -m bench.report
 
-bench: bench-cancel bench-orphans bench-reconcile bench-api bench-overhead bench-pages
+bench: bench-cancel bench-orphans bench-reconcile bench-api bench-overhead bench-pages bench-tasks
 	$(MAKE) bench-report
 
 clean:

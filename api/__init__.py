@@ -29,10 +29,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     redis_connection.init_app(app)
 
     from api import cli, dashboard, errors, metrics
-    from api.routes import health, pages, training
+    from api.routes import health, pages, tasks, training
 
     errors.register_error_handlers(app)
     app.register_blueprint(training.bp)
+    app.register_blueprint(tasks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(pages.bp)
     dashboard.init_app(app)

@@ -53,22 +53,39 @@ def reconcile_once(actor: Actor) -> None:
 @click.option("--name", default=None, help="Worker name (default: RQ's random name).")
 @click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
 def worker_command(name: str | None, burst: bool) -> None:
-    """Run an RQ worker for training jobs (run as many as you like, on any host)."""
+    """Run an RQ worker for the tasks installed here (run as many as you like, on any host).
+
+    Task modules are imported once, now (entry points in the group ``trainq.tasks``, and the modules named
+    in ``TRAINQ_TASKS``); what they offer is published for the API, and the worker drains only those tasks'
+    queues. A module that fails to import is logged with its traceback and offers nothing."""
+    import uuid
+
     from redis import Redis
 
-    import training  # noqa: F401 - import torch once here, not in every horse (CUDA stays untouched)
-    from api.queue import SERIALIZER, get_queue
+    import trainq
+    from api import tasks
+    from api.queue import SERIALIZER, ServiceJob, get_queue
     from api.worker import TrainingWorker
 
     cfg = current_app.config
+    name = name or uuid.uuid4().hex
+    loaded = trainq.load_task_modules()  # once, here: never per job (torch is imported once too)
+    for module, trace in loaded.errors.items():
+        log.error("task module %s failed to import; its tasks are not offered:\n%s", module, trace)
+    offered = loaded.tasks
+    if not offered:
+        raise click.ClickException(
+            "no task to offer: install a package with a 'trainq.tasks' entry point or name modules in TRAINQ_TASKS")
+    tasks.publish(name, [task.spec() for task in offered.values()])
+    log.info("worker %s offers %s", name, ", ".join(offered))
     reconcile_once(Actor.WORKER)
     db.session.remove()
     db.engine.dispose()  # the horse must start without the parent's pooled connections
     worker = TrainingWorker(
-        [get_queue()], connection=redis_connection.get(), name=name,
+        [get_queue(task) for task in offered], connection=redis_connection.get(), name=name,
         heartbeat_redis=Redis.from_url(cfg["REDIS_URL"], socket_timeout=cfg["REDIS_TIMEOUT"]),
         heartbeat_interval=cfg["HEARTBEAT_INTERVAL"], heartbeat_ttl=cfg["WORKER_HEARTBEAT_TTL"],
-        serializer=SERIALIZER,
+        serializer=SERIALIZER, job_class=ServiceJob,
     )
     worker.work(burst=burst, logging_level=current_app.config["LOG_LEVEL"], with_scheduler=False)
 

@@ -11,9 +11,9 @@ from sqlalchemy.exc import InterfaceError, OperationalError, PendingRollbackErro
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
-from api.jobs import BadCursor, JobConflict
+from api.jobs import ArtifactNotFound, BadCursor, JobConflict
 from api.status import JobNotFound
-from training.config import ConfigError
+from api.tasks import TaskRejected
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +39,17 @@ def register_error_handlers(app: Flask) -> None:
     def _api_error(exc: ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.field)
 
-    @app.errorhandler(ConfigError)
-    def _config_error(exc: ConfigError):
-        field = exc.field if exc.field == "config" else f"config.{exc.field}"
-        return error_response(422, "invalid_config", f"{field}: {exc.message}", field)
+    @app.errorhandler(TaskRejected)
+    def _task_rejected(exc: TaskRejected):
+        return error_response(422, exc.code, exc.message, exc.field)
 
     @app.errorhandler(JobNotFound)
     def _not_found(exc: JobNotFound):
         return error_response(404, "job_not_found", f"no training job with id {exc}")
+
+    @app.errorhandler(ArtifactNotFound)
+    def _no_artifact(exc: ArtifactNotFound):
+        return error_response(404, "artifact_not_found", str(exc), "name")
 
     @app.errorhandler(JobConflict)
     def _conflict(exc: JobConflict):

@@ -22,9 +22,9 @@ from redis.exceptions import RedisError
 from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.orm import defer
 
-from api import joblog, metrics, queue
+from api import joblog, metrics, queue, tasks
 from api.extensions import db, redis_connection
-from api.models import JobEvent, TrainingJob
+from api.models import JobArtifact, JobEvent, TrainingJob
 from api.reconcile import cleanup_orphaned_training_jobs, ensure_enqueued
 from api.status import (
     ACTIONS,
@@ -39,8 +39,8 @@ from api.status import (
     transition,
     utcnow,
 )
-from training.checkpoints import list_checkpoints
-from training.config import TrainingConfig
+from trainq.checkpoints import list_checkpoints, newest_checkpoint
+from trainq.context import check_artifact_name
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +79,22 @@ def get_job(job_id: str | uuid.UUID) -> TrainingJob:
 class SubmitResult:
     job: TrainingJob
     enqueued: bool
+    warning: str | None = None  # e.g. no live worker offers the task right now: it waits queued
 
 
-def submit(config: dict[str, Any], name: str | None = None, max_attempts: int | None = None) -> SubmitResult:
-    """Validate, insert the row as queued, then enqueue. Redis down: the row stays queued, with a reason,
-    and the reconciler enqueues it later."""
-    cfg = TrainingConfig.from_dict(config)
+def submit(task: str, params: dict[str, Any] | None, name: str | None = None,
+           max_attempts: int | None = None) -> SubmitResult:
+    """Check ``params`` against the task's published schema, insert the row as queued, then enqueue. Redis
+    down: the row stays queued, with a reason, and the reconciler enqueues it later."""
+    spec, checked = tasks.validate(task, params)
+    warning = None if spec.workers != 0 else (
+        f"no live worker offers task {spec.name} right now; the job waits queued until one does")
     job_id = uuid.uuid4()
     job = TrainingJob(
         id=job_id,
-        name=name or f"{cfg.dataset}-{cfg.model}",
-        config=cfg.to_dict(),
+        name=name or spec.name,
+        task=spec.name,
+        params=checked,
         attempts=1,
         max_attempts=max_attempts or current_app.config["MAX_ATTEMPTS"],
         rq_job_id=queue.rq_job_id_for(str(job_id), 1),
@@ -101,9 +106,9 @@ def submit(config: dict[str, Any], name: str | None = None, max_attempts: int | 
         log.warning("job %s: not enqueued, Redis unreachable (%s); the reconciler will enqueue it", job_id, exc)
         _set_columns(job_id, status_reason=f"waiting for Redis: enqueue failed ({exc.__class__.__name__}); "
                      "the reconciler will enqueue it")
-        return SubmitResult(get_job(job_id), enqueued=False)
-    log.info("job %s: submitted and enqueued", job_id)
-    return SubmitResult(get_job(job_id), enqueued=True)
+        return SubmitResult(get_job(job_id), enqueued=False, warning=warning)
+    log.info("job %s: task %s submitted and enqueued", job_id, spec.name)
+    return SubmitResult(get_job(job_id), enqueued=True, warning=warning)
 
 
 def _set_columns(job_id: uuid.UUID, **values: Any) -> None:
@@ -132,11 +137,14 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise BadCursor("cursor is not one this API returned") from None
 
 
-def list_jobs(status: JobStatus | None = None, limit: int = 50, cursor: str | None = None) -> Page:
+def list_jobs(status: JobStatus | None = None, limit: int = 50, cursor: str | None = None,
+              task: str | None = None) -> Page:
     """Newest first, keyset-paginated on (created_at, id) so deep pages cost the same as the first."""
     query = select(TrainingJob).options(defer(*(getattr(TrainingJob, name) for name in LIST_LEAVES_OUT)))
     if status is not None:
         query = query.where(TrainingJob.status == status)
+    if task is not None:
+        query = query.where(TrainingJob.task == task)
     if cursor:
         query = query.where(tuple_(TrainingJob.created_at, TrainingJob.id) < _decode_cursor(cursor))
     query = query.order_by(TrainingJob.created_at.desc(), TrainingJob.id.desc()).limit(limit + 1)
@@ -242,7 +250,7 @@ def _restart(job: TrainingJob, reason: str, resume_from: str | None) -> Transiti
 def _enqueue_current(job: TrainingJob) -> tuple[bool, int | None]:
     """Make sure the row's current attempt is in RQ; (whether this call enqueued it, its queue position)."""
     enqueued = ensure_enqueued(str(job.id), job.attempts)
-    return enqueued, queue.get_queue().get_job_position(queue.rq_job_id_for(str(job.id), job.attempts))
+    return enqueued, queue.get_queue(job.task).get_job_position(queue.rq_job_id_for(str(job.id), job.attempts))
 
 
 def force_start(job_id: str | uuid.UUID) -> RestartResult:
@@ -252,7 +260,7 @@ def force_start(job_id: str | uuid.UUID) -> RestartResult:
         previous = job.status
         if previous not in ACTIONS[Action.FORCE_START]:
             raise JobConflict(f"job {job.id} cannot be force-started: {_FORCE_START_REFUSALS[previous]}", job)
-        TrainingConfig.from_dict(job.config)  # still valid?
+        tasks.validate(job.task, job.params)  # still a task someone offers, with params its schema takes?
         if previous == JobStatus.QUEUED:
             enqueued, position = _enqueue_current(job)
             message = (f"Job {job.id} re-enqueued (its RQ job was lost)" if enqueued
@@ -266,9 +274,9 @@ def force_start(job_id: str | uuid.UUID) -> RestartResult:
 
 
 def latest_checkpoint(job: TrainingJob) -> str | None:
-    """The newest checkpoint of any attempt (by epoch, then batch)."""
-    found = list_checkpoints(checkpoint_dir(job.id))
-    return str(found[-1].path) if found else None
+    """The newest checkpoint of any attempt."""
+    newest = newest_checkpoint(checkpoint_dir(job.id))
+    return str(newest.path) if newest else None
 
 
 def allowed_actions(job: TrainingJob) -> list[Action]:
@@ -296,7 +304,9 @@ def resume(job_id: str | uuid.UUID) -> RestartResult:
 
 
 def pause(job_id: str | uuid.UUID) -> TrainingJob:
-    """Ask a running job to checkpoint and stop at its next step; the row turns ``paused`` when it has."""
+    """Ask a running job's task to stop (``ctx.should_stop()`` turns true with ``stop_reason`` "pause"); the row
+    turns ``paused`` at its newest checkpoint when it has, or, with no checkpoint to resume from, ends
+    cancelled with a reason that says so."""
     job = get_job(job_id)
     if job.status not in ACTIONS[Action.PAUSE]:
         raise JobConflict(f"job {job.id} is {job.status}; only a running job can be paused", job)
@@ -336,10 +346,37 @@ def checkpoint_dir(job_id: uuid.UUID) -> Path:
 def checkpoints(job_id: str | uuid.UUID) -> list[dict[str, Any]]:
     job = get_job(job_id)
     return [
-        {"epoch": c.epoch, "batch": c.batch, "path": str(c.path), "size_bytes": c.size_bytes,
+        {"seq": c.seq, "epoch": c.epoch, "step": c.step, "path": str(c.path), "size_bytes": c.size_bytes,
          "resume_point": str(c.path) == job.resume_from}
         for c in list_checkpoints(checkpoint_dir(job.id))
     ]
+
+
+def artifacts(job_id: str | uuid.UUID) -> list[JobArtifact]:
+    job = get_job(job_id)
+    found = list(db.session.scalars(select(JobArtifact).where(JobArtifact.job_id == job.id).order_by(JobArtifact.name)))
+    db.session.commit()
+    return found
+
+
+class ArtifactNotFound(LookupError):
+    pass
+
+
+def artifact_file(job_id: str | uuid.UUID, name: str) -> tuple[JobArtifact, Path]:
+    """An artifact's row and its file, which must sit in the job's artifact folder (no traversal, no links)."""
+    job = get_job(job_id)
+    try:
+        check_artifact_name(name)
+    except ValueError as exc:
+        raise ArtifactNotFound(str(exc)) from None
+    artifact = db.session.get(JobArtifact, (job.id, name))
+    db.session.commit()
+    folder = (Path(current_app.config["ARTIFACT_DIR"]) / str(job.id)).resolve()
+    path = folder / name
+    if artifact is None or not path.is_file() or path.is_symlink() or path.resolve().parent != folder:
+        raise ArtifactNotFound(f"job {job.id} has no artifact {name!r}")
+    return artifact, path
 
 
 def run_cleanup(max_age_minutes: int | None = None) -> dict[str, Any]:

@@ -38,6 +38,9 @@ PG_HOME_ENV = "TRAINQ_PG_HOME"  # where, when we are root, PostgreSQL's folders 
 DEFAULT_PG_ACCOUNT, DEFAULT_PG_HOME = "nobody", "/var/lib/trainq"
 
 
+DISABLED_REDIS_COMMANDS = ("CONFIG", "MODULE", "DEBUG", "REPLICAOF", "SLAVEOF", "MIGRATE")
+
+
 class EmbeddedServerError(RuntimeError):
     """An embedded server could not start; the message says why and what to do (no traceback needed)."""
 
@@ -202,10 +205,14 @@ class RedisServer:
         config = {"port": self.port, "bind": "127.0.0.1", "protected-mode": "yes", "save": "",
                   "appendonly": "no", "dir": self.data_dir, "logfile": self.data_dir / "redis.log",
                   "requirepass": self.password}
+        lines = [f"{key} {json.dumps(str(value))}\n" for key, value in config.items()]
+        # Even with the password, no client may move Redis's files (CONFIG SET dir), load code (MODULE LOAD)
+        # or make it replicate someone else's data: it may run as root under make run.
+        lines += [f'rename-command {command} ""\n' for command in DISABLED_REDIS_COMMANDS]
         self.process = subprocess.Popen([redis_binary(), "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                         start_new_session=True)
         assert self.process.stdin
-        self.process.stdin.write("".join(f"{key} {json.dumps(str(value))}\n" for key, value in config.items()).encode())
+        self.process.stdin.write("".join(lines).encode())
         self.process.stdin.close()
         wait_for(self.ping, 15, f"redis-server on port {self.port}")
         return self
@@ -277,8 +284,16 @@ class PostgresServer:
             return home
         base = Path(os.environ.get(PG_HOME_ENV) or DEFAULT_PG_HOME)
         home = base / f"pg-{hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:16]}"
-        for parent in base.parents:  # first: nothing is made where it could not be used
-            if parent.exists() and parent.stat().st_mode & 0o001 == 0:
+        for parent in base.parents:  # first: nothing is made where it could not be used, or be swapped
+            if not parent.exists():
+                continue
+            st = parent.lstat()
+            if stat.S_ISLNK(st.st_mode) or st.st_uid != 0 or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+                raise EmbeddedServerError(
+                    f"{parent} is a link, or not root's, or others may write in it ({stat.filemode(st.st_mode)}, "
+                    f"{_account_name(st.st_uid)}): they could swap {base} for a link. Set {PG_HOME_ENV} to a "
+                    "folder under root's own folders, e.g. /var/lib/trainq")
+            if st.st_mode & 0o001 == 0:
                 raise EmbeddedServerError(
                     f"{self.account.pw_name} cannot enter {parent} (mode {stat.filemode(parent.stat().st_mode)}), so "
                     f"PostgreSQL cannot reach {base}: set {PG_HOME_ENV} to a folder under one every account can "
@@ -522,8 +537,9 @@ def start_servers(var_dir: Path, servers: list[RedisServer | PostgresServer]) ->
         log.info("embedded PostgreSQL at %s (data in %s%s; its log in %s)", mask(env["DATABASE_URL"]),
                  postgres.home / "pgdata", who, postgres.log_path)
     env.setdefault("CHECKPOINT_DIR", str(var_dir / "checkpoints"))
-    write_private(var_dir / "local.env",
-                  "".join(f"{k}={env[k]}\n" for k in ("REDIS_URL", "DATABASE_URL", "CHECKPOINT_DIR")))
+    env.setdefault("ARTIFACT_DIR", str(var_dir / "artifacts"))
+    write_private(var_dir / "local.env", "".join(
+        f"{k}={env[k]}\n" for k in ("REDIS_URL", "DATABASE_URL", "CHECKPOINT_DIR", "ARTIFACT_DIR")))
     return env
 
 
@@ -552,7 +568,8 @@ def supervise(env: dict[str, str]) -> int:
             f"\n  Monitor:    {base}/\n  API:        {base}/api/training\n  Health:     {base}/api/health\n"
             f"  Dashboard:  {base}/rq\n  Servers:    var/local.env (source it to run more workers)\n\n"
             f"  Submit a first job:\n    curl -s -X POST {base}/api/training -H 'Content-Type: application/json' \\\n"
-            f"      -d '{{\"name\": \"first\", \"config\": {{\"dataset\": \"digits\", \"epochs\": 20}}}}'\n\n"
+            f"      -d '{{\"name\": \"first\", \"task\": \"mlp\", \"params\": {{\"epochs\": 20}}}}'\n\n"
+            f"  Tasks on offer: {base}/api/tasks\n\n"
             "  Ctrl-C stops everything.\n",
             flush=True,
         )

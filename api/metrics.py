@@ -90,9 +90,7 @@ class ServiceCollector:
         db.session.commit()
 
     def _from_redis(self) -> Iterator[Metric]:
-        from rq import Queue
-
-        from api.queue import live_workers
+        from api.queue import live_workers, queued_count
 
         conn = redis_connection.get()
         for name, (doc, buckets) in HISTOGRAMS.items():
@@ -101,8 +99,8 @@ class ServiceCollector:
             histogram.add_metric([], [(repr(b), raw.get(repr(b), 0.0)) for b in buckets] +
                                  [("+Inf", raw.get("+Inf", 0.0))], raw.get("sum", 0.0))
             yield histogram
-        queue_length = GaugeMetricFamily("trainq_queue_length", "Jobs waiting in the RQ queue")
-        queue_length.add_metric([], Queue(current_app.config["QUEUE_NAME"], connection=conn).count)
+        queue_length = GaugeMetricFamily("trainq_queue_length", "Jobs waiting in the tasks' RQ queues")
+        queue_length.add_metric([], queued_count())
         yield queue_length
         workers = GaugeMetricFamily("trainq_workers_live", "Workers whose heartbeat key exists")
         workers.add_metric([], live_workers())

@@ -36,19 +36,21 @@ class TrainingJob(db.Model):
         Index("ix_training_jobs_newest", "created_at", "id"),
         Index("ix_training_jobs_status_newest", "status", "created_at", "id"),
         Index("ix_training_jobs_non_terminal", "status", postgresql_where=f"status IN ({_NON_TERMINAL})"),
+        Index("ix_training_jobs_task_newest", "task", "created_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16))
     status_reason: Mapped[str | None] = mapped_column(Text)
-    config: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    task: Mapped[str] = mapped_column(String(64))  # a task some worker published (api.tasks)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB)  # checked against the task's published schema
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     step: Mapped[int] = mapped_column(Integer, default=0)
     total_steps: Mapped[int | None] = mapped_column(Integer)
     loss: Mapped[float | None]
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    # [{"epoch": n, "train_loss", "val_loss", "val_accuracy", ...}], one per finished epoch
+    # what the task reported: every report with an epoch, and step-only reports sampled (one per progress write)
     history: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default=text("'[]'::jsonb"))
     rq_job_id: Mapped[str | None] = mapped_column(String(64))
     worker_name: Mapped[str | None] = mapped_column(String(200))
@@ -119,3 +121,39 @@ class JobLogLine(db.Model):
     n: Mapped[int] = mapped_column(Integer, primary_key=True)
     attempt: Mapped[int] = mapped_column(Integer)
     line: Mapped[str] = mapped_column(Text)
+
+
+class TaskOffer(db.Model):
+    """A task one worker offers, as it published it when it started."""
+
+    __tablename__ = "task_offers"
+    __table_args__ = (Index("ix_task_offers_task", "task", "published_at"),)
+
+    worker_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    task: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str] = mapped_column(Text)
+    params_schema: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    params_order: Mapped[list[str]] = mapped_column(JSONB)  # JSONB keeps no key order; arrays keep theirs
+    code_version: Mapped[str] = mapped_column(String(64))
+    module: Mapped[str] = mapped_column(String(200))
+    hostname: Mapped[str] = mapped_column(String(255))
+    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class JobArtifact(db.Model):
+    """A file a task saved with ``ctx.save_artifact``; the file lives under ``ARTIFACT_DIR/<job id>/``."""
+
+    __tablename__ = "job_artifacts"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("training_jobs.id", ondelete="CASCADE"),
+                                              primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "size": self.size, "sha256": self.sha256, "attempt": self.attempt,
+                "created_at": self.created_at.isoformat()}

@@ -32,6 +32,24 @@ JOB_FUNCTION = "api.worker.run_training_job"
 # Job payloads are JSON, never pickle: loading a pickle runs whatever code it names, and anyone who can
 # write to Redis could write one. Every Queue, Job and Worker here (and rq-dashboard) uses this.
 SERIALIZER = JSONSerializer
+
+
+class ServiceJob(Job):
+    """RQ's Job as this service uses it: JSON payloads whoever fetches it (also code that passes no serializer,
+    such as rq-dashboard's job pages), and no code named in Redis ever runs: callbacks a job carries are
+    never imported or called (RQ would also call them from its registries' clean-up), webhooks never sent."""
+
+    def __init__(self, id: str | None = None, connection: Redis | None = None, serializer: Any = None) -> None:
+        super().__init__(id, connection=connection, serializer=serializer or SERIALIZER)
+
+    @classmethod
+    def fetch(cls, id: str, connection: Redis | None = None, serializer: Any = None) -> ServiceJob:
+        return super().fetch(id, connection=connection, serializer=serializer or SERIALIZER)  # type: ignore[return-value]
+
+    success_callback = failure_callback = stopped_callback = property(lambda self: None)  # type: ignore[assignment]
+
+    def send_webhooks(self, *args: Any, **kwargs: Any) -> None:
+        return None
 _WAITING = {RQStatus.QUEUED, RQStatus.DEFERRED, RQStatus.SCHEDULED, RQStatus.CREATED}
 
 
@@ -57,13 +75,25 @@ def control_key(job_id: str) -> str:
     return f"trainq:control:{job_id}"
 
 
-def get_queue(connection: Redis | None = None) -> Queue:
-    return Queue(current_app.config["QUEUE_NAME"], connection=connection or redis_connection.get(),
-                 serializer=SERIALIZER)
+def queue_name(task: str) -> str:
+    """One RQ queue per task, so a worker only ever dequeues jobs of the tasks it offers."""
+    return f"{current_app.config['QUEUE_NAME']}.{task}"
+
+
+def get_queue(task: str, connection: Redis | None = None) -> Queue:
+    return Queue(queue_name(task), connection=connection or redis_connection.get(), serializer=SERIALIZER,
+                 job_class=ServiceJob)
+
+
+def task_queues(connection: Redis | None = None) -> list[Queue]:
+    """Every task's queue RQ knows of."""
+    prefix = queue_name("")
+    return [q for q in Queue.all(connection=connection or redis_connection.get(), serializer=SERIALIZER,
+                                 job_class=ServiceJob) if q.name.startswith(prefix)]
 
 
 def fetch(rq_job_id: str, connection: Redis | None = None) -> Job:
-    return Job.fetch(rq_job_id, connection=connection or redis_connection.get(), serializer=SERIALIZER)
+    return ServiceJob.fetch(rq_job_id, connection=connection or redis_connection.get())
 
 
 def refusal(job: Job) -> str | None:
@@ -81,15 +111,17 @@ def refusal(job: Job) -> str | None:
                                    job._stopped_callback_name) if name]
     if callbacks:
         return f"it names callbacks {[name[:200] for name in callbacks]!r}; none run here"
+    if job.webhooks:
+        return "it names webhooks; none are sent from here"
     return None
 
 
-def enqueue(job_id: str, attempt: int, description: str = "") -> Job:
-    """Enqueue attempt ``attempt`` of row ``job_id`` under ``rq_job_id_for(job_id, attempt)``. Callers go
-    through ``reconcile.ensure_enqueued``, which holds the row and checks RQ first."""
+def enqueue(job_id: str, attempt: int, task: str, description: str = "") -> Job:
+    """Enqueue attempt ``attempt`` of row ``job_id`` under ``rq_job_id_for(job_id, attempt)`` in its task's
+    queue. Callers go through ``reconcile.ensure_enqueued``, which holds the row and checks RQ first."""
     cfg = current_app.config
     rq_id = rq_job_id_for(job_id, attempt)
-    queue = get_queue()
+    queue = get_queue(task)
     with queue.connection.pipeline() as pipe:
         pipe.multi()
         job = queue.enqueue_call(
@@ -107,11 +139,15 @@ def enqueue(job_id: str, attempt: int, description: str = "") -> Job:
     return job
 
 
-def live_workers() -> int:
+def live_worker_names() -> set[str]:
     """Workers whose heartbeat key exists: the project's one definition of a live worker (RQ's own registry
     keeps a killed worker for minutes)."""
-    conn = redis_connection.get()
-    return sum(1 for _ in conn.scan_iter(match=worker_heartbeat_key("*"), count=1000))
+    conn, prefix = redis_connection.get(), worker_heartbeat_key("")
+    return {key.decode()[len(prefix):] for key in conn.scan_iter(match=worker_heartbeat_key("*"), count=1000)}
+
+
+def live_workers() -> int:
+    return len(live_worker_names())
 
 
 def request_pause(job_id: str) -> None:
@@ -120,7 +156,12 @@ def request_pause(job_id: str) -> None:
 
 
 def running_count() -> int:
-    return StartedJobRegistry(queue=get_queue()).count
+    """Jobs RQ lists as started (a read: no registry clean-up runs from here)."""
+    return sum(StartedJobRegistry(queue=q).get_job_count(cleanup=False) for q in task_queues())
+
+
+def queued_count() -> int:
+    return sum(q.count for q in task_queues())
 
 
 def return_value(rq_job_id: str) -> Any:

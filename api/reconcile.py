@@ -232,20 +232,20 @@ def _final_result(job_id: str) -> dict[str, Any]:
         return {}
     metrics = value["metrics"]
     return {"metrics": metrics, "epoch": value.get("epochs_completed"), "step": value.get("steps"),
-            "loss": metrics.get("train_loss"), "checkpoint_path": value.get("checkpoint_path")}
+            "loss": metrics.get("train_loss", metrics.get("loss")), "checkpoint_path": value.get("checkpoint_path")}
 
 
 def ensure_enqueued(job_id: str, attempt: int, reason: str | None = None) -> bool:
     """The one way a row's attempt reaches RQ: under the row's lock, only while the row is queued on that
     attempt, and only if RQ has no live job for it. Concurrent callers (API, reconcilers) enqueue it once.
     Returns True when this call enqueued it."""
-    name = db.session.execute(
-        select(TrainingJob.name)
+    found = db.session.execute(
+        select(TrainingJob.name, TrainingJob.task)
         .where(TrainingJob.id == uuid.UUID(job_id), TrainingJob.status == JobStatus.QUEUED,
                TrainingJob.attempts == attempt)
         .with_for_update()
-    ).scalar_one_or_none()
-    if name is None:
+    ).one_or_none()
+    if found is None:
         db.session.rollback()
         return False
     rq_id = queue.rq_job_id_for(job_id, attempt)
@@ -253,7 +253,7 @@ def ensure_enqueued(job_id: str, attempt: int, reason: str | None = None) -> boo
         if queue.fetch_states([rq_id])[rq_id].status in ("queued", "started", "deferred", "scheduled"):
             db.session.rollback()
             return False
-        queue.enqueue(job_id, attempt, description=f"{name} ({job_id})")
+        queue.enqueue(job_id, attempt, found.task, description=f"{found.name} ({job_id})")
     except BaseException:
         db.session.rollback()
         raise

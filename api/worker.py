@@ -14,8 +14,11 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import math
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import traceback
@@ -25,19 +28,24 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from flask import current_app
+from pydantic import ValidationError
 from redis import Redis
 from redis.exceptions import RedisError
 from rq.worker import Worker
-from sqlalchemy import text, update
+from sqlalchemy import select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
+import trainq
 from api import queue
 from api.extensions import db
 from api.joblog import JobLogCapture
-from api.models import TrainingJob
+from api.models import JobArtifact, TrainingJob
 from api.status import Actor, JobStatus, TransitionResult, transition, utcnow
 from training.process import die_with_parent
+from trainq.checkpoints import newest_checkpoint
+from trainq.context import TaskContext
 
 log = logging.getLogger(__name__)
 
@@ -199,36 +207,40 @@ class JobHeartbeat:
 
 
 class ProgressWriter:
-    """Throttles progress writes to one per ``interval`` (the final numbers come with the completion);
-    remembers whether the row refused one. Finished epochs wait for the next write (``history_fields``
-    hands the rest to the final one), so curves cost no extra round trips.
-    Progress is best effort: while PostgreSQL is down it is skipped, and training goes on."""
+    """Batches a task's reports into one row write per ``interval`` (the final numbers come with the
+    completion). Each report costs a dict update; a new checkpoint is written at once. Reports with an
+    ``epoch`` all go into the row's history; step-only reports are sampled, the newest per write, so a
+    loop that reports every step still draws a curve without growing the row by a point per step.
+    Remembers whether the row refused a write. Progress is best effort: while PostgreSQL is down it is
+    skipped, and training goes on."""
 
     def __init__(self, job_id: str, attempt: int, interval: float, jlog: logging.LoggerAdapter) -> None:
         self.job_id, self.attempt, self.interval, self.jlog = uuid.UUID(job_id), attempt, interval, jlog
-        self._last = 0.0
-        self._epochs: list[dict[str, Any]] = []  # finished epochs not yet in the row's history
+        self._last = time.monotonic()
+        # reports not yet in the row's history, in order; of consecutive step-only reports, only the newest
+        self._pending: list[dict[str, Any]] = []
+        self._first_write = True
+        self.latest: dict[str, Any] = {}  # every metric's newest value, with the newest step and epoch
+        self.total_steps: int | None = None
+        self.checkpoint_path: str | None = None
         self.refused = False
 
-    def __call__(self, progress: Any) -> None:
-        if progress.epoch_end:
-            self._epochs.append({"epoch": progress.epoch, **progress.metrics})
-        now = time.monotonic()
-        if not progress.checkpoint_path and now - self._last < self.interval:
-            return  # at most one write per interval, but never miss a new checkpoint
-        self._last = now
-        values: dict[str, Any] = {
-            "epoch": progress.epoch,
-            "step": progress.step,
-            "total_steps": progress.total_steps,
-            "loss": progress.loss,
-            "metrics": progress.metrics or None,
-            "heartbeat_at": utcnow(),
-            "updated_at": utcnow(),
-            **self.history_fields(),
-        }
-        if progress.checkpoint_path:
-            values["checkpoint_path"] = progress.checkpoint_path
+    def report(self, entry: dict[str, Any]) -> None:
+        if "epoch" not in entry and self._pending and "epoch" not in self._pending[-1]:
+            self._pending[-1] = entry
+        else:
+            self._pending.append(entry)
+        self.latest.update(entry)
+        if time.monotonic() - self._last >= self.interval:
+            self.write()
+
+    def checkpointed(self, path: str) -> None:
+        self.checkpoint_path = path
+        self.write()  # never miss a new checkpoint: a lost attempt resumes from the row's
+
+    def write(self) -> None:
+        self._last = time.monotonic()
+        values: dict[str, Any] = {**self.progress_fields(), "heartbeat_at": utcnow(), "updated_at": utcnow()}
         try:
             written = db.session.execute(this_attempts_row(self.job_id, self.attempt).values(**values)).rowcount
             db.session.commit()
@@ -236,23 +248,77 @@ class ProgressWriter:
             db.session.rollback()
             self.jlog.warning("progress not saved, database unavailable (%s)", exc.__class__.__name__)
             return
-        self._epochs = []
+        self._pending, self._first_write = [], False
         if not written:
             self.refused = True
 
-    def history_fields(self) -> dict[str, Any]:
-        """The ``history`` column's new value with the epochs not written yet (none: no change). Entries from
-        the first of them on are replaced: a resumed attempt trains again from its checkpoint's epoch."""
-        if not self._epochs:
-            return {}
-        return {"history": _HISTORY_WITH.bindparams(history_epoch=self._epochs[0]["epoch"],
-                                                     history_entries=json.dumps(self._epochs))}
+    def progress_fields(self, final: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The row's progress columns from the reports so far (``final``: the task's final metrics)."""
+        metrics = {k: v for k, v in self.latest.items() if k not in ("step", "epoch")}
+        metrics.update(final or {})
+        values: dict[str, Any] = {"metrics": metrics or None, "total_steps": self.total_steps,
+                                  "loss": metrics.get("train_loss", metrics.get("loss"))}
+        for axis in ("epoch", "step"):
+            if axis in self.latest:
+                values[axis] = self.latest[axis]
+        if self.checkpoint_path:
+            values["checkpoint_path"] = self.checkpoint_path
+        if self._pending:
+            values["history"] = self._history_with(self._pending)
+        return values
+
+    def _history_with(self, entries: list[dict[str, Any]]) -> Any:
+        """The ``history`` column with ``entries`` appended. An attempt's first write first drops what it
+        reports again: a resumed attempt trains again from its checkpoint's epoch (or step)."""
+        axis = next((axis for axis in ("epoch", "step") if axis in entries[0]), None)
+        if not self._first_write or axis is None:
+            return text("training_jobs.history || CAST(:history_entries AS jsonb)").bindparams(
+                history_entries=json.dumps(entries))
+        return _HISTORY_FROM.bindparams(history_axis=axis, history_from=entries[0][axis],
+                                        history_entries=json.dumps(entries))
 
 
-_HISTORY_WITH = text(
-    "COALESCE((SELECT jsonb_agg(e ORDER BY (e->>'epoch')::int) FROM jsonb_array_elements(training_jobs.history) e"
-    " WHERE (e->>'epoch')::int < :history_epoch), '[]'::jsonb) || CAST(:history_entries AS jsonb)"
+_HISTORY_FROM = text(
+    "COALESCE((SELECT jsonb_agg(e ORDER BY n) FROM jsonb_array_elements(training_jobs.history) WITH ORDINALITY"
+    " AS h(e, n) WHERE NOT (e ? CAST(:history_axis AS text) AND (e->>CAST(:history_axis AS text))::numeric"
+    " >= :history_from)), '[]'::jsonb) || CAST(:history_entries AS jsonb)"
 )
+
+
+class WorkerSink:
+    """The worker's side of a ``TaskContext``: reports and checkpoints go to the ``ProgressWriter``, artifacts
+    to ``job_artifacts``; stop requests come from the heartbeat thread and refused writes."""
+
+    def __init__(self, job: TrainingJob, attempt: int, writer: ProgressWriter, heartbeat: JobHeartbeat) -> None:
+        self.job_id, self.attempt, self.writer, self.heartbeat = job.id, attempt, writer, heartbeat
+
+    def report(self, entry: dict[str, Any]) -> None:
+        self.writer.report(entry)
+
+    def progress_total(self, steps: int | None) -> None:
+        self.writer.total_steps = steps
+
+    def checkpointed(self, path: Path) -> None:
+        self.writer.checkpointed(str(path))
+
+    def artifact_saved(self, artifact: dict[str, Any]) -> None:
+        row = {"job_id": self.job_id, "name": artifact["name"], "size": artifact["size"],
+               "sha256": artifact["sha256"], "attempt": self.attempt, "path": artifact["path"],
+               "created_at": utcnow()}
+        statement = pg_insert(JobArtifact).values(**row)
+        db.session.execute(statement.on_conflict_do_update(
+            index_elements=[JobArtifact.job_id, JobArtifact.name],
+            set_={k: statement.excluded[k] for k in ("size", "sha256", "attempt", "path", "created_at")}))
+        db.session.commit()
+
+    def stop_reason(self) -> str | None:
+        if self.heartbeat.pause_requested:
+            return "pause"
+        if self.writer.refused or self.heartbeat.refused:
+            status = db.session.scalar(select(TrainingJob.status).where(TrainingJob.id == self.job_id))
+            db.session.rollback()
+            return "cancel" if status == JobStatus.CANCELLED else "superseded"
+        return None
 
 
 def run_training_job(job_id: str, attempt: int) -> dict[str, Any]:
@@ -290,51 +356,88 @@ def run_training_job(job_id: str, attempt: int) -> dict[str, Any]:
 
 def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: logging.LoggerAdapter,
                       write: Callable[..., TransitionResult]) -> dict[str, Any]:
-    """The part of an attempt whose log lines are captured: train, then record how it ended."""
-    from training import TrainingConfig, train
-
+    """The part of an attempt whose log lines are captured: run the task, then record how it ended."""
     cfg, job_id = current_app.config, str(job.id)
-    resume_from = Path(job.resume_from) if job.resume_from and Path(job.resume_from).exists() else None
-    jlog.info("running (attempt %s, pid %s%s)", attempt, os.getpid(),
-              f", resuming from {resume_from}" if resume_from else "")
-    config = TrainingConfig.from_dict(job.config)
+    task = trainq.registry().get(job.task)
+    if task is None:  # its queue routes it only to workers that offer it: a worker started without it
+        write(JobStatus.FAILED, f"this worker does not offer task {job.task!r}")
+        return {"failed": "unknown task"}
+    try:
+        params = task.params.model_validate(job.params)
+    except ValidationError as exc:  # the task's code changed since the submit
+        write(JobStatus.FAILED, f"params no longer valid for task {job.task}: {exc}"[:1000])
+        return {"failed": "invalid params"}
+    checkpoints = Path(cfg["CHECKPOINT_DIR"]) / job_id
+    newest = newest_checkpoint(checkpoints)
+    jlog.info("running (attempt %s, pid %s, task %s%s)", attempt, os.getpid(), job.task,
+              f", newest checkpoint {newest.path.name}" if newest else "")
     writer = ProgressWriter(job_id, attempt, cfg["PROGRESS_INTERVAL"], jlog)
     heartbeat = JobHeartbeat(job_id, attempt, redis, db.engine, cfg["HEARTBEAT_INTERVAL"], cfg["HEARTBEAT_TIMEOUT"])
-    trained_from = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix=f"trainq-{job_id}-"))
+    ctx = TaskContext(job_id=job_id, attempt=attempt, checkpoint_dir=checkpoints,
+                      artifact_dir=Path(cfg["ARTIFACT_DIR"]) / job_id, workdir=workdir, log=jlog,
+                      sink=WorkerSink(job, attempt, writer, heartbeat), keep_checkpoints=cfg["KEEP_CHECKPOINTS"],
+                      device=getattr(params, "device", None) or cfg["DEVICE"] or None)
+    started = time.perf_counter()
     try:
         with heartbeat:
-            result = train(
-                config, on_progress=writer, should_stop=lambda: writer.refused or heartbeat.refused,
-                should_pause=lambda: heartbeat.pause_requested,
-                checkpoint_dir=Path(cfg["CHECKPOINT_DIR"]) / job_id, resume_from=resume_from,
-            )
+            result = task(ctx, params)
     except Exception as exc:
-        jlog.exception("training failed")
-        write(JobStatus.FAILED, f"training raised {exc.__class__.__name__}: {exc}"[:500],
-              error_message=traceback.format_exc()[-4000:])
+        jlog.exception("task %s raised", job.task)
+        write(JobStatus.FAILED, f"{exc.__class__.__name__}: {exc}"[:500], error_message=traceback.format_exc()[-4000:],
+              **writer.progress_fields())
         raise
-    if result.paused:
-        write(JobStatus.PAUSED, f"paused at epoch {result.epochs_completed}, step {result.steps}",
-              checkpoint_path=result.checkpoint_path, resume_from=result.checkpoint_path, step=result.steps,
-              **writer.history_fields())
-        jlog.info("paused; checkpoint %s", result.checkpoint_path)
-        return {"paused": True, "checkpoint_path": result.checkpoint_path}
-    if result.stopped:
-        jlog.info("stopped at epoch %s: the row is no longer running on this attempt", result.epochs_completed)
-        return {"stopped": True, "epochs_completed": result.epochs_completed}
-
-    summary = {"epochs_completed": result.epochs_completed, "steps": result.steps, "metrics": result.metrics,
-               "checkpoint_path": result.checkpoint_path}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if ctx.stop_reason == "pause":
+        return _paused(job_id, checkpoints, writer, jlog, write)
+    if writer.refused or heartbeat.refused or ctx.stop_reason:
+        jlog.info("stopped (%s): the row is no longer running on this attempt", ctx.stop_reason or "refused write")
+        return {"stopped": True}
+    metrics, problem = final_metrics(result)
+    if problem:
+        write(JobStatus.FAILED, f"task {job.task} returned {problem}; a task returns a dict of numbers",
+              **writer.progress_fields())
+        return {"failed": problem}
     try:
-        done = write(
-            JobStatus.COMPLETED, "training finished", epoch=result.epochs_completed, step=result.steps,
-            metrics=result.metrics, loss=result.metrics.get("train_loss"), heartbeat_at=utcnow(),
-            **writer.history_fields(),
-            **({"checkpoint_path": result.checkpoint_path} if result.checkpoint_path else {}),
-        )
-        jlog.info("finished %s epochs in %.2fs: %s (row %s)", result.epochs_completed,
-                  time.perf_counter() - trained_from, result.metrics, done.job.status)
+        done = write(JobStatus.COMPLETED, "training finished", heartbeat_at=utcnow(), **writer.progress_fields(metrics))
+        jlog.info("finished in %.2fs: %s (row %s)", time.perf_counter() - started, metrics, done.job.status)
     except DBAPIError:
         # RQ keeps this return value; the reconciler records it when PostgreSQL is back.
         jlog.error("finished, but the database stayed unreachable; the reconciler will record the result")
-    return summary
+    return {"metrics": metrics, "checkpoint_path": writer.checkpoint_path,
+            "epochs_completed": writer.latest.get("epoch"), "steps": writer.latest.get("step")}
+
+
+def _paused(job_id: str, checkpoints: Path, writer: ProgressWriter, jlog: logging.LoggerAdapter,
+            write: Callable[..., TransitionResult]) -> dict[str, Any]:
+    """The task stopped for a pause: paused at its newest checkpoint, or, with none to resume from, ended as
+    cancelled, saying so (a job is never shown paused with nothing to resume)."""
+    newest = newest_checkpoint(checkpoints)
+    if newest is None:
+        write(JobStatus.CANCELLED, "paused before the task wrote any checkpoint: nothing to resume from, so it "
+              "ended (pause a task after its first checkpoint)", **writer.progress_fields())
+        jlog.info("pause asked, but no checkpoint to resume from: ended")
+        return {"stopped": True}
+    writer.checkpoint_path = str(newest.path)
+    write(JobStatus.PAUSED, f"paused at checkpoint {newest.path.name}", resume_from=str(newest.path),
+          **writer.progress_fields())
+    jlog.info("paused; checkpoint %s", newest.path.name)
+    return {"paused": True, "checkpoint_path": str(newest.path)}
+
+
+def final_metrics(result: Any) -> tuple[dict[str, Any], str | None]:
+    """A task's return value as final metrics: a dict of metric names to numbers (None: nothing to record).
+    The second item says what is wrong with anything else."""
+    if result is None:
+        return {}, None
+    if not isinstance(result, dict):
+        return {}, f"a {type(result).__name__}, not a dict"
+    metrics: dict[str, Any] = {}
+    for name, value in result.items():
+        if not isinstance(name, str):
+            return {}, f"a dict with the key {name!r}, not a metric name"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return {}, f"{name!r}: {type(value).__name__} {str(value)[:50]!r}, not a number"
+        metrics[name] = value if math.isfinite(value) else None
+    return metrics, None

@@ -121,7 +121,8 @@ def stack(**settings: str) -> Iterator[Stack]:
     redis = RedisServer(workdir / "redis").start()
     postgres = PostgresServer(workdir / "postgres", ephemeral=True).start()
     env = {"REDIS_URL": redis.url, "DATABASE_URL": postgres.create_database("bench"),
-           "CHECKPOINT_DIR": str(workdir / "checkpoints"), "LOG_LEVEL": "WARNING", **settings}
+           "CHECKPOINT_DIR": str(workdir / "checkpoints"),
+           "ARTIFACT_DIR": str(workdir / "artifacts"), "LOG_LEVEL": "WARNING", **settings}
     app = create_app({**config.load(env), "RECONCILE_ON_START": False})
     with app.app_context():
         flask_migrate.upgrade()

@@ -1,4 +1,6 @@
-"""The job plain RQ runs in the orphan-detection comparison: it just keeps a horse busy."""
+"""Jobs plain RQ runs in the comparisons: ``spin`` keeps a horse busy (orphan detection); ``train_epochs``
+trains the built-in MLP config like the ``mlp`` task does, importing ``training`` (and so torch) inside the
+job, as a plain RQ job function would: every forked horse imports it afresh (task SDK benchmark)."""
 
 import time
 
@@ -7,3 +9,11 @@ def spin(seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         time.sleep(0.1)
+
+
+def train_epochs(params: dict) -> dict:
+    """Train ``TrainingConfig(**params)`` (the ``mlp`` task's params); the final metrics."""
+    import training
+
+    result = training.train(training.TrainingConfig.model_validate(params))
+    return {name: value for name, value in result.metrics.items() if name != "epoch_seconds"}

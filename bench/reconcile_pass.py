@@ -11,7 +11,6 @@ import time
 
 from flask import current_app
 from rq.exceptions import NoSuchJobError
-from rq.job import Job
 from sqlalchemy import text
 
 from api import queue as rq_glue
@@ -28,9 +27,9 @@ def load(n_rows: int) -> int:
     """``n_rows`` rows, every tenth queued; a real RQ job for each queued one."""
     db.session.execute(text("TRUNCATE training_jobs CASCADE"))
     db.session.execute(text("""
-        INSERT INTO training_jobs (id, name, status, config, epoch, step, attempts, max_attempts,
+        INSERT INTO training_jobs (id, name, status, task, params, epoch, step, attempts, max_attempts,
                                    created_at, updated_at, queued_at, rq_job_id)
-        SELECT u.id, 'bench-' || u.i, CASE WHEN u.i % 10 = 0 THEN 'queued' ELSE 'completed' END, '{}'::jsonb,
+        SELECT u.id, 'bench-' || u.i, CASE WHEN u.i % 10 = 0 THEN 'queued' ELSE 'completed' END, 'mlp', '{}'::jsonb,
                0, 0, 1, 1, now() - make_interval(secs => u.i), now(), now(), u.id::text
         FROM (SELECT gen_random_uuid() AS id, i FROM generate_series(1, :n) AS i) AS u
     """), {"n": n_rows})
@@ -39,7 +38,7 @@ def load(n_rows: int) -> int:
     db.session.commit()
     conn = redis_connection.get()
     conn.flushdb()
-    q = rq_glue.get_queue()
+    q = rq_glue.get_queue("mlp")
     for start in range(0, len(ids), 1000):
         with conn.pipeline() as pipe:
             for job_id in ids[start:start + 1000]:
@@ -55,7 +54,7 @@ def naive_pass() -> int:
     acted = 0
     for row in active_rows(utcnow()):
         try:
-            job = Job.fetch(row.rq_job_id, connection=conn)
+            job = rq_glue.fetch(row.rq_job_id, conn)
             state = RQState(job.get_status(refresh=False), worker_name=job.worker_name)
         except NoSuchJobError:
             state = RQState(None)

@@ -1,7 +1,11 @@
-"""Not a benchmark: stages a small real stack (the bench harness's) with jobs in every status and saves the
-README's screenshots of both monitor pages, desktop and 375 px wide, under docs/. ``make screenshots``."""
+"""Not a benchmark: stages a small real stack (the bench harness's) with jobs of both built-in tasks in every
+status and saves the README's screenshots of both monitor pages, desktop and 375 px wide, under docs/: the jobs
+page with the submit form generated for the ``mlp`` task open, and a finished ``diabetes-regression`` job (a
+curve per metric, its params, its ``model.pt`` artifact). ``make screenshots``."""
 
 from __future__ import annotations
+
+import tempfile
 
 from api.local import free_port, wait_for
 from bench.harness import REPO, http, stack
@@ -10,19 +14,20 @@ from bench.monitor_pages import CHROMIUM_ARGS
 DOCS = REPO / "docs"
 QUICK = {"dataset": "digits", "epochs": 8, "hidden_sizes": [64], "batch_size": 32, "checkpoint_every": 4}
 LONG = {"dataset": "digits", "epochs": 400, "hidden_sizes": [256, 256], "batch_size": 8, "checkpoint_every": 3}
+DIABETES = {"epochs": 60, "hidden": 32, "lr": 0.005, "weight_decay": 0.0001, "seed": 1}
 
 
 def main() -> None:
     from playwright.sync_api import sync_playwright
 
-    with stack() as s:
+    with tempfile.TemporaryDirectory(prefix="trainq-shots-") as artifacts, stack(ARTIFACT_DIR=artifacts) as s:
         port = free_port()
         s.gunicorn(port, workers=2)
         url = f"http://127.0.0.1:{port}"
         s.worker("gpu-box-1", LOG_LEVEL="INFO")
 
-        def submit(name: str, config: dict) -> str:
-            status, body = http("POST", f"{url}/api/training", {"name": name, "config": config})
+        def submit(name: str, params: dict, task: str = "mlp") -> str:
+            status, body = http("POST", f"{url}/api/training", {"name": name, "task": task, "params": params})
             assert status == 201, body
             return body["job"]["id"]
 
@@ -31,6 +36,8 @@ def main() -> None:
 
         done = submit("digits-baseline", QUICK)
         wait_for(lambda: status_of(done) == "completed", 120, "the baseline to complete")
+        regression = submit("diabetes-wd-1e-4", DIABETES, task="diabetes-regression")
+        wait_for(lambda: status_of(regression) == "completed", 120, "the regression to complete")
         dropped = submit("lr-sweep-0.1", {**LONG, "learning_rate": 0.1})
         wait_for(lambda: status_of(dropped) == "running", 60, "the sweep to start")
         http("DELETE", f"{url}/api/training/{dropped}")
@@ -38,8 +45,9 @@ def main() -> None:
         wait_for(lambda: status_of(running) == "running", 60, "the wide model to start")
         stuck = submit("old-host-run", QUICK)
         http("POST", f"{url}/api/training/{stuck}/mark-failed", {"reason": "its GPU host was retired"})
+        submit("diabetes-wide", {**DIABETES, "hidden": 256}, task="diabetes-regression")
         submit("digits-wide-seed-2", {**LONG, "seed": 2})
-        wait_for(lambda: http("GET", f"{url}/api/training/{running}")[1]["epoch"] >= 12, 300, "some epochs")
+        wait_for(lambda: http("GET", f"{url}/api/training/{running}")[1]["epoch"] >= 3, 300, "some epochs")
 
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
@@ -47,8 +55,13 @@ def main() -> None:
                 page = browser.new_page(viewport={"width": width, "height": 900})
                 page.goto(f"{url}/")
                 page.locator("#job-rows tr").first.wait_for()
+                page.locator("#submit-panel summary").click()
+                page.locator("#task-select").select_option("mlp")
+                page.locator("#param-epochs").wait_for()
                 page.screenshot(path=DOCS / f"monitor-jobs{suffix}.png", full_page=True)
-                page.goto(f"{url}/jobs/{running}")
+                page.goto(f"{url}/jobs/{regression}")
+                page.locator("#charts .chart[data-metric=val_r2] canvas").wait_for()
+                page.locator("#artifacts a").first.wait_for()
                 page.locator("#log .log-line").nth(5).wait_for()
                 page.wait_for_timeout(1500)  # one more poll: curves and log settled for the picture
                 page.screenshot(path=DOCS / f"monitor-job{suffix}.png", full_page=True)

@@ -14,7 +14,7 @@ from bench.harness import REPO, percentiles, stack, wait_for, write_result
 CONFIG = {"dataset": "digits", "epochs": 40, "hidden_sizes": [64], "batch_size": 16, "seed": 3}
 BARE = (
     "import time, training\n"
-    "cfg = training.TrainingConfig.from_dict({config!r})\n"
+    "cfg = training.TrainingConfig.model_validate({config!r})\n"
     "t = time.perf_counter(); training.train(cfg); print(time.perf_counter() - t)\n"
 )
 
@@ -26,7 +26,7 @@ def bare_seconds() -> float:
 
 
 def worker_seconds() -> float:
-    job_id = jobs.submit(CONFIG, name="overhead").job.id
+    job_id = jobs.submit("mlp", CONFIG, name="overhead").job.id
 
     def completed():
         db.session.expire_all()

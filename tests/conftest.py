@@ -38,6 +38,7 @@ def settings(redis_server: RedisServer, postgres_server: PostgresServer, tmp_pat
         "DATABASE_URL": postgres_server.create_database("trainq_test"),
         "REDIS_URL": redis_server.url,
         "CHECKPOINT_DIR": str(tmp_path_factory.mktemp("checkpoints")),
+        "ARTIFACT_DIR": str(tmp_path_factory.mktemp("artifacts")),
         "PROGRESS_INTERVAL": "0.2",
         "LOG_LEVEL": "INFO",
     }
@@ -53,9 +54,15 @@ def make_app(settings: dict[str, str], **overrides: object) -> Flask:
 def app(settings: dict[str, str]) -> Flask:
     import flask_migrate
 
+    import trainq
+    from api import tasks
+
     application = make_app(settings)
     with application.app_context():
         flask_migrate.upgrade()
+        # what a worker with the built-in tasks publishes at start; tests without a worker submit against it
+        builtin = [t.spec() for t in trainq.load_task_modules({}).tasks.values() if t.module == "training.tasks"]
+        tasks.publish("published-by-the-test-session", builtin)
     return application
 
 

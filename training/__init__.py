@@ -1,9 +1,10 @@
-"""Pure PyTorch training: validated config, datasets, models, the trainer loop and checkpoints.
+"""Pure PyTorch training: the built-in tasks' params, datasets, models and the MLP's trainer loop.
 
-This package knows nothing of Flask, RQ or SQL; ``api`` calls into it.
+This package knows nothing of Flask, RQ or SQL; its tasks (``training.tasks``) are written on the public SDK
+(``trainq``) like any user's.
 """
 
-from training.config import ConfigError, TrainingConfig
+from training.config import TrainingConfig
 from training.trainer import Progress, TrainResult, train
 
-__all__ = ["ConfigError", "Progress", "TrainResult", "TrainingConfig", "train"]
+__all__ = ["Progress", "TrainResult", "TrainingConfig", "train"]

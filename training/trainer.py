@@ -10,14 +10,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from training.checkpoints import load_checkpoint, save_checkpoint
 from training.config import TrainingConfig
 from training.data import load_splits
 from training.models import build_model
@@ -34,7 +32,6 @@ class Progress:
     loss: float
     metrics: dict[str, Any]
     epoch_end: bool = False
-    checkpoint_path: str | None = None
 
 
 @dataclass
@@ -73,14 +70,14 @@ def train(
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     should_pause: Callable[[], bool] | None = None,
-    checkpoint_dir: Path | None = None,
-    resume_from: Path | None = None,
+    save: Callable[[dict[str, Any]], Any] | None = None,
+    resume_state: dict[str, Any] | None = None,
     device: str | None = None,
 ) -> TrainResult:
-    """Train ``config``; checkpoints go to ``checkpoint_dir`` every ``config.checkpoint_every`` epochs.
+    """Train ``config``; ``save(state)`` keeps a checkpoint every ``config.checkpoint_every`` epochs.
 
-    ``should_stop`` ends training at the next step; ``should_pause`` does too, after a checkpoint of the
-    exact position (epoch and batch), from which ``resume_from`` continues as if never interrupted.
+    ``should_stop`` ends training at the next step; ``should_pause`` does too, after saving the exact
+    position (epoch and batch), from which ``resume_state`` continues as if never interrupted.
     """
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(config.seed)
@@ -90,13 +87,12 @@ def train(
     loss_fn = nn.CrossEntropyLoss()
 
     start_epoch, skip_batches, partial = 0, 0, (0.0, 0)
-    if resume_from is not None:
-        state = load_checkpoint(resume_from)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, skip_batches = int(state["epoch"]), int(state.get("batch_in_epoch", 0))
-        partial = tuple(state.get("partial_epoch", (0.0, 0)))
-        log.info("resumed from %s at epoch %d batch %d", resume_from, start_epoch, skip_batches)
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        start_epoch, skip_batches = int(resume_state["epoch"]), int(resume_state.get("batch_in_epoch", 0))
+        partial = tuple(resume_state.get("partial_epoch", (0.0, 0)))
+        log.info("resumed at epoch %d batch %d", start_epoch, skip_batches)
 
     val_loader = DataLoader(splits.val, batch_size=max(config.batch_size, 256))
     steps_per_epoch = -(-len(splits.train) // config.batch_size)
@@ -108,8 +104,9 @@ def train(
     pause = should_pause or (lambda: False)
     started = time.monotonic()
 
-    def state_dict() -> dict[str, Any]:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": config.to_dict()}
+    def state_dict(epoch: int, batch: int = 0) -> dict[str, Any]:
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": config.model_dump(),
+                "epoch": epoch, "batch_in_epoch": batch}
 
     for epoch in range(start_epoch, config.epochs):
         loader = DataLoader(
@@ -128,9 +125,8 @@ def train(
                 result.stopped, result.steps = True, step
                 log.info("stop requested at epoch %d step %d", epoch, step)
                 return result
-            if pause() and checkpoint_dir is not None:
-                state = {**state_dict(), "partial_epoch": (running_loss, seen)}
-                result.checkpoint_path = str(save_checkpoint(checkpoint_dir, epoch, state, batch))
+            if pause() and save is not None:
+                result.checkpoint_path = str(save({**state_dict(epoch, batch), "partial_epoch": (running_loss, seen)}))
                 result.stopped = result.paused = True
                 result.steps = step
                 log.info("paused at epoch %d batch %d: %s", epoch, batch, result.checkpoint_path)
@@ -156,10 +152,8 @@ def train(
         result.history.append({"epoch": epoch + 1, **metrics})
         log.info("epoch %d/%d: train_loss %.4f, val_loss %.4f, val_accuracy %.4f (%.2fs)", epoch + 1, config.epochs,
                  metrics["train_loss"], val_loss, val_acc, metrics["epoch_seconds"])
-        ckpt = None
-        if checkpoint_dir is not None and config.checkpoint_every and (epoch + 1) % config.checkpoint_every == 0:
-            ckpt = str(save_checkpoint(checkpoint_dir, epoch + 1, state_dict()))
-            result.checkpoint_path = ckpt
-        report(Progress(epoch + 1, step, total_steps, metrics["train_loss"], metrics, True, ckpt))
+        report(Progress(epoch + 1, step, total_steps, metrics["train_loss"], metrics, True))
+        if save is not None and config.checkpoint_every and (epoch + 1) % config.checkpoint_every == 0:
+            result.checkpoint_path = str(save(state_dict(epoch + 1)))
         started = time.monotonic()
     return result

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
 from werkzeug.exceptions import BadRequest
 
 from api import jobs
 from api.errors import ApiError
 from api.models import TrainingJob
 from api.status import JobStatus, utcnow
+from api.tasks import TaskRejected
 
 bp = Blueprint("training", __name__, url_prefix="/api/training")
 
-SUBMIT_FIELDS = {"name", "config", "max_attempts"}
+SUBMIT_FIELDS = {"task", "params", "name", "max_attempts", "config"}
+LEGACY_TASK = "mlp"  # {"config": {...}} is kept as an alias for {"task": "mlp", "params": {...}}
 _DIGITS = re.compile(r"[0-9]{1,10}")  # not str.isdigit(): that accepts "²", which int() rejects
-LIST_PARAMS = {"status", "limit", "cursor"}
+LIST_PARAMS = {"status", "limit", "cursor", "task"}
 
 
 def render(job: TrainingJob, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -35,9 +38,10 @@ def render_with_actions(job: TrainingJob) -> dict[str, Any]:
 def list_page(args: Mapping[str, str]) -> dict[str, Any]:
     """One page of ``GET /api/training``, from its query parameters (the monitor's first paint uses it too)."""
     for name in sorted(set(args) - LIST_PARAMS):
-        raise ApiError(400, "unknown_parameter", f"{name}: unknown parameter (allowed: cursor, limit, status)", name)
+        raise ApiError(400, "unknown_parameter",
+                       f"{name}: unknown parameter (allowed: {', '.join(sorted(LIST_PARAMS))})", name)
     page = jobs.list_jobs(_status(args.get("status")), _number(args.get("limit"), "limit", 50, 1, jobs.MAX_PAGE),
-                          args.get("cursor"))
+                          args.get("cursor"), args.get("task") or None)
     return {"jobs": [render(job, exclude=jobs.LIST_LEAVES_OUT) for job in page.jobs], "next_cursor": page.next_cursor}
 
 
@@ -80,22 +84,38 @@ def json_body(optional: bool = False) -> dict[str, Any]:
 def submit_job():
     body = json_body()
     for name in sorted(set(body) - SUBMIT_FIELDS):
-        raise ApiError(422, "unknown_field", f"{name}: unknown field (allowed: config, max_attempts, name)", name)
+        raise ApiError(422, "unknown_field",
+                       f"{name}: unknown field (allowed: task, params, name, max_attempts)", name)
     name = body.get("name")
     if name is not None and (not isinstance(name, str) or not 1 <= len(name.strip()) <= 200):
         raise ApiError(422, "invalid_field", "name: must be a string of 1 to 200 characters", "name")
-    if "config" not in body:
-        raise ApiError(422, "missing_field", "config: required (an object of training settings)", "config")
+    if "config" in body:
+        if "task" in body or "params" in body:
+            raise ApiError(422, "invalid_field", "config: the old form of params; send task and params, not config",
+                           "config")
+        task, params = LEGACY_TASK, body["config"]
+    elif "task" not in body:
+        raise ApiError(422, "missing_field", "task: required (GET /api/tasks lists the tasks)", "task")
+    else:
+        task, params = body["task"], body.get("params")
     max_attempts = body.get("max_attempts")
     if max_attempts is not None and (type(max_attempts) is not int or not 1 <= max_attempts <= 100):
         raise ApiError(422, "invalid_field", "max_attempts: must be an integer 1..100", "max_attempts")
-    result = jobs.submit(body["config"], name.strip() if name else None, max_attempts)
+    try:
+        result = jobs.submit(task, params, name.strip() if name else None, max_attempts)
+    except TaskRejected as exc:
+        if "config" in body and exc.field.startswith("params"):  # answer in the words of the old form
+            raise TaskRejected(exc.code, "config" + exc.message[len("params"):], "config" + exc.field[len("params"):]) \
+                from None
+        raise
     job = render(result.job)
     if result.enqueued:
         body, status = {"job": job, "enqueued": True, "message": "Job queued"}, 201
     else:
         message = "Job saved as queued but Redis is unreachable; it will be enqueued when Redis is back"
         body, status = {"job": job, "enqueued": False, "message": message}, 202
+    if result.warning:
+        body["warning"] = result.warning
     response = jsonify(body)
     response.status_code = status
     response.headers["Location"] = url_for("training.get_job", job_id=job["id"])
@@ -159,6 +179,22 @@ def job_checkpoints(job_id: str):
     return conditional_json({"checkpoints": jobs.checkpoints(job_id)})
 
 
+@bp.get("/<job_id>/artifacts")
+def job_artifacts(job_id: str):
+    return conditional_json({"artifacts": [
+        {**artifact.to_dict(), "url": url_for("training.job_artifact", job_id=job_id, name=artifact.name)}
+        for artifact in jobs.artifacts(job_id)]})
+
+
+@bp.get("/<job_id>/artifacts/<name>")
+def job_artifact(job_id: str, name: str):
+    artifact, path = jobs.artifact_file(job_id, name)
+    response = send_file(path, as_attachment=True, download_name=artifact.name, mimetype="application/octet-stream",
+                         etag=artifact.sha256, max_age=0)
+    response.headers["Digest"] = f"sha-256={base64.b64encode(bytes.fromhex(artifact.sha256)).decode()}"
+    return response
+
+
 def _restarted(result: jobs.RestartResult):
     return jsonify({"success": True, "job_id": str(result.job.id), "previous_status": result.previous_status,
                     "new_status": result.job.status, "queue_position": result.queue_position,
@@ -181,7 +217,8 @@ def resume(job_id: str):
 def pause(job_id: str):
     json_body(optional=True)
     job = jobs.pause(job_id)
-    message = f"Pause requested: job {job.id} checkpoints and stops at its next step"
+    message = (f"Pause requested: job {job.id}'s task is asked to stop; it is paused at its newest checkpoint "
+               "(with none, it ends cancelled)")
     return jsonify({"success": True, "message": message, "job": render(job)}), 202
 
 

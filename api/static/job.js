@@ -1,5 +1,5 @@
-/* One job's page: status, actions (exactly those the API lists), curves, details, checkpoints, timeline
-   and the live log, kept current by polling the JSON API with ETags. */
+/* One job's page: status, actions (exactly those the API lists), a curve per metric, details, params,
+   artifacts, checkpoints, timeline and the live log, kept current by polling the JSON API with ETags. */
 "use strict";
 
 const initial = JSON.parse(document.getElementById("initial").textContent);
@@ -10,7 +10,7 @@ const state = {
   job: initial,
   receivedAt: performance.now(),
   resources: {job: new Resource(base), events: new Resource(`${base}/events`),
-    checkpoints: new Resource(`${base}/checkpoints`)},
+    checkpoints: new Resource(`${base}/checkpoints`), artifacts: new Resource(`${base}/artifacts`)},
   logCursor: 0,
   logMore: true,  // read the log again: the job changed, or the last read found lines
   historyLength: -1,
@@ -77,70 +77,124 @@ function detail(term, value, id) {
   return [h("dt", {}, term), h("dd", {id}, value === null || value === undefined || value === "" ? "–" : value)];
 }
 
-
 function renderJob(job) {
   document.getElementById("status-badge").replaceChildren(statusBadge(job.status));
   document.getElementById("stale-badge").replaceChildren(staleBadge(job) || "");
   document.getElementById("status-reason").textContent = job.status_reason || "";
-  const steps = job.total_steps ? ` · step ${job.step} of ${job.total_steps}` : "";
-  document.getElementById("progress").replaceChildren(progressBar(job), h("span", {class: "muted"}, steps));
+  document.getElementById("progress").replaceChildren(progressBar(job, true));
   renderActions(job);
   document.getElementById("details").replaceChildren(...[
+    detail("Task", job.task),
     detail("Worker", job.worker_name), detail("Host", job.hostname), detail("PID", job.worker_pid),
     detail("Attempts", `${job.attempts} of ${job.max_attempts}`), detail("RQ job", job.rq_job_id),
     detail("Created", fmtTime(job.created_at)), detail("Started", fmtTime(job.started_at)),
     detail("Finished", fmtTime(job.finished_at)), detail("Duration", fmtDuration(duration(job)), "d-duration"),
     detail("Last heartbeat", heartbeatText(job, state.receivedAt), "d-heartbeat"),
-    detail("Loss", fmtNumber(job.loss)), detail("Val. accuracy", fmtPercent((job.metrics || {}).val_accuracy)),
     job.error_message ? detail("Error", h("details", {}, h("summary", {}, "traceback"),
       h("pre", {class: "error-text"}, job.error_message))) : [],
   ].flat());
+  const metrics = Object.entries(job.metrics || {});
+  document.getElementById("metrics").replaceChildren(...(metrics.length
+    ? metrics.flatMap(([name, value]) => [h("dt", {}, name), h("dd", {"data-metric": name}, fmtMetric(name, value))])
+    : [h("dt", {class: "muted"}, "none yet"), h("dd")]));
   renderCurves(job.history || []);
 }
 
-// ---------------------------------------------------------------- curves (uPlot)
+// ---------------------------------------------------------------- curves (uPlot), one per metric
 
-function chart(el, title, series) {
-  const width = Math.max(260, el.clientWidth || 300);
+const AXES = new Set(["epoch", "step"]);
+const WHOLE_STEPS = [1, 2, 5].flatMap((m) => [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7].map((p) => m * p))
+  .sort((a, b) => a - b);  // epochs and steps are whole: no tick at 1.5
+const COLOURS = ["#1f6feb", "#d97706", "#15803d", "#9333ea", "#dc2626", "#0891b2", "#4d7c0f", "#db2777"];
+
+/** Every metric in the history as points on its axis: the epoch when every entry with it has one, else the
+    step (step-only reports are sampled). Epoch curves first, each group in the order the metrics first appear.
+    A later report of the same x wins. */
+function metricSeries(history) {
+  const names = [];
+  for (const entry of history) {
+    for (const key of Object.keys(entry)) if (!AXES.has(key) && !names.includes(key)) names.push(key);
+  }
+  return names.map((name) => {
+    const entries = history.filter((e) => name in e);
+    const axis = entries.every((e) => typeof e.epoch === "number") ? "epoch" : "step";
+    const byX = new Map();
+    for (const entry of entries) {
+      if (typeof entry[axis] !== "number") continue;
+      byX.delete(entry[axis]);
+      byX.set(entry[axis], typeof entry[name] === "number" && isFinite(entry[name]) ? entry[name] : null);
+    }
+    const xs = [...byX.keys()].sort((a, b) => a - b);
+    return {name, axis, xs, ys: xs.map((x) => byX.get(x))};
+  }).sort((a, b) => Number(a.axis !== "epoch") - Number(b.axis !== "epoch"));
+}
+
+function chartWidth(el) {
+  return Math.max(200, el.clientWidth || 300);
+}
+
+function makeChart(el, series, colour) {
+  const line = {label: series.name, stroke: colour, width: 2,
+    value: (u, v) => (v === null || v === undefined ? "–" : fmtMetric(series.name, v))};
+  if (series.axis === "epoch") line.points = {show: true, size: 5};
   return new uPlot({
-    title, width, height: 200,
+    title: series.name, width: chartWidth(el), height: 180,
     scales: {x: {time: false}},
-    axes: [{label: "epoch"}, {}],
-    series: [{label: "epoch"}, ...series.map(([label, stroke]) => ({label, stroke, width: 2, points: {show: true}}))],
-  }, [[], ...series.map(() => [])], el);
+    axes: [{label: series.axis, incrs: WHOLE_STEPS}, {size: 56}],
+    series: [{label: series.axis}, line],
+  }, [[], []], el);
 }
 
 function renderCurves(history) {
-  if (history.length === state.historyLength) return;
-  state.historyLength = history.length;
-  document.getElementById("curves-empty").hidden = history.length > 0;
+  const box = document.getElementById("charts");
+  const all = metricSeries(history);
+  document.getElementById("curves-empty").hidden = all.length > 0;
   if (!state.charts) {
-    const lossEl = document.getElementById("loss-chart");
-    const accEl = document.getElementById("acc-chart");
-    state.charts = {
-      loss: chart(lossEl, "Loss", [["train loss", "#1f6feb"], ["validation loss", "#d97706"]]),
-      acc: chart(accEl, "Validation accuracy", [["validation accuracy", "#15803d"]]),
-    };
+    state.charts = new Map();
     new ResizeObserver(() => {
-      for (const [key, el] of [["loss", lossEl], ["acc", accEl]]) {
-        state.charts[key].setSize({width: Math.max(260, el.clientWidth), height: 200});
-      }
-    }).observe(lossEl);
+      for (const {el, plot} of state.charts.values()) plot.setSize({width: chartWidth(el), height: 180});
+    }).observe(box);
   }
-  const epochs = history.map((e) => e.epoch);
-  state.charts.loss.setData([epochs, history.map((e) => e.train_loss), history.map((e) => e.val_loss)]);
-  state.charts.acc.setData([epochs, history.map((e) => e.val_accuracy)]);
-  document.getElementById("curves-title").dataset.points = String(history.length);
+  all.forEach((series, index) => {
+    let chart = state.charts.get(series.name);
+    if (chart && chart.axis !== series.axis) {  // a task that changed its mind: draw it afresh
+      chart.plot.destroy();
+      chart.el.remove();
+      chart = null;
+    }
+    if (!chart) {
+      const el = h("div", {class: "chart", "data-metric": series.name, role: "img",
+        "aria-label": `${series.name} per ${series.axis}`});
+      box.append(el);
+      chart = {el, axis: series.axis, plot: makeChart(el, series, COLOURS[index % COLOURS.length])};
+      state.charts.set(series.name, chart);
+    }
+    chart.plot.setData([series.xs, series.ys]);
+    chart.el.dataset.points = String(series.ys.filter((y) => y !== null).length);
+    chart.el.dataset.axis = series.axis;
+  });
+  document.getElementById("curves-title").dataset.metrics = String(all.length);
 }
 
-// ---------------------------------------------------------------- checkpoints, timeline, log
+// ---------------------------------------------------------------- artifacts, checkpoints, timeline, log
+
+function renderArtifacts(artifacts) {
+  const items = artifacts.map((a) => h("li", {"data-artifact": a.name},
+    h("a", {href: a.url, download: a.name, class: "artifact-link"}, a.name), " ",
+    h("span", {class: "muted"}, `· ${fmtBytes(a.size)} · `),
+    h("code", {class: "sha", title: `sha256 ${a.sha256}`}, `sha256 ${a.sha256.slice(0, 12)}…`),
+    h("div", {class: "muted path"}, `attempt ${a.attempt} · ${fmtTime(a.created_at)}`)));
+  document.getElementById("artifacts").replaceChildren(...(items.length ? items : [h("li", {class: "muted"},
+    "No artifact yet: a task saves them with ctx.save_artifact().")]));
+}
 
 const SHOWN_CHECKPOINTS = 5;
 
 function renderCheckpoints(checkpoints) {
-  const items = checkpoints.slice().reverse().map((c) => h("li", {},
-    `epoch ${c.epoch}${c.batch ? `, batch ${c.batch}` : ""} · ${(c.size_bytes / 1024).toFixed(0)} KiB`,
-    c.resume_point ? h("span", {class: "badge"}, "resume point") : null,
+  const items = checkpoints.slice().reverse().map((c) => h("li", {"data-seq": c.seq},
+    [`#${c.seq}`, typeof c.epoch === "number" ? `epoch ${c.epoch}` : null,
+      typeof c.step === "number" ? `step ${c.step}` : null, fmtBytes(c.size_bytes)].filter(Boolean).join(" · "),
+    c.resume_point ? [" ", h("span", {class: "badge"}, "resume point")] : null,
     h("div", {class: "muted path"}, c.path)));
   const older = items.splice(SHOWN_CHECKPOINTS);
   if (older.length) items.push(h("li", {}, h("details", {}, h("summary", {}, `${older.length} older`), ...older)));
@@ -177,10 +231,11 @@ const refresh = poll(async () => {
     state.job = job;
     state.receivedAt = performance.now();
     renderJob(job);
-    const [events, checkpoints] = await Promise.all([state.resources.events.fetch(),
-      state.resources.checkpoints.fetch()]);
+    const [events, checkpoints, artifacts] = await Promise.all([state.resources.events.fetch(),
+      state.resources.checkpoints.fetch(), state.resources.artifacts.fetch()]);
     if (events) renderTimeline(events.events);
     if (checkpoints) renderCheckpoints(checkpoints.checkpoints);
+    if (artifacts) renderArtifacts(artifacts.artifacts);
   } else {  // unchanged: only the clocks move
     document.getElementById("d-duration").textContent = fmtDuration(duration(state.job));
     document.getElementById("d-heartbeat").textContent = heartbeatText(state.job, state.receivedAt);
@@ -189,3 +244,12 @@ const refresh = poll(async () => {
 });
 
 renderJob(initial);
+{  // the submit form's answer said no live worker offers this task: say it here, once
+  const key = `trainq-warning-${initial.id}`;
+  const warning = sessionStorage.getItem(key);
+  if (warning) {
+    say(warning, false);
+    document.getElementById("action-message").className = "warn";
+    sessionStorage.removeItem(key);
+  }
+}

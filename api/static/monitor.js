@@ -60,13 +60,48 @@ function heartbeatText(job, receivedAt) {
   return `${fmtDuration(job.heartbeat_age_seconds + (performance.now() - receivedAt) / 1000)} ago`;
 }
 
-function progressBar(job) {
-  const total = job.config && job.config.epochs;
-  const done = Math.min(job.epoch || 0, total || 0);
-  const label = total ? `epoch ${done} of ${total}` : "–";
+/** How far a job is: by steps when the task said how many it takes (``total_steps``), else by epochs
+    against its ``epochs`` param; ``label`` says it in words, ``steps`` adds the step count when both apply. */
+function progressOf(job) {
+  const epochs = job.params && typeof job.params.epochs === "number" ? job.params.epochs : null;
+  const epoch = Math.min(job.epoch || 0, epochs || Infinity), step = job.step || 0;
+  const epochText = epochs ? `epoch ${epoch} of ${epochs}` : null;
+  if (job.total_steps) {
+    const stepText = `step ${Math.min(step, job.total_steps)} of ${job.total_steps}`;
+    return {max: job.total_steps, value: Math.min(step, job.total_steps), label: epochText || stepText,
+      steps: epochText ? stepText : null};
+  }
+  if (epochs) return {max: epochs, value: epoch, label: epochText, steps: step ? `step ${step}` : null};
+  const label = step ? `step ${step}` : job.epoch ? `epoch ${job.epoch}` : "–";
+  return {max: null, value: null, label, steps: null};
+}
+
+function progressBar(job, withSteps = false) {
+  const p = progressOf(job);
   return h("div", {class: "progress"},
-    h("progress", {max: total || 1, value: done, "aria-label": label}),
-    h("span", {class: "progress-text"}, label));
+    p.max ? h("progress", {max: p.max, value: p.value, "aria-label": p.label}) : null,
+    h("span", {class: "progress-text"}, p.label),
+    withSteps && p.steps ? h("span", {class: "muted progress-text"}, `· ${p.steps}`) : null);
+}
+
+function fmtBytes(bytes) {
+  if (typeof bytes !== "number") return "–";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = bytes, unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return unit ? `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}` : `${bytes} B`;
+}
+
+/** A metric's value, whatever its scale: 4 significant digits, accuracies as percentages. */
+function fmtMetric(name, value) {
+  if (typeof value !== "number" || !isFinite(value)) return value === null || value === undefined ? "–" : String(value);
+  if (/acc(uracy)?$/i.test(name) && value >= 0 && value <= 1) return fmtPercent(value);
+  if (Number.isInteger(value)) return String(value);
+  const abs = Math.abs(value);
+  return abs !== 0 && (abs >= 1e5 || abs < 1e-3) ? value.toExponential(3) : String(Number(value.toPrecision(4)));
 }
 
 /** A GET that remembers its ETag: resolves to the parsed body when it changed, null on 304. */

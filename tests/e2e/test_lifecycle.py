@@ -36,18 +36,20 @@ def test_submit_trains_to_completion(client, workers, settings):
     assert job.epoch == 3 and job.metrics["val_accuracy"] > 0.5 and job.loss is not None
     assert job.worker_name and job.worker_pid and job.hostname and job.started_at and job.finished_at
     assert job.attempts == 1 and job.rq_job_id == job_id
-    assert [h["epoch"] for h in job.history] == [1, 2, 3]  # the monitor's curves: one point per epoch
+    epochs = [h for h in job.history if "epoch" in h]  # the monitor's curves: every epoch, sampled steps
+    assert [h["epoch"] for h in epochs] == [1, 2, 3] and all("step" in h for h in job.history)
     assert job.history[-1]["val_accuracy"] == job.metrics["val_accuracy"]
     assert job.checkpoint_path and os.path.exists(job.checkpoint_path)
     assert sorted(os.listdir(os.path.join(settings["CHECKPOINT_DIR"], job_id))) == [
-        "epoch-000001.pt", "epoch-000002.pt", "epoch-000003.pt"]
+        "ckpt-000001-e1-s23.pt", "ckpt-000002-e2-s46.pt", "ckpt-000003-e3-s69.pt"]  # 23 batches of 64 an epoch
     assert events(job_id) == [(None, "queued", "api"), ("queued", "running", "worker"),
                               ("running", "completed", "worker")]
     body = client.get(f"/api/training/{job_id}").get_json()
     assert body["status"] == "completed" and body["metrics"]["val_accuracy"] == job.metrics["val_accuracy"]
     log = [line["line"] for line in client.get(f"/api/training/{job_id}/logs").get_json()["lines"]]
     assert any(f"job {job_id}: running (attempt 1" in line for line in log), log
-    assert any(f"job {job_id}: finished 3 epochs" in line for line in log), log
+    assert any(f"job {job_id}: epoch 3/3: train_loss" in line for line in log), log
+    assert any(f"job {job_id}: finished in" in line for line in log), log
     scrape = client.get("/metrics").get_data(as_text=True)  # written by the horse, counted by the API
     assert 'trainq_transitions_total{actor="worker",from_status="running",to_status="completed"} 1.0' in scrape
     assert "trainq_workers_live 1.0" in scrape

@@ -3,6 +3,7 @@ that knows the Redis password, is refused, logged, and never run (nor its payloa
 
 from __future__ import annotations
 
+import json
 import pickle
 import zlib
 
@@ -37,7 +38,7 @@ def refused(redis, rq_id: str) -> str:
 
 def test_jobs_naming_anything_else_are_refused_unrun(client, workers, redis, settings, tmp_path):
     worker = workers()
-    queue = Queue("training", connection=redis, serializer=JSONSerializer)
+    queue = Queue("training.mlp", connection=redis, serializer=JSONSerializer)
     ran = tmp_path / "ran"
 
     by_hand = queue.enqueue("os.system", f"touch {ran}-by-hand")
@@ -58,3 +59,33 @@ def test_jobs_naming_anything_else_are_refused_unrun(client, workers, redis, set
     job_id = submit(client, SHORT)
     wait_status(job_id, "completed")
     assert worker.process.poll() is None
+
+
+def plant(redis, job_id: str, **fields) -> None:
+    """A job hash written straight into Redis, as anyone with the password could."""
+    data = zlib.compress(json.dumps([JOB_FUNCTION, None, ["0" * 32, 1], {}]).encode())
+    redis.hset(f"rq:job:{job_id}", mapping={"data": data, "status": "started", "origin": "training.mlp",
+                                            "created_at": "2026-01-01T00:00:00.000000Z", **fields})
+
+
+def test_rq_dashboard_never_unpickles_what_is_in_redis(client, redis, tmp_path):
+    ran = tmp_path / "ran"
+    plant(redis, "evil-meta", meta=pickle.dumps(Planted(f"{ran}-meta")), status="failed")
+    redis.zadd("rq:failed:training.mlp", {"evil-meta": 9_999_999_999})
+    for url in ("/rq/0/view/job/evil-meta", "/rq/job/evil-meta/requeue", "/rq/job/evil-meta/delete"):
+        client.get(url)
+        client.post(url)
+    assert not list(tmp_path.glob("ran*"))
+
+
+def test_callbacks_in_rqs_registries_are_never_called(client, workers, redis):
+    # an expired entry in a task queue's started registry, naming a failure callback: RQ's clean-up of the
+    # registry (at worker start, and on a count) would import and call it with (job, connection, *exc_info)
+    plant(redis, "evil-callback", failure_callback_name="logging.warning")
+    redis.zadd("rq:wip:training.mlp", {"evil-callback": 1})
+    worker = workers()
+    assert client.get("/api/training/health").status_code == 200
+    wait_for(lambda: not redis.zscore("rq:wip:training.mlp", "evil-callback"), 30, "the registry clean-up")
+    log = worker.log()
+    assert "cleanup: evil-callback Moved to FailedJobRegistry" in log  # RQ cleaned it up, and called nothing:
+    assert "evil-callback', enqueued_at" not in log  # logging.warning(job, ...) would show the job

@@ -116,3 +116,12 @@ def test_a_pg_home_the_account_cannot_reach_is_refused_and_left_as_it_is(tmp_pat
     with pytest.raises(EmbeddedServerError, match="cannot enter .*TRAINQ_PG_HOME"):
         PostgresServer(tmp_path / "postgres").start()
     assert stat.S_IMODE(private.stat().st_mode) == 0o700
+
+
+def test_redis_commands_that_move_files_or_load_code_are_off_even_with_the_password(redis_server):
+    client = redis_server.client(socket_timeout=2)
+    for command in (("CONFIG", "SET", "dir", "/"), ("MODULE", "LIST"), ("DEBUG", "SLEEP", "0"),
+                    ("REPLICAOF", "127.0.0.1", "1")):
+        with pytest.raises(redis_py.exceptions.ResponseError, match="unknown command"):
+            client.execute_command(*command)
+    assert client.set("still", "works") and client.get("still") == b"works"

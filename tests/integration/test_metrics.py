@@ -27,7 +27,7 @@ def test_metrics_reflect_jobs_transitions_orphans_and_latencies(client, redis):
                        {"i": lost})
     db.session.commit()
     redis.delete(f"rq:job:{lost}")
-    redis.lrem("rq:queue:training", 0, lost)  # gone from Redis altogether
+    redis.lrem("rq:queue:training.mlp", 0, lost)  # gone from Redis altogether
     assert cleanup_orphaned_training_jobs().actions["worker_lost"] == [lost]
 
     m = scrape(client)

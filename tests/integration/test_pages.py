@@ -9,9 +9,9 @@ import re
 from tests.support import LONG, submit
 
 
-def initial_data(html: str) -> dict:
-    match = re.search(r'<script type="application/json" id="initial">(.*?)</script>', html, re.S)
-    assert match, "no inlined data"
+def initial_data(html: str, script_id: str = "initial") -> dict:
+    match = re.search(rf'<script type="application/json" id="{script_id}">(.*?)</script>', html, re.S)
+    assert match, f"no inlined data #{script_id}"
     return json.loads(match.group(1))
 
 
@@ -25,12 +25,24 @@ def test_jobs_page_inlines_the_first_page_of_the_api(client):
     assert [job["id"] for job in data["jobs"]] == [job_id] and data["jobs"][0]["name"].startswith("</script>")
     for link in ('href="/rq/"', 'href="/api/health"', 'href="/metrics"'):
         assert link in html
-    assert 'name="epochs"' in html and 'id="err-epochs"' in html
+    # the form is generated in the browser from the tasks the workers published, inlined for the first paint
+    catalog = initial_data(html, "tasks")
+    assert {"mlp", "diabetes-regression"} <= {task["name"] for task in catalog["tasks"]}
+    mlp = next(task for task in catalog["tasks"] if task["name"] == "mlp")
+    assert mlp["params_schema"]["properties"]["epochs"]["minimum"] == 1
+    assert 'id="task-select"' in html and 'id="err-task"' in html and 'id="param-list"' in html
+    assert 'id="task-filter"' in html and '<option value="mlp">mlp</option>' in html
 
 
 def test_jobs_page_filters_and_survives_a_bad_status(client):
     submit(client, LONG)
     assert initial_data(client.get("/?status=running").get_data(as_text=True))["jobs"] == []
+    assert initial_data(client.get("/?task=diabetes-regression").get_data(as_text=True))["jobs"] == []
+    html = client.get("/?task=mlp&status=queued").get_data(as_text=True)
+    assert len(initial_data(html)["jobs"]) == 1
+    assert '<option value="mlp" selected>mlp</option>' in html and '<option value="queued" selected>' in html
+    html = client.get("/?task=gone-task").get_data(as_text=True)  # a task no worker offers: still selectable
+    assert initial_data(html)["jobs"] == [] and '<option value="gone-task" selected>gone-task</option>' in html
     response = client.get("/?status=bogus")
     html = response.get_data(as_text=True)
     assert response.status_code == 200 and "status: must be one of" in html and len(initial_data(html)["jobs"]) == 1
@@ -41,7 +53,25 @@ def test_job_page_inlines_the_job_with_its_actions(client):
     html = client.get(f"/jobs/{job_id}").get_data(as_text=True)
     job = initial_data(html)
     assert job["id"] == job_id and job["actions"] == ["cancel", "force-start", "mark-failed"]
+    assert job["task"] == "mlp" and job["params"]["epochs"] == LONG["epochs"]
     assert "vendor/uplot-1.6.32/uPlot.iife.min.js" in html and "Cancel this job?" in html
+    assert '<strong id="job-task">mlp</strong>' in html and "Classify scikit-learn" in html  # task and description
+    params = re.findall(r'<dt>([a-z_]+)</dt><dd data-param="\1">([^<]*)</dd>', html)
+    mlp = next(task for task in client.get("/api/tasks").get_json()["tasks"] if task["name"] == "mlp")
+    # the declared order where the API gives it, else by name (as the submit form shows them)
+    assert [name for name, _ in params] == (mlp.get("params_order") or sorted(mlp["params_schema"]["properties"]))
+    assert ("hidden_sizes", "32") in params and ("epochs", "100000") in params
+    assert 'id="artifacts"' in html and 'id="checkpoints"' in html and 'id="charts"' in html
+
+
+def test_job_page_shows_params_of_any_task(client):
+    response = client.post("/api/training", json={"task": "diabetes-regression", "params": {"epochs": 3, "lr": 0.5}})
+    assert response.status_code == 201, response.get_json()
+    html = client.get(f"/jobs/{response.get_json()['job']['id']}").get_data(as_text=True)
+    params = dict(re.findall(r'<dt>([a-z_]+)</dt><dd data-param="\1">([^<]*)</dd>', html))
+    assert params == {"epochs": "3", "hidden": "32", "lr": "0.5", "batch_size": "32", "weight_decay": "0.0",
+                      "seed": "0"}
+    assert '<strong id="job-task">diabetes-regression</strong>' in html
 
 
 def test_unknown_job_page_is_a_404_page(client):

@@ -43,7 +43,7 @@ def test_force_start_a_queued_job_whose_rq_job_was_lost(client, redis):
     body = client.post(f"/api/training/{job_id}/force-start").get_json()
     assert body["message"] == f"Job {job_id} is already queued in RQ" and body["queue_position"] == 0
     redis.delete(f"rq:job:{job_id}")
-    redis.delete("rq:queue:training")
+    redis.delete("rq:queue:training.mlp")
     body = client.post(f"/api/training/{job_id}/force-start").get_json()
     assert body == {**body, "success": True, "job_id": job_id, "previous_status": "queued", "new_status": "queued",
                     "queue_position": 0, "message": f"Job {job_id} re-enqueued (its RQ job was lost)"}
@@ -62,12 +62,12 @@ def test_force_start_a_failed_job_starts_afresh_on_a_new_attempt(client, redis):
     assert fetch(job_id, redis).get_status() == "queued"  # attempt 1's, never run here
 
 
-def test_force_start_revalidates_the_config(client):
+def test_force_start_revalidates_the_params(client):
     job_id = submit(client, {})
     set_status(job_id, JobStatus.CANCELLED)
-    db.session.execute(text("UPDATE training_jobs SET config = '{\"epochs\": 0}' WHERE id = :i"), {"i": job_id})
+    db.session.execute(text("UPDATE training_jobs SET params = '{\"epochs\": 0}' WHERE id = :i"), {"i": job_id})
     db.session.commit()
-    assert error_of(client.post(f"/api/training/{job_id}/force-start"), 422)["field"] == "config.epochs"
+    assert error_of(client.post(f"/api/training/{job_id}/force-start"), 422)["field"] == "params.epochs"
 
 
 def test_mark_failed_stuck_rows_with_a_reason(client, redis):
@@ -99,7 +99,7 @@ def test_pause_asks_the_running_attempt(client, redis):
     job_id = submit(client, {})
     set_status(job_id, JobStatus.RUNNING)
     response = client.post(f"/api/training/{job_id}/pause")
-    assert response.status_code == 202 and "checkpoints and stops" in response.get_json()["message"]
+    assert response.status_code == 202 and "is asked to stop" in response.get_json()["message"]
     assert redis.get(f"trainq:control:{job_id}") == b"pause"
 
 
@@ -172,13 +172,13 @@ def test_bad_numbers_and_empty_json_bodies(client):
 def test_resume_takes_the_newest_checkpoint(client, app, tmp_path):
     from pathlib import Path
 
-    from training.checkpoints import checkpoint_path
+    from trainq.checkpoints import checkpoint_name
 
     job_id = submit(client, {})
     set_status(job_id, JobStatus.RUNNING, JobStatus.PAUSED)
     directory = Path(app.config["CHECKPOINT_DIR"]) / job_id
     directory.mkdir(parents=True)
-    old, new = checkpoint_path(directory, 5, 17), checkpoint_path(directory, 10)
+    old, new = directory / checkpoint_name(1, epoch=5, step=17), directory / checkpoint_name(2, epoch=10)
     for path in (old, new):
         path.write_bytes(b"x")
     db.session.execute(text("UPDATE training_jobs SET resume_from = :p WHERE id = :i"), {"p": str(old), "i": job_id})

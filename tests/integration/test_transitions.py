@@ -13,7 +13,8 @@ from api.status import Actor, JobNotFound, JobStatus, create, transition
 
 
 def new_job() -> uuid.UUID:
-    job = create(TrainingJob(id=uuid.uuid4(), name="t", config={}, attempts=1), actor=Actor.API, reason="test")
+    job = create(TrainingJob(id=uuid.uuid4(), name="t", task="mlp", params={}, attempts=1), actor=Actor.API,
+                 reason="test")
     return job.id
 
 

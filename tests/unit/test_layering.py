@@ -1,4 +1,5 @@
-"""``training`` stays pure: importing it must not pull in Flask, RQ, SQL or the api package."""
+"""``training`` and the public SDK stay light: importing them must not pull in Flask, RQ, SQL or the api
+package (nor, for the SDK, torch)."""
 
 import subprocess
 import sys
@@ -6,11 +7,17 @@ import sys
 FORBIDDEN = ("flask", "rq", "redis", "sqlalchemy", "psycopg2", "api")
 
 
+def imported(imports: str, forbidden: tuple[str, ...]) -> str:
+    """The forbidden top-level packages that ``imports`` pulls in, in a fresh interpreter."""
+    code = f"import sys\n{imports}\nprint(','.join(sorted(m for m in sys.modules if m.split('.')[0] in {forbidden!r})))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def test_training_imports_nothing_of_the_service():
-    code = (
-        "import sys, training, training.trainer, training.data, training.models, training.checkpoints\n"
-        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r})\n"
-        "print(','.join(bad))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = imported("import training, training.trainer, training.data, training.models, training.tasks", FORBIDDEN)
     assert out == "", f"training imported: {out}"
+
+
+def test_the_sdk_imports_nothing_of_the_service_nor_torch():
+    out = imported("from trainq import task, TaskContext\nimport trainq.checkpoints", (*FORBIDDEN, "torch"))
+    assert out == "", f"trainq imported: {out}"

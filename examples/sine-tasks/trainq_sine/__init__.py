@@ -1,0 +1,1 @@
+"""Example trainq tasks (see tasks.py)."""

@@ -1,0 +1,39 @@
+"""Migration 0005 puts existing jobs on the built-in mlp task: their config becomes its params."""
+
+from __future__ import annotations
+
+import uuid
+
+import flask_migrate
+from sqlalchemy import text
+
+from api.extensions import db
+from tests.conftest import make_app
+
+
+def test_existing_jobs_move_onto_the_mlp_task(settings, postgres_server):
+    url = postgres_server.create_database(f"migrate_{uuid.uuid4().hex[:8]}")
+    app = make_app(settings, DATABASE_URL=url)
+    config = {"dataset": "synthetic", "epochs": 7, "hidden_sizes": [16]}
+    job_id = uuid.uuid4()
+    with app.app_context():
+        flask_migrate.upgrade(revision="0004")
+        db.session.execute(text(
+            "INSERT INTO training_jobs (id, name, status, config, epoch, step, attempts, created_at, updated_at) "
+            "VALUES (:id, 'old', 'completed', CAST(:config AS jsonb), 7, 70, 1, now(), now())"),
+            {"id": job_id, "config": '{"dataset": "synthetic", "epochs": 7, "hidden_sizes": [16]}'})
+        db.session.commit()
+        flask_migrate.upgrade()
+        row = db.session.execute(text("SELECT task, params FROM training_jobs WHERE id = :id"), {"id": job_id}).one()
+        db.session.commit()  # no open transaction may hold the table while a migration alters it
+        assert (row.task, row.params) == ("mlp", config)
+        client = app.test_client()
+        body = client.get(f"/api/training/{job_id}").get_json()
+        assert body["task"] == "mlp" and body["params"] == config and "config" not in body
+        db.session.commit()  # the request ran in this app context: end its transaction before altering tables
+        flask_migrate.downgrade(revision="0004")  # and back, for whoever needs to
+        back = db.session.execute(text("SELECT config FROM training_jobs WHERE id = :id"), {"id": job_id}).one()
+        db.session.commit()
+        assert back.config == config
+        db.session.remove()
+        db.engine.dispose()

@@ -1,0 +1,71 @@
+"""Tasks the end-to-end tests run, written on the public SDK as a user would (named in TRAINQ_TASKS)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from trainq import TaskContext, task
+
+if os.environ.get("SAMPLE_IMPORT_LOG"):  # lets a test count how often a worker imports this module
+    with open(os.environ["SAMPLE_IMPORT_LOG"], "a") as log:
+        log.write(f"{os.getpid()}\n")
+
+
+class LoopParams(BaseModel):
+    steps: int = Field(100, ge=1, le=10**7)
+    checkpoint: bool = Field(True, description="checkpoint after every step")
+    sleep: float = Field(0.01, ge=0, le=1, description="seconds a step takes")
+
+
+@task("test-loop", params=LoopParams)
+def loop(ctx: TaskContext, params: LoopParams) -> dict:
+    """Counts steps, reports each, checkpoints each when asked, and stops when told."""
+    state = ctx.restore()
+    start = state["step"] if state else 0
+    ctx.total_steps = params.steps
+    ctx.log.info("starting at step %d (attempt %d)", start, ctx.attempt)
+    for step in range(start, params.steps):
+        time.sleep(params.sleep)
+        ctx.report(step=step + 1, value=float(step + 1))
+        if params.checkpoint:
+            ctx.checkpoint({"step": step + 1})
+        if ctx.should_stop():
+            ctx.log.info("stopping at step %d: %s", step + 1, ctx.stop_reason)
+            return {}
+    ctx.save_artifact("counts.bin", bytes(range(256)) * 4)
+    return {"steps": params.steps, "resumed_from": start}
+
+
+class Nothing(BaseModel):
+    pass
+
+
+@task("test-raise", params=Nothing)
+def raises(ctx: TaskContext, params: Nothing) -> dict:
+    """Raises after one report."""
+    ctx.report(step=1, loss=1.0)
+    raise ValueError("the data is not what I expected")
+
+
+class ReturnParams(BaseModel):
+    kind: Literal["string", "text-metric", "list"] = "string"
+
+
+@task("test-returns", params=ReturnParams)
+def returns(ctx: TaskContext, params: ReturnParams) -> object:
+    """Returns something that is not a dict of numbers."""
+    return {"string": "done", "text-metric": {"val_loss": "low"}, "list": [0.1, 0.2]}[params.kind]
+
+
+class StrictParams(BaseModel):
+    lr: float = Field(0.1, gt=0, le=1)
+
+
+@task("test-strict", params=StrictParams)
+def strict(ctx: TaskContext, params: StrictParams) -> dict:
+    """Returns its learning rate."""
+    return {"lr": params.lr}

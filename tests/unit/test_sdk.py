@@ -1,0 +1,137 @@
+"""The public SDK on its own: the @task registry, discovery, and TaskContext's files (no service involved)."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import pytest
+import torch
+from pydantic import BaseModel
+
+import trainq
+from trainq import TaskContext, TaskError, task
+from trainq.checkpoints import list_checkpoints
+from trainq.context import LocalSink, check_artifact_name
+
+
+class P(BaseModel):
+    n: int = 1
+
+
+def test_task_registers_with_its_docstring_as_description():
+    @task("unit-sdk-one", params=P)
+    def one(ctx: TaskContext, params: P) -> dict:
+        """Does one thing.
+
+        More words that are not the description."""
+        return {"n": params.n}
+
+    registered = trainq.registry()["unit-sdk-one"]
+    assert registered is one and registered.description == "Does one thing."
+    assert registered.params_schema()["properties"]["n"] == {"default": 1, "title": "N", "type": "integer"}
+    assert len(registered.code_version()) == 16 and registered.spec()["module"] == __name__
+    assert one(None, P(n=3)) == {"n": 3}  # still a plain function to call
+
+
+@pytest.mark.parametrize("name", ["", "Upper", "-dash-first", "x" * 65, "with space", "a/b", 5])
+def test_bad_task_names_are_refused(name):
+    with pytest.raises(TaskError, match="task name"):
+        task(name, params=P)
+
+
+def test_params_must_be_a_pydantic_model():
+    with pytest.raises(TaskError, match="pydantic BaseModel"):
+        task("unit-sdk-bad", params=dict)
+
+
+def test_a_name_taken_by_another_function_is_refused():
+    @task("unit-sdk-taken", params=P)
+    def first(ctx, params):
+        return {}
+
+    with pytest.raises(TaskError, match="declared twice"):
+        @task("unit-sdk-taken", params=P)
+        def second(ctx, params):
+            return {}
+
+
+def test_discovery_imports_modules_once_and_reports_broken_ones(monkeypatch):
+    sys.modules.pop("tests.task_modules.broken", None)
+    report = trainq.load_task_modules({"TRAINQ_TASKS": "tests.task_modules.sample, tests.task_modules.broken,"})
+    assert "training.tasks" in report.modules and "tests.task_modules.sample" in report.modules  # entry point too
+    assert list(report.errors) == ["tests.task_modules.broken"]
+    assert "RuntimeError: this module is broken on purpose" in report.errors["tests.task_modules.broken"]
+    assert {"mlp", "diabetes-regression", "test-loop", "test-raise"} <= set(report.tasks)
+
+
+def test_checkpoints_are_numbered_atomic_and_the_newest_n_kept(tmp_path):
+    ctx = TaskContext.local(tmp_path)
+    ctx.keep_checkpoints = 2
+    assert ctx.restore() is None
+    for epoch in (1, 2, 3):
+        ctx.report(epoch=epoch, step=epoch * 10, loss=1.0 / epoch)
+        ctx.checkpoint({"epoch": epoch, "weights": torch.ones(2) * epoch})
+    kept = list_checkpoints(tmp_path / "checkpoints")
+    assert [(c.seq, c.epoch, c.step) for c in kept] == [(2, 2, 20), (3, 3, 30)]
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+    state = TaskContext.local(tmp_path).restore()  # a later attempt sees the newest
+    assert state["epoch"] == 3 and torch.equal(state["weights"], torch.ones(2) * 3)
+
+
+def test_report_takes_numbers_and_tensors_and_refuses_anything_else(tmp_path):
+    ctx = TaskContext.local(tmp_path)
+    sink = ctx._sink
+    assert isinstance(sink, LocalSink)
+    ctx.report(step=1, loss=torch.tensor(0.5), acc=1, bad=math.nan)
+    assert sink.entries[-1] == {"step": 1, "loss": 0.5, "acc": 1, "bad": None}
+    with pytest.raises(TypeError, match="note must be a number"):
+        ctx.report(step=2, note="fine")
+    with pytest.raises(TypeError, match="flag must be a number"):
+        ctx.report(step=2, flag=True)
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a/b", "..", ".hidden", "", "x" * 129, "a b"])
+def test_artifact_names_must_be_plain_file_names(name, tmp_path):
+    with pytest.raises(ValueError, match="plain file name"):
+        check_artifact_name(name)
+    with pytest.raises(ValueError):
+        TaskContext.local(tmp_path).save_artifact(name, b"x")
+    assert not (tmp_path / "artifacts").exists() or not any((tmp_path / "artifacts").iterdir())
+
+
+def test_artifacts_from_bytes_paths_and_objects(tmp_path):
+    ctx = TaskContext.local(tmp_path)
+    source = tmp_path / "report.txt"
+    source.write_text("hello")
+    assert ctx.save_artifact("raw.bin", b"\x00\x01").read_bytes() == b"\x00\x01"
+    assert ctx.save_artifact("report.txt", source).read_text() == "hello"
+    saved = ctx.save_artifact("weights.pt", {"w": torch.zeros(3)})
+    assert torch.equal(torch.load(saved, weights_only=True)["w"], torch.zeros(3))
+
+
+def test_should_stop_follows_the_sink_and_remembers_why(tmp_path):
+    class Pausing(LocalSink):
+        asked = False
+
+        def stop_reason(self):
+            return "pause" if self.asked else None
+
+    sink = Pausing(TaskContext.local(tmp_path).log)
+    ctx = TaskContext(job_id="j", attempt=1, checkpoint_dir=tmp_path / "c", artifact_dir=tmp_path / "a",
+                      workdir=tmp_path / "w", log=sink.log, sink=sink)
+    assert not ctx.should_stop() and ctx.stop_reason is None
+    sink.asked = True
+    assert ctx.should_stop() and ctx.stop_reason == "pause"
+
+
+def test_the_second_builtin_learns_the_diabetes_data(tmp_path):
+    from training.tasks import DiabetesParams, diabetes_regression
+
+    ctx = TaskContext.local(tmp_path, device="cpu")
+    final = diabetes_regression(ctx, DiabetesParams(epochs=30, seed=1))
+    assert final["val_r2"] > 0.3 and final["val_mse"] < final["train_mse"] * 3
+    assert [e["epoch"] for e in ctx._sink.entries] == list(range(1, 31))
+    assert (tmp_path / "artifacts" / "model.pt").exists()
+    resumed = diabetes_regression(TaskContext.local(tmp_path, device="cpu"), DiabetesParams(epochs=35, seed=1))
+    assert set(resumed) == {"train_mse", "val_mse", "val_r2"}  # restored at epoch 30, trained 5 more

@@ -1,0 +1,216 @@
+"""``TaskContext``: the small object a task's loop calls. The framework owns storage and liveness; the task
+reports metrics, checkpoints and restores its state, saves artifacts, and asks whether it should stop.
+
+The service builds one per attempt around a ``Sink`` (the worker's: throttled writes to the job's row,
+heartbeats, pause and cancel requests). ``TaskContext.local()`` builds one for running a task by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from trainq.checkpoints import checkpoint_name, list_checkpoints, newest_checkpoint, prune, write_atomically
+
+ARTIFACT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+STOP_REASONS = ("cancel", "pause", "superseded")
+
+
+class Sink(Protocol):
+    """Where a context's reports go and where its stop requests come from."""
+
+    def report(self, entry: dict[str, Any]) -> None: ...
+
+    def progress_total(self, steps: int | None) -> None: ...
+
+    def checkpointed(self, path: Path) -> None: ...
+
+    def artifact_saved(self, artifact: dict[str, Any]) -> None: ...
+
+    def stop_reason(self) -> str | None:
+        """``"cancel"``, ``"pause"``, ``"superseded"`` (this attempt is no longer the job's current one), or None."""
+        ...
+
+
+class LocalSink:
+    """For running a task by hand: reports go to the log, nothing ever asks it to stop."""
+
+    def __init__(self, log: logging.Logger | logging.LoggerAdapter) -> None:
+        self.log, self.entries = log, []  # type: ignore[var-annotated]
+        self.total_steps: int | None = None
+
+    def report(self, entry: dict[str, Any]) -> None:
+        self.entries.append(entry)
+        self.log.info("report %s", entry)
+
+    def progress_total(self, steps: int | None) -> None:
+        self.total_steps = steps
+
+    def checkpointed(self, path: Path) -> None:
+        self.log.info("checkpoint %s", path)
+
+    def artifact_saved(self, artifact: dict[str, Any]) -> None:
+        self.log.info("artifact %s (%s bytes)", artifact["name"], artifact["size"])
+
+    def stop_reason(self) -> str | None:
+        return None
+
+
+def check_artifact_name(name: str) -> str:
+    """A plain file name: no folders, no absolute paths, no ``..``; 1 to 128 of letters, digits, ``._-``."""
+    if not isinstance(name, str) or not ARTIFACT_NAME.fullmatch(name) or name in (".", ".."):
+        raise ValueError(f"artifact name {name!r}: use a plain file name of 1 to 128 letters, digits, '.', '_' "
+                         "or '-' (no folders)")
+    return name
+
+
+def _number(name: str, value: Any) -> float | int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        try:  # a 0-d tensor or numpy scalar
+            value = value.item()
+        except AttributeError:
+            raise TypeError(f"report(): {name} must be a number, got {type(value).__name__}") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"report(): {name} must be a number, got {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN or infinity; the curve shows a gap
+    return value
+
+
+class TaskContext:
+    """Passed to every task call. Attributes: ``job_id``, ``attempt``, ``device``, ``log``, ``workdir``,
+    ``stop_reason``, and ``total_steps`` (set it for a progress bar by steps)."""
+
+    def __init__(self, *, job_id: str, attempt: int, checkpoint_dir: Path, artifact_dir: Path, workdir: Path,
+                 log: logging.Logger | logging.LoggerAdapter, sink: Sink, device: str | None = None,
+                 keep_checkpoints: int = 3) -> None:
+        self.job_id, self.attempt = job_id, attempt
+        self.checkpoint_dir, self.artifact_dir, self.workdir = Path(checkpoint_dir), Path(artifact_dir), Path(workdir)
+        self.log = log
+        self.keep_checkpoints = keep_checkpoints
+        self.stop_reason: str | None = None
+        self._sink, self._device_name, self._device = sink, device, None
+        self._total_steps: int | None = None
+        self._last_epoch: int | None = None
+        self._last_step: int | None = None
+
+    @classmethod
+    def local(cls, folder: Path | None = None, device: str | None = None, job_id: str = "local") -> TaskContext:
+        """A context for running a task by hand (tests, notebooks): state under ``folder`` (a temp folder if
+        None), reports logged, never asked to stop."""
+        base = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="trainq-local-"))
+        log = logging.getLogger(f"trainq.task.{job_id}")
+        return cls(job_id=job_id, attempt=1, checkpoint_dir=base / "checkpoints", artifact_dir=base / "artifacts",
+                   workdir=base / "work", log=log, sink=LocalSink(log), device=device)
+
+    # -- where to compute
+
+    @property
+    def device(self) -> Any:
+        """``torch.device``: CUDA when available, unless the job's params or the worker say otherwise."""
+        if self._device is None:
+            import torch
+
+            name = self._device_name or ("cuda" if torch.cuda.is_available() else "cpu")
+            self._device = torch.device(name)
+        return self._device
+
+    # -- metrics
+
+    @property
+    def total_steps(self) -> int | None:
+        """Set it (any time) to the number of steps the task will take: the job's progress bar uses it."""
+        return self._total_steps
+
+    @total_steps.setter
+    def total_steps(self, steps: int | None) -> None:
+        if steps != self._total_steps:
+            self._total_steps = steps
+            self._sink.progress_total(steps)
+
+    def report(self, *, step: int | None = None, epoch: int | None = None, **metrics: Any) -> None:
+        """Record metrics of any names at a step or an epoch (``step=`` or ``epoch=``, or both). Cheap: the
+        service batches reports and writes at most once per ``PROGRESS_INTERVAL``."""
+        entry: dict[str, Any] = {}
+        if step is not None:
+            entry["step"] = self._last_step = int(step)
+        if epoch is not None:
+            entry["epoch"] = self._last_epoch = int(epoch)
+        for name, value in metrics.items():
+            entry[name] = _number(name, value)
+        self._sink.report(entry)
+
+    # -- state
+
+    def checkpoint(self, state: Any) -> Path:
+        """Save ``state`` (anything ``torch.save`` takes) atomically as this job's newest checkpoint, and keep
+        only the newest ``keep_checkpoints``. ``restore()`` returns it, in this attempt or a later one."""
+        import torch
+
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        newest = newest_checkpoint(self.checkpoint_dir)
+        path = self.checkpoint_dir / checkpoint_name((newest.seq + 1) if newest else 1, self._last_epoch,
+                                                     self._last_step)
+        write_atomically(path, lambda file: torch.save(state, file))
+        prune(self.checkpoint_dir, self.keep_checkpoints)
+        self._sink.checkpointed(path)
+        return path
+
+    def restore(self) -> Any | None:
+        """The newest checkpoint's state of this job (across attempts, pauses and resumes), or None."""
+        newest = newest_checkpoint(self.checkpoint_dir)
+        if newest is None:
+            return None
+        import torch
+
+        self.log.info("restoring %s", newest.path.name)
+        return torch.load(newest.path, map_location="cpu", weights_only=False)
+
+    def checkpoints(self) -> list[Path]:
+        return [c.path for c in list_checkpoints(self.checkpoint_dir)]
+
+    # -- stopping
+
+    def should_stop(self) -> bool:
+        """True once the job is cancelled, a pause is asked for, or this attempt is no longer the job's current
+        one; ``stop_reason`` says which. On a pause, checkpoint before returning: the job resumes from it."""
+        reason = self._sink.stop_reason()
+        if reason:
+            self.stop_reason = reason
+        return self.stop_reason is not None
+
+    # -- artifacts
+
+    def save_artifact(self, name: str, obj: Any) -> Path:
+        """Keep ``obj`` as the job's artifact ``name``: bytes as they are, a ``pathlib.Path`` by copying the file,
+        anything else with ``torch.save``. Listed and downloadable through the API."""
+        check_artifact_name(name)
+        self.artifact_dir.mkdir(parents=True, exist_ok=True)
+        path = self.artifact_dir / name
+        if isinstance(obj, bytes | bytearray | memoryview):
+            write_atomically(path, lambda file: file.write(bytes(obj)))
+        elif isinstance(obj, Path):
+            def copy(file: IO[bytes]) -> None:
+                with open(obj, "rb") as source:
+                    shutil.copyfileobj(source, file, 1 << 20)
+
+            write_atomically(path, copy)
+        else:
+            import torch
+
+            write_atomically(path, lambda file: torch.save(obj, file))
+        digest = hashlib.sha256()
+        with open(path, "rb") as file:
+            for chunk in iter(lambda: file.read(1 << 20), b""):
+                digest.update(chunk)
+        artifact = {"name": name, "size": path.stat().st_size, "sha256": digest.hexdigest(), "created_at": time.time(),
+                    "path": str(path)}
+        self._sink.artifact_saved(artifact)
+        return path
