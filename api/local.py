@@ -100,7 +100,7 @@ def make_folder(path: Path, mode: int, owner: pwd.struct_passwd | None = None) -
 
 
 def _open_own_file(path: Path, flags: int) -> int:
-    """Open a file of ours for writing, never through a link; refuse another account's file."""
+    """Open a file of ours, never through a link; refuse another account's file."""
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
@@ -126,18 +126,13 @@ def write_private(path: Path, text: str, *, exclusive: bool = False) -> None:
 def read_secret(path: Path) -> str:
     """The secret kept in ``path``, generated (32 random bytes) the first time. The file must be ours, mode 0600."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = _open_own_file(path, os.O_RDONLY)
     except FileNotFoundError:
         value = secrets.token_urlsafe(32)
         write_private(path, value + "\n", exclusive=True)
         return value
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise EmbeddedServerError(f"{path} is a symbolic link; remove it (it is never followed)") from None
-        raise
     with os.fdopen(fd) as file:
-        st = os.fstat(fd)
-        if st.st_uid != os.geteuid() or st.st_mode & 0o077 or not stat.S_ISREG(st.st_mode):
+        if os.fstat(fd).st_mode & 0o077:
             raise EmbeddedServerError(f"{path} holds a password: it must be a file of yours with mode 0600 "
                                       f"(chmod 600 {path})")
         value = file.read().strip()

@@ -181,9 +181,8 @@ class TaskContext:
     def should_stop(self) -> bool:
         """True once the job is cancelled, a pause is asked for, or this attempt is no longer the job's current
         one; ``stop_reason`` says which. On a pause, checkpoint before returning: the job resumes from it."""
-        reason = self._sink.stop_reason()
-        if reason:
-            self.stop_reason = reason
+        if self.stop_reason is None:  # once asked to stop, the answer stands: no more asking the sink
+            self.stop_reason = self._sink.stop_reason()
         return self.stop_reason is not None
 
     # -- artifacts
