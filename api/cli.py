@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -72,6 +73,9 @@ def worker_command(name: str | None, burst: bool) -> None:
     loaded = trainq.load_task_modules()  # once, here: never per job (torch is imported once too)
     for module, trace in loaded.errors.items():
         log.error("task module %s failed to import; its tasks are not offered:\n%s", module, trace)
+    if "torch" in sys.modules:
+        # torch's optimizers import torch._dynamo at their first step: 1.6 s in every job's process, once here
+        importlib.import_module("torch._dynamo")
     offered = loaded.tasks
     if not offered:
         raise click.ClickException(

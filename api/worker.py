@@ -45,7 +45,7 @@ from api.models import JobArtifact, TrainingJob
 from api.status import Actor, JobStatus, TransitionResult, transition, utcnow
 from training.process import die_with_parent
 from trainq.checkpoints import newest_checkpoint
-from trainq.context import TaskContext
+from trainq.context import TaskContext, resolve_entry
 
 log = logging.getLogger(__name__)
 
@@ -207,64 +207,100 @@ class JobHeartbeat:
 
 
 class ProgressWriter:
-    """Batches a task's reports into one row write per ``interval`` (the final numbers come with the
-    completion). Each report costs a dict update; a new checkpoint is written at once. Reports with an
-    ``epoch`` all go into the row's history; step-only reports are sampled, the newest per write, so a
-    loop that reports every step still draws a curve without growing the row by a point per step.
-    Remembers whether the row refused a write. Progress is best effort: while PostgreSQL is down it is
-    skipped, and training goes on."""
+    """A task's reports, written to the job's row by a thread of its own, at most once per ``interval``: the
+    training thread only adds each report to a list under a lock (microseconds), and a new checkpoint is
+    written at once. Reports with an ``epoch`` all go into the row's history; step-only reports are sampled,
+    the newest per write, so a loop that reports every step still draws a curve without growing the row by a
+    point per step. The final numbers come with the completion. Remembers whether the row refused a write.
+    Progress is best effort: while PostgreSQL is down it is kept for the next write, and training goes on."""
 
-    def __init__(self, job_id: str, attempt: int, interval: float, jlog: logging.LoggerAdapter) -> None:
-        self.job_id, self.attempt, self.interval, self.jlog = uuid.UUID(job_id), attempt, interval, jlog
-        self._last = time.monotonic()
+    def __init__(self, job_id: str, attempt: int, interval: float, engine: Engine,
+                 jlog: logging.LoggerAdapter) -> None:
+        self.job_id, self.attempt, self.engine, self.jlog = uuid.UUID(job_id), attempt, engine, jlog
+        self._lock = threading.Lock()  # the reports below; held for microseconds, never during a write
+        self._write_lock = threading.Lock()  # one write at a time, in order
         # reports not yet in the row's history, in order; of consecutive step-only reports, only the newest
         self._pending: list[dict[str, Any]] = []
+        self._changed = False  # anything to write since the last write
         self._first_write = True
         self.latest: dict[str, Any] = {}  # every metric's newest value, with the newest step and epoch
-        self.total_steps: int | None = None
+        self._total_steps: int | None = None
         self.checkpoint_path: str | None = None
         self.refused = False
+        self._thread = Beat(f"job-progress-{job_id}", interval, self.write_if_changed)
 
     def report(self, entry: dict[str, Any]) -> None:
-        if "epoch" not in entry and self._pending and "epoch" not in self._pending[-1]:
-            self._pending[-1] = entry
-        else:
-            self._pending.append(entry)
-        self.latest.update(entry)
-        if time.monotonic() - self._last >= self.interval:
-            self.write()
+        with self._lock:
+            if "epoch" not in entry and self._pending and "epoch" not in self._pending[-1]:
+                self._pending[-1] = entry
+            else:
+                self._pending.append(entry)
+            self.latest.update(entry)
+            self._changed = True
+
+    @property
+    def total_steps(self) -> int | None:
+        return self._total_steps
+
+    @total_steps.setter
+    def total_steps(self, steps: int | None) -> None:
+        with self._lock:
+            self._total_steps, self._changed = steps, True
 
     def checkpointed(self, path: str) -> None:
-        self.checkpoint_path = path
+        with self._lock:
+            self.checkpoint_path, self._changed = path, True
         self.write()  # never miss a new checkpoint: a lost attempt resumes from the row's
 
+    def write_if_changed(self) -> None:
+        if self._changed:
+            self.write()
+
     def write(self) -> None:
-        self._last = time.monotonic()
-        values: dict[str, Any] = {**self.progress_fields(), "heartbeat_at": utcnow(), "updated_at": utcnow()}
-        try:
-            written = db.session.execute(this_attempts_row(self.job_id, self.attempt).values(**values)).rowcount
-            db.session.commit()
-        except DBAPIError as exc:
-            db.session.rollback()
-            self.jlog.warning("progress not saved, database unavailable (%s)", exc.__class__.__name__)
-            return
-        self._pending, self._first_write = [], False
-        if not written:
-            self.refused = True
+        with self._write_lock:
+            with self._lock:  # take what is there; reading CUDA values (waits for the GPU) happens outside
+                sent, latest, self._pending, self._changed = self._pending, dict(self.latest), [], False
+            values = {**self._fields(sent, latest), "heartbeat_at": utcnow(), "updated_at": utcnow()}
+            try:
+                with self.engine.begin() as conn:
+                    written = conn.execute(this_attempts_row(self.job_id, self.attempt).values(**values)).rowcount
+            except SQLAlchemyError as exc:
+                with self._lock:  # kept for the next write
+                    self._pending, self._changed = sent + self._pending, True
+                self.jlog.warning("progress not saved, database unavailable (%s)", exc.__class__.__name__)
+                return
+            if sent:
+                self._first_write = False
+            if not written:
+                self.refused = True
+
+    def __enter__(self) -> ProgressWriter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.stop()  # what it has not written comes with the attempt's last transition
 
     def progress_fields(self, final: dict[str, Any] | None = None) -> dict[str, Any]:
         """The row's progress columns from the reports so far (``final``: the task's final metrics)."""
-        metrics = {k: v for k, v in self.latest.items() if k not in ("step", "epoch")}
+        with self._lock:
+            pending, latest = list(self._pending), dict(self.latest)
+        return self._fields(pending, latest, final)
+
+    def _fields(self, pending: list[dict[str, Any]], latest: dict[str, Any],
+                final: dict[str, Any] | None = None) -> dict[str, Any]:
+        latest = resolve_entry(latest)
+        metrics = {k: v for k, v in latest.items() if k not in ("step", "epoch")}
         metrics.update(final or {})
-        values: dict[str, Any] = {"metrics": metrics or None, "total_steps": self.total_steps,
+        values: dict[str, Any] = {"metrics": metrics or None, "total_steps": self._total_steps,
                                   "loss": metrics.get("train_loss", metrics.get("loss"))}
         for axis in ("epoch", "step"):
-            if axis in self.latest:
-                values[axis] = self.latest[axis]
+            if axis in latest:
+                values[axis] = latest[axis]
         if self.checkpoint_path:
             values["checkpoint_path"] = self.checkpoint_path
-        if self._pending:
-            values["history"] = self._history_with(self._pending)
+        if pending:
+            values["history"] = self._history_with([resolve_entry(entry) for entry in pending])
         return values
 
     def _history_with(self, entries: list[dict[str, Any]]) -> Any:
@@ -349,6 +385,7 @@ def run_training_job(job_id: str, attempt: int) -> dict[str, Any]:
         return {"skipped": True, "status": started.job.status}
 
     job = started.job
+    db.session.close()  # hand the connection back (refresh() opened a transaction): the log capture reuses it
     redis = Redis.from_url(cfg["REDIS_URL"], socket_timeout=cfg["REDIS_TIMEOUT"])
     with JobLogCapture(job_id, attempt, redis, db.engine, cfg["LOG_MAX_LINES"], cfg["RESULT_TTL"]):
         return _train_and_record(job, attempt, redis, jlog, write)
@@ -371,7 +408,7 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
     newest = newest_checkpoint(checkpoints)
     jlog.info("running (attempt %s, pid %s, task %s%s)", attempt, os.getpid(), job.task,
               f", newest checkpoint {newest.path.name}" if newest else "")
-    writer = ProgressWriter(job_id, attempt, cfg["PROGRESS_INTERVAL"], jlog)
+    writer = ProgressWriter(job_id, attempt, cfg["PROGRESS_INTERVAL"], db.engine, jlog)
     heartbeat = JobHeartbeat(job_id, attempt, redis, db.engine, cfg["HEARTBEAT_INTERVAL"], cfg["HEARTBEAT_TIMEOUT"])
     workdir = Path(tempfile.mkdtemp(prefix=f"trainq-{job_id}-"))
     ctx = TaskContext(job_id=job_id, attempt=attempt, checkpoint_dir=checkpoints,
@@ -380,7 +417,7 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
                       device=getattr(params, "device", None) or cfg["DEVICE"] or None)
     started = time.perf_counter()
     try:
-        with heartbeat:
+        with heartbeat, writer:
             result = task(ctx, params)
     except Exception as exc:
         jlog.exception("task %s raised", job.task)

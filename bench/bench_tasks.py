@@ -62,6 +62,8 @@ class LoopParams(BaseModel):
     interleave_block: int = Field(0, ge=0, le=100_000,
                                   description="> 0: run 2 x steps in blocks of this many, alternating without and "
                                               "with reporting (ABBA), in one job; report is then ignored")
+    report_item: bool = Field(False, description="report loss.item() (the task waits for the step) instead of the "
+                                                 "loss tensor (read later on a GPU)")
     report_calls_seconds: float = Field(0.0, ge=0, le=60,
                                         description="> 0: time bare ctx.report calls for this long per form instead")
     seed: int = Field(0, ge=0, le=2**31 - 1)
@@ -101,8 +103,10 @@ def bench_loop(ctx: TaskContext, params: LoopParams) -> dict[str, float]:
 
     for i in range(params.warmup):
         step(i)
+    # on a GPU, steps run ahead of the loop: wait for them before reading a clock
+    sync = torch.cuda.synchronize if ctx.device.type == "cuda" else (lambda: None)
     if params.interleave_block:
-        return _interleaved(ctx, step, params.steps, params.interleave_block)
+        return _interleaved(ctx, step, params.steps, params.interleave_block, params.report_item, sync)
     ctx.total_steps = params.steps
     report = params.report
     loss = None
@@ -114,11 +118,12 @@ def bench_loop(ctx: TaskContext, params: LoopParams) -> dict[str, float]:
             if report:
                 called = time.perf_counter()
                 # the loss tensor as it is: report() converts it with .item() (on a GPU, that waits for the step)
-                ctx.report(step=i + 1, loss=loss)
+                ctx.report(step=i + 1, loss=loss.item() if params.report_item else loss)
                 took = time.perf_counter() - called
                 in_report += took
                 if took > 0.001:
                     slow_calls, in_slow_calls = slow_calls + 1, in_slow_calls + took
+        sync()
         loop_s = time.perf_counter() - started
         cpu = time.thread_time() - cpu
     return {"loop_s": loop_s, "step_us": loop_s / max(params.steps, 1) * 1e6, "loop_cpu_s": cpu,
@@ -128,7 +133,8 @@ def bench_loop(ctx: TaskContext, params: LoopParams) -> dict[str, float]:
             **collections.metrics()}
 
 
-def _interleaved(ctx: TaskContext, step: Any, steps: int, block: int) -> dict[str, float]:
+def _interleaved(ctx: TaskContext, step: Any, steps: int, block: int, report_item: bool,
+                 sync: Any) -> dict[str, float]:
     """The same loop, in blocks of ``block`` steps alternating without/with ``ctx.report`` each step (ABBA, so
     neither always goes first): slow changes in the machine's load fall on both alike. Returns both sides' total
     time and the mean and spread of the per-pair difference (with minus without), for an interval."""
@@ -138,12 +144,14 @@ def _interleaved(ctx: TaskContext, step: Any, steps: int, block: int) -> dict[st
     for pair in range(max(steps // block, 1)):
         pair_s = {}
         for report in ((False, True) if pair % 2 == 0 else (True, False)):
+            sync()
             started = time.perf_counter()
             for _ in range(block):
                 i += 1
                 loss = step(i)
                 if report:
-                    ctx.report(step=i, loss=loss)
+                    ctx.report(step=i, loss=loss.item() if report_item else loss)
+            sync()
             pair_s[report] = time.perf_counter() - started
             timed[report] += pair_s[report]
         diffs.append(pair_s[True] - pair_s[False])
@@ -160,10 +168,12 @@ def _report_cost(ctx: TaskContext, seconds: float) -> dict[str, float]:
     batch is the call itself."""
     import torch
 
-    loss_tensor = torch.tensor(0.5)
+    forms: list[tuple[str, Any]] = [("float", 0.5), ("tensor", torch.tensor(0.5))]
+    if ctx.device.type == "cuda":
+        forms.append(("cuda_tensor", torch.tensor(0.5, device=ctx.device)))
     out: dict[str, float] = {}
     step = 0
-    for form, value in (("float", 0.5), ("tensor", loss_tensor)):
+    for form, value in forms:
         per_call, deadline = [], time.perf_counter() + seconds
         while time.perf_counter() < deadline:
             started = time.perf_counter()

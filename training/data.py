@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.datasets import load_digits  # here, not in the function: a worker's job processes inherit it
 from torch.utils.data import TensorDataset
 
 VALIDATION_FRACTION = 0.2
@@ -20,8 +21,6 @@ class Splits:
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
     bunch = load_digits()
     return bunch.data.astype(np.float32) / 16.0, bunch.target.astype(np.int64)
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
+from sklearn.datasets import load_diabetes
+from torch import nn
 
 from training.config import TrainingConfig
 from training.trainer import Progress, train
@@ -54,10 +57,6 @@ def diabetes_regression(ctx: TaskContext, params: DiabetesParams) -> dict[str, f
 
     Checkpoints every epoch and saves the trained model as the artifact ``model.pt``.
     """
-    import torch
-    from sklearn.datasets import load_diabetes
-    from torch import nn
-
     torch.manual_seed(params.seed)
     data = load_diabetes()
     x = torch.tensor(data.data, dtype=torch.float32)

@@ -26,7 +26,10 @@ STOP_REASONS = ("cancel", "pause", "superseded")
 class Sink(Protocol):
     """Where a context's reports go and where its stop requests come from."""
 
-    def report(self, entry: dict[str, Any]) -> None: ...
+    def report(self, entry: dict[str, Any]) -> None:
+        """Called on the training thread, so it must be quick. ``entry`` may hold ``Deferred`` values (CUDA
+        tensors): pass it through ``resolve_entry`` before use, off the training thread where it can."""
+        ...
 
     def progress_total(self, steps: int | None) -> None: ...
 
@@ -47,6 +50,7 @@ class LocalSink:
         self.total_steps: int | None = None
 
     def report(self, entry: dict[str, Any]) -> None:
+        entry = resolve_entry(entry)
         self.entries.append(entry)
         self.log.info("report %s", entry)
 
@@ -71,17 +75,59 @@ def check_artifact_name(name: str) -> str:
     return name
 
 
-def _number(name: str, value: Any) -> float | int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        try:  # a 0-d tensor or numpy scalar
-            value = value.item()
-        except AttributeError:
-            raise TypeError(f"report(): {name} must be a number, got {type(value).__name__}") from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"report(): {name} must be a number, got {type(value).__name__}")
+class Deferred:
+    """A metric given as a CUDA tensor: read later (``resolve_entry``), by whoever writes it, so ``report()``
+    never waits for the GPU to finish the step (``.item()`` would)."""
+
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor: Any) -> None:
+        self.tensor = tensor
+
+    def value(self) -> float | int | None:
+        import torch
+
+        # every stream of its device: whichever stream computed it, and whichever thread asks
+        torch.cuda.synchronize(self.tensor.device)
+        return _finite(self.tensor.item())
+
+
+def _torch_bool() -> Any:
+    import torch  # imported already: the caller holds a tensor
+
+    return torch.bool
+
+
+def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None  # JSON has no NaN or infinity; the curve shows a gap
     return value
+
+
+def _number(name: str, value: Any) -> float | int | None | Deferred:
+    if type(value) is float:
+        return value if math.isfinite(value) else None
+    if type(value) is int:
+        return value
+    if getattr(value, "is_cuda", False):  # a CUDA tensor: one number, read when written
+        if value.numel() != 1 or value.dtype.is_complex or value.dtype == _torch_bool():
+            raise TypeError(f"report(): {name} must be one number, got a tensor of {value.numel()} {value.dtype}")
+        return Deferred(value.detach())  # detached: the step's autograd graph is freed as usual
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        try:  # a CPU tensor or numpy scalar
+            value = value.item()
+        except (AttributeError, RuntimeError, ValueError):
+            raise TypeError(f"report(): {name} must be a number, got {type(value).__name__}") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"report(): {name} must be a number, got {type(value).__name__}")
+    return _finite(value)
+
+
+def resolve_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """A report's entry as plain numbers: CUDA tensors' values read (this waits for the step that made them)."""
+    if not any(type(v) is Deferred for v in entry.values()):
+        return entry
+    return {k: v.value() if type(v) is Deferred else v for k, v in entry.items()}
 
 
 class TaskContext:
@@ -136,8 +182,10 @@ class TaskContext:
             self._sink.progress_total(steps)
 
     def report(self, *, step: int | None = None, epoch: int | None = None, **metrics: Any) -> None:
-        """Record metrics of any names at a step or an epoch (``step=`` or ``epoch=``, or both). Cheap: the
-        service batches reports and writes at most once per ``PROGRESS_INTERVAL``."""
+        """Record metrics of any names at a step or an epoch (``step=`` or ``epoch=``, or both): numbers, or
+        one-element tensors (pass the tensor, not ``.item()``: a CUDA tensor is read when the service writes,
+        so reporting never waits for the GPU). Cheap: the service batches reports and writes them from a thread
+        of its own at most once per ``PROGRESS_INTERVAL``."""
         entry: dict[str, Any] = {}
         if step is not None:
             entry["step"] = self._last_step = int(step)

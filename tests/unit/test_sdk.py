@@ -89,6 +89,13 @@ def test_report_takes_numbers_and_tensors_and_refuses_anything_else(tmp_path):
         ctx.report(step=2, note="fine")
     with pytest.raises(TypeError, match="flag must be a number"):
         ctx.report(step=2, flag=True)
+    with pytest.raises(TypeError, match="weights must be a number"):
+        ctx.report(step=2, weights=torch.ones(3))
+    with pytest.raises(TypeError, match="done must be a number"):
+        ctx.report(step=2, done=torch.tensor(True))
+    ctx.report(step=3, loss=torch.tensor(0.25, requires_grad=True) * 2, count=torch.tensor(7), big=math.inf)
+    assert sink.entries[-1] == {"step": 3, "loss": 0.5, "count": 7, "big": None}
+    assert all(type(v) in (int, float) for v in sink.entries[-1].values() if v is not None)
 
 
 @pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a/b", "..", ".hidden", "", "x" * 129, "a b"])

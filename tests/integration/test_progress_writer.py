@@ -1,0 +1,124 @@
+"""The worker's ProgressWriter: reports cost the training thread no database work; its own thread writes them
+(batched, at most once per interval); a checkpoint is written at once; a resumed attempt's first write drops
+the history it trains again; a refused write is remembered."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+
+from sqlalchemy import event, text
+
+from api.extensions import db
+from api.local import wait_for
+from api.models import TrainingJob
+from api.status import Actor, JobStatus, create, transition
+from api.worker import ProgressWriter
+
+jlog = logging.LoggerAdapter(logging.getLogger("test"), {"job_id": "test"})
+
+
+def running_job(history: list | None = None) -> str:
+    job = create(TrainingJob(id=uuid.uuid4(), name="t", task="mlp", params={}, attempts=1, history=history or []),
+                 actor=Actor.API, reason="test")
+    assert transition(job.id, JobStatus.RUNNING, reason="go", actor=Actor.WORKER, attempt=1).changed
+    db.session.remove()
+    return str(job.id)
+
+
+def stored(job_id: str) -> TrainingJob:
+    db.session.remove()
+    return db.session.get(TrainingJob, uuid.UUID(job_id))
+
+
+def updates_by_thread(engine) -> tuple[dict[int, int], object]:
+    seen: dict[int, int] = {}
+
+    def count(conn, cursor, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("UPDATE"):
+            ident = threading.get_ident()
+            seen[ident] = seen.get(ident, 0) + 1
+
+    event.listen(engine, "before_cursor_execute", count)
+    return seen, count
+
+
+def test_reports_are_written_by_the_writers_thread_never_the_training_thread(ctx):
+    job_id = running_job()
+    seen, listener = updates_by_thread(db.engine)
+    try:
+        writer = ProgressWriter(job_id, 1, 0.05, db.engine, jlog)
+        with writer:
+            for step in range(1, 2001):
+                writer.report({"step": step, "loss": 1 / step})
+                if step % 500 == 0:
+                    writer.report({"epoch": step // 500, "step": step, "val_loss": 2 / step})
+            wait_for(lambda: (stored(job_id).step or 0) == 2000, 10, "the last report written")
+    finally:
+        event.remove(db.engine, "before_cursor_execute", listener)
+    assert threading.get_ident() not in seen  # the training thread wrote nothing
+    assert len(seen) == 1 and 1 <= next(iter(seen.values())) < 2000  # one thread, batched
+    row = stored(job_id)
+    assert row.metrics["loss"] == 1 / 2000 and row.metrics["val_loss"] == 2 / 2000
+    epochs = [entry["epoch"] for entry in row.history if "epoch" in entry]
+    assert epochs == [1, 2, 3, 4]  # every epoch report kept; step-only reports sampled
+    assert len(row.history) < 2000
+    steps = [entry["step"] for entry in row.history]
+    assert steps == sorted(steps)
+
+
+def test_checkpoint_is_written_at_once_and_refusal_is_remembered(ctx):
+    job_id = running_job()
+    writer = ProgressWriter(job_id, 1, 3600, db.engine, jlog)  # its thread would not write for an hour
+    with writer:
+        writer.report({"epoch": 1, "loss": 0.5})
+        writer.checkpointed("/ckpt/ckpt-1-e1.pt")
+        row = stored(job_id)
+        assert row.checkpoint_path == "/ckpt/ckpt-1-e1.pt" and row.history == [{"epoch": 1, "loss": 0.5}]
+        assert not writer.refused
+        assert transition(job_id, JobStatus.CANCELLED, reason="user", actor=Actor.API).changed
+        writer.report({"epoch": 2, "loss": 0.4})
+        writer.checkpointed("/ckpt/ckpt-2-e2.pt")
+        assert writer.refused  # the row moved on: the task is told to stop
+    row = stored(job_id)
+    assert row.status == "cancelled" and row.checkpoint_path == "/ckpt/ckpt-1-e1.pt" and row.epoch == 1
+
+
+def test_a_resumed_attempts_first_write_drops_the_history_it_trains_again(ctx):
+    job_id = running_job(history=[{"epoch": 1, "loss": 0.9}, {"epoch": 2, "loss": 0.8}, {"epoch": 3, "loss": 0.7}])
+    writer = ProgressWriter(job_id, 1, 0.05, db.engine, jlog)
+    with writer:  # resumed from epoch 2's checkpoint: epoch 3 comes again
+        writer.report({"epoch": 3, "loss": 0.65})
+        writer.report({"epoch": 4, "loss": 0.6})
+        wait_for(lambda: (stored(job_id).epoch or 0) == 4, 10, "the resumed attempt's reports")
+        writer.report({"epoch": 5, "loss": 0.5})
+        wait_for(lambda: (stored(job_id).epoch or 0) == 5, 10, "a later write")
+    assert [(e["epoch"], e["loss"]) for e in stored(job_id).history] == [(1, 0.9), (2, 0.8), (3, 0.65), (4, 0.6),
+                                                                      (5, 0.5)]
+
+
+def waiting_on_a_lock() -> int:
+    db.session.remove()  # pg_stat_activity is read once per transaction
+    return db.session.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")).scalar()
+
+
+def test_report_returns_at_once_while_a_write_is_in_progress(ctx):
+    """A slow row write (here: the row locked by another transaction) never holds up report()."""
+    job_id = running_job()
+    writer = ProgressWriter(job_id, 1, 0.01, db.engine, jlog)
+    with db.engine.connect() as locker:
+        tx = locker.begin()
+        locker.execute(TrainingJob.__table__.select().where(TrainingJob.id == uuid.UUID(job_id)).with_for_update())
+        with writer:
+            writer.report({"step": 1, "loss": 1.0})
+            wait_for(waiting_on_a_lock, 10, "the writer's thread blocked on the row lock")
+            slowest = 0.0
+            for step in range(2, 2002):
+                called = time.perf_counter()
+                writer.report({"step": step, "loss": 1.0 / step})
+                slowest = max(slowest, time.perf_counter() - called)
+            tx.rollback()
+            wait_for(lambda: (stored(job_id).step or 0) == 2001, 10, "the writes after the lock")
+    assert slowest < 0.05, f"report() waited {slowest:.3f} s for a row write"
