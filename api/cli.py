@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import sys
@@ -66,16 +65,14 @@ def worker_command(name: str | None, burst: bool) -> None:
     import trainq
     from api import tasks
     from api.queue import SERIALIZER, ServiceJob, get_queue
-    from api.worker import TrainingWorker
+    from api.worker import TrainingWorker, import_lazy_modules
 
     cfg = current_app.config
     name = name or uuid.uuid4().hex
     loaded = trainq.load_task_modules()  # once, here: never per job (torch is imported once too)
     for module, trace in loaded.errors.items():
         log.error("task module %s failed to import; its tasks are not offered:\n%s", module, trace)
-    if "torch" in sys.modules:
-        # torch's optimizers import torch._dynamo at their first step: 1.6 s in every job's process, once here
-        importlib.import_module("torch._dynamo")
+    import_lazy_modules()
     offered = loaded.tasks
     if not offered:
         raise click.ClickException(

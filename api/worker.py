@@ -12,12 +12,14 @@ row's ``heartbeat_at``.
 from __future__ import annotations
 
 import gc
+import importlib
 import json
 import logging
 import math
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -103,7 +105,10 @@ class TrainingWorker(Worker):
             self.log.error("Worker %s: refused RQ job %s, not run: %s", self.name, job.id, refused)
             self.handle_job_failure(job, queue_, exc_string=f"refused by the trainq worker: {refused}")
             return
-        super().execute_job(job, queue_)
+        try:
+            super().execute_job(job, queue_)
+        finally:  # a horse that was killed could not remove its scratch folder
+            remove_workdirs(*job.args)
 
     def fork_work_horse(self, job: Any, queue_: Any) -> None:
         # Move the parent's objects out of the collector's sight before forking: otherwise every full
@@ -118,6 +123,29 @@ class TrainingWorker(Worker):
         # Pooled connections must not cross a fork: forget the parent's pool without closing it.
         db.engine.dispose(close=False)
         super().main_work_horse(job, queue_)
+
+
+# What torch imports lazily in every job's process: its optimizers import torch._dynamo at their first step (1.6 s)
+LAZY_IMPORTS = ("torch._dynamo",)
+
+
+def import_lazy_modules() -> list[str]:
+    """In the worker, at start: import what torch would otherwise import in every job's process (never CUDA)."""
+    if "torch" not in sys.modules:
+        return []
+    for name in LAZY_IMPORTS:
+        importlib.import_module(name)
+    return list(LAZY_IMPORTS)
+
+
+def workdir_prefix(job_id: str, attempt: int) -> str:
+    """``ctx.workdir`` of a job's attempt is a fresh folder in the temp folder named with this prefix."""
+    return f"trainq-{job_id}-a{attempt}-"
+
+
+def remove_workdirs(job_id: str, attempt: int) -> None:
+    for path in Path(tempfile.gettempdir()).glob(workdir_prefix(job_id, attempt) + "*"):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class JobLogger(logging.LoggerAdapter):
@@ -410,7 +438,7 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
               f", newest checkpoint {newest.path.name}" if newest else "")
     writer = ProgressWriter(job_id, attempt, cfg["PROGRESS_INTERVAL"], db.engine, jlog)
     heartbeat = JobHeartbeat(job_id, attempt, redis, db.engine, cfg["HEARTBEAT_INTERVAL"], cfg["HEARTBEAT_TIMEOUT"])
-    workdir = Path(tempfile.mkdtemp(prefix=f"trainq-{job_id}-"))
+    workdir = Path(tempfile.mkdtemp(prefix=workdir_prefix(job_id, attempt)))
     ctx = TaskContext(job_id=job_id, attempt=attempt, checkpoint_dir=checkpoints,
                       artifact_dir=Path(cfg["ARTIFACT_DIR"]) / job_id, workdir=workdir, log=jlog,
                       sink=WorkerSink(job, attempt, writer, heartbeat), keep_checkpoints=cfg["KEEP_CHECKPOINTS"],

@@ -200,7 +200,14 @@ def main() -> None:
     ok = bool(horse.get("ok") and not parent["cuda_initialised_in_parent"] and horse.get("cuda_available")
               and len(tasks) == len(RUNS)
               and all(t["device"].startswith("cuda") and t["peak_cuda_memory_mib"] > 0 for t in tasks.values()))
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown CPU")
     result = {"benchmark": "cuda_check", "date": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+              "description": "Tasks on a GPU as a worker runs them: the parent imports the task modules without "
+                             "initialising CUDA; in a forked child the built-ins and the example task train on "
+                             "CUDA; a CUDA-tensor metric is read right; ctx.report every step, tensor vs .item()",
+              "machine": {"cpus": os.cpu_count(), "cpu": f"{cpu}, GPU {horse.get('device_name')}",
+                          "python": sys.version.split()[0]},
               "gpu": horse.get("device_name"), "python": sys.version.split()[0], "cpus": os.cpu_count(),
               "passed": ok, "parent": parent, "horse": horse}
     out = Path(os.environ.get("OUT") or REPO / "bench" / "results") / "cuda_check.json"

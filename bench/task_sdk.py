@@ -153,7 +153,7 @@ def report_overhead(base: str, pairs: int, steps: int, interleaved_jobs: int, bl
         "without_report_spread": (max(off) - min(off)) / statistics.median(off),
         "step_us_median": median_step_us, "device": "cuda" if cuda else "cpu",
         # ctx.report's own time in the reporting jobs' loops: a share of the loop, one ordinary call, and the calls
-        # over 1 ms (those that wrote the row, once per PROGRESS_INTERVAL, or were preempted)
+        # over 1 ms (preempted, or waiting for the GIL while the worker's thread wrote the row)
         "inside_report_share": percentiles(in_report), "inside_report_share_samples": in_report,
         "in_loop_call_us": percentiles(call_us),
         "slow_calls_per_job": percentiles(slow_per_job),
@@ -228,6 +228,8 @@ LAZY_IMPORTS = """
 import importlib, json, os, statistics, sys, time
 import trainq
 trainq.load_task_modules({})  # the built-in tasks, imported as a worker imports them at start
+from api.worker import import_lazy_modules
+import_lazy_modules()  # as the worker does at start
 found = {}
 for module in ("torch._dynamo", "sklearn.datasets"):
     samples = []
@@ -249,8 +251,9 @@ print(json.dumps(found))
 
 
 def lazy_imports() -> dict[str, Any]:
-    """What a horse of a worker that imported the built-in tasks still imports on a first ``mlp`` job: torch's
-    optimizers import ``torch._dynamo`` on first use, and the digits dataset imports ``sklearn.datasets``."""
+    """What a horse of a worker that imported the built-in tasks (and ``import_lazy_modules``) still imports on a
+    first ``mlp`` job, of what used to be imported per job: ``torch._dynamo`` (torch's optimizers import it on
+    first use) and ``sklearn.datasets`` (the digits dataset)."""
     out = subprocess.run([sys.executable, "-c", LAZY_IMPORTS], cwd=REPO, check=True, capture_output=True,
                          text=True, env={**os.environ, "TRAINQ_TASKS": ""}).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -326,7 +329,8 @@ def main() -> None:
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "torch default"),
         "loop_model": {"layers": "Linear(128, 256) ReLU Linear(256, 256) ReLU Linear(256, 10)", "batch_size": 64,
                        "optimizer": "SGD momentum 0.9", "torch_threads": 1, "device": overhead["device"],
-                       "reported_as": "ctx.report(step=i, loss=loss) with the loss tensor (report() calls .item())"},
+                       "reported_as": "ctx.report(step=i, loss=loss) with the loss tensor (on the CPU, "
+                                      "report() reads it with .item() at once)"},
         "report_overhead": overhead,
         "entry_latency": entry,
         "throughput": jobs,

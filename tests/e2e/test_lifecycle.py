@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
+from pathlib import Path
 
 import psutil
 import pytest
@@ -11,6 +13,7 @@ from rq.command import send_stop_job_command
 
 from api.queue import fetch
 from api.reconcile import cleanup_orphaned_training_jobs
+from api.worker import workdir_prefix
 from tests.support import (
     LONG,
     SHORT,
@@ -129,9 +132,12 @@ def test_sigkilled_horse_is_mapped_from_rq_failure(client, workers, ctx):
     workers()
     job_id = submit(client, LONG)
     job = wait_training(job_id)
+    workdirs = list(Path(tempfile.gettempdir()).glob(workdir_prefix(job_id, 1) + "*"))
+    assert len(workdirs) == 1 and workdirs[0].is_dir()  # the attempt's ctx.workdir
     os.kill(job.worker_pid, signal.SIGKILL)
     wait_for(lambda: fetch(job_id, ctx.extensions["redis"]).get_status() == "failed", 10,
              "RQ to mark the job failed")
+    wait_for(lambda: not workdirs[0].exists(), 10, "the worker to remove the killed horse's scratch folder")
     report = cleanup_orphaned_training_jobs()
     assert report.actions["worker_lost"] == [job_id]  # no checkpoint, no attempts left: failed
     job = row(job_id)

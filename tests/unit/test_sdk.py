@@ -142,3 +142,10 @@ def test_the_second_builtin_learns_the_diabetes_data(tmp_path):
     assert (tmp_path / "artifacts" / "model.pt").exists()
     resumed = diabetes_regression(TaskContext.local(tmp_path, device="cpu"), DiabetesParams(epochs=35, seed=1))
     assert set(resumed) == {"train_mse", "val_mse", "val_r2"}  # restored at epoch 30, trained 5 more
+
+
+def test_the_worker_imports_what_torch_loads_lazily_without_initialising_cuda():
+    from api.worker import import_lazy_modules
+
+    assert import_lazy_modules() == ["torch._dynamo"]
+    assert "torch._dynamo" in sys.modules and not torch.cuda.is_initialized()
