@@ -444,34 +444,39 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
                       sink=WorkerSink(job, attempt, writer, heartbeat), keep_checkpoints=cfg["KEEP_CHECKPOINTS"],
                       device=getattr(params, "device", None) or cfg["DEVICE"] or None)
     started = time.perf_counter()
-    try:
-        with heartbeat, writer:
-            result = task(ctx, params)
-    except Exception as exc:
-        jlog.exception("task %s raised", job.task)
-        write(JobStatus.FAILED, f"{exc.__class__.__name__}: {exc}"[:500], error_message=traceback.format_exc()[-4000:],
-              **writer.progress_fields())
-        raise
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    if ctx.stop_reason == "pause":
-        return _paused(job_id, checkpoints, writer, jlog, write)
-    if writer.refused or heartbeat.refused or ctx.stop_reason:
-        jlog.info("stopped (%s): the row is no longer running on this attempt", ctx.stop_reason or "refused write")
-        return {"stopped": True}
-    metrics, problem = final_metrics(result)
-    if problem:
-        write(JobStatus.FAILED, f"task {job.task} returned {problem}; a task returns a dict of numbers",
-              **writer.progress_fields())
-        return {"failed": problem}
-    try:
-        done = write(JobStatus.COMPLETED, "training finished", heartbeat_at=utcnow(), **writer.progress_fields(metrics))
-        jlog.info("finished in %.2fs: %s (row %s)", time.perf_counter() - started, metrics, done.job.status)
-    except DBAPIError:
-        # RQ keeps this return value; the reconciler records it when PostgreSQL is back.
-        jlog.error("finished, but the database stayed unreachable; the reconciler will record the result")
-    return {"metrics": metrics, "checkpoint_path": writer.checkpoint_path,
-            "epochs_completed": writer.latest.get("epoch"), "steps": writer.latest.get("step")}
+    # Beating until the attempt's end is recorded: a worker still retrying its final write (PostgreSQL down) is
+    # alive, and the reconciler must not take it for lost even if Redis lost its RQ job meanwhile.
+    with heartbeat:
+        try:
+            with writer:
+                result = task(ctx, params)
+        except Exception as exc:
+            jlog.exception("task %s raised", job.task)
+            write(JobStatus.FAILED, f"{exc.__class__.__name__}: {exc}"[:500],
+                  error_message=traceback.format_exc()[-4000:], **writer.progress_fields())
+            raise
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        if ctx.stop_reason == "pause":
+            return _paused(job_id, checkpoints, writer, jlog, write)
+        if writer.refused or heartbeat.refused or ctx.stop_reason:
+            jlog.info("stopped (%s): the row is no longer running on this attempt",
+                      ctx.stop_reason or "refused write")
+            return {"stopped": True}
+        metrics, problem = final_metrics(result)
+        if problem:
+            write(JobStatus.FAILED, f"task {job.task} returned {problem}; a task returns a dict of numbers",
+                  **writer.progress_fields())
+            return {"failed": problem}
+        try:
+            done = write(JobStatus.COMPLETED, "training finished", heartbeat_at=utcnow(),
+                         **writer.progress_fields(metrics))
+            jlog.info("finished in %.2fs: %s (row %s)", time.perf_counter() - started, metrics, done.job.status)
+        except DBAPIError:
+            # RQ keeps this return value; the reconciler records it when PostgreSQL is back.
+            jlog.error("finished, but the database stayed unreachable; the reconciler will record the result")
+        return {"metrics": metrics, "checkpoint_path": writer.checkpoint_path,
+                "epochs_completed": writer.latest.get("epoch"), "steps": writer.latest.get("step")}
 
 
 def _paused(job_id: str, checkpoints: Path, writer: ProgressWriter, jlog: logging.LoggerAdapter,

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from api.extensions import db
 from api.local import wait_for  # noqa: F401 - the tests' deadline waits
@@ -118,3 +122,74 @@ def assert_events_chain(job_id):
     return evs
 
 
+
+
+class Link:
+    """A TCP relay from a free port on 127.0.0.1 to ``target`` that the test can cut and restore: a process
+    given the relay's address loses its server while the test itself still reaches it directly."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        from api.local import free_port
+
+        self.target, self.port = (target_host, target_port), free_port()
+        self._server: socket.socket | None = None
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self.up()
+
+    def up(self) -> None:
+        server = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        server.settimeout(0.2)
+        self._server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def down(self) -> None:
+        """Close the listener and every relayed connection (each peer sees its connection reset)."""
+        server, self._server = self._server, None
+        if server:
+            server.close()
+        with self._lock:
+            for conn in self._open:
+                try:
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    conn.close()
+                except OSError:
+                    pass
+            self._open.clear()
+
+    def _accept(self, server: socket.socket) -> None:
+        while self._server is server:
+            try:
+                client, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open.update((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for conn in (source, sink):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def relayed(url: str, link: Link) -> str:
+    """``url`` (a SQLAlchemy or Redis URL on 127.0.0.1) pointed at ``link`` instead."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f"127.0.0.1:{parts.port}",
+                                                                 f"127.0.0.1:{link.port}")))

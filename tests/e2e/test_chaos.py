@@ -7,11 +7,13 @@ import os
 import signal
 import threading
 import time
+from datetime import timedelta
 
 import psutil
 import pytest
 from sqlalchemy import text
 
+from api import queue
 from api.extensions import db
 from api.queue import fetch
 from api.reconcile import cleanup_orphaned_training_jobs
@@ -19,9 +21,11 @@ from api.status import Actor, JobStatus, transition, utcnow
 from tests.support import (
     LONG,
     TERMINAL,
+    Link,
     assert_events_chain,
     events,
     process_gone,
+    relayed,
     row,
     submit,
     wait_for,
@@ -278,3 +282,33 @@ def test_final_status_missed_by_postgres_is_recorded_from_rq(client, workers, po
     job = row(job_id)
     assert job.status == "completed" and job.epoch == 40 and job.metrics["val_accuracy"] > 0.8
     assert_events_chain(job_id)
+
+
+def test_a_worker_retrying_its_final_write_is_not_taken_for_lost(client, settings, workers, redis, postgres_server):
+    """Redis flushed while the job ran, and PostgreSQL unreachable from the worker when the job finished, for
+    longer than the heartbeat timeout: the worker is alive and retrying its final write, so a reconcile pass
+    (which reaches PostgreSQL) leaves the job alone, and the row ends completed with its final metrics."""
+    link = Link("127.0.0.1", postgres_server.port)  # the worker reaches PostgreSQL only through this
+    try:
+        worker = workers(DATABASE_URL=relayed(settings["DATABASE_URL"], link), HEARTBEAT_TIMEOUT="2",
+                         DB_RETRY_SECONDS="300")
+        job_id = submit(client, {**CHECKPOINTED, "epochs": 25, "checkpoint_every": 0})
+        wait_for(lambda: row(job_id).epoch >= 2, 60, "a few epochs")
+        redis.flushall()  # Redis loses the RQ job (and everything else) while it runs
+        link.down()
+        wait_for(lambda: "mark completed: database unavailable" in worker.log(), 120,
+                 "the task to finish and its final write to wait for PostgreSQL")
+        beat_key = queue.job_heartbeat_key(queue.rq_job_id_for(job_id, 1))
+        deadline = time.monotonic() + 3 * 2  # three heartbeat timeouts: the key outlives its TTL only if renewed
+        while time.monotonic() < deadline:
+            assert redis.exists(beat_key), "the attempt stopped beating while it still had a result to record"
+            time.sleep(0.2)
+        assert not redis.exists(f"rq:job:{queue.rq_job_id_for(job_id, 1)}") and row(job_id).status == "running"
+        report = cleanup_orphaned_training_jobs(now=utcnow() + timedelta(minutes=5))  # the row's beat is stale
+        assert not any(job_id in ids for ids in report.actions.values()), report.actions
+        link.up()
+        job = wait_status(job_id, "completed", timeout=60)
+    finally:
+        link.down()
+    assert job.epoch == 25 and job.metrics["val_accuracy"] > 0.8
+    assert [e[1] for e in assert_events_chain(job_id)] == ["queued", "running", "completed"]
