@@ -64,11 +64,18 @@ def worker_command(name: str | None, burst: bool) -> None:
 
     import trainq
     from api import tasks
-    from api.queue import SERIALIZER, ServiceJob, get_queue
+    from api.queue import SERIALIZER, ServiceJob, clear_dead_worker, get_queue
     from api.worker import TrainingWorker, import_lazy_modules
 
     cfg = current_app.config
     name = name or uuid.uuid4().hex
+    before = clear_dead_worker(name, cfg["WORKER_HEARTBEAT_TTL"] + 1)
+    if before == "alive":
+        raise click.ClickException(f"a live worker named {name!r} is running (its heartbeat is fresh): stop it "
+                                   "first, or give this one another --name")
+    if before == "cleared":
+        log.warning("worker %s: a worker of this name died without a goodbye (no heartbeat); its registration "
+                    "is cleared", name)
     loaded = trainq.load_task_modules()  # once, here: never per job (torch is imported once too)
     for module, trace in loaded.errors.items():
         log.error("task module %s failed to import; its tasks are not offered:\n%s", module, trace)

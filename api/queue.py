@@ -25,6 +25,7 @@ from rq.job import JobStatus as RQStatus
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker import Worker
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from api.extensions import redis_connection
 
@@ -69,6 +70,31 @@ def job_heartbeat_key(rq_job_id: str) -> str:
 
 def worker_heartbeat_key(worker_name: str) -> str:
     return f"trainq:heartbeat:worker:{worker_name}"
+
+
+def clear_dead_worker(name: str, wait: float) -> str:
+    """Make room for a worker named ``name`` (a fixed ``--name``, as under systemd): RQ refuses to register a
+    name whose registration has no death recorded, which is what a SIGKILLed worker leaves for minutes. Such a
+    registration whose heartbeat key is gone, or goes within ``wait`` seconds (the key's TTL), belongs to a dead
+    worker: it is marked dead. Returns ``"free"``, ``"cleared"`` or ``"alive"`` (a worker of that name beats)."""
+    conn = redis_connection.get()
+    key = Worker.redis_worker_namespace_prefix + name
+    if not conn.exists(key) or conn.hexists(key, "death"):
+        return "free"
+    deadline = time.monotonic() + wait
+    while conn.exists(worker_heartbeat_key(name)):
+        if time.monotonic() >= deadline:
+            return "alive"
+        time.sleep(0.1)
+    queues = _text(conn.hget(key, "queues")) or ""
+    pipe = conn.pipeline()
+    pipe.srem(Worker.redis_workers_keys, key)
+    for queue_ in filter(None, queues.split(",")):
+        pipe.srem(WORKERS_BY_QUEUE_KEY % queue_, key)
+    pipe.hset(key, "death", time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()))
+    pipe.expire(key, 60)
+    pipe.execute()
+    return "cleared"
 
 
 def control_key(job_id: str) -> str:

@@ -27,6 +27,7 @@ from tests.support import (
     process_gone,
     relayed,
     row,
+    start_flask,
     submit,
     wait_for,
     wait_status,
@@ -312,3 +313,36 @@ def test_a_worker_retrying_its_final_write_is_not_taken_for_lost(client, setting
         link.down()
     assert job.epoch == 25 and job.metrics["val_accuracy"] > 0.8
     assert [e[1] for e in assert_events_chain(job_id)] == ["queued", "running", "completed"]
+
+
+def test_a_named_worker_restarted_after_sigkill_starts_at_once(client, settings, workers, redis, tmp_path):
+    """As under systemd: the same --name again after a SIGKILL. RQ would refuse the name for minutes (its dead
+    registration has no death recorded); the worker clears it once its heartbeat is gone, and runs jobs."""
+    name = f"fixed-{tmp_path.name[:20]}"
+    first = workers(name)
+    os.kill(first.process.pid, signal.SIGKILL)
+    first.process.wait(10)
+    assert redis.exists(f"rq:worker:{name}") and not redis.hexists(f"rq:worker:{name}", "death")
+    started = time.monotonic()
+    again = start_flask(settings, f"{name}-again", tmp_path, "worker", "--name", name)
+    try:
+        wait_for(lambda: again.process.poll() is None and redis.hget(f"rq:worker:{name}", "pid")
+                 == str(again.process.pid).encode(), 60, "the restarted worker to register under its name")
+        assert time.monotonic() - started < 30, "it waited for RQ's stale registration to expire"
+        assert "its registration is cleared" in again.log() and "ValueError" not in again.log()
+        job_id = submit(client, {**CHECKPOINTED, "epochs": 2})
+        assert wait_status(job_id, "completed", timeout=60).worker_name == name
+    finally:
+        again.kill()
+
+
+def test_a_second_worker_with_a_live_workers_name_is_refused(settings, workers, tmp_path):
+    name = f"taken-{tmp_path.name[:20]}"
+    live = workers(name)
+    second = start_flask(settings, f"{name}-second", tmp_path, "worker", "--name", name)
+    try:
+        assert second.process.wait(60) == 1
+    finally:
+        second.kill()
+    assert f"a live worker named {name!r} is running" in second.log() and "Traceback" not in second.log()
+    assert live.process.poll() is None
