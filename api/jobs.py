@@ -137,10 +137,19 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise BadCursor("cursor is not one this API returned") from None
 
 
+def id_range(prefix: str) -> tuple[uuid.UUID, uuid.UUID]:
+    """The job ids whose text starts with ``prefix`` (checked by the caller), as a range the primary key's index
+    serves: PostgreSQL orders uuids byte by byte, as their hex text reads."""
+    digits = prefix.replace("-", "")
+    return uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))
+
+
 def list_jobs(status: JobStatus | None = None, limit: int = 50, cursor: str | None = None,
-              task: str | None = None) -> Page:
+              task: str | None = None, id_prefix: str | None = None) -> Page:
     """Newest first, keyset-paginated on (created_at, id) so deep pages cost the same as the first."""
     query = select(TrainingJob).options(defer(*(getattr(TrainingJob, name) for name in LIST_LEAVES_OUT)))
+    if id_prefix:
+        query = query.where(TrainingJob.id.between(*id_range(id_prefix)))
     if status is not None:
         query = query.where(TrainingJob.status == status)
     if task is not None:

@@ -23,7 +23,8 @@ bp = Blueprint("training", __name__, url_prefix="/api/training")
 SUBMIT_FIELDS = {"task", "params", "name", "max_attempts", "config"}
 LEGACY_TASK = "mlp"  # {"config": {...}} is kept as an alias for {"task": "mlp", "params": {...}}
 _DIGITS = re.compile(r"[0-9]{1,10}")  # not str.isdigit(): that accepts "²", which int() rejects
-LIST_PARAMS = {"status", "limit", "cursor", "task"}
+LIST_PARAMS = {"status", "limit", "cursor", "task", "id_prefix"}
+_ID_DASHES = (8, 13, 18, 23)  # where a job id's text has its dashes
 
 
 def render(job: TrainingJob, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -41,8 +42,19 @@ def list_page(args: Mapping[str, str]) -> dict[str, Any]:
         raise ApiError(400, "unknown_parameter",
                        f"{name}: unknown parameter (allowed: {', '.join(sorted(LIST_PARAMS))})", name)
     page = jobs.list_jobs(_status(args.get("status")), _number(args.get("limit"), "limit", 50, 1, jobs.MAX_PAGE),
-                          args.get("cursor"), args.get("task") or None)
+                          args.get("cursor"), args.get("task") or None, _id_prefix(args.get("id_prefix")))
     return {"jobs": [render(job, exclude=jobs.LIST_LEAVES_OUT) for job in page.jobs], "next_cursor": page.next_cursor}
+
+
+def _id_prefix(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    prefix = raw.lower()
+    if len(prefix) > 36 or not all((c == "-") if i in _ID_DASHES else c in "0123456789abcdef"
+                                   for i, c in enumerate(prefix)):
+        raise ApiError(400, "invalid_parameter", "id_prefix: must be the start of a job id (hexadecimal, with "
+                       "dashes where the id has them)", "id_prefix")
+    return prefix
 
 
 def _without_ages(value: Any) -> Any:

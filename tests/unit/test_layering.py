@@ -21,3 +21,8 @@ def test_training_imports_nothing_of_the_service():
 def test_the_sdk_imports_nothing_of_the_service_nor_torch():
     out = imported("from trainq import task, TaskContext\nimport trainq.checkpoints", (*FORBIDDEN, "torch"))
     assert out == "", f"trainq imported: {out}"
+
+
+def test_the_command_line_client_needs_neither_the_service_nor_torch():
+    out = imported("import trainq.cli, trainq.client", (*FORBIDDEN, "torch", "numpy"))
+    assert out == "", f"trainq.cli imported: {out}"

@@ -1,0 +1,194 @@
+"""The ``trainq`` command against a live stack: gunicorn serving the API, real workers, real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from api.local import free_port
+from tests.support import LONG, REPO, row, wait_for, wait_training
+
+TRAINQ = [sys.executable, "-m", "trainq.cli"]
+
+
+@pytest.fixture(scope="module")
+def api_url(app, settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("cli-gunicorn") / "gunicorn.log"
+    with open(log_path, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}", "api.wsgi:app"],
+            env={**os.environ, **settings}, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"gunicorn exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            return urllib.request.urlopen(f"{url}/api/health", timeout=2).status == 200
+        except OSError:
+            return False
+
+    wait_for(up, 60, "gunicorn")
+    yield url
+    process.terminate()
+    process.wait(15)
+
+
+@pytest.fixture
+def cli_env(api_url: str, admin_token: str, tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "TRAINQ_URL": api_url, "TRAINQ_TOKEN": admin_token, "XDG_CONFIG_HOME": str(tmp_path),
+            "COLUMNS": "200"}
+
+
+def trainq(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([*TRAINQ, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def submitted_id(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode in (0, 1, 2, 3), result.stderr
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("submitted "), result.stdout
+    return first.split()[1]
+
+
+def test_submit_follow_ends_with_exit_code_0_and_the_final_metrics(cli_env, workers):
+    workers()
+    done = trainq(cli_env, "submit", "mlp", "-p", "epochs=2", "-p", "hidden_sizes=[16]", "-p", "seed=3",
+                  "--name", "cli-follow", "--follow")
+    assert done.returncode == 0, done.stdout + done.stderr
+    job_id = submitted_id(done)
+    assert f"{job_id} completed: training finished" in done.stdout and "val_accuracy" in done.stdout
+    job = row(job_id)
+    assert job.status == "completed" and job.params["hidden_sizes"] == [16] and job.name == "cli-follow"
+    shown = json.loads(trainq(cli_env, "show", job_id[:10], "--json").stdout)
+    assert shown["id"] == job_id and shown["metrics"]["val_accuracy"] == job.metrics["val_accuracy"]
+    assert "Traceback" not in done.stderr
+
+
+def test_cancel_from_another_terminal_ends_follow_with_exit_code_2(cli_env, workers):
+    workers()
+    job_id = submitted_id(trainq(cli_env, "submit", "mlp", "--params-file", _params_file(cli_env, LONG)))
+    follower = subprocess.Popen([*TRAINQ, "follow", job_id[:8]], env=cli_env, cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        wait_training(job_id)
+        cancelled = trainq(cli_env, "cancel", job_id[:8])
+        assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout, cancelled.stderr
+        out, err = follower.communicate(timeout=60)
+    finally:
+        follower.kill()
+    assert follower.returncode == 2, out + err
+    assert f"{job_id} cancelled" in out
+
+
+def test_logs_follow_prints_lines_as_they_come(cli_env, workers):
+    workers()
+    job_id = submitted_id(trainq(cli_env, "submit", "mlp", "--params-file", _params_file(cli_env, LONG)))
+    wait_training(job_id)
+    reader = subprocess.Popen([*TRAINQ, "logs", "-f", job_id], env=cli_env, cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        first = reader.stdout.readline()  # blocks until the first line comes
+        assert job_id in first
+        assert row(job_id).status == "running"  # read while the job still runs
+        assert trainq(cli_env, "cancel", job_id).returncode == 0
+        _, err = reader.communicate(timeout=60)
+    finally:
+        reader.kill()
+    assert reader.returncode == 0, err  # the job ended: -f printed the rest and exited by itself
+
+
+def test_bad_params_name_the_field_and_never_print_a_traceback(cli_env, workers):
+    for args, expected in ((["-p", "epochs=0"], "params.epochs"), (["-p", "nope=1"], "no such param"),
+                           (["-p", "epochs=many"], "epochs"), (["-p", "hidden_sizes=[64,"], "not JSON")):
+        result = trainq(cli_env, "submit", "mlp", *args)
+        assert result.returncode == 1, result.stdout
+        assert result.stderr.startswith("error: ") and expected in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    unknown = trainq(cli_env, "submit", "no-such-task")
+    assert unknown.returncode == 1 and "known tasks: " in unknown.stderr and "mlp" in unknown.stderr
+
+
+def test_ids_take_a_unique_prefix_and_an_ambiguous_one_lists_the_matches(cli_env):
+    ids = []
+    while True:  # queued jobs (no worker here): enough that two share a first digit
+        ids.append(submitted_id(trainq(cli_env, "submit", "mlp", "-p", "epochs=1")))
+        firsts = [i[0] for i in ids]
+        shared = next((c for c in firsts if firsts.count(c) > 1), None)
+        if shared:
+            break
+    ambiguous = trainq(cli_env, "show", shared)
+    assert ambiguous.returncode == 1 and "is ambiguous" in ambiguous.stderr
+    assert sum(i in ambiguous.stderr for i in ids if i.startswith(shared)) >= 2
+    unique = trainq(cli_env, "show", ids[0][:13], "--json")
+    assert json.loads(unique.stdout)["id"] == ids[0]
+    absent = next(p for p in ("0000000000", "ffffffffff") if not any(i.startswith(p) for i in ids))
+    assert "no job id starts with" in trainq(cli_env, "show", absent).stderr
+    bad = trainq(cli_env, "cancel", "not-hex!")
+    assert bad.returncode == 1 and "not a job id" in bad.stderr
+    for i in ids:
+        assert trainq(cli_env, "cancel", i[:12]).returncode == 0
+
+
+def test_read_commands_print_json_for_scripts(cli_env, workers):
+    workers()
+    tasks = json.loads(trainq(cli_env, "tasks", "--json").stdout)
+    assert {"mlp", "diabetes-regression"} <= {t["name"] for t in tasks}
+    human = trainq(cli_env, "tasks").stdout
+    assert "mlp" in human and "epochs" in human and ">= 1" in human
+    job_id = submitted_id(trainq(cli_env, "submit", "diabetes-regression", "-p", "epochs=2", "--follow"))
+    listed = json.loads(trainq(cli_env, "ls", "--task", "diabetes-regression", "--json").stdout)
+    assert job_id in [j["id"] for j in listed]
+    assert job_id[:8] in trainq(cli_env, "ls", "--status", "completed").stdout
+    artifacts = json.loads(trainq(cli_env, "artifacts", job_id, "--json").stdout)
+    assert [a["name"] for a in artifacts] == ["model.pt"]
+    out = Path(cli_env["XDG_CONFIG_HOME"]) / "model.pt"
+    got = trainq(cli_env, "artifacts", job_id, "--get", "model.pt", "-o", str(out))
+    assert got.returncode == 0 and out.stat().st_size == artifacts[0]["size"]
+
+
+def test_login_keeps_url_and_token_for_this_user_only(cli_env, api_url, admin_token, tmp_path):
+    env = {k: v for k, v in cli_env.items() if k not in ("TRAINQ_URL", "TRAINQ_TOKEN")}
+    assert "trainq login URL" in trainq(env, "ls").stderr
+    bad = subprocess.run([*TRAINQ, "login", api_url], env=env, cwd=REPO, input="wrong-token\n",
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "401" not in bad.stderr and "token" in bad.stderr
+    good = subprocess.run([*TRAINQ, "login", api_url], env=env, cwd=REPO, input=admin_token + "\n",
+                          capture_output=True, text=True, timeout=60)
+    assert good.returncode == 0, good.stderr
+    config = tmp_path / "trainq" / "config.json"
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600 and admin_token not in good.stdout
+    assert trainq(env, "ls").returncode == 0
+    gone = trainq({**env, "TRAINQ_URL": f"http://127.0.0.1:{free_port()}"}, "ls")
+    assert gone.returncode == 1 and "cannot reach the trainq service at http://127.0.0.1:" in gone.stderr
+
+
+def test_the_client_installs_without_torch_and_talks_to_the_server(cli_env, tmp_path):
+    venv = tmp_path / "laptop"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    install = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
+                              str(REPO)], capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stdout + install.stderr
+    python = str(venv / "bin" / "python")
+    missing = subprocess.run([python, "-c", "import importlib.util as u; print([m for m in ('torch', 'flask', "
+                              "'rq', 'sqlalchemy') if u.find_spec(m)])"], capture_output=True, text=True)
+    assert missing.stdout.strip() == "[]"
+    result = subprocess.run([str(venv / "bin" / "trainq"), "tasks", "--json"], env=cli_env, capture_output=True,
+                            text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "mlp" in {t["name"] for t in json.loads(result.stdout)}
+
+
+def _params_file(env: dict[str, str], params: dict) -> str:
+    path = Path(env["XDG_CONFIG_HOME"]) / "params.json"
+    path.write_text(json.dumps(params))
+    return str(path)

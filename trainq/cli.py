@@ -1,0 +1,449 @@
+"""``trainq``: the command-line client of a trainq service (``trainq --help``).
+
+Talks to the service's JSON API with a bearer token (``trainq login URL``, or ``TRAINQ_URL`` and
+``TRAINQ_TOKEN``). Human tables by default, ``--json`` on every read command for scripts. Needs neither torch
+nor the server's packages.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from trainq.client import Client, ClientError, save_login
+
+TERMINAL = {"completed": 0, "failed": 1, "cancelled": 2, "paused": 3}  # follow's exit codes
+POLL_SECONDS = 1.0
+UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+console = Console(highlight=False)
+
+
+def handled(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The API's message (and field) on stderr and exit status 1 instead of a traceback; Ctrl-C says so."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ClientError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+    return run
+
+
+def client() -> Client:
+    return Client.from_environment()
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+def resolve(api: Client, job_id: str) -> str:
+    """A job id from a unique prefix of it, as git takes commit ids."""
+    job_id = job_id.strip().lower()
+    if UUID_TEXT.fullmatch(job_id):
+        return job_id
+    if not re.fullmatch(r"[0-9a-f-]{1,36}", job_id):
+        raise ClientError(f"{job_id!r} is not a job id (or a prefix of one): ids are hexadecimal")
+    matches = api.call("GET", "/api/training", id_prefix=job_id, limit=11)["jobs"]
+    if not matches:
+        raise ClientError(f"no job id starts with {job_id!r}")
+    if len(matches) > 1:
+        listed = "\n".join(f"  {j['id']}  {j['name']}  {j['status']}" for j in matches[:10])
+        more = "\n  ..." if len(matches) > 10 else ""
+        raise ClientError(f"{job_id!r} is ambiguous; it starts these jobs:\n{listed}{more}")
+    return matches[0]["id"]
+
+
+def progress_text(job: dict[str, Any]) -> str:
+    if job.get("total_steps"):
+        return f"{job.get('step') or 0}/{job['total_steps']}"
+    if job.get("epoch") is not None:
+        return f"epoch {job['epoch']}"
+    return ""
+
+
+def metrics_text(metrics: dict[str, Any] | None, limit: int = 4) -> str:
+    if not metrics:
+        return ""
+    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in list(metrics.items())[:limit])
+
+
+# ------------------------------------------------------------------------------------------------- params
+
+
+def parse_param(text: str, schema: dict[str, Any]) -> tuple[str, Any]:
+    """``name=value`` with the value read as the task's params schema types the field."""
+    name, sep, raw = text.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise ClientError(f"-p {text!r}: write -p NAME=VALUE", field="params")
+    properties = schema.get("properties", {})
+    if name not in properties:
+        known = ", ".join(properties) or "none"
+        raise ClientError(f"-p {name}: this task has no such param (its params: {known})", field=f"params.{name}")
+    return name, _typed(raw, properties[name], name)
+
+
+def _types(prop: dict[str, Any]) -> set[str]:
+    found = set()
+    for option in [prop, *prop.get("anyOf", []), *prop.get("oneOf", [])]:
+        kind = option.get("type")
+        found.update(kind if isinstance(kind, list) else [kind] if kind else [])
+    return found
+
+
+def _typed(raw: str, prop: dict[str, Any], name: str) -> Any:
+    kinds = _types(prop)
+    value = raw.strip()
+    if "null" in kinds and value in ("null", "none", "None"):
+        return None
+    if "boolean" in kinds:
+        lowered = value.lower()
+        if lowered in ("true", "yes", "1", "on"):
+            return True
+        if lowered in ("false", "no", "0", "off"):
+            return False
+    if "integer" in kinds and re.fullmatch(r"[+-]?\d+", value):
+        return int(value)
+    if "number" in kinds:
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if kinds & {"array", "object"} or not kinds:
+        try:
+            return json.loads(value)
+        except ValueError:
+            if kinds:
+                raise ClientError(f"-p {name}: {value!r} is not JSON (write a list as [64,32])",
+                                  field=f"params.{name}") from None
+    if "string" in kinds or not kinds:
+        return raw
+    wanted = " or ".join(sorted(kinds - {"null"}))
+    raise ClientError(f"-p {name}: {value!r} is not a valid {wanted}", field=f"params.{name}")
+
+
+def read_params_file(path: Path) -> dict[str, Any]:
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ClientError(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or use JSON") from None
+        loaded = yaml.safe_load(text)
+    else:
+        try:
+            loaded = json.loads(text)
+        except ValueError as exc:
+            raise ClientError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(loaded, dict):
+        raise ClientError(f"{path}: must hold an object of params")
+    return loaded
+
+
+# ----------------------------------------------------------------------------------------------- commands
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="trainq")
+def main() -> None:
+    """Submit, watch and control training jobs on a trainq service.
+
+    Start with `trainq login URL`; then `trainq tasks`, `trainq submit TASK -p name=value --follow`,
+    `trainq ls`. Job ids may be shortened to any unique prefix. Every read command takes --json.
+    """
+
+
+@main.command()
+@click.argument("url")
+@click.option("--token", help="The API token (asked for, hidden, when not given).")
+@handled
+def login(url: str, token: str | None) -> None:
+    """Check URL and a token, and keep both for later commands (in your config folder, mode 0600)."""
+    token = token or click.prompt("API token", hide_input=True)
+    api = Client(url.rstrip("/"), token.strip())
+    me = api.call("GET", "/api/me")
+    path = save_login(api.url, api.token or "")
+    user = me.get("user", me) if isinstance(me, dict) else {}
+    click.echo(f"logged in to {api.url} as {user.get('name', '?')}; saved in {path}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@handled
+def tasks(as_json: bool) -> None:
+    """The tasks the workers offer: names, descriptions, params with defaults and bounds."""
+    found = client().call("GET", "/api/tasks")["tasks"]
+    if as_json:
+        emit_json(found)
+        return
+    if not found:
+        click.echo("no tasks: no worker has published any yet")
+    for spec in found:
+        workers = spec.get("workers")
+        live = "workers unknown (Redis down)" if workers is None else f"{workers} live worker(s)"
+        console.print(f"[bold]{spec['name']}[/bold]  ({live})")
+        if spec.get("description"):
+            console.print(f"  {spec['description'].splitlines()[0]}")
+        table = Table(box=None, padding=(0, 2), show_header=True, header_style="dim")
+        for column in ("param", "type", "default", "bounds", "description"):
+            table.add_column(column)
+        schema = spec.get("params_schema") or {}
+        for name in spec.get("params_order") or list(schema.get("properties", {})):
+            prop = schema["properties"][name]
+            table.add_row(name, "|".join(sorted(_types(prop))) or "any", json.dumps(prop.get("default")),
+                          _bounds(prop), prop.get("description", ""))
+        console.print(table)
+        click.echo()
+
+
+def _bounds(prop: dict[str, Any]) -> str:
+    parts = []
+    for key, sign in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<"),
+                      ("minItems", "items >="), ("maxItems", "items <=")):
+        if key in prop:
+            parts.append(f"{sign} {prop[key]}")
+    if "enum" in prop:
+        parts.append("one of " + ", ".join(map(str, prop["enum"])))
+    return " ".join(parts)
+
+
+@main.command()
+@click.argument("task")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="A param, typed by the task's schema (-p lr=0.01 -p hidden_sizes=[64,32]); repeatable.")
+@click.option("--params-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Params from a JSON (or YAML) file; -p values win.")
+@click.option("--name", help="The job's name (default: the task's).")
+@click.option("--max-attempts", type=int, help="Attempts allowed when a worker is lost.")
+@click.option("--follow", "-f", is_flag=True, help="Then follow it until it ends (exit code as `follow`).")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@handled
+def submit(task: str, params: tuple[str, ...], params_file: Path | None, name: str | None,
+           max_attempts: int | None, follow: bool, as_json: bool) -> None:
+    """Submit a job of TASK."""
+    api = client()
+    specs = {spec["name"]: spec for spec in api.call("GET", "/api/tasks")["tasks"]}
+    if task not in specs:
+        raise ClientError(f"unknown task {task!r}; known tasks: {', '.join(sorted(specs)) or 'none'}", field="task")
+    values = read_params_file(params_file) if params_file else {}
+    for text in params:
+        key, value = parse_param(text, specs[task].get("params_schema") or {})
+        values[key] = value
+    body: dict[str, Any] = {"task": task, "params": values, "name": name or task}
+    if max_attempts is not None:
+        body["max_attempts"] = max_attempts
+    answer = api.call("POST", "/api/training", body)
+    job = answer["job"]
+    if as_json and not follow:
+        emit_json(answer)
+        return
+    click.echo(f"submitted {job['id']} ({job['name']}, task {job['task']}): {job['status']}")
+    for note in (answer.get("warning"), answer.get("message") if not answer.get("enqueued", True) else None):
+        if note:
+            click.echo(f"note: {note}", err=True)
+    if follow:
+        sys.exit(_follow(api, job["id"]))
+
+
+@main.command("ls")
+@click.option("--status", help="Only jobs in this status.")
+@click.option("--task", help="Only jobs of this task.")
+@click.option("--mine", is_flag=True, help="Only your own jobs.")
+@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@handled
+def list_jobs(status: str | None, task: str | None, mine: bool, limit: int, as_json: bool) -> None:
+    """List jobs, newest first."""
+    api = client()
+    owner = None
+    if mine:
+        me = api.call("GET", "/api/me")
+        owner = me.get("user", me).get("name")
+    jobs = api.call("GET", "/api/training", status=status, task=task, owner=owner, limit=limit)["jobs"]
+    if as_json:
+        emit_json(jobs)
+        return
+    table = Table(box=None, padding=(0, 2), header_style="dim")
+    for column in ("id", "name", "task", "status", "progress", "owner", "created"):
+        table.add_column(column)
+    for job in jobs:
+        table.add_row(job["id"][:8], job["name"], job.get("task", ""), job["status"], progress_text(job),
+                      job.get("owner") or "", (job.get("created_at") or "")[:19].replace("T", " "))
+    console.print(table)
+    if not jobs:
+        click.echo("no jobs")
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@handled
+def show(job_id: str, as_json: bool) -> None:
+    """One job: status and why, task and params, progress, metrics, attempts."""
+    api = client()
+    job = api.call("GET", f"/api/training/{resolve(api, job_id)}")
+    if as_json:
+        emit_json(job)
+        return
+    rows = [("id", job["id"]), ("name", job["name"]), ("task", job.get("task")),
+            ("status", f"{job['status']}: {job.get('status_reason') or ''}"), ("owner", job.get("owner")),
+            ("params", json.dumps(job.get("params"), sort_keys=True)), ("progress", progress_text(job)),
+            ("metrics", metrics_text(job.get("metrics"), limit=20)),
+            ("attempts", f"{job.get('attempts')} of {job.get('max_attempts')}"), ("worker", job.get("worker_name")),
+            ("created", job.get("created_at")), ("started", job.get("started_at")),
+            ("finished", job.get("finished_at")), ("actions", ", ".join(job.get("actions") or []))]
+    table = Table(box=None, show_header=False, padding=(0, 2))
+    table.add_column(style="dim")
+    table.add_column()
+    for key, value in rows:
+        if value not in (None, ""):
+            table.add_row(key, str(value))
+    console.print(table)
+    if job.get("error_message"):
+        click.echo("\n" + job["error_message"].rstrip())
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing lines as they come, until the job ends.")
+@handled
+def logs(job_id: str, follow: bool) -> None:
+    """The job's log."""
+    api = client()
+    job_id = resolve(api, job_id)
+    after = 0
+    try:
+        while True:
+            page = api.call("GET", f"/api/training/{job_id}/logs", after=after, limit=5000)
+            for line in page["lines"]:
+                click.echo(line["line"])
+            after = page["next_cursor"]
+            if page["lines"]:
+                continue
+            if not follow or api.call("GET", f"/api/training/{job_id}")["status"] in TERMINAL:
+                if follow:  # lines written just before the end
+                    for line in api.call("GET", f"/api/training/{job_id}/logs", after=after, limit=5000)["lines"]:
+                        click.echo(line["line"])
+                return
+            time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt:
+        _detached(job_id)
+
+
+def _action(path: str, method: str = "POST", body: dict[str, Any] | None = None) -> Callable[[str], None]:
+    def run(job_id: str) -> None:
+        api = client()
+        job_id = resolve(api, job_id)
+        answer = api.call(method, f"/api/training/{job_id}{path}", body if body is not None else {})
+        click.echo(answer.get("message") or f"{job_id}: {answer.get('job', {}).get('status')}")
+
+    return run
+
+
+for _name, _path, _method, _help in (
+    ("cancel", "", "DELETE", "Cancel the job: its training process is stopped."),
+    ("pause", "/pause", "POST", "Pause the job at its newest checkpoint (resume it later)."),
+    ("resume", "/resume", "POST", "Resume a paused (or failed) job from its newest checkpoint."),
+    ("force-start", "/force-start", "POST", "Start the job again from scratch, as a new attempt."),
+):
+    main.command(_name, help=_help)(click.argument("job_id")(handled(_action(_path, _method))))
+
+
+@main.command("mark-failed")
+@click.argument("job_id")
+@click.option("--reason", required=True, help="Why; recorded on the job.")
+@handled
+def mark_failed(job_id: str, reason: str) -> None:
+    """Mark a job failed by hand (its training is stopped)."""
+    _action("/mark-failed", body={"reason": reason})(job_id)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--get", "name", help="Download this artifact.")
+@click.option("-o", "--output", type=click.Path(dir_okay=True, path_type=Path),
+              help="Where to write it (default: its name, here).")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@handled
+def artifacts(job_id: str, name: str | None, output: Path | None, as_json: bool) -> None:
+    """List a job's artifacts, or download one with --get NAME."""
+    api = client()
+    job_id = resolve(api, job_id)
+    if name:
+        target = output or Path(name)
+        if target.is_dir():
+            target = target / name
+        with open(target, "wb") as out:
+            size = api.download(f"/api/training/{job_id}/artifacts/{name}", out)
+        click.echo(f"wrote {target} ({size} bytes)")
+        return
+    found = api.call("GET", f"/api/training/{job_id}/artifacts")["artifacts"]
+    if as_json:
+        emit_json(found)
+        return
+    table = Table(box=None, padding=(0, 2), header_style="dim")
+    for column in ("name", "size", "sha256", "saved"):
+        table.add_column(column)
+    for artifact in found:
+        table.add_row(artifact["name"], str(artifact["size"]), artifact["sha256"][:16],
+                      str(artifact.get("created_at", ""))[:19].replace("T", " "))
+    console.print(table)
+    if not found:
+        click.echo("no artifacts")
+
+
+@main.command()
+@click.argument("job_id")
+@handled
+def follow(job_id: str) -> None:
+    """Watch a job until it ends: a progress bar, its status and latest metrics.
+
+    Exit code: 0 completed, 1 failed, 2 cancelled, 3 paused. Ctrl-C stops watching; the job goes on.
+    """
+    api = client()
+    sys.exit(_follow(api, resolve(api, job_id)))
+
+
+def _follow(api: Client, job_id: str) -> int:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[metrics]}"))
+    try:
+        with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+            shown = bar.add_task(job_id[:8], total=None, metrics="")
+            while True:
+                job = api.call("GET", f"/api/training/{job_id}")
+                bar.update(shown, description=f"{job_id[:8]} {job['status']}", total=job.get("total_steps"),
+                           completed=job.get("step") or 0, metrics=metrics_text(job.get("metrics")))
+                if job["status"] in TERMINAL:
+                    break
+                time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt:
+        _detached(job_id)
+    click.echo(f"{job_id} {job['status']}: {job.get('status_reason') or ''}")
+    if job.get("metrics"):
+        click.echo(f"metrics: {metrics_text(job['metrics'], limit=50)}")
+    return TERMINAL[job["status"]]
+
+
+def _detached(job_id: str) -> None:
+    click.echo(f"\nstopped watching; job {job_id} goes on. To cancel it: trainq cancel {job_id[:8]}", err=True)
+    sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
