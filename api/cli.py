@@ -14,13 +14,13 @@ from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from api import locks
 from api.extensions import db, redis_connection, unreachable
 from api.local import mask
 from api.status import Actor
 
 log = logging.getLogger(__name__)
 
-RECONCILER_LOCK = 0x7472_6169_6E71  # pg advisory lock key: one active reconciler at a time
 
 
 class DependencyDown(RuntimeError):
@@ -107,26 +107,33 @@ def reconciler_command(interval: float | None, once: bool) -> None:
     if once:
         reconcile_once(Actor.RECONCILER)
         return
-    lock_conn = None
+    from api.reconcile import cleanup_orphaned_training_jobs
+
+    fast = current_app.config["LIVENESS_INTERVAL"]
+    lock_conn, next_pass = None, 0.0
     while True:
         try:
             if lock_conn is not None:
                 lock_conn.execute(text("SELECT 1"))  # still holding it? (a PostgreSQL restart drops the lock)
             else:
                 lock_conn = db.engine.connect()
-                if not lock_conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": RECONCILER_LOCK}).scalar():
+                if not locks.try_lock(lock_conn, locks.Namespace.RECONCILER, locks.RECONCILER_KEY):
                     lock_conn.close()
                     lock_conn = None
                     log.debug("another reconciler is active; standing by")
             if lock_conn is not None:
-                reconcile_once(Actor.RECONCILER)
+                if time.monotonic() >= next_pass:
+                    next_pass = time.monotonic() + period
+                    reconcile_once(Actor.RECONCILER)
+                else:  # between passes: only the running attempts whose database session has ended
+                    cleanup_orphaned_training_jobs(ended_sessions_only=True)
         except SQLAlchemyError as exc:
             log.warning("reconciler: database unreachable (%s); retrying", exc.__class__.__name__)
             if lock_conn is not None:
                 lock_conn.invalidate()
                 lock_conn = None
         db.session.remove()
-        time.sleep(period)
+        time.sleep(min(fast, period) if lock_conn is not None else period)
 
 
 def run_cleanup(dry_run: bool, as_json: bool) -> int:

@@ -23,8 +23,10 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any], str]] = {
     "PROGRESS_INTERVAL": (1.0, float, "a running job writes progress to its row at most this often (s)"),
     "CANCEL_WAIT": (3.0, float, "DELETE waits up to this long for RQ to confirm the horse is gone (s)"),
     "RECONCILE_INTERVAL": (2.0, float, "the reconciler loop's period (s)"),
+    "LIVENESS_INTERVAL": (0.25, float, "between passes, the active reconciler looks this often for running "
+                                       "attempts whose database session ended (their process died) (s)"),
     "ENQUEUE_GRACE": (5.0, float, "a queued row with no RQ id younger than this is left to its submitter (s)"),
-    "HEARTBEAT_INTERVAL": (1.0, float, "a running job (and each worker) beats this often, from a thread (s)"),
+    "HEARTBEAT_INTERVAL": (0.5, float, "a running job (and each worker) beats this often, from a thread (s)"),
     "HEARTBEAT_TIMEOUT": (10.0, float, "a running job silent this long, with no live horse, is lost (s)"),
     "WORKER_HEARTBEAT_TTL": (4.0, float, "a worker whose heartbeat key is this old is gone (s)"),
     "MAX_ATTEMPTS": (1, int, "attempts a job gets; a lost attempt with a checkpoint is retried if any are left"),

@@ -19,10 +19,10 @@ from typing import Any
 
 from flask import current_app
 from redis.exceptions import RedisError
-from sqlalchemy import func, select, text, tuple_, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.orm import defer
 
-from api import joblog, metrics, queue, tasks
+from api import joblog, locks, metrics, queue, tasks
 from api.extensions import db, redis_connection
 from api.models import JobArtifact, JobEvent, TrainingJob
 from api.reconcile import cleanup_orphaned_training_jobs, ensure_enqueued
@@ -218,13 +218,13 @@ def _refusal(job: TrainingJob, action: str) -> str:
 @contextmanager
 def job_lock(job_id: uuid.UUID) -> Iterator[None]:
     """One recovery action per job at a time, across API processes (a PostgreSQL advisory lock)."""
-    key = int.from_bytes(job_id.bytes[:8], "big", signed=True)
+    key = locks.job_key(job_id)
     with db.engine.connect() as conn:
-        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        locks.lock(conn, locks.Namespace.JOB_ACTION, key)
         try:
             yield
         finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            locks.unlock(conn, locks.Namespace.JOB_ACTION, key)
 
 
 @dataclass(frozen=True)

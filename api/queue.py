@@ -72,6 +72,34 @@ def worker_heartbeat_key(worker_name: str) -> str:
     return f"trainq:heartbeat:worker:{worker_name}"
 
 
+def beat_value(interval: float, ttl_ms: int) -> str:
+    """A job heartbeat key's value: how often it is renewed and the TTL it is set with (milliseconds)."""
+    return f"{int(interval * 1000)}:{ttl_ms}"
+
+
+def fresh_beats(rq_job_ids: Iterable[str]) -> dict[str, bool]:
+    """Whether each attempt's heartbeat key was renewed within 1.5 of its own intervals (+ 0.1 s), by Redis's
+    clock: its age is the TTL it was set with minus what is left of it. A process whose database session
+    ended but whose key is fresh is alive, cut off from PostgreSQL only."""
+    ids = list(rq_job_ids)
+    if not ids:
+        return {}
+    pipe = redis_connection.get().pipeline(transaction=False)
+    for rq_job_id in ids:
+        pipe.pttl(job_heartbeat_key(rq_job_id))
+        pipe.get(job_heartbeat_key(rq_job_id))
+    replies = pipe.execute()
+    fresh = {}
+    for rq_job_id, left_ms, value in zip(ids, replies[0::2], replies[1::2], strict=True):
+        try:
+            interval_ms, ttl_ms = (int(part) for part in (value or b"").split(b":"))
+        except ValueError:  # no key, or one written by an older worker
+            fresh[rq_job_id] = False
+            continue
+        fresh[rq_job_id] = left_ms > 0 and ttl_ms - left_ms <= 1.5 * interval_ms + 100
+    return fresh
+
+
 def clear_dead_worker(name: str, wait: float) -> str:
     """Make room for a worker named ``name`` (a fixed ``--name``, as under systemd): RQ refuses to register a
     name whose registration has no death recorded, which is what a SIGKILLed worker leaves for minutes. Such a
@@ -253,6 +281,7 @@ class RQState(NamedTuple):  # a NamedTuple: a reconcile pass builds one per acti
     worker_name: str | None = None
     worker_alive: bool | None = None  # for started jobs: does the worker still beat (and, here, exist)
     job_beating: bool = False  # RQ has no such job, but the attempt's heartbeat key exists
+    job_beat_fresh: bool | None = None  # read only for attempts whose database session ended (fresh_beats)
     error: str | None = None  # last line of RQ's failure text for failed jobs
 
 

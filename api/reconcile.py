@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from flask import current_app
-from sqlalchemy import DateTime, Float, String, bindparam, cast, extract, func, select, update
+from sqlalchemy import DateTime, Float, String, bindparam, cast, extract, func, literal_column, select, update
 
-from api import metrics, queue
+from api import locks, metrics, queue
 from api.extensions import db
 from api.models import TrainingJob
 from api.queue import RQState
@@ -27,6 +27,9 @@ from api.status import ACTIVE, Actor, JobStatus, transition, utcnow
 log = logging.getLogger(__name__)
 
 CANCELLED_IN_RQ = "cancelled in RQ (e.g. from rq-dashboard)"
+ENDED_SESSION = "worker lost (the attempt's database session ended: its process died)"
+_ENDED_IN_RQ = ("finished", "failed", "stopped", "canceled")  # RQ's own word on how it ended comes first
+_LOST = ("worker_lost", "retried")
 
 
 class RowView(NamedTuple):
@@ -42,6 +45,9 @@ class RowView(NamedTuple):
     heartbeat_age_s: float | None
     checkpoint_path: str | None
     name: str = ""
+    # a running attempt's own database session (api.locks): True while it holds its liveness lock, False once
+    # PostgreSQL freed it (the process died), None when unknown (no lock recorded, or the server restarted)
+    session: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,21 @@ def _lost(row: RowView, why: str) -> Decision:
 
 
 def decide(row: RowView, state: RQState | None, policy: Policy) -> Decision | None:
-    """What to do with one non-terminal row given RQ's view of it; None when they agree."""
+    """What to do with one non-terminal row given RQ's view of it; None when they agree.
+
+    A running attempt's own database session, when known, settles whether its process lives: held, it is not
+    lost whatever RQ and the heartbeats say (a worker that looks dead, a Redis that lost the job); ended, it
+    is lost at once, unless its heartbeat key in Redis is fresh (a process cut off from PostgreSQL only). RQ's own
+    word on how the job ended still comes first."""
+    decision = _by_rq_and_heartbeats(row, state, policy)
+    if row.status != JobStatus.RUNNING or row.session is None or (state and state.status in _ENDED_IN_RQ):
+        return decision
+    if row.session or (state and state.job_beat_fresh):  # held, or cut off from PostgreSQL but beating
+        return None if decision and decision.action in _LOST else decision
+    return decision or _lost(row, ENDED_SESSION)
+
+
+def _by_rq_and_heartbeats(row: RowView, state: RQState | None, policy: Policy) -> Decision | None:
     waited = row.waited_s
     if row.rq_job_id is None:
         if row.status == JobStatus.QUEUED:
@@ -151,18 +171,30 @@ def _age_s(column: Any) -> Any:
     return cast(extract("epoch", bindparam("now", type_=DateTime(timezone=True)) - column), Float)
 
 
+# Whether a running attempt's session still holds its liveness lock: one scan of pg_locks for the pass (an
+# uncorrelated IN), unknown for a lock taken before the server last started (a restart frees every lock).
+_SESSION = literal_column(
+    "CASE WHEN training_jobs.status <> 'running' OR training_jobs.liveness_key IS NULL"
+    " OR training_jobs.liveness_since IS NULL OR training_jobs.liveness_since <= pg_postmaster_start_time()"
+    f" THEN NULL ELSE training_jobs.liveness_key IN ({locks.held_keys_sql(locks.Namespace.ATTEMPT)}) END"
+)
+
+
 @functools.cache
-def _active_rows_query() -> Any:
-    return select(
+def _active_rows_query(ended_sessions_only: bool = False) -> Any:
+    query = select(
         cast(TrainingJob.id, String), TrainingJob.status, TrainingJob.attempts, TrainingJob.max_attempts,
         TrainingJob.rq_job_id, _age_s(func.coalesce(TrainingJob.queued_at, TrainingJob.created_at)),
-        _age_s(TrainingJob.heartbeat_at), TrainingJob.checkpoint_path, TrainingJob.name,
-    ).where(TrainingJob.status.in_([s.value for s in ACTIVE]))
+        _age_s(TrainingJob.heartbeat_at), TrainingJob.checkpoint_path, TrainingJob.name, _SESSION,
+    )
+    if ended_sessions_only:  # the cheap check between passes: running rows whose session is gone
+        return query.where(TrainingJob.status == JobStatus.RUNNING.value, _SESSION.is_(False))
+    return query.where(TrainingJob.status.in_([s.value for s in ACTIVE]))
 
 
-def active_rows(now: datetime) -> list[RowView]:
+def active_rows(now: datetime, ended_sessions_only: bool = False) -> list[RowView]:
     # Core, not the ORM session's execute: plain columns need none of the ORM's row loading.
-    rows = db.session.connection().execute(_active_rows_query(), {"now": now}).all()
+    rows = db.session.connection().execute(_active_rows_query(ended_sessions_only), {"now": now}).all()
     db.session.commit()
     return [RowView._make(r) for r in rows]
 
@@ -172,16 +204,24 @@ def cleanup_orphaned_training_jobs(
     dry_run: bool = False,
     actor: Actor = Actor.RECONCILER,
     max_queue_age: timedelta | None = None,
+    ended_sessions_only: bool = False,
 ) -> Report:
     """Check every non-terminal row against RQ in batch and fix each mismatch with a conditional write.
+    ``ended_sessions_only``: only the running rows whose attempt's database session has ended (the check the
+    reconciler makes every ``LIVENESS_INTERVAL`` between passes; usually it reads no row).
 
     Safe beside itself and live jobs: a row that changed since it was read is left alone (``raced``).
     """
     started = time.monotonic()
     now = now or utcnow()
     policy = Policy.from_config(current_app.config, max_queue_age)
-    rows = active_rows(now)
+    rows = active_rows(now, ended_sessions_only)
+    if ended_sessions_only and not rows:
+        return Report()
     states = queue.fetch_states(r.rq_job_id for r in rows if r.rq_job_id)
+    ended = [r.rq_job_id for r in rows if r.session is False and r.rq_job_id]
+    for rq_job_id, fresh in queue.fresh_beats(ended).items():
+        states[rq_job_id] = states.get(rq_job_id, RQState(None))._replace(job_beat_fresh=fresh)
     report = Report(checked=len(rows), dry_run=dry_run)
 
     for row in rows:

@@ -40,7 +40,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 import trainq
-from api import queue
+from api import locks, queue
 from api.extensions import db
 from api.joblog import JobLogCapture
 from api.models import JobArtifact, TrainingJob
@@ -198,6 +198,8 @@ class JobHeartbeat:
         self.job_id, self.attempt, self.redis, self.engine = job_id, attempt, redis, engine
         self.key = queue.job_heartbeat_key(queue.rq_job_id_for(job_id, attempt))
         self.ttl_ms, self.db_every = int(timeout * 1000), max(interval, timeout / 4)
+        # the key's value says how often it is renewed, so a reader can tell its age from its TTL (Redis's clock)
+        self.value = queue.beat_value(interval, self.ttl_ms)
         self.pause_requested = self.refused = False
         self._last_db = 0.0
         self._thread = Beat(f"job-heartbeat-{job_id}", interval, self.beat)
@@ -205,7 +207,7 @@ class JobHeartbeat:
     def beat(self) -> None:
         try:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.set(self.key, f"{time.time():.3f}", px=self.ttl_ms)
+            pipe.set(self.key, self.value, px=self.ttl_ms)
             pipe.get(queue.control_key(self.job_id))
             _, control = pipe.execute()
             self.pause_requested = self.pause_requested or control == b"pause"
@@ -232,6 +234,39 @@ class JobHeartbeat:
             self.redis.delete(self.key)
         except RedisError:
             pass
+
+
+class AttemptLease:
+    """The attempt's own database session, holding its liveness lock (``api.locks``) from before its row says
+    running until its end is recorded. PostgreSQL frees the lock the moment the session ends, whatever ended
+    the process (its worker's death, a SIGKILL of the horse or of its group), on this host or another; the
+    reconciler reads that within ``LIVENESS_INTERVAL`` instead of waiting out a heartbeat's TTL."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.conn = engine, None
+        self.fields: dict[str, Any] = {}
+
+    def acquire(self) -> dict[str, Any]:
+        """The row's liveness columns: the key (a fresh number from a sequence: unique among running attempts),
+        locked by this attempt's own session, and when, by the server's clock (a lock taken before the server
+        last started is gone without its holder having died)."""
+        if self.conn is None:
+            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                key, since = conn.execute(text("SELECT nextval('trainq_liveness_keys'), clock_timestamp()")).one()
+                locks.lock(conn, locks.Namespace.ATTEMPT, key)
+            except BaseException:
+                conn.invalidate()
+                conn.close()
+                raise
+            self.conn, self.fields = conn, {"liveness_key": key, "liveness_since": since}
+        return self.fields
+
+    def release(self) -> None:
+        if self.conn is not None:
+            self.conn.invalidate()  # closes the session itself (never back to the pool with the lock held)
+            self.conn.close()
+            self.conn = None
 
 
 class ProgressWriter:
@@ -398,25 +433,29 @@ def run_training_job(job_id: str, attempt: int) -> dict[str, Any]:
             f"mark {to}", cfg["DB_RETRY_SECONDS"], jlog,
         )
 
-    started = retry_db(
-        lambda: transition(
-            job_id, JobStatus.RUNNING, reason=f"started by worker {worker_name} (attempt {attempt})",
-            actor=Actor.WORKER, expected_from=[JobStatus.QUEUED], attempt=attempt,
-            fields={"worker_name": worker_name, "worker_pid": os.getpid(), "hostname": socket.gethostname(),
-                    "heartbeat_at": utcnow()},
-        ),
-        "mark running", cfg["DB_RETRY_SECONDS"], jlog,
-    )
-    if not started.changed:
-        jlog.warning("not started: row is %s on attempt %s (this is attempt %s)",
-                     started.job.status, started.job.attempts, attempt)
-        return {"skipped": True, "status": started.job.status}
+    lease = AttemptLease(db.engine)
+    try:
+        started = retry_db(
+            lambda: transition(
+                job_id, JobStatus.RUNNING, reason=f"started by worker {worker_name} (attempt {attempt})",
+                actor=Actor.WORKER, expected_from=[JobStatus.QUEUED], attempt=attempt,
+                fields={"worker_name": worker_name, "worker_pid": os.getpid(), "hostname": socket.gethostname(),
+                        "heartbeat_at": utcnow(), **lease.acquire()},
+            ),
+            "mark running", cfg["DB_RETRY_SECONDS"], jlog,
+        )
+        if not started.changed:
+            jlog.warning("not started: row is %s on attempt %s (this is attempt %s)",
+                         started.job.status, started.job.attempts, attempt)
+            return {"skipped": True, "status": started.job.status}
 
-    job = started.job
-    db.session.close()  # hand the connection back (refresh() opened a transaction): the log capture reuses it
-    redis = Redis.from_url(cfg["REDIS_URL"], socket_timeout=cfg["REDIS_TIMEOUT"])
-    with JobLogCapture(job_id, attempt, redis, db.engine, cfg["LOG_MAX_LINES"], cfg["RESULT_TTL"]):
-        return _train_and_record(job, attempt, redis, jlog, write)
+        job = started.job
+        db.session.close()  # hand the connection back (refresh() opened a transaction): the log capture reuses it
+        redis = Redis.from_url(cfg["REDIS_URL"], socket_timeout=cfg["REDIS_TIMEOUT"])
+        with JobLogCapture(job_id, attempt, redis, db.engine, cfg["LOG_MAX_LINES"], cfg["RESULT_TTL"]):
+            return _train_and_record(job, attempt, redis, jlog, write)
+    finally:
+        lease.release()
 
 
 def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: logging.LoggerAdapter,

@@ -121,7 +121,8 @@ def test_sigkilled_worker_is_marked_worker_lost(client, workers, ctx):
     worker.process.wait(10)
     wait_for(lambda: process_gone(job.worker_pid), 5, "the horse to die with its worker")
 
-    report = cleanup_orphaned_training_jobs()
+    # PostgreSQL frees the horse's liveness lock a moment after the process is gone
+    report = wait_for(lambda: (r := cleanup_orphaned_training_jobs()).actions and r, 5, "the pass to act")
     assert report.actions["worker_lost"] == [job_id]
     job = row(job_id)
     assert job.status == "failed" and job.status_reason == "worker lost"

@@ -5,7 +5,7 @@ import uuid
 import pytest
 
 from api.queue import RQState
-from api.reconcile import CANCELLED_IN_RQ, Policy, RowView, decide
+from api.reconcile import CANCELLED_IN_RQ, ENDED_SESSION, Policy, RowView, decide
 from api.status import JobStatus
 
 POLICY = Policy(enqueue_grace_s=5, heartbeat_timeout_s=10, max_queue_age_s=3600)
@@ -94,3 +94,43 @@ def test_no_retry_without_checkpoint_or_attempts():
     lost = RQState("started", worker_name="w1", worker_alive=False)
     assert run(lost, max_attempts=2).action == "worker_lost"
     assert run(lost, checkpoint_path="/c.pt", attempts=2, max_attempts=2).action == "worker_lost"
+
+
+@pytest.mark.parametrize("state", [None, RQState(None), RQState("started", worker_name="w1", worker_alive=True),
+                                   RQState("queued")])
+def test_an_ended_session_is_a_lost_attempt_at_once_whatever_rq_and_the_heartbeats_say(state):
+    fresh = {"heartbeat_age_s": 0.1, "session": False}
+    decision = run(state, **fresh)
+    assert decision.action == "worker_lost" and decision.reason == ENDED_SESSION
+    retried = run(state, **fresh, **CKPT)
+    assert retried.action == "retried" and retried.retry and retried.reason.startswith(ENDED_SESSION)
+
+
+def test_an_ended_session_keeps_rqs_more_precise_reason_when_there_is_one():
+    assert run(RQState("started", worker_name="w1", worker_alive=False), session=False).reason == "worker lost"
+
+
+@pytest.mark.parametrize("state", [None, RQState(None), RQState("started", worker_name="w1", worker_alive=False),
+                                   RQState("queued")])
+def test_a_held_session_is_alive_even_with_a_stale_heartbeat_and_a_dead_looking_worker(state):
+    assert run(state, heartbeat_age_s=3600, session=True) is None
+
+
+@pytest.mark.parametrize(("state", "action"), [(RQState("finished"), "completed"), (RQState("stopped"), "cancelled"),
+                                               (RQState("failed", error="x"), "worker_lost")])
+def test_rq_saying_how_it_ended_comes_before_the_session(state, action):
+    assert run(state, session=False).action == action
+    assert run(state, session=True).action == action
+
+
+def test_an_unknown_session_leaves_the_heartbeat_rules():
+    assert run(RQState(None), heartbeat_age_s=1, session=None) is None
+    assert run(RQState(None), heartbeat_age_s=60, session=None).action == "worker_lost"
+
+
+def test_an_ended_session_with_a_fresh_beat_is_a_process_cut_off_from_postgresql_not_a_dead_one():
+    for state in (RQState(None, job_beating=True, job_beat_fresh=True),
+                  RQState("started", worker_name="w1", worker_alive=True, job_beat_fresh=True)):
+        assert run(state, session=False, heartbeat_age_s=60) is None
+    stale = RQState(None, job_beating=True, job_beat_fresh=False)
+    assert run(stale, session=False).reason == ENDED_SESSION

@@ -1,0 +1,55 @@
+"""Every PostgreSQL advisory lock the service takes, in one key space: the two-integer form ``(namespace, key)``,
+so a job's liveness lock can never collide with a recovery action's lock or the reconciler's.
+
+- ``RECONCILER``: held by the active ``flask reconciler`` (one active at a time, the others stand by).
+- ``JOB_ACTION``: one recovery action (force-start, resume, pause, mark-failed) per job at a time.
+- ``ATTEMPT``: held by a running attempt's own database session for as long as it runs. PostgreSQL frees it
+  the moment that session ends (the process died, with its worker or alone, on any host), so its absence
+  says the attempt is gone without waiting out a heartbeat's TTL; and a new attempt cannot start training
+  while an old one still holds the job.
+"""
+
+from __future__ import annotations
+
+import uuid
+from enum import IntEnum
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+
+class Namespace(IntEnum):
+    RECONCILER = 0x7471_0001
+    JOB_ACTION = 0x7471_0002
+    ATTEMPT = 0x7471_0003
+
+
+RECONCILER_KEY = 1  # the one key in its namespace
+
+
+def job_key(job_id: uuid.UUID | str) -> int:
+    """A job's key within a namespace: 31 bits of its id (non-negative, so ``pg_locks.objid`` reads the same
+    number). Two jobs may share one; a shared liveness key can only make a dead attempt look alive until its
+    heartbeat lapses, never the reverse."""
+    return int.from_bytes(uuid.UUID(str(job_id)).bytes[:4], "big") & 0x7FFF_FFFF
+
+
+def try_lock(conn: Connection, namespace: Namespace, key: int) -> bool:
+    return bool(conn.execute(text("SELECT pg_try_advisory_lock(:ns, :key)"), {"ns": int(namespace), "key": key})
+                .scalar())
+
+
+def lock(conn: Connection, namespace: Namespace, key: int) -> None:
+    conn.execute(text("SELECT pg_advisory_lock(:ns, :key)"), {"ns": int(namespace), "key": key})
+
+
+def unlock(conn: Connection, namespace: Namespace, key: int) -> None:
+    conn.execute(text("SELECT pg_advisory_unlock(:ns, :key)"), {"ns": int(namespace), "key": key})
+
+
+def held_keys_sql(namespace: Namespace) -> str:
+    """SQL for the keys held in ``namespace`` in this database, as pg_locks shows a two-integer advisory lock
+    (classid = namespace, objid = key, objsubid = 2)."""
+    return ("SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted"
+            f" AND classid = {int(namespace)}::oid"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")

@@ -1,0 +1,25 @@
+"""Liveness: each running attempt holds an advisory lock in its own database session; its key is on the row
+
+Revision ID: 0006
+Revises: 0005
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0006'
+down_revision = '0005'
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.add_column('training_jobs', sa.Column('liveness_key', sa.Integer(), nullable=True))
+    op.add_column('training_jobs', sa.Column('liveness_since', sa.DateTime(timezone=True), nullable=True))
+    # unique among running attempts (2**31 attempts apart at the least); a lock key is a 32-bit integer
+    op.execute("CREATE SEQUENCE trainq_liveness_keys AS integer MINVALUE 1 MAXVALUE 2147483647 CYCLE")
+
+
+def downgrade():
+    op.execute("DROP SEQUENCE trainq_liveness_keys")
+    op.drop_column('training_jobs', 'liveness_since')
+    op.drop_column('training_jobs', 'liveness_key')
