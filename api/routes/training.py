@@ -13,6 +13,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file,
 from werkzeug.exceptions import BadRequest
 
 from api import jobs
+from api.auth import admin_required
 from api.errors import ApiError
 from api.models import TrainingJob
 from api.status import JobStatus, utcnow
@@ -27,7 +28,9 @@ LIST_PARAMS = {"status", "limit", "cursor", "task"}
 
 
 def render(job: TrainingJob, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
-    return job.to_dict(now=utcnow(), stale_after=current_app.config["HEARTBEAT_TIMEOUT"], exclude=exclude)
+    data = job.to_dict(now=utcnow(), stale_after=current_app.config["HEARTBEAT_TIMEOUT"], exclude=exclude)
+    data["owner"] = job.owner.name if job.owner else None
+    return data
 
 
 def render_with_actions(job: TrainingJob) -> dict[str, Any]:
@@ -151,6 +154,7 @@ def training_health():
 
 
 @bp.post("/admin/cleanup")
+@admin_required
 def admin_cleanup():
     json_body(optional=True)
     max_age = request.args.get("max_age_minutes")

@@ -25,7 +25,7 @@ from tests.integration.test_startup import _get
 from tests.support import wait_for
 
 ROOT = os.geteuid() == 0
-SECRET_FILES = ("local.env", "redis.password", "postgres.password")
+SECRET_FILES = ("local.env", "redis.password", "postgres.password", "secret_key", "admin.token")
 
 
 def _modes(paths: list[Path]) -> dict[str, tuple[int, int, int]]:
@@ -71,7 +71,8 @@ class MakeRun:
             if self.process.poll() is not None:
                 raise AssertionError(f"make run exited with {self.process.returncode}:\n{self.read()}")
             try:
-                return _get(f"http://127.0.0.1:{self.port}/api/health")["workers"] == 1
+                token = (self.project / "var" / "admin.token").read_text().strip()
+                return _get(f"http://127.0.0.1:{self.port}/api/health", token)["workers"] == 1
             except OSError:
                 return False
 
@@ -110,9 +111,13 @@ def _start_and_check(run: MakeRun) -> dict[str, str]:
     finally:
         assert run.stop() == 0, run.read()
     output = run.read()
-    kept = {name: (var / name).read_text().strip() for name in ("redis.password", "postgres.password")}
-    for secret in kept.values():
-        assert secret not in output
+    kept = {name: (var / name).read_text().strip()
+            for name in ("redis.password", "postgres.password", "secret_key", "admin.token")}
+    for name in ("redis.password", "postgres.password", "secret_key"):
+        assert kept[name] not in output
+    # the admin's token is printed once, in the login link (Jupyter style), and only there
+    assert output.count(kept["admin.token"]) == 1
+    assert f"http://127.0.0.1:{run.port}/login#token={kept['admin.token']}" in output
     assert "redis://:***@127.0.0.1" in output and "postgresql://postgres:***@127.0.0.1" in output
     return kept
 
