@@ -96,7 +96,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
         code = (exc.name or "error").lower().replace(" ", "_")
-        return error_response(exc.code or 500, code, exc.description or exc.name)
+        response, status = error_response(exc.code or 500, code, exc.description or exc.name)
+        if getattr(exc, "valid_methods", None):  # a 405 says what is allowed
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response, status
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
