@@ -4,7 +4,9 @@ owner, no secret is printed, and links planted in the folders it owns are never 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -22,7 +24,7 @@ import redis as redis_py
 
 from api.local import free_port
 from tests.integration.test_startup import _get
-from tests.support import wait_for
+from tests.support import REPO, wait_for
 
 ROOT = os.geteuid() == 0
 SECRET_FILES = ("local.env", "redis.password", "postgres.password", "secret_key", "admin.token")
@@ -91,6 +93,17 @@ class MakeRun:
         return self.output.read_text(errors="replace")
 
 
+def _readme_quick_start_submits(run: MakeRun) -> None:
+    """The README's first curl, as written (its token read from var/admin.token), on this run's port."""
+    readme = (REPO / "README.md").read_text()
+    command = re.search(r"```sh\n(curl -s -X POST http://127\.0\.0\.1:5000/api/training .*?)```", readme, re.S).group(1)
+    assert "$(cat var/admin.token)" in command
+    result = subprocess.run(["bash", "-c", command.replace(":5000/", f":{run.port}/")], cwd=run.project,
+                            capture_output=True, text=True, timeout=30)
+    body = json.loads(result.stdout)
+    assert body["job"]["name"] == "first" and body["job"]["owner"] == "admin", body
+
+
 def _start_and_check(run: MakeRun) -> dict[str, str]:
     """Start, check the secrets and that the servers refuse strangers, stop; the secrets it kept."""
     var = run.project / "var"
@@ -108,6 +121,7 @@ def _start_and_check(run: MakeRun) -> dict[str, str]:
         with pytest.raises(psycopg2.OperationalError, match="password"):
             psycopg2.connect(f"postgresql://postgres@127.0.0.1:{db_url.port}/trainq", connect_timeout=3)
         psycopg2.connect(urls["DATABASE_URL"], connect_timeout=3).close()
+        _readme_quick_start_submits(run)
     finally:
         assert run.stop() == 0, run.read()
     output = run.read()
@@ -115,8 +129,8 @@ def _start_and_check(run: MakeRun) -> dict[str, str]:
             for name in ("redis.password", "postgres.password", "secret_key", "admin.token")}
     for name in ("redis.password", "postgres.password", "secret_key"):
         assert kept[name] not in output
-    # the admin's token is printed once, in the login link (Jupyter style), and only there
-    assert output.count(kept["admin.token"]) == 1
+    # the admin's token is printed once per start, in the login link (Jupyter style), and only there
+    assert output.count(kept["admin.token"]) == output.count("  Monitor:    http") >= 1
     assert f"http://127.0.0.1:{run.port}/login#token={kept['admin.token']}" in output
     assert "redis://:***@127.0.0.1" in output and "postgresql://postgres:***@127.0.0.1" in output
     return kept
