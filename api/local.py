@@ -514,6 +514,16 @@ def run(var_dir: Path = Path("var")) -> int:
             server.stop()
 
 
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def allowed_hosts_for(host: str) -> str:
+    """make run's ``ALLOWED_HOSTS``: the loopback names, and the address it binds when that is a name or an
+    address of its own (``0.0.0.0`` binds everything but names nothing: set ALLOWED_HOSTS for those names)."""
+    extra = [] if host in (*LOOPBACK_NAMES, "0.0.0.0", "::") else [host]
+    return ",".join([*LOOPBACK_NAMES, *extra])
+
+
 def start_servers(var_dir: Path, servers: list[RedisServer | PostgresServer]) -> dict[str, str]:
     """The embedded servers that no URL replaces, their passwords kept in ``var/`` (mode 0600); the
     environment the children get. ``var/local.env`` (0600) has the URLs for other commands."""
@@ -536,9 +546,7 @@ def start_servers(var_dir: Path, servers: list[RedisServer | PostgresServer]) ->
     if not env.get("SECRET_KEY"):  # signs the monitor's session cookies; kept so logins survive a restart
         env["SECRET_KEY"] = read_secret(var_dir / "secret_key")
     if not env.get("ALLOWED_HOSTS"):
-        host = env.get("HOST", "127.0.0.1")
-        extra = [] if host in ("0.0.0.0", "::", "127.0.0.1", "localhost", "::1") else [host]
-        env["ALLOWED_HOSTS"] = ",".join(["localhost", "127.0.0.1", "::1", *extra])
+        env["ALLOWED_HOSTS"] = allowed_hosts_for(env.get("HOST", "127.0.0.1"))
     write_private(var_dir / "local.env", "".join(
         f"{k}={env[k]}\n" for k in ("REDIS_URL", "DATABASE_URL", "CHECKPOINT_DIR", "ARTIFACT_DIR")))
     return env
