@@ -38,8 +38,11 @@ def _state(job_id: str, redis) -> tuple:
     counts = tuple(db.session.scalar(select(func.count()).select_from(model)) for model in (JobEvent, User, ApiToken))
     tokens = db.session.execute(text("SELECT id, revoked_at FROM api_tokens ORDER BY id")).all()
     db.session.commit()
-    keys = sorted(redis.keys("*"))
-    return jobs, counts, tokens, keys, {key: redis.type(key) for key in keys}
+    read = {b"string": redis.get, b"hash": redis.hgetall, b"list": lambda k: redis.lrange(k, 0, -1),
+            b"set": redis.smembers, b"zset": lambda k: redis.zrange(k, 0, -1, withscores=True),
+            b"stream": lambda k: redis.xrange(k)}
+    values = {key: read[redis.type(key)](key) for key in sorted(redis.keys("*"))}
+    return jobs, counts, tokens, values
 
 
 def _urls(app, job_id: str) -> list[tuple[str, str, str]]:
@@ -57,9 +60,16 @@ def _urls(app, job_id: str) -> list[tuple[str, str, str]]:
 
 @pytest.mark.parametrize("credentials", ["none", "bad token", "not bearer"])
 def test_every_route_refuses_or_changes_nothing_without_credentials(app, client, redis, credentials):
+    from rq.registry import FailedJobRegistry
+
+    from api.queue import get_queue
+
     job_id = submit(client, SHORT)
-    failed_id = submit(client, SHORT)
-    client.post(f"/api/training/{failed_id}/mark-failed", json={"reason": "for requeue"})
+    failed_id = submit(client, SHORT)  # failed in RQ: what rq-dashboard's requeue-all would requeue
+    queue = get_queue("mlp")
+    rq_job = queue.fetch_job(failed_id)
+    queue.remove(rq_job)
+    FailedJobRegistry(queue=queue).add(rq_job, ttl=600)
     headers = {"none": {}, "bad token": {"Authorization": "Bearer tq_not-a-token"},
                "not bearer": {"Authorization": f"Basic {TOKENS['admin']}"}}[credentials]
     anonymous = app.test_client(token=None)
