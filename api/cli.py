@@ -1,4 +1,5 @@
-"""Operations as ``flask --app api <command>``: worker, reconciler, cleanup (``db upgrade`` is Flask-Migrate's)."""
+"""Operations as ``flask --app api <command>``: worker, reconciler, cleanup, users, tokens (``db upgrade`` is
+Flask-Migrate's)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
 
 import click
 from flask import Flask, current_app
+from flask.cli import AppGroup
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -177,6 +183,133 @@ def cleanup_main(argv: list[str] | None = None) -> int:
         return run_cleanup(args.dry_run, args.json)
 
 
+users_group = AppGroup("users", help="Manage users: create, list, disable.")
+tokens_group = AppGroup("tokens", help="Manage API tokens: create (printed once), list, revoke.")
+
+
+def _management(action: Callable[..., None]) -> Callable[..., None]:
+    """Run a management action; a refusal (unknown user, name taken, ...) is a one-line error, exit 1."""
+    from api.auth import UserError
+
+    @wraps(action)
+    def wrapped(*args: Any, **kwargs: Any) -> None:
+        try:
+            return action(*args, **kwargs)
+        except UserError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapped
+
+
+@users_group.command("create")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="An admin acts on every job and reaches /rq, /metrics and cleanup.")
+@click.option("--max-queued-jobs", type=click.IntRange(0), default=None,
+              help="This user's queued-jobs limit (default: MAX_QUEUED_JOBS).")
+@click.option("--job-disk-limit-mb", type=click.IntRange(0), default=None,
+              help="This user's per-job disk limit in MB, 0 = none (default: JOB_DISK_LIMIT_MB).")
+@_management
+def users_create(name: str, admin: bool, max_queued_jobs: int | None, job_disk_limit_mb: int | None) -> None:
+    """Create a user (then give them a token: flask --app api tokens create NAME)."""
+    from api import auth
+
+    user = auth.create_user(name, admin, max_queued_jobs, job_disk_limit_mb)
+    click.echo(f"created user {user.name} (id {user.id}{', admin' if user.is_admin else ''})")
+
+
+@users_group.command("list")
+def users_list() -> None:
+    """Every user: id, name, admin, disabled, own limits."""
+    from api import auth
+
+    for user in auth.list_users():
+        flags = [flag for flag, on in (("admin", user.is_admin), ("disabled", user.disabled)) if on]
+        own = [f"{key}={value}" for key, value in (("max_queued_jobs", user.max_queued_jobs),
+                                                   ("job_disk_limit_mb", user.job_disk_limit_mb)) if value is not None]
+        click.echo("\t".join([str(user.id), user.name, ",".join(flags) or "-", " ".join(own) or "-"]))
+
+
+@users_group.command("disable")
+@click.argument("name")
+@_management
+def users_disable(name: str) -> None:
+    """Disable a user: their tokens and monitor sessions stop working at once; their jobs stay."""
+    from api import auth
+
+    user = auth.disable_user(name)
+    click.echo(f"disabled user {user.name}")
+
+
+@users_group.command("local-admin")
+@click.argument("token_file", type=click.Path(dir_okay=False, path_type=Path))
+def users_local_admin(token_file: Path) -> None:
+    """make run's first start: make sure an admin exists and TOKEN_FILE (mode 0600) holds a working token of
+    one; a token already there that still works is kept. Prints nothing secret."""
+    from api import auth
+    from api.local import write_private
+
+    if token_file.exists():
+        from api.local import read_secret
+
+        token, _ = auth.check_token(read_secret(token_file))
+        if token is not None and token.user.is_admin and token.scope == "all":
+            click.echo(f"admin {token.user.name}: token in {token_file} still works")
+            return
+    admin = auth.first_admin()
+    if admin is None:
+        taken = {user.name for user in auth.list_users()}
+        name = next(candidate for candidate in ("admin", *(f"admin{i}" for i in range(2, 1000)))
+                    if candidate not in taken)
+        admin = auth.create_user(name, admin=True)
+        click.echo(f"created admin {admin.name}")
+    _, raw = auth.create_token(admin, "make run")
+    write_private(token_file, raw + "\n")
+    click.echo(f"admin {admin.name}: a new token in {token_file}")
+
+
+@tokens_group.command("create")
+@click.argument("user")
+@click.option("--expires-in", "expires_in", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="DAYS", help="Days until it expires (default: never).")
+@click.option("--name", "label", default="token", help="A label to tell tokens apart.")
+@click.option("--scope", type=click.Choice(["all", "metrics"]), default="all",
+              help="metrics: reads /metrics and nothing else (for Prometheus).")
+@_management
+def tokens_create(user: str, expires_in: float | None, label: str, scope: str) -> None:
+    """Create a token for USER. It is printed once, as the last line; only its hash is kept."""
+    from api import auth
+
+    token, raw = auth.create_token(auth.find_user(user), label, expires_in, scope)
+    expires = token.expires_at.isoformat() if token.expires_at else "never"
+    click.echo(f"token {token.id} ({token.name}) for {token.user.name}, scope {token.scope}, expires {expires}; "
+               "it is shown once, now:")
+    click.echo(raw)
+
+
+@tokens_group.command("list")
+@click.argument("user")
+@_management
+def tokens_list(user: str) -> None:
+    """USER's tokens (never the tokens themselves): id, name, scope, created, expires, last used, revoked."""
+    from api import auth
+
+    for token in auth.list_tokens(auth.find_user(user)):
+        row = token.to_dict()
+        click.echo("\t".join(str(row[key] or "-") for key in
+                              ("id", "name", "scope", "created_at", "expires_at", "last_used_at", "revoked_at")))
+
+
+@tokens_group.command("revoke")
+@click.argument("token_id", type=int)
+@_management
+def tokens_revoke(token_id: int) -> None:
+    """Revoke a token (by the id that tokens list shows): it, and monitor sessions made with it, stop working."""
+    from api import auth
+
+    token = auth.revoke_token(token_id)
+    click.echo(f"revoked token {token.id} ({token.name}) of {token.user.name}")
+
+
 def init_app(app: Flask) -> None:
-    for command in (worker_command, reconciler_command, cleanup_command):
+    for command in (worker_command, reconciler_command, cleanup_command, users_group, tokens_group):
         app.cli.add_command(command)

@@ -36,6 +36,13 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any], str]] = {
     "LOG_MAX_LINES": (10_000, int, "a job's log keeps this many lines; past it, it says it was truncated"),
     "REDIS_TIMEOUT": (2.0, float, "socket timeouts, so a dead Redis answers 503 instead of hanging"),
     "LOG_LEVEL": ("INFO", str, "logging level of the API, worker and reconciler"),
+    "SECRET_KEY": ("", str, "signs the monitor's session cookies; the web service refuses to serve without one"),
+    "ALLOWED_HOSTS": ("localhost,127.0.0.1,::1", str,
+                      "Host names (any port) the API answers; any other Host header is a 400 (DNS rebinding)"),
+    "MAX_CONTENT_LENGTH": (1024 * 1024, int, "largest request body in bytes; a bigger one is a 413"),
+    "MAX_QUEUED_JOBS": (100, int, "queued jobs one user may have at a time (a user's own limit overrides it)"),
+    "JOB_DISK_LIMIT_MB": (10_240, int, "MB a job's checkpoints and artifacts may use; past it the job fails (0: none)"),
+    "SESSION_DAYS": (14, int, "days a monitor login lasts (the token it was made with must stay valid too)"),
 }
 
 

@@ -1,13 +1,45 @@
-"""rq-dashboard mounted at ``/rq`` on the app's Redis.
+"""rq-dashboard mounted at ``/rq`` on the app's Redis, for admins only.
 
-It has no authentication of its own: put ``/rq`` behind your proxy's auth in production.
+rq-dashboard 0.9 has no authentication of its own, and its requeue-all runs on a plain GET. Here every /rq
+route needs an admin (``auth``'s checks run first), its state-changing routes (delete, requeue, requeue-all,
+empty, compact) answer only POST, and a POST made with the monitor's session cookie passes the same CSRF
+check as the API's: its pages get the session's CSRF token added to their jQuery calls. A GET to one of
+them is a 405 JSON answer saying so; a cross-site form post has no CSRF token and gets a 403.
 """
 
 from __future__ import annotations
 
+import json
 from functools import partial
 
-from flask import Flask
+from flask import Flask, Response, request
+
+from api import auth
+
+ACTIONS = frozenset({"delete_job_view", "requeue_job_view", "requeue_all", "empty_queue", "compact_queue"})
+"""rq-dashboard's view functions that change Redis."""
+
+
+def _guard() -> Response | None:
+    auth.require_admin()
+    if request.endpoint and request.endpoint.split(".")[-1] in ACTIONS and request.method != "POST":
+        from api.errors import error_response
+
+        response, status = error_response(405, "method_not_allowed",
+                                          "rq-dashboard's actions run only from a POST (with the CSRF token when "
+                                          "made with the session cookie); a GET changes nothing")
+        response.headers["Allow"] = "POST"
+        return response, status  # type: ignore[return-value]
+    return None
+
+
+def _csrf_for_jquery(response: Response) -> Response:
+    """Its pages post with jQuery: send the session's CSRF header with every one of those calls."""
+    if response.mimetype == "text/html" and not response.direct_passthrough and auth.current_user() is not None:
+        script = (f'<script>$.ajaxSetup({{headers: {{"{auth.CSRF_HEADER}": '
+                  f'{json.dumps(auth.csrf_token())}}}}});</script></body>')
+        response.set_data(response.get_data(as_text=True).replace("</body>", script, 1))
+    return response
 
 
 def init_app(app: Flask) -> None:
@@ -24,4 +56,8 @@ def init_app(app: Flask) -> None:
     web.requeue_job = partial(requeue_job, serializer=SERIALIZER)
     app.config.setdefault("RQ_DASHBOARD_REDIS_URL", app.config["REDIS_URL"])
     web.setup_rq_connection(app)
-    app.register_blueprint(rq_dashboard.blueprint, url_prefix="/rq")
+    blueprint = rq_dashboard.blueprint
+    if _guard not in blueprint.before_request_funcs.get(None, []):  # one blueprint object for every app
+        blueprint.before_request(_guard)
+        blueprint.after_request(_csrf_for_jquery)
+    app.register_blueprint(blueprint, url_prefix="/rq")

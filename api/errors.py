@@ -9,9 +9,11 @@ from flask import Flask, jsonify
 from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError, PendingRollbackError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from api.auth import Forbidden, Unauthorized
 from api.jobs import ArtifactNotFound, BadCursor, JobConflict
+from api.limits import LimitExceeded
 from api.status import JobNotFound
 from api.tasks import TaskRejected
 
@@ -38,6 +40,26 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.field)
+
+    @app.errorhandler(Unauthorized)
+    def _unauthorized(exc: Unauthorized):
+        response, status = error_response(401, "unauthorized", str(exc))
+        response.headers["WWW-Authenticate"] = 'Bearer realm="trainq"'
+        return response, status
+
+    @app.errorhandler(Forbidden)
+    def _forbidden(exc: Forbidden):
+        return error_response(403, exc.code, exc.message)
+
+    @app.errorhandler(LimitExceeded)
+    def _limit(exc: LimitExceeded):
+        return error_response(exc.status, exc.code, exc.message, exc.field)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(exc: RequestEntityTooLarge):
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        return error_response(413, "request_too_large",
+                              f"the request body is over the limit of {limit} bytes (MAX_CONTENT_LENGTH)")
 
     @app.errorhandler(TaskRejected)
     def _task_rejected(exc: TaskRejected):
@@ -74,7 +96,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
         code = (exc.name or "error").lower().replace(" ", "_")
-        return error_response(exc.code or 500, code, exc.description or exc.name)
+        response, status = error_response(exc.code or 500, code, exc.description or exc.name)
+        if getattr(exc, "valid_methods", None):  # a 405 says what is allowed
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response, status
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

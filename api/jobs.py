@@ -20,11 +20,11 @@ from typing import Any
 from flask import current_app
 from redis.exceptions import RedisError
 from sqlalchemy import func, select, tuple_, update
-from sqlalchemy.orm import defer
+from sqlalchemy.orm import defer, joinedload, selectinload
 
-from api import joblog, locks, metrics, queue, tasks
+from api import auth, joblog, limits, locks, metrics, queue, tasks
 from api.extensions import db, redis_connection
-from api.models import JobArtifact, JobEvent, TrainingJob
+from api.models import JobArtifact, JobEvent, TrainingJob, User
 from api.reconcile import cleanup_orphaned_training_jobs, ensure_enqueued
 from api.status import (
     ACTIONS,
@@ -68,10 +68,13 @@ def parse_id(job_id: str | uuid.UUID) -> uuid.UUID:
         raise JobNotFound(str(job_id)) from None
 
 
-def get_job(job_id: str | uuid.UUID) -> TrainingJob:
+def get_job(job_id: str | uuid.UUID, check_owner: bool = False) -> TrainingJob:
+    """The job's row; with ``check_owner``, only for its owner or an admin (``auth.Forbidden`` otherwise)."""
     job = db.session.get(TrainingJob, parse_id(job_id))
     if job is None:
         raise JobNotFound(str(job_id))
+    if check_owner:
+        auth.check_owner(job)
     return job
 
 
@@ -83,23 +86,29 @@ class SubmitResult:
 
 
 def submit(task: str, params: dict[str, Any] | None, name: str | None = None,
-           max_attempts: int | None = None) -> SubmitResult:
-    """Check ``params`` against the task's published schema, insert the row as queued, then enqueue. Redis
-    down: the row stays queued, with a reason, and the reconciler enqueues it later."""
+           max_attempts: int | None = None, owner: User | None = None) -> SubmitResult:
+    """Check ``params`` against the task's published schema and ``owner``'s queued-jobs limit, insert the row as
+    queued, then enqueue. Redis down: the row stays queued, with a reason, and the reconciler enqueues it later.
+    ``owner`` defaults to the request's user, or, for an in-process caller, the first admin."""
+    owner = owner or auth.current_user() or auth.first_admin()
+    if owner is None:
+        raise ValueError("a job needs an owner: create an admin first (flask --app api users create NAME --admin)")
     spec, checked = tasks.validate(task, params)
+    limits.check_queued_jobs(owner)
     warning = None if spec.workers != 0 else (
         f"no live worker offers task {spec.name} right now; the job waits queued until one does")
     job_id = uuid.uuid4()
     job = TrainingJob(
         id=job_id,
         name=name or spec.name,
+        owner_id=owner.id,
         task=spec.name,
         params=checked,
         attempts=1,
         max_attempts=max_attempts or current_app.config["MAX_ATTEMPTS"],
         rq_job_id=queue.rq_job_id_for(str(job_id), 1),
     )
-    create(job, actor=Actor.API, reason="submitted")
+    create(job, actor=Actor.API, reason="submitted", user_id=owner.id)
     try:
         ensure_enqueued(str(job_id), 1)
     except RedisError as exc:
@@ -145,11 +154,14 @@ def id_range(prefix: str) -> tuple[uuid.UUID, uuid.UUID]:
 
 
 def list_jobs(status: JobStatus | None = None, limit: int = 50, cursor: str | None = None,
-              task: str | None = None, id_prefix: str | None = None) -> Page:
+              task: str | None = None, id_prefix: str | None = None, owner: str | None = None) -> Page:
     """Newest first, keyset-paginated on (created_at, id) so deep pages cost the same as the first."""
-    query = select(TrainingJob).options(defer(*(getattr(TrainingJob, name) for name in LIST_LEAVES_OUT)))
+    query = select(TrainingJob).options(defer(*(getattr(TrainingJob, name) for name in LIST_LEAVES_OUT)),
+                                        selectinload(TrainingJob.owner))
     if id_prefix:
         query = query.where(TrainingJob.id.between(*id_range(id_prefix)))
+    if owner is not None:
+        query = query.where(TrainingJob.owner_id == select(User.id).where(User.name == owner).scalar_subquery())
     if status is not None:
         query = query.where(TrainingJob.status == status)
     if task is not None:
@@ -165,7 +177,8 @@ def list_jobs(status: JobStatus | None = None, limit: int = 50, cursor: str | No
 
 def list_events(job_id: str | uuid.UUID) -> list[JobEvent]:
     job = get_job(job_id)
-    return list(db.session.scalars(select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id)))
+    return list(db.session.scalars(select(JobEvent).options(joinedload(JobEvent.actor_user))
+                                   .where(JobEvent.job_id == job.id).order_by(JobEvent.id)))
 
 
 @dataclass(frozen=True)
@@ -183,8 +196,9 @@ def cancel(job_id: str | uuid.UUID) -> CancelResult:
     itself at its next progress write even if Redis cannot deliver the stop command.
     """
     started = time.monotonic()
-    job = get_job(job_id)
-    result = transition(job.id, JobStatus.CANCELLED, reason="cancelled by user", actor=Actor.API)
+    job = get_job(job_id, check_owner=True)
+    result = transition(job.id, JobStatus.CANCELLED, reason="cancelled by user", actor=Actor.API,
+                        user_id=auth.current_user_id())
     if not result.changed:
         if result.job.status == JobStatus.CANCELLED:
             return CancelResult(result.job, rq_cancelled=False, already_cancelled=True)
@@ -246,7 +260,7 @@ def _restart(job: TrainingJob, reason: str, resume_from: str | None) -> Transiti
     """failed | cancelled | paused -> queued on a new attempt (the user's budget, not the retries')."""
     result = transition(
         job.id, JobStatus.QUEUED, reason=reason, actor=Actor.API, expected_from=[job.status],
-        attempt=job.attempts, restart=True,
+        attempt=job.attempts, restart=True, user_id=auth.current_user_id(),
         fields={"attempts": job.attempts + 1, "max_attempts": job.max_attempts + 1, "resume_from": resume_from,
                 "error_message": None, "worker_pid": None,
                 "rq_job_id": queue.rq_job_id_for(str(job.id), job.attempts + 1)},
@@ -264,6 +278,7 @@ def _enqueue_current(job: TrainingJob) -> tuple[bool, int | None]:
 
 def force_start(job_id: str | uuid.UUID) -> RestartResult:
     """Start a queued job whose RQ job is lost, or a failed/cancelled one afresh. Twice is still one run."""
+    get_job(job_id, check_owner=True)
     with job_lock(parse_id(job_id)):
         job = get_job(job_id)
         previous = job.status
@@ -289,13 +304,17 @@ def latest_checkpoint(job: TrainingJob) -> str | None:
 
 
 def allowed_actions(job: TrainingJob) -> list[Action]:
-    """The actions the status module allows now; resume only with a checkpoint to resume from."""
+    """The actions the status module allows now, to this request's user (none on another user's job, unless an
+    admin); resume only with a checkpoint to resume from."""
+    if not auth.can_act_on(job):
+        return []
     needs_look = job.status in ACTIONS[Action.RESUME]
     return actions_for(job.status, has_checkpoint=needs_look and latest_checkpoint(job) is not None)
 
 
 def resume(job_id: str | uuid.UUID) -> RestartResult:
     """Continue a paused (or failed/cancelled) job from its last checkpoint on a new attempt."""
+    get_job(job_id, check_owner=True)
     with job_lock(parse_id(job_id)):
         job = get_job(job_id)
         previous = job.status
@@ -316,7 +335,7 @@ def pause(job_id: str | uuid.UUID) -> TrainingJob:
     """Ask a running job's task to stop (``ctx.should_stop()`` turns true with ``stop_reason`` "pause"); the row
     turns ``paused`` at its newest checkpoint when it has, or, with no checkpoint to resume from, ends
     cancelled with a reason that says so."""
-    job = get_job(job_id)
+    job = get_job(job_id, check_owner=True)
     if job.status not in ACTIONS[Action.PAUSE]:
         raise JobConflict(f"job {job.id} is {job.status}; only a running job can be paused", job)
     queue.request_pause(str(job.id))
@@ -326,10 +345,10 @@ def pause(job_id: str | uuid.UUID) -> TrainingJob:
 
 def mark_failed(job_id: str | uuid.UUID, reason: str) -> TrainingJob:
     """For a stuck row: mark it failed with the user's reason, and stop whatever RQ still runs for it."""
-    job = get_job(job_id)
+    job = get_job(job_id, check_owner=True)
     message = f"marked failed by user: {reason}"
     result = transition(job.id, JobStatus.FAILED, reason=message, actor=Actor.API,
-                        fields={"error_message": message})
+                        fields={"error_message": message}, user_id=auth.current_user_id())
     if not result.changed:
         raise JobConflict(_refusal(result.job, "marked failed"), result.job)
     try:

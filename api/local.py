@@ -505,13 +505,23 @@ def run(var_dir: Path = Path("var")) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [make run] %(message)s")
     servers: list[RedisServer | PostgresServer] = []
     try:
-        return supervise(start_servers(var_dir.absolute(), servers))
+        return supervise(start_servers(var_dir.absolute(), servers), var_dir.absolute())
     except EmbeddedServerError as exc:
         log.error("%s", exc)  # says why and what to do: no traceback
         return 1
     finally:
         for server in reversed(servers):
             server.stop()
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def allowed_hosts_for(host: str) -> str:
+    """make run's ``ALLOWED_HOSTS``: the loopback names, and the address it binds when that is a name or an
+    address of its own (``0.0.0.0`` binds everything but names nothing: set ALLOWED_HOSTS for those names)."""
+    extra = [] if host in (*LOOPBACK_NAMES, "0.0.0.0", "::") else [host]
+    return ",".join([*LOOPBACK_NAMES, *extra])
 
 
 def start_servers(var_dir: Path, servers: list[RedisServer | PostgresServer]) -> dict[str, str]:
@@ -533,13 +543,25 @@ def start_servers(var_dir: Path, servers: list[RedisServer | PostgresServer]) ->
                  postgres.home / "pgdata", who, postgres.log_path)
     env.setdefault("CHECKPOINT_DIR", str(var_dir / "checkpoints"))
     env.setdefault("ARTIFACT_DIR", str(var_dir / "artifacts"))
+    if not env.get("SECRET_KEY"):  # signs the monitor's session cookies; kept so logins survive a restart
+        env["SECRET_KEY"] = read_secret(var_dir / "secret_key")
+    if not env.get("ALLOWED_HOSTS"):
+        env["ALLOWED_HOSTS"] = allowed_hosts_for(env.get("HOST", "127.0.0.1"))
     write_private(var_dir / "local.env", "".join(
         f"{k}={env[k]}\n" for k in ("REDIS_URL", "DATABASE_URL", "CHECKPOINT_DIR", "ARTIFACT_DIR")))
     return env
 
 
-def supervise(env: dict[str, str]) -> int:
+def login_url(base: str, token: str) -> str:
+    """The monitor's login link, Jupyter style. The token rides in the #fragment: browsers never send it, so
+    it reaches no access log; the login page's script posts it."""
+    return f"{base}/login#token={token}"
+
+
+def supervise(env: dict[str, str], var_dir: Path = Path("var")) -> int:
     port = env.get("PORT", "5000")
+    host = env.get("HOST", "127.0.0.1")
+    token_file = var_dir / "admin.token"
     children: list[Child] = []
     stopping = False
 
@@ -551,18 +573,24 @@ def supervise(env: dict[str, str]) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     try:
         subprocess.run(_flask("db", "upgrade"), env=env, check=True)
+        subprocess.run(_flask("users", "local-admin", str(token_file)), env=env, check=True)
+        token = read_secret(token_file)
         children = [
-            Child("api", _flask_app("api.wsgi", "run", "--host", "127.0.0.1", "--port", port, "--no-reload"), env),
+            Child("api", _flask_app("api.wsgi", "run", "--host", host, "--port", port, "--no-reload"), env),
             Child("worker", _flask("worker"), env),
             Child("reconciler", _flask("reconciler"), env),
         ]
         for child in children:
             child.start()
-        base = f"http://127.0.0.1:{port}"
+        base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         print(
-            f"\n  Monitor:    {base}/\n  API:        {base}/api/training\n  Health:     {base}/api/health\n"
+            f"\n  Monitor:    {login_url(base, token)}\n"
+            f"              (logs you in as the admin; the token is in var/admin.token, mode 0600)\n"
+            f"  API:        {base}/api/training (send Authorization: Bearer <token>)\n"
+            f"  Health:     {base}/api/health\n"
             f"  Dashboard:  {base}/rq\n  Servers:    var/local.env (source it to run more workers)\n\n"
             f"  Submit a first job:\n    curl -s -X POST {base}/api/training -H 'Content-Type: application/json' \\\n"
+            f"      -H \"Authorization: Bearer $(cat var/admin.token)\" \\\n"
             f"      -d '{{\"name\": \"first\", \"task\": \"mlp\", \"params\": {{\"epochs\": 20}}}}'\n\n"
             f"  Tasks on offer: {base}/api/tasks\n\n"
             "  Ctrl-C stops everything.\n",

@@ -3,6 +3,7 @@ so a job's liveness lock can never collide with a recovery action's lock or the 
 
 - ``RECONCILER``: held by the active ``flask reconciler`` (one active at a time, the others stand by).
 - ``JOB_ACTION``: one recovery action (force-start, resume, pause, mark-failed) per job at a time.
+- ``USER_SUBMIT``: one submit at a time per user while their queued jobs are counted (transaction-scoped).
 - ``ATTEMPT``: held by a running attempt's own database session for as long as it runs. PostgreSQL frees it
   the moment that session ends (the process died, with its worker or alone, on any host), so its absence
   says the attempt is gone without waiting out a heartbeat's TTL; and a new attempt cannot start training
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from enum import IntEnum
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -22,6 +24,7 @@ class Namespace(IntEnum):
     RECONCILER = 0x7471_0001
     JOB_ACTION = 0x7471_0002
     ATTEMPT = 0x7471_0003
+    USER_SUBMIT = 0x7471_0004
 
 
 RECONCILER_KEY = 1  # the one key in its namespace
@@ -41,6 +44,11 @@ def try_lock(conn: Connection, namespace: Namespace, key: int) -> bool:
 
 def lock(conn: Connection, namespace: Namespace, key: int) -> None:
     conn.execute(text("SELECT pg_advisory_lock(:ns, :key)"), {"ns": int(namespace), "key": key})
+
+
+def lock_for_transaction(conn: Connection | Any, namespace: Namespace, key: int) -> None:
+    """Held until the caller's transaction ends (``conn``: a connection or a session)."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(:ns, :key)"), {"ns": int(namespace), "key": key})
 
 
 def unlock(conn: Connection, namespace: Namespace, key: int) -> None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from flask import Blueprint, Flask, Response, current_app
+from flask import Blueprint, Flask, Response, current_app, g
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
+from api.auth import require_admin
 from api.extensions import db, redis_connection
 from api.status import Actor, JobStatus
 
@@ -112,6 +113,10 @@ bp = Blueprint("metrics", __name__)
 
 @bp.get("/metrics")
 def metrics() -> Response:
+    """Admins, and tokens of scope ``metrics`` (``flask --app api tokens create USER --scope metrics``: what
+    Prometheus sends as its bearer token) read it."""
+    if g.token.scope != "metrics":
+        require_admin()
     return Response(generate_latest(current_app.extensions["metrics_registry"]), mimetype=CONTENT_TYPE_LATEST)
 
 

@@ -1,4 +1,5 @@
-"""The record: one row per training job, and an append-only log of its status transitions."""
+"""The record: one row per training job, an append-only log of its status transitions, and the users and
+tokens that own and act on jobs."""
 
 from __future__ import annotations
 
@@ -20,13 +21,59 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from api.extensions import db
 from api.status import TERMINAL, JobStatus
 
 _STATUSES = ", ".join(f"'{s.value}'" for s in JobStatus)
 _NON_TERMINAL = ", ".join(f"'{s.value}'" for s in JobStatus if s not in TERMINAL)
+
+
+class User(db.Model):
+    """Someone who submits and acts on jobs; an admin acts on every job and reaches /rq, /metrics and cleanup."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    max_queued_jobs: Mapped[int | None] = mapped_column(Integer)  # None: MAX_QUEUED_JOBS
+    job_disk_limit_mb: Mapped[int | None] = mapped_column(Integer)  # None: JOB_DISK_LIMIT_MB
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "is_admin": self.is_admin, "disabled": self.disabled,
+                "max_queued_jobs": self.max_queued_jobs, "job_disk_limit_mb": self.job_disk_limit_mb,
+                "created_at": self.created_at.isoformat()}
+
+
+class ApiToken(db.Model):
+    """A bearer token: only its SHA-256 is kept (the token is 32 random bytes, so no slow hash is needed)."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (CheckConstraint("scope IN ('all', 'metrics')", name="ck_api_tokens_scope"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(Integer, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(16), default="all", server_default="all")  # metrics: /metrics only
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+    def to_dict(self) -> dict[str, Any]:
+        def iso(value: datetime | None) -> str | None:
+            return value.isoformat() if value else None
+
+        return {"id": self.id, "user": self.user.name, "name": self.name, "scope": self.scope,
+                "created_at": iso(self.created_at), "expires_at": iso(self.expires_at),
+                "last_used_at": iso(self.last_used_at), "revoked_at": iso(self.revoked_at)}
 
 
 class TrainingJob(db.Model):
@@ -37,10 +84,12 @@ class TrainingJob(db.Model):
         Index("ix_training_jobs_status_newest", "status", "created_at", "id"),
         Index("ix_training_jobs_non_terminal", "status", postgresql_where=f"status IN ({_NON_TERMINAL})"),
         Index("ix_training_jobs_task_newest", "task", "created_at", "id"),
+        Index("ix_training_jobs_owner_status", "owner_id", "status"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(200))
+    owner_id: Mapped[int] = mapped_column(Integer, ForeignKey("users.id"))  # who submitted it
     status: Mapped[str] = mapped_column(String(16))
     status_reason: Mapped[str | None] = mapped_column(Text)
     task: Mapped[str] = mapped_column(String(64))  # a task some worker published (api.tasks)
@@ -72,6 +121,8 @@ class TrainingJob(db.Model):
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     log_truncated: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
 
+    owner: Mapped[User] = relationship()
+
     def to_dict(self, now: datetime | None = None, stale_after: float | None = None,
                 exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
         """Every column but ``exclude``, plus ``heartbeat_age_seconds`` and ``stale``: a running row whose
@@ -100,7 +151,10 @@ class JobEvent(db.Model):
     to_status: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(32))
+    actor_user_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("users.id"))  # the user who asked, if any
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    actor_user: Mapped[User | None] = relationship()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -110,6 +164,7 @@ class JobEvent(db.Model):
             "to_status": self.to_status,
             "reason": self.reason,
             "actor": self.actor,
+            "user": self.actor_user.name if self.actor_user else None,
             "at": self.at.isoformat(),
         }
 

@@ -121,8 +121,10 @@ class JobNotFound(LookupError):
     pass
 
 
-def create(job: TrainingJob, *, actor: Actor, reason: str, now: datetime | None = None) -> TrainingJob:
-    """Insert a new row as ``queued`` with its first event (the ``None -> queued`` transition)."""
+def create(job: TrainingJob, *, actor: Actor, reason: str, now: datetime | None = None,
+           user_id: int | None = None) -> TrainingJob:
+    """Insert a new row as ``queued`` with its first event (the ``None -> queued`` transition); ``user_id`` is
+    the user who submitted it."""
     from api.models import JobEvent  # models import this module's statuses
 
     now = now or utcnow()
@@ -131,7 +133,8 @@ def create(job: TrainingJob, *, actor: Actor, reason: str, now: datetime | None 
     job.created_at = job.updated_at = job.queued_at = now
     db.session.add(job)
     db.session.flush()
-    db.session.add(JobEvent(job_id=job.id, from_status=None, to_status=INITIAL, reason=reason, actor=actor, at=now))
+    db.session.add(JobEvent(job_id=job.id, from_status=None, to_status=INITIAL, reason=reason, actor=actor,
+                            actor_user_id=user_id, at=now))
     db.session.commit()
     return job
 
@@ -147,10 +150,12 @@ def transition(
     fields: Mapping[str, Any] | None = None,
     now: datetime | None = None,
     restart: bool = False,
+    user_id: int | None = None,
 ) -> TransitionResult:
     """Move ``job_id`` to ``to`` if its status allows it (narrowed by ``expected_from``) and, when
     ``attempt`` is given, only if the row is still on that attempt. Other columns in ``fields`` are
-    written in the same UPDATE. ``restart`` admits ``RESTARTS`` (the user's way out of a terminal status)."""
+    written in the same UPDATE. ``restart`` admits ``RESTARTS`` (the user's way out of a terminal status).
+    ``user_id`` is the user who asked for the change (the event records it); workers and reconcilers have none."""
     from api.models import JobEvent, TrainingJob  # models import this module's statuses
 
     if restart and (actor != Actor.API or not fields or "attempts" not in fields):
@@ -180,7 +185,8 @@ def transition(
         if result.rowcount != 1:  # cannot happen under the row lock; never write an event without the change
             db.session.rollback()
             return TransitionResult(db.session.get(TrainingJob, job_id), False, None)
-        event = JobEvent(job_id=job_id, from_status=from_status, to_status=to, reason=reason, actor=actor, at=now)
+        event = JobEvent(job_id=job_id, from_status=from_status, to_status=to, reason=reason, actor=actor,
+                         actor_user_id=user_id, at=now)
         db.session.add(event)
         db.session.commit()
     except BaseException:

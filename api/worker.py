@@ -40,7 +40,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 import trainq
-from api import locks, queue
+from api import limits, locks, queue
 from api.extensions import db
 from api.joblog import JobLogCapture
 from api.models import JobArtifact, TrainingJob
@@ -480,7 +480,8 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
     workdir = Path(tempfile.mkdtemp(prefix=workdir_prefix(job_id, attempt)))
     ctx = TaskContext(job_id=job_id, attempt=attempt, checkpoint_dir=checkpoints,
                       artifact_dir=Path(cfg["ARTIFACT_DIR"]) / job_id, workdir=workdir, log=jlog,
-                      sink=WorkerSink(job, attempt, writer, heartbeat), keep_checkpoints=cfg["KEEP_CHECKPOINTS"],
+                      sink=limits.DiskLimited(WorkerSink(job, attempt, writer, heartbeat)),
+                      keep_checkpoints=cfg["KEEP_CHECKPOINTS"],
                       device=getattr(params, "device", None) or cfg["DEVICE"] or None)
     started = time.perf_counter()
     # Beating until the attempt's end is recorded: a worker still retrying its final write (PostgreSQL down) is

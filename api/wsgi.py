@@ -1,11 +1,13 @@
 """WSGI entry point (``gunicorn api.wsgi:app``, ``flask --app api.wsgi run``): the app, reconciled once at
-start-up so that whatever happened while no API ran is fixed before the first request."""
+start-up so that whatever happened while no API ran is fixed before the first request. Without a SECRET_KEY
+it refuses to start (``make run`` makes one in var/)."""
 
-from api import create_app
+from api import create_app, require_secret_key
 from api.cli import reconcile_once
 from api.status import Actor
 
 app = create_app()
+require_secret_key(app)
 
 if app.config["RECONCILE_ON_START"]:
     with app.app_context():

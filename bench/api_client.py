@@ -1,14 +1,18 @@
 """The load generator for bench.api_latency and bench.monitor_pages, run as its own process: ``list URL N``,
-``get URL PATH N [conditional]`` or ``submit URL SECONDS THREADS``. Prints JSON."""
+``get URL PATH N [conditional]`` or ``submit URL SECONDS THREADS``. Prints JSON. Every request sends the bench
+admin's token (``TRAINQ_TOKEN``, set by ``bench.harness.stack``)."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
 import sys
 import threading
 import time
 from urllib.parse import urlsplit
+
+AUTH = {"Authorization": f"Bearer {os.environ['TRAINQ_TOKEN']}"} if os.environ.get("TRAINQ_TOKEN") else {}
 
 
 def _connection(url: str) -> http.client.HTTPConnection:
@@ -22,7 +26,7 @@ def get_latency(url: str, path: str, n: int, conditional: bool = False) -> dict:
     etag = None
     if conditional:
         conn = _connection(url)
-        conn.request("GET", path)
+        conn.request("GET", path, headers=AUTH)
         response = conn.getresponse()
         response.read()
         etag = response.getheader("ETag")
@@ -31,7 +35,7 @@ def get_latency(url: str, path: str, n: int, conditional: bool = False) -> dict:
     for _ in range(n):
         conn = _connection(url)  # gunicorn's sync workers close after each response
         start = time.perf_counter()
-        conn.request("GET", path, headers={"If-None-Match": etag} if etag else {})
+        conn.request("GET", path, headers={**AUTH, **({"If-None-Match": etag} if etag else {})})
         response = conn.getresponse()
         body = response.read()
         samples.append(time.perf_counter() - start)
@@ -48,7 +52,7 @@ def submit_throughput(url: str, seconds: float, threads: int) -> dict:
     def run(i: int) -> None:
         while time.perf_counter() < deadline:
             conn = _connection(url)
-            conn.request("POST", "/api/training", payload, {"Content-Type": "application/json"})
+            conn.request("POST", "/api/training", payload, {**AUTH, "Content-Type": "application/json"})
             response = conn.getresponse()
             response.read()
             conn.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import secrets
 import signal
 import statistics
 import subprocess
@@ -25,6 +26,9 @@ from api.queue import pid_alive
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
+TOKEN_ENV = "TRAINQ_TOKEN"
+"""The bench admin's API token: ``stack()`` makes it and puts it here (and in the environment, for the load
+generator's process); ``http`` and ``bench.api_client`` send it, so no benchmark script handles tokens."""
 
 
 def process_gone(pid: int) -> bool:
@@ -114,7 +118,7 @@ def stack(**settings: str) -> Iterator[Stack]:
     """Start Redis + PostgreSQL in a temp dir, migrate, yield; kill everything afterwards."""
     import flask_migrate
 
-    from api import config, create_app
+    from api import auth, config, create_app
     from api.local import PostgresServer, RedisServer
 
     workdir = Path(tempfile.mkdtemp(prefix="trainq-bench-"))
@@ -122,10 +126,14 @@ def stack(**settings: str) -> Iterator[Stack]:
     postgres = PostgresServer(workdir / "postgres", ephemeral=True).start()
     env = {"REDIS_URL": redis.url, "DATABASE_URL": postgres.create_database("bench"),
            "CHECKPOINT_DIR": str(workdir / "checkpoints"),
-           "ARTIFACT_DIR": str(workdir / "artifacts"), "LOG_LEVEL": "WARNING", **settings}
+           "ARTIFACT_DIR": str(workdir / "artifacts"), "LOG_LEVEL": "WARNING",
+           "SECRET_KEY": secrets.token_urlsafe(32), "MAX_QUEUED_JOBS": str(10**9),  # load tests queue a lot
+           **settings}
     app = create_app({**config.load(env), "RECONCILE_ON_START": False})
     with app.app_context():
         flask_migrate.upgrade()
+        admin = auth.create_user("bench", admin=True)
+        os.environ[TOKEN_ENV] = auth.create_token(admin, "bench")[1]
     s = Stack(env, app, workdir)
     try:
         yield s
@@ -140,10 +148,21 @@ def stack(**settings: str) -> Iterator[Stack]:
         postgres.remove()
 
 
+def auth_headers() -> dict[str, str]:
+    """The bench admin's ``Authorization`` header (empty outside a ``stack()``)."""
+    token = os.environ.get(TOKEN_ENV)
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def login_url(base: str) -> str:
+    """The monitor's login link for the bench admin (what ``make run`` prints): a browser opening it is logged in."""
+    return f"{base}/login#token={os.environ[TOKEN_ENV]}"
+
+
 def http(method: str, url: str, body: dict | None = None, timeout: float = 30) -> tuple[int, dict]:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"} if data else {})
+    headers = {**auth_headers(), **({"Content-Type": "application/json"} if data else {})}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read())

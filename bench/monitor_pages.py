@@ -13,7 +13,7 @@ from sqlalchemy import text
 from api.extensions import db, redis_connection
 from api.local import free_port, wait_for
 from bench.api_latency import client
-from bench.harness import http, percentiles, stack, write_result
+from bench.harness import http, login_url, percentiles, stack, write_result
 from bench.reconcile_pass import load
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -48,6 +48,8 @@ def browser_memory(url: str, job_id: str, minutes: float, every_s: float) -> dic
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_page()
+        page.goto(login_url(url))
+        page.wait_for_url(f"{url}/")
         page.goto(f"{url}/jobs/{job_id}")
         cdp = page.context.new_cdp_session(page)
         cdp.send("Performance.enable")

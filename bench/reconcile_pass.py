@@ -27,9 +27,10 @@ def load(n_rows: int) -> int:
     """``n_rows`` rows, every tenth queued; a real RQ job for each queued one."""
     db.session.execute(text("TRUNCATE training_jobs CASCADE"))
     db.session.execute(text("""
-        INSERT INTO training_jobs (id, name, status, task, params, epoch, step, attempts, max_attempts,
+        INSERT INTO training_jobs (id, name, owner_id, status, task, params, epoch, step, attempts, max_attempts,
                                    created_at, updated_at, queued_at, rq_job_id)
-        SELECT u.id, 'bench-' || u.i, CASE WHEN u.i % 10 = 0 THEN 'queued' ELSE 'completed' END, 'mlp', '{}'::jsonb,
+        SELECT u.id, 'bench-' || u.i, (SELECT min(id) FROM users WHERE is_admin),
+               CASE WHEN u.i % 10 = 0 THEN 'queued' ELSE 'completed' END, 'mlp', '{}'::jsonb,
                0, 0, 1, 1, now() - make_interval(secs => u.i), now(), now(), u.id::text
         FROM (SELECT gen_random_uuid() AS id, i FROM generate_series(1, :n) AS i) AS u
     """), {"n": n_rows})

@@ -8,7 +8,7 @@ from __future__ import annotations
 import tempfile
 
 from api.local import free_port, wait_for
-from bench.harness import REPO, http, stack
+from bench.harness import REPO, http, login_url, stack
 from bench.monitor_pages import CHROMIUM_ARGS
 
 DOCS = REPO / "docs"
@@ -53,7 +53,8 @@ def main() -> None:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             for width, suffix in ((1280, ""), (375, "-375")):
                 page = browser.new_page(viewport={"width": width, "height": 900})
-                page.goto(f"{url}/")
+                page.goto(login_url(url))  # logs in as the bench admin, then shows the jobs page
+                page.wait_for_url(f"{url}/")
                 page.locator("#job-rows tr").first.wait_for()
                 page.locator("#submit-panel summary").click()
                 page.locator("#task-select").select_option("mlp")

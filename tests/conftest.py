@@ -4,6 +4,7 @@ and real RQ worker processes. Unit tests use none of them."""
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from sqlalchemy import text
 from api import create_app
 from api.extensions import db, redis_connection
 from api.local import PostgresServer, RedisServer
-from tests.support import WorkerProcess, start_flask, start_worker
+from tests.support import TOKENS, ApiClient, WorkerProcess, start_flask, start_worker
 
 
 @pytest.fixture(scope="session")
@@ -41,13 +42,16 @@ def settings(redis_server: RedisServer, postgres_server: PostgresServer, tmp_pat
         "ARTIFACT_DIR": str(tmp_path_factory.mktemp("artifacts")),
         "PROGRESS_INTERVAL": "0.2",
         "LOG_LEVEL": "INFO",
+        "SECRET_KEY": "test-secret-key-not-for-production",
     }
 
 
 def make_app(settings: dict[str, str], **overrides: object) -> Flask:
     from api import config
 
-    return create_app({**config.load(settings), "TESTING": True, **overrides})
+    application = create_app({**config.load(settings), "TESTING": True, **overrides})
+    application.test_client_class = ApiClient  # sends the session admin's token unless told otherwise
+    return application
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +59,7 @@ def app(settings: dict[str, str]) -> Flask:
     import flask_migrate
 
     import trainq
-    from api import tasks
+    from api import auth, tasks
 
     application = make_app(settings)
     with application.app_context():
@@ -63,6 +67,8 @@ def app(settings: dict[str, str]) -> Flask:
         # what a worker with the built-in tasks publishes at start; tests without a worker submit against it
         builtin = [t.spec() for t in trainq.load_task_modules({}).tasks.values() if t.module == "training.tasks"]
         tasks.publish("published-by-the-test-session", builtin)
+        admin = auth.first_admin() or auth.create_user("admin", admin=True)
+        TOKENS["admin"] = auth.create_token(admin, "test session")[1]
     return application
 
 
@@ -80,6 +86,33 @@ def ctx(app: Flask) -> Iterator[Flask]:
 @pytest.fixture
 def client(ctx: Flask):
     return ctx.test_client()
+
+
+@pytest.fixture
+def anon(ctx: Flask):
+    """A test client with no credentials at all."""
+    return ctx.test_client(token=None)
+
+
+_users = itertools.count()
+
+
+@pytest.fixture
+def make_user(ctx: Flask):
+    """Factory: a new user (admin or not) and a test client that sends their token."""
+    from api import auth
+
+    def make(prefix: str = "user", admin: bool = False, **limits: int):
+        user = auth.create_user(f"{prefix}-{next(_users)}-{uuid.uuid4().hex[:6]}", admin=admin, **limits)
+        _, raw = auth.create_token(user, "test")
+        return user, ctx.test_client(token=raw), raw
+
+    return make
+
+
+@pytest.fixture
+def admin_token(app: Flask) -> str:
+    return TOKENS["admin"]
 
 
 @pytest.fixture

@@ -14,12 +14,33 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from flask.testing import FlaskClient
+
 from api.extensions import db
 from api.local import wait_for  # noqa: F401 - the tests' deadline waits
 from api.models import JobEvent, TrainingJob
 from api.queue import pid_alive
 
 REPO = Path(__file__).resolve().parent.parent
+
+TOKENS: dict[str, str] = {}
+"""The test session's tokens by role: ``admin`` is made when the session's app is (tests/conftest.py)."""
+
+
+class ApiClient(FlaskClient):
+    """Flask's test client sending ``Authorization: Bearer <token>``: the session admin's unless ``token`` says
+    otherwise; ``token=None`` sends no credentials."""
+
+    def __init__(self, *args: Any, token: Any = ..., **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        token = TOKENS.get("admin") if token is ... else token
+        if token:
+            self.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+
+
+def bearer(token: str | None = None) -> dict[str, str]:
+    """Headers for a real HTTP request (urllib) as ``token``'s user, by default the session admin."""
+    return {"Authorization": f"Bearer {token or TOKENS['admin']}"}
 
 SHORT = {"dataset": "digits", "epochs": 3, "hidden_sizes": [32], "batch_size": 64, "checkpoint_every": 1, "seed": 1}
 LONG = {"dataset": "digits", "epochs": 100_000, "hidden_sizes": [32], "batch_size": 16}

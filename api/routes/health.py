@@ -1,8 +1,9 @@
-"""``/api/health``: can this API reach its database and Redis, and how many workers are alive."""
+"""``/api/health``: can this API reach its database and Redis, and how many workers are alive. Without a user
+it answers only ``{"healthy": ...}`` (a liveness probe needs no token); the details need one."""
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, g, jsonify
 
 from api.extensions import unreachable
 from api.queue import live_workers
@@ -13,8 +14,10 @@ bp = Blueprint("health", __name__, url_prefix="/api")
 @bp.get("/health")
 def health():
     errors = unreachable()
+    healthy = not errors
+    if g.get("user") is None:
+        return jsonify({"healthy": healthy}), 200 if healthy else 503
     checks = {name: {"ok": False, "error": errors[name].__class__.__name__} if name in errors else {"ok": True}
               for name in ("database", "redis")}
-    healthy = not errors
     workers = live_workers() if "redis" not in errors else None
     return jsonify({"healthy": healthy, "checks": checks, "workers": workers}), 200 if healthy else 503

@@ -13,6 +13,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file,
 from werkzeug.exceptions import BadRequest
 
 from api import jobs
+from api.auth import admin_required
 from api.errors import ApiError
 from api.models import TrainingJob
 from api.status import JobStatus, utcnow
@@ -23,12 +24,14 @@ bp = Blueprint("training", __name__, url_prefix="/api/training")
 SUBMIT_FIELDS = {"task", "params", "name", "max_attempts", "config"}
 LEGACY_TASK = "mlp"  # {"config": {...}} is kept as an alias for {"task": "mlp", "params": {...}}
 _DIGITS = re.compile(r"[0-9]{1,10}")  # not str.isdigit(): that accepts "²", which int() rejects
-LIST_PARAMS = {"status", "limit", "cursor", "task", "id_prefix"}
+LIST_PARAMS = {"status", "limit", "cursor", "task", "id_prefix", "owner"}
 _ID_DASHES = (8, 13, 18, 23)  # where a job id's text has its dashes
 
 
 def render(job: TrainingJob, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
-    return job.to_dict(now=utcnow(), stale_after=current_app.config["HEARTBEAT_TIMEOUT"], exclude=exclude)
+    data = job.to_dict(now=utcnow(), stale_after=current_app.config["HEARTBEAT_TIMEOUT"], exclude=exclude)
+    data["owner"] = job.owner.name if job.owner else None
+    return data
 
 
 def render_with_actions(job: TrainingJob) -> dict[str, Any]:
@@ -42,7 +45,8 @@ def list_page(args: Mapping[str, str]) -> dict[str, Any]:
         raise ApiError(400, "unknown_parameter",
                        f"{name}: unknown parameter (allowed: {', '.join(sorted(LIST_PARAMS))})", name)
     page = jobs.list_jobs(_status(args.get("status")), _number(args.get("limit"), "limit", 50, 1, jobs.MAX_PAGE),
-                          args.get("cursor"), args.get("task") or None, _id_prefix(args.get("id_prefix")))
+                          args.get("cursor"), args.get("task") or None, _id_prefix(args.get("id_prefix")),
+                          args.get("owner") or None)
     return {"jobs": [render(job, exclude=jobs.LIST_LEAVES_OUT) for job in page.jobs], "next_cursor": page.next_cursor}
 
 
@@ -163,6 +167,7 @@ def training_health():
 
 
 @bp.post("/admin/cleanup")
+@admin_required
 def admin_cleanup():
     json_body(optional=True)
     max_age = request.args.get("max_age_minutes")

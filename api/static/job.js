@@ -84,7 +84,7 @@ function renderJob(job) {
   document.getElementById("progress").replaceChildren(progressBar(job, true));
   renderActions(job);
   document.getElementById("details").replaceChildren(...[
-    detail("Task", job.task),
+    detail("Task", job.task), detail("Owner", job.owner, "d-owner"),
     detail("Worker", job.worker_name), detail("Host", job.hostname), detail("PID", job.worker_pid),
     detail("Attempts", `${job.attempts} of ${job.max_attempts}`), detail("RQ job", job.rq_job_id),
     detail("Created", fmtTime(job.created_at)), detail("Started", fmtTime(job.started_at)),
@@ -206,7 +206,7 @@ function renderTimeline(events) {
   document.getElementById("timeline").replaceChildren(...events.map((e) => h("li", {},
     h("time", {datetime: e.at}, fmtTime(e.at)), " ",
     e.from_status ? [statusBadge(e.from_status), " → "] : null, statusBadge(e.to_status),
-    h("span", {class: "actor"}, ` by ${e.actor}`),
+    h("span", {class: "actor"}, ` by ${e.actor}${e.user ? ` (${e.user})` : ""}`),
     e.reason ? h("div", {class: "reason"}, e.reason) : null)));
 }
 

@@ -54,7 +54,8 @@ function metricsCell(job) {
 
 function jobRow(job) {
   return h("tr", {"data-job-id": job.id, "data-status": job.status, "data-task": job.task},
-    h("td", {"data-label": "Name"}, h("a", {href: `/jobs/${job.id}`}, job.name)),
+    h("td", {"data-label": "Name"}, h("a", {href: `/jobs/${job.id}`}, job.name),
+      h("div", {class: "muted owner"}, job.owner || "")),
     h("td", {"data-label": "Task", class: "task"}, job.task),
     h("td", {"data-label": "Status"}, h("div", {}, statusBadge(job.status), " ", staleBadge(job),
       job.status_reason ? h("div", {class: "reason", title: job.status_reason}, job.status_reason) : null)),

@@ -116,6 +116,7 @@ class Resource {
     if (this.etag) headers["If-None-Match"] = this.etag;
     const response = await fetch(this.url, {headers, cache: "no-store"});
     if (response.status === 304) return null;
+    if (response.status === 401) toLogin();
     const body = await response.json();
     if (!response.ok) throw new ApiError(response.status, body);
     this.etag = response.headers.get("ETag");
@@ -132,14 +133,24 @@ class ApiError extends Error {
   }
 }
 
-/** A state-changing call: JSON in (so no cross-site form can make it), JSON out; throws ApiError. */
+/** The session's CSRF token (the page's meta tag): every state-changing call made with the cookie sends it. */
+const CSRF_TOKEN = (document.querySelector("meta[name=csrf-token]") || {}).content || "";
+
+/** The session ended (logged out elsewhere, token revoked or expired): log in again, then come back here. */
+function toLogin() {
+  window.location.assign(`/login?next=${encodeURIComponent(window.location.pathname + window.location.search)}`);
+}
+
+/** A state-changing call: JSON in (so no cross-site form can make it), with the CSRF header, JSON out;
+    throws ApiError. */
 async function callApi(method, url, payload) {
-  const init = {method, headers: {Accept: "application/json"}};
+  const init = {method, headers: {Accept: "application/json", "X-CSRF-Token": CSRF_TOKEN}};
   if (payload !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(payload);
   }
   const response = await fetch(url, init);
+  if (response.status === 401) toLogin();
   const body = await response.json().catch(() => ({}));
   if (!response.ok) throw new ApiError(response.status, body);
   return body;

@@ -71,14 +71,36 @@ def monitor_url(app, settings: dict[str, str], tmp_path_factory: pytest.TempPath
     process.wait(15)
 
 
+def log_in(tab, token: str) -> None:
+    """Log ``tab``'s browser context in the way a user does with make run's link: /login#token=..."""
+    tab.goto(f"/login#token={token}")
+    tab.wait_for_url("**/")
+    tab.locator("#current-user").wait_for()
+
+
 @pytest.fixture
-def page(browser, monitor_url: str, ctx) -> Iterator:
-    """A fresh browser context on the monitor (clean tables, see ``ctx``); any JavaScript error fails the test."""
-    context = browser.new_context(base_url=monitor_url, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(15_000)
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield tab
-    context.close()
+def browser_context(browser, monitor_url: str, ctx) -> Iterator:
+    """Factory: fresh browser contexts on the monitor (clean tables, see ``ctx``), each tab failing the test on
+    any JavaScript error."""
+    contexts, errors = [], []
+
+    def new_tab():
+        context = browser.new_context(base_url=monitor_url, viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(15_000)
+        contexts.append(context)
+        tab = context.new_page()
+        tab.on("pageerror", lambda exc: errors.append(str(exc)))
+        return tab
+
+    yield new_tab
+    for context in contexts:
+        context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def page(browser_context, admin_token: str) -> Iterator:
+    """A browser tab logged in as the test session's admin."""
+    tab = browser_context()
+    log_in(tab, admin_token)
+    yield tab

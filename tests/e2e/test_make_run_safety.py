@@ -4,7 +4,9 @@ owner, no secret is printed, and links planted in the folders it owns are never 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -22,10 +24,10 @@ import redis as redis_py
 
 from api.local import free_port
 from tests.integration.test_startup import _get
-from tests.support import wait_for
+from tests.support import REPO, wait_for
 
 ROOT = os.geteuid() == 0
-SECRET_FILES = ("local.env", "redis.password", "postgres.password")
+SECRET_FILES = ("local.env", "redis.password", "postgres.password", "secret_key", "admin.token")
 
 
 def _modes(paths: list[Path]) -> dict[str, tuple[int, int, int]]:
@@ -71,7 +73,8 @@ class MakeRun:
             if self.process.poll() is not None:
                 raise AssertionError(f"make run exited with {self.process.returncode}:\n{self.read()}")
             try:
-                return _get(f"http://127.0.0.1:{self.port}/api/health")["workers"] == 1
+                token = (self.project / "var" / "admin.token").read_text().strip()
+                return _get(f"http://127.0.0.1:{self.port}/api/health", token)["workers"] == 1
             except OSError:
                 return False
 
@@ -88,6 +91,17 @@ class MakeRun:
 
     def read(self) -> str:
         return self.output.read_text(errors="replace")
+
+
+def _readme_quick_start_submits(run: MakeRun) -> None:
+    """The README's first curl, as written (its token read from var/admin.token), on this run's port."""
+    readme = (REPO / "README.md").read_text()
+    command = re.search(r"```sh\n(curl -s -X POST http://127\.0\.0\.1:5000/api/training .*?)```", readme, re.S).group(1)
+    assert "$(cat var/admin.token)" in command
+    result = subprocess.run(["bash", "-c", command.replace(":5000/", f":{run.port}/")], cwd=run.project,
+                            capture_output=True, text=True, timeout=30)
+    body = json.loads(result.stdout)
+    assert body["job"]["name"] == "first" and body["job"]["owner"] == "admin", body
 
 
 def _start_and_check(run: MakeRun) -> dict[str, str]:
@@ -107,12 +121,17 @@ def _start_and_check(run: MakeRun) -> dict[str, str]:
         with pytest.raises(psycopg2.OperationalError, match="password"):
             psycopg2.connect(f"postgresql://postgres@127.0.0.1:{db_url.port}/trainq", connect_timeout=3)
         psycopg2.connect(urls["DATABASE_URL"], connect_timeout=3).close()
+        _readme_quick_start_submits(run)
     finally:
         assert run.stop() == 0, run.read()
     output = run.read()
-    kept = {name: (var / name).read_text().strip() for name in ("redis.password", "postgres.password")}
-    for secret in kept.values():
-        assert secret not in output
+    kept = {name: (var / name).read_text().strip()
+            for name in ("redis.password", "postgres.password", "secret_key", "admin.token")}
+    for name in ("redis.password", "postgres.password", "secret_key"):
+        assert kept[name] not in output
+    # the admin's token is printed once per start, in the login link (Jupyter style), and only there
+    assert output.count(kept["admin.token"]) == output.count("  Monitor:    http") >= 1
+    assert f"http://127.0.0.1:{run.port}/login#token={kept['admin.token']}" in output
     assert "redis://:***@127.0.0.1" in output and "postgresql://postgres:***@127.0.0.1" in output
     return kept
 

@@ -37,7 +37,7 @@ def test_submit_writes_row_then_enqueues(client, redis):
     expected_columns = {
         "id", "name", "status", "status_reason", "task", "params", "epoch", "step", "total_steps", "loss", "metrics",
         "rq_job_id", "worker_name", "worker_pid", "hostname", "attempts", "checkpoint_path", "error_message",
-        "created_at", "queued_at", "started_at", "finished_at", "updated_at", "heartbeat_at",
+        "created_at", "queued_at", "started_at", "finished_at", "updated_at", "heartbeat_at", "owner_id", "owner",
         "max_attempts", "resume_from", "heartbeat_age_seconds", "stale", "log_truncated", "history",
     }
     assert set(job) == expected_columns

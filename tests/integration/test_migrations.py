@@ -1,4 +1,5 @@
-"""Migration 0005 puts existing jobs on the built-in mlp task: their config becomes its params."""
+"""Migration 0005 puts existing jobs on the built-in mlp task: their config becomes its params. Migration 0006
+gives existing jobs an owner: the first admin, a placeholder admin named ``admin`` when there is no user yet."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import uuid
 import flask_migrate
 from sqlalchemy import text
 
+from api import auth
 from api.extensions import db
 from tests.conftest import make_app
 
@@ -27,13 +29,28 @@ def test_existing_jobs_move_onto_the_mlp_task(settings, postgres_server):
         row = db.session.execute(text("SELECT task, params FROM training_jobs WHERE id = :id"), {"id": job_id}).one()
         db.session.commit()  # no open transaction may hold the table while a migration alters it
         assert (row.task, row.params) == ("mlp", config)
-        client = app.test_client()
+        placeholder = auth.find_user("admin")
+        assert placeholder.is_admin and auth.list_tokens(placeholder) == []  # a token is the operator's to make
+        client = app.test_client(token=auth.create_token(placeholder)[1])
         body = client.get(f"/api/training/{job_id}").get_json()
         assert body["task"] == "mlp" and body["params"] == config and "config" not in body
+        assert body["owner"] == "admin" and body["owner_id"] == placeholder.id
         db.session.commit()  # the request ran in this app context: end its transaction before altering tables
         flask_migrate.downgrade(revision="0004")  # and back, for whoever needs to
         back = db.session.execute(text("SELECT config FROM training_jobs WHERE id = :id"), {"id": job_id}).one()
         db.session.commit()
         assert back.config == config
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_an_empty_database_gets_no_placeholder_user(settings, postgres_server):
+    url = postgres_server.create_database(f"migrate_{uuid.uuid4().hex[:8]}")
+    app = make_app(settings, DATABASE_URL=url)
+    with app.app_context():
+        flask_migrate.upgrade()
+        assert auth.list_users() == []
+        db.session.commit()
+        flask_migrate.downgrade(revision="0005")
         db.session.remove()
         db.engine.dispose()

@@ -29,8 +29,9 @@ def test_wsgi_entry_point_reconciles_at_start(settings, client, redis):
     assert redis.exists(f"rq:job:{job_id}")
 
 
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as response:
+def _get(url: str, token: str | None = None) -> dict:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as response:
         return json.loads(response.read())
 
 
@@ -44,7 +45,7 @@ def test_make_run_supervises_its_worker_and_stops_cleanly(settings, ctx, redis, 
 
         def up() -> dict | None:
             try:
-                body = _get(health)
+                body = _get(health, (tmp_path / "var" / "admin.token").read_text().strip())
             except OSError:
                 return None
             return body if body["workers"] == 1 else None
@@ -61,6 +62,8 @@ def test_make_run_supervises_its_worker_and_stops_cleanly(settings, ctx, redis, 
         output = supervisor.stdout.read()
         assert "worker exited with -9; restarting" in output
         assert f"curl -s -X POST http://127.0.0.1:{port}/api/training" in output
+        token = (tmp_path / "var" / "admin.token").read_text().strip()
+        assert f"http://127.0.0.1:{port}/login#token={token}" in output  # the login link, Jupyter style
     finally:
         if supervisor.poll() is None:
             supervisor.kill()

@@ -7,14 +7,16 @@ import uuid
 
 import pytest
 
+from api import auth
 from api.extensions import db
 from api.models import JobEvent, TrainingJob
 from api.status import Actor, JobNotFound, JobStatus, create, transition
 
 
 def new_job() -> uuid.UUID:
-    job = create(TrainingJob(id=uuid.uuid4(), name="t", task="mlp", params={}, attempts=1), actor=Actor.API,
-                 reason="test")
+    owner = auth.first_admin()
+    job = create(TrainingJob(id=uuid.uuid4(), name="t", task="mlp", params={}, attempts=1, owner_id=owner.id),
+                 actor=Actor.API, reason="test")
     return job.id
 
 
