@@ -125,6 +125,7 @@ class DiskLimited:
     def __init__(self, sink: Any) -> None:
         self._sink = sink
         self._limit = job_disk_limit_bytes(sink.job_id)
+        self.report = sink.report  # called every step: no __getattr__ on the way
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sink, name)
