@@ -131,7 +131,7 @@ def test_ids_take_a_unique_prefix_and_an_ambiguous_one_lists_the_matches(cli_env
     assert sum(i in ambiguous.stderr for i in ids if i.startswith(shared)) >= 2
     unique = trainq(cli_env, "show", ids[0][:13], "--json")
     assert json.loads(unique.stdout)["id"] == ids[0]
-    absent = next(p for p in ("0000000000", "ffffffffff") if not any(i.startswith(p) for i in ids))
+    absent = next(p for p in ("00000000-00", "ffffffff-ff") if not any(i.startswith(p) for i in ids))
     assert "no job id starts with" in trainq(cli_env, "show", absent).stderr
     bad = trainq(cli_env, "cancel", "not-hex!")
     assert bad.returncode == 1 and "not a job id" in bad.stderr
