@@ -76,6 +76,9 @@ class ApiToken(db.Model):
                 "last_used_at": iso(self.last_used_at), "revoked_at": iso(self.revoked_at)}
 
 
+INTERNAL_COLUMNS = frozenset({"liveness_key", "liveness_since"})  # the reconciler's, not shown in the API
+
+
 class TrainingJob(db.Model):
     __tablename__ = "training_jobs"
     __table_args__ = (
@@ -128,7 +131,7 @@ class TrainingJob(db.Model):
         """Every column but ``exclude``, plus ``heartbeat_age_seconds`` and ``stale``: a running row whose
         heartbeat is older than ``stale_after`` seconds, which the reconciler has not acted on yet."""
         data = {column.name: getattr(self, column.name) for column in self.__table__.columns
-                if column.name not in exclude}
+                if column.name not in exclude and column.name not in INTERNAL_COLUMNS}
         data["id"] = str(self.id)
         age = (now - self.heartbeat_at).total_seconds() if now and self.heartbeat_at else None
         data["heartbeat_age_seconds"] = round(age, 3) if age is not None else None

@@ -32,6 +32,9 @@ class FakeSink:
     def __init__(self, job_id: str) -> None:
         self.job_id, self.calls = job_id, []
 
+    def report(self, entry: dict) -> None:
+        self.calls.append(entry)
+
     def checkpointed(self, path: Path) -> None:
         self.calls.append(path)
 

@@ -11,6 +11,7 @@ import uuid
 
 from sqlalchemy import event, text
 
+from api import auth
 from api.extensions import db
 from api.local import wait_for
 from api.models import TrainingJob
@@ -21,8 +22,8 @@ jlog = logging.LoggerAdapter(logging.getLogger("test"), {"job_id": "test"})
 
 
 def running_job(history: list | None = None) -> str:
-    job = create(TrainingJob(id=uuid.uuid4(), name="t", task="mlp", params={}, attempts=1, history=history or []),
-                 actor=Actor.API, reason="test")
+    job = create(TrainingJob(id=uuid.uuid4(), name="t", task="mlp", params={}, attempts=1, history=history or [],
+                             owner_id=auth.first_admin().id), actor=Actor.API, reason="test")
     assert transition(job.id, JobStatus.RUNNING, reason="go", actor=Actor.WORKER, attempt=1).changed
     db.session.remove()
     return str(job.id)
