@@ -26,7 +26,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any], str]] = {
     "LIVENESS_INTERVAL": (0.25, float, "between passes, the active reconciler looks this often for running "
                                        "attempts whose database session ended (their process died) (s)"),
     "ENQUEUE_GRACE": (5.0, float, "a queued row with no RQ id younger than this is left to its submitter (s)"),
-    "HEARTBEAT_INTERVAL": (0.5, float, "a running job (and each worker) beats this often, from a thread (s)"),
+    "HEARTBEAT_INTERVAL": (0.25, float, "a running job (and each worker) beats this often, from a thread (s)"),
     "HEARTBEAT_TIMEOUT": (10.0, float, "a running job silent this long, with no live horse, is lost (s)"),
     "WORKER_HEARTBEAT_TTL": (4.0, float, "a worker whose heartbeat key is this old is gone (s)"),
     "MAX_ATTEMPTS": (1, int, "attempts a job gets; a lost attempt with a checkpoint is retried if any are left"),

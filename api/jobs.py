@@ -338,7 +338,7 @@ def pause(job_id: str | uuid.UUID) -> TrainingJob:
     job = get_job(job_id, check_owner=True)
     if job.status not in ACTIONS[Action.PAUSE]:
         raise JobConflict(f"job {job.id} is {job.status}; only a running job can be paused", job)
-    queue.request_pause(str(job.id))
+    queue.request_pause(str(job.id), auth.current_user_id())
     log.info("job %s: pause requested", job.id)
     return job
 

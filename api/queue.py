@@ -204,9 +204,19 @@ def live_workers() -> int:
     return len(live_worker_names())
 
 
-def request_pause(job_id: str) -> None:
-    """Ask the running attempt to checkpoint and stop; its heartbeat thread reads this within a beat."""
-    redis_connection.get().set(control_key(job_id), "pause", ex=current_app.config["JOB_TIMEOUT"])
+def request_pause(job_id: str, user_id: int | None = None) -> None:
+    """Ask the running attempt to checkpoint and stop; its heartbeat thread reads this within a beat (and the
+    id of the user who asked, for the event of the pause)."""
+    value = "pause" if user_id is None else f"pause:{user_id}"
+    redis_connection.get().set(control_key(job_id), value, ex=current_app.config["JOB_TIMEOUT"])
+
+
+def pause_request(control: bytes | None) -> tuple[bool, int | None]:
+    """A control key's value read back: whether a pause was asked for, and by which user."""
+    if not control or not control.startswith(b"pause"):
+        return False, None
+    _, _, user = control.partition(b":")
+    return True, int(user) if user.isdigit() else None
 
 
 def running_count() -> int:

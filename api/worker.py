@@ -26,6 +26,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -201,6 +202,7 @@ class JobHeartbeat:
         # the key's value says how often it is renewed, so a reader can tell its age from its TTL (Redis's clock)
         self.value = queue.beat_value(interval, self.ttl_ms)
         self.pause_requested = self.refused = False
+        self.paused_by: int | None = None  # the user who asked for the pause
         self._last_db = 0.0
         self._thread = Beat(f"job-heartbeat-{job_id}", interval, self.beat)
 
@@ -210,7 +212,8 @@ class JobHeartbeat:
             pipe.set(self.key, self.value, px=self.ttl_ms)
             pipe.get(queue.control_key(self.job_id))
             _, control = pipe.execute()
-            self.pause_requested = self.pause_requested or control == b"pause"
+            if not self.pause_requested:
+                self.pause_requested, self.paused_by = queue.pause_request(control)
         except RedisError:
             pass  # the row's heartbeat below still speaks for us
         if time.monotonic() - self._last_db >= self.db_every:
@@ -388,11 +391,11 @@ class WorkerSink:
     """The worker's side of a ``TaskContext``: reports and checkpoints go to the ``ProgressWriter``, artifacts
     to ``job_artifacts``; stop requests come from the heartbeat thread and refused writes."""
 
+    coalesce_seconds = 0.05  # the context hands on step-only reports at most this often (the writer samples them)
+
     def __init__(self, job: TrainingJob, attempt: int, writer: ProgressWriter, heartbeat: JobHeartbeat) -> None:
         self.job_id, self.attempt, self.writer, self.heartbeat = job.id, attempt, writer, heartbeat
-
-    def report(self, entry: dict[str, Any]) -> None:
-        self.writer.report(entry)
+        self.report = writer.report  # no frame of its own on the way
 
     def progress_total(self, steps: int | None) -> None:
         self.writer.total_steps = steps
@@ -427,9 +430,10 @@ def run_training_job(job_id: str, attempt: int) -> dict[str, Any]:
     jlog = JobLogger(log, {"job_id": job_id})
     worker_name = os.environ.get("RQ_WORKER_ID")
 
-    def write(to: JobStatus, reason: str, **fields: Any) -> TransitionResult:
+    def write(to: JobStatus, reason: str, user_id: int | None = None, **fields: Any) -> TransitionResult:
         return retry_db(
-            lambda: transition(job_id, to, reason=reason, actor=Actor.WORKER, attempt=attempt, fields=fields),
+            lambda: transition(job_id, to, reason=reason, actor=Actor.WORKER, attempt=attempt, fields=fields,
+                               user_id=user_id),
             f"mark {to}", cfg["DB_RETRY_SECONDS"], jlog,
         )
 
@@ -489,7 +493,10 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
     with heartbeat:
         try:
             with writer:
-                result = task(ctx, params)
+                try:
+                    result = task(ctx, params)
+                finally:
+                    ctx.flush_reports()  # the newest step, for the attempt's last write
         except Exception as exc:
             jlog.exception("task %s raised", job.task)
             write(JobStatus.FAILED, f"{exc.__class__.__name__}: {exc}"[:500],
@@ -498,7 +505,7 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         if ctx.stop_reason == "pause":
-            return _paused(job_id, checkpoints, writer, jlog, write)
+            return _paused(job_id, checkpoints, writer, jlog, partial(write, user_id=heartbeat.paused_by))
         if writer.refused or heartbeat.refused or ctx.stop_reason:
             jlog.info("stopped (%s): the row is no longer running on this attempt",
                       ctx.stop_reason or "refused write")

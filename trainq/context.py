@@ -24,7 +24,8 @@ STOP_REASONS = ("cancel", "pause", "superseded")
 
 
 class Sink(Protocol):
-    """Where a context's reports go and where its stop requests come from."""
+    """Where a context's reports go and where its stop requests come from. A sink may set ``coalesce_seconds``:
+    the context then hands it step-only reports (merged, the newest values) at most that often."""
 
     def report(self, entry: dict[str, Any]) -> None:
         """Called on the training thread, so it must be quick. ``entry`` may hold ``Deferred`` values (CUDA
@@ -105,22 +106,27 @@ def _finite(value: Any) -> Any:
 
 
 def _number(name: str, value: Any) -> float | int | None | Deferred:
-    if type(value) is float:
-        return value if math.isfinite(value) else None
-    if type(value) is int:
+    """A reported value as a number (NaN and infinities as None: JSON has neither; the curve shows a gap). Called
+    for every metric of every report: the common cases first, and no more calls than it needs."""
+    kind = type(value)
+    if kind is float:
+        return value if value - value == 0.0 else None  # inf - inf and nan - nan are nan
+    if kind is int:
         return value
     if getattr(value, "is_cuda", False):  # a CUDA tensor: one number, read when written
         if value.numel() != 1 or value.dtype.is_complex or value.dtype == _torch_bool():
             raise TypeError(f"report(): {name} must be one number, got a tensor of {value.numel()} {value.dtype}")
         return Deferred(value.detach())  # detached: the step's autograd graph is freed as usual
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        try:  # a CPU tensor or numpy scalar
-            value = value.item()
-        except (AttributeError, RuntimeError, ValueError):
-            raise TypeError(f"report(): {name} must be a number, got {type(value).__name__}") from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"report(): {name} must be a number, got {type(value).__name__}")
-    return _finite(value)
+    try:  # a CPU tensor or a numpy scalar
+        value = value.item()
+    except (AttributeError, RuntimeError, ValueError, TypeError):
+        raise TypeError(f"report(): {name} must be a number, got {kind.__name__}") from None
+    kind = type(value)
+    if kind is float:
+        return value if value - value == 0.0 else None
+    if kind is int:
+        return value
+    raise TypeError(f"report(): {name} must be a number, got {kind.__name__}")
 
 
 def resolve_entry(entry: dict[str, Any]) -> dict[str, Any]:
@@ -146,6 +152,9 @@ class TaskContext:
         self._total_steps: int | None = None
         self._last_epoch: int | None = None
         self._last_step: int | None = None
+        self._coalesce: float = getattr(sink, "coalesce_seconds", 0.0)
+        self._steps: dict[str, Any] = {}  # step-only reports not yet handed on (merged)
+        self._hand_on_at = 0.0
 
     @classmethod
     def local(cls, folder: Path | None = None, device: str | None = None, job_id: str = "local") -> TaskContext:
@@ -188,12 +197,30 @@ class TaskContext:
         of its own at most once per ``PROGRESS_INTERVAL``."""
         entry: dict[str, Any] = {}
         if step is not None:
-            entry["step"] = self._last_step = int(step)
+            entry["step"] = self._last_step = step if type(step) is int else int(step)
         if epoch is not None:
             entry["epoch"] = self._last_epoch = int(epoch)
         for name, value in metrics.items():
             entry[name] = _number(name, value)
+        if epoch is None and self._coalesce:
+            # step-only: merged into the newest one, handed on at most every ``coalesce_seconds`` (the sink keeps
+            # only the newest step-only report per write anyway)
+            self._steps.update(entry)
+            now = time.monotonic()
+            if now >= self._hand_on_at:
+                self._hand_on_at = now + self._coalesce
+                self._sink.report(self._steps)
+                self._steps = {}
+            return
+        self.flush_reports()
         self._sink.report(entry)
+
+    def flush_reports(self) -> None:
+        """Hand a merged step-only report the context still holds on to the sink now (the service does it when
+        the task returns, and the context before an epoch report and before a checkpoint)."""
+        if self._steps:
+            self._sink.report(self._steps)
+            self._steps = {}
 
     # -- state
 
@@ -202,6 +229,7 @@ class TaskContext:
         only the newest ``keep_checkpoints``. ``restore()`` returns it, in this attempt or a later one."""
         import torch
 
+        self.flush_reports()  # the row written with the checkpoint shows the newest step
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         newest = newest_checkpoint(self.checkpoint_dir)
         path = self.checkpoint_dir / checkpoint_name((newest.seq + 1) if newest else 1, self._last_epoch,

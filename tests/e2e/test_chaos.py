@@ -13,7 +13,7 @@ import psutil
 import pytest
 from sqlalchemy import text
 
-from api import queue
+from api import auth, queue
 from api.extensions import db
 from api.queue import fetch
 from api.reconcile import cleanup_orphaned_training_jobs
@@ -211,6 +211,10 @@ def test_pause_then_resume_continues_from_the_checkpoint(client, workers):
     assert [h["epoch"] for h in job.history if "epoch" in h] == list(range(1, 51))
     evs = assert_events_chain(job_id)
     assert ("running", "paused", "worker") in evs and ("paused", "queued", "api") in evs
+    # the worker wrote the pause, for the user who asked for it
+    [pause] = [e for e in client.get(f"/api/training/{job_id}/events").get_json()["events"]
+               if e["to_status"] == "paused"]
+    assert pause["actor"] == "worker" and pause["user"] == auth.first_admin().name
 
 
 def test_a_step_slower_than_the_threshold_is_not_lost(client, workers, reconcilers):

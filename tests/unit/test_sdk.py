@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 
@@ -149,3 +150,25 @@ def test_the_worker_imports_what_torch_loads_lazily_without_initialising_cuda():
 
     assert import_lazy_modules() == ["torch._dynamo"]
     assert "torch._dynamo" in sys.modules and not torch.cuda.is_initialized()
+
+
+class CoalescingSink(LocalSink):
+    coalesce_seconds = 3600.0
+
+
+def test_step_reports_are_merged_and_handed_on_at_most_every_coalesce_seconds(tmp_path):
+    sink = CoalescingSink(logging.getLogger("test"))
+    ctx = TaskContext(job_id="j", attempt=1, checkpoint_dir=tmp_path / "c", artifact_dir=tmp_path / "a",
+                      workdir=tmp_path / "w", log=sink.log, sink=sink)
+    ctx.report(step=1, loss=1.0)  # the first goes at once
+    for step in range(2, 101):
+        ctx.report(step=step, loss=1.0 / step, **({"lr": 0.1} if step == 50 else {}))
+    assert sink.entries == [{"step": 1, "loss": 1.0}]
+    ctx.report(epoch=1, step=100, val_loss=0.5)  # an epoch report hands the held steps on first, in order
+    assert sink.entries[1:] == [{"step": 100, "loss": 0.01, "lr": 0.1}, {"epoch": 1, "step": 100, "val_loss": 0.5}]
+    ctx.report(step=101, loss=0.009)
+    ctx.flush_reports()  # what the worker does when the task returns
+    assert sink.entries[-1] == {"step": 101, "loss": 0.009}
+    ctx.report(step=102, loss=0.008)
+    ctx.checkpoint({"w": 1})  # a checkpoint's row write shows the newest step
+    assert sink.entries[-1] == {"step": 102, "loss": 0.008}
