@@ -11,13 +11,36 @@ from __future__ import annotations
 
 import json
 from functools import partial
+from typing import Any
 
 from flask import Flask, Response, request
+from rq.worker import Worker
 
 from api import auth
 
 ACTIONS = frozenset({"delete_job_view", "requeue_job_view", "requeue_all", "empty_queue", "compact_queue"})
 """rq-dashboard's view functions that change Redis."""
+
+
+class DashboardWorker(Worker):
+    """The workers rq-dashboard lists: their current jobs are read as ``ServiceJob`` (JSON, never pickle)."""
+
+    @classmethod
+    def all(cls, *args: Any, **kwargs: Any) -> list[Any]:
+        from api.queue import SERIALIZER, ServiceJob
+
+        return super().all(*args, **{**kwargs, "job_class": ServiceJob, "serializer": SERIALIZER})
+
+    def get_current_job(self) -> Any:
+        from rq.exceptions import DeserializationError, NoSuchJobError
+
+        try:
+            job = super().get_current_job()
+            if job is not None:
+                _ = job.func_name  # its payload, read now (JSON): the page shows the call
+            return job
+        except (DeserializationError, NoSuchJobError):  # not ours (or gone): listed without it
+            return None
 
 
 def _guard() -> Response | None:
@@ -54,6 +77,7 @@ def init_app(app: Flask) -> None:
     web.config.serializer = SERIALIZER
     web.Job = ServiceJob
     web.requeue_job = partial(requeue_job, serializer=SERIALIZER)
+    web.Worker = DashboardWorker  # its workers list reads each worker's current job (pickle, by default)
     app.config.setdefault("RQ_DASHBOARD_REDIS_URL", app.config["REDIS_URL"])
     web.setup_rq_connection(app)
     blueprint = rq_dashboard.blueprint

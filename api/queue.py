@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import time
+import uuid
 import zlib
 from base64 import b64decode
 from collections.abc import Iterable
@@ -45,7 +46,8 @@ class ServiceJob(Job):
 
     @classmethod
     def fetch(cls, id: str, connection: Redis | None = None, serializer: Any = None) -> ServiceJob:
-        return super().fetch(id, connection=connection, serializer=serializer or SERIALIZER)  # type: ignore[return-value]
+        # JSON whatever the caller passes (RQ's worker passes its own serializer, pickle by default)
+        return super().fetch(id, connection=connection, serializer=SERIALIZER)  # type: ignore[return-value]
 
     success_callback = failure_callback = stopped_callback = property(lambda self: None)  # type: ignore[assignment]
 
@@ -167,7 +169,17 @@ def refusal(job: Job) -> str | None:
         return f"it names callbacks {[name[:200] for name in callbacks]!r}; none run here"
     if job.webhooks:
         return "it names webhooks; none are sent from here"
+    args, kwargs = job.args, job.kwargs
+    if kwargs or len(args) != 2 or not _is_job_id(args[0]) or type(args[1]) is not int or args[1] < 1:
+        return f"its arguments {str(args)[:200]} {str(kwargs)[:100]} are not (job id, attempt)"
     return None
+
+
+def _is_job_id(value: Any) -> bool:
+    try:
+        return isinstance(value, str) and str(uuid.UUID(value)) == value.lower()
+    except ValueError:
+        return False
 
 
 def enqueue(job_id: str, attempt: int, task: str, description: str = "") -> Job:

@@ -45,12 +45,16 @@ def test_jobs_naming_anything_else_are_refused_unrun(client, workers, redis, set
     with_callback = queue.enqueue_call(JOB_FUNCTION, args=("0" * 32, 1), on_failure=Callback("os.system"))
     pickled = queue.enqueue_call(JOB_FUNCTION, args=("0" * 32, 1))
     redis.hset(f"rq:job:{pickled.id}", "data", zlib.compress(pickle.dumps(Planted(f"{ran}-unpickled"))))
+    no_args = queue.enqueue_call(JOB_FUNCTION, args=())
+    glob_args = queue.enqueue_call(JOB_FUNCTION, args=("*", 1))  # would name every job's scratch folders
 
     assert "it names 'os.system'; only api.worker.run_training_job runs here" in refused(redis, by_hand.id)
     assert "it names callbacks ['os.system']" in refused(redis, with_callback.id)
     assert "its payload is not JSON" in refused(redis, pickled.id)
+    for bad in (no_args, glob_args):
+        assert "are not (job id, attempt)" in refused(redis, bad.id)
     log = worker.log()
-    for rq_job in (by_hand, with_callback, pickled):
+    for rq_job in (by_hand, with_callback, pickled, no_args, glob_args):
         assert f"refused RQ job {rq_job.id}, not run" in log, log
     assert "running (attempt" not in log  # our job function never started for any of them
     assert not list(tmp_path.glob("ran*"))
@@ -75,6 +79,21 @@ def test_rq_dashboard_never_unpickles_what_is_in_redis(client, redis, tmp_path):
     for url in ("/rq/0/view/job/evil-meta", "/rq/job/evil-meta/requeue", "/rq/job/evil-meta/delete"):
         client.get(url)
         client.post(url)
+    # a worker whose current job is a pickle: its workers list reads that job (RQ's default serializer: pickle)
+    redis.hset("rq:job:evil-current", mapping={"data": zlib.compress(pickle.dumps(Planted(f"{ran}-current"))),
+                                               "status": "started", "origin": "training.mlp",
+                                               "created_at": "2026-01-01T00:00:00.000000Z"})
+    redis.hset("rq:worker:planted", mapping={"name": "planted", "queues": "training.mlp", "state": "busy",
+                                             "current_job": "evil-current", "pid": "1",
+                                             "birth": "2026-01-01T00:00:00.000000Z",
+                                             "last_heartbeat": "2026-01-01T00:00:00.000000Z"})
+    redis.sadd("rq:workers", "rq:worker:planted")
+    try:
+        for url in ("/rq/0/data/workers.json", "/rq/0/view/workers", "/rq/0/data/queues.json"):
+            assert client.get(url).status_code < 500, url
+    finally:
+        redis.srem("rq:workers", "rq:worker:planted")
+        redis.delete("rq:worker:planted", "rq:job:evil-current")
     assert not list(tmp_path.glob("ran*"))
 
 
