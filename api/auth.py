@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from functools import wraps
@@ -202,7 +203,7 @@ def authenticate_request() -> Any:
                 g.user, g.token, g.via = token.user, token, "bearer"
     elif "token_id" in session:
         token = db.session.get(ApiToken, session["token_id"])
-        if refusal(token) is None and token is not None and token.scope == "all":
+        if refusal(token) is None and token is not None and token.scope == "all" and not _logged_out(token):
             _touch(token)
             g.user, g.token, g.via = token.user, token, "session"
         else:  # revoked, expired or disabled since the login: the session ends
@@ -248,10 +249,22 @@ def login(token: ApiToken) -> None:
     session.clear()
     session.permanent = True
     session["token_id"] = token.id
+    session["since"] = time.time()
     session["csrf"] = secrets.token_urlsafe(32)
 
 
+def _logged_out(token: ApiToken) -> bool:
+    ended = token.sessions_ended_at
+    return ended is not None and session.get("since", 0.0) <= ended.timestamp()
+
+
 def logout() -> None:
+    """End this session and every other monitor session made with its token before now (a copy of the cookie
+    included): the cookie lives in the browser, so the server remembers when its token logged out."""
+    token = g.get("token")
+    if token is not None and g.get("via") == "session":
+        token.sessions_ended_at = utcnow()
+        db.session.commit()
     session.clear()
 
 

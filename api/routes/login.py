@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, g, jsonify, redirect, render_template, request, url_for
 
 from api import auth
@@ -10,9 +12,14 @@ from api import auth
 bp = Blueprint("auth", __name__)
 
 
+_SAFE_NEXT = re.compile(r"/(?![/\\])[A-Za-z0-9/._~%!$&'()*+,;=:@?#-]*")
+
+
 def _safe_next(target: str | None) -> str:
-    """Only a path on this site (no ``//host``, no scheme): a login never redirects elsewhere."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    """Only a path on this site: one ``/`` then printable URL characters (no ``//host``, no backslash, no
+    scheme, no whitespace or control character a browser or Werkzeug would drop): a login never redirects
+    elsewhere."""
+    if target and _SAFE_NEXT.fullmatch(target):
         return target
     return url_for("pages.jobs_page")
 

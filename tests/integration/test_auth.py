@@ -375,3 +375,30 @@ def test_rq_dashboard_posts_with_the_session_need_csrf_and_its_pages_send_it(ctx
 def test_unused_job_id_for_other_users_is_404_not_403(ctx, make_user):
     _, user_client, _ = make_user("missing")
     assert user_client.delete(f"/api/training/{uuid.uuid4()}").status_code == 404
+
+
+def test_logout_ends_a_copy_of_the_session_cookie_too(ctx, make_user):
+    user, _, raw = make_user("logout")
+    browser = ctx.test_client(token=None)
+    response, _ = _login(browser, raw)
+    name = ctx.config["SESSION_COOKIE_NAME"]
+    copied = browser.get_cookie(name).value
+    html = browser.get("/").get_data(as_text=True)
+    csrf = re.search(r'<meta name="csrf-token" content="([^"]+)"', html).group(1)
+    assert browser.post("/logout", data={"csrf_token": csrf}).status_code == 302
+    thief = ctx.test_client(token=None)
+    thief.set_cookie(name, copied)
+    assert thief.get("/api/me").status_code == 401  # the copy taken before the logout is dead too
+    again, _ = _login(browser, raw)  # the token itself still logs in
+    assert again.status_code == 302 and browser.get("/api/me").get_json()["user"]["name"] == user.name
+
+
+@pytest.mark.parametrize("target", ["//evil.example/x", "/\t/evil.example", "/\\evil.example", "/\nx",
+                                    "https://evil.example/", "/ /evil.example", "javascript:alert(1)"])
+def test_login_never_redirects_off_site(ctx, make_user, target):
+    _, _, raw = make_user("next")
+    browser = ctx.test_client(token=None)
+    page = browser.get("/login", query_string={"next": target}).get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    response = browser.post("/login", data={"token": raw, "csrf_token": csrf, "next": target})
+    assert response.status_code == 302 and response.headers["Location"] == "/"
