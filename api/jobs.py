@@ -257,7 +257,9 @@ _FORCE_START_REFUSALS = {
 
 
 def _restart(job: TrainingJob, reason: str, resume_from: str | None) -> TransitionResult:
-    """failed | cancelled | paused -> queued on a new attempt (the user's budget, not the retries')."""
+    """failed | cancelled | paused -> queued on a new attempt (the user's budget, not the retries'). It counts
+    against the owner's queued jobs, as a submit does."""
+    limits.check_queued_jobs(job.owner)
     result = transition(
         job.id, JobStatus.QUEUED, reason=reason, actor=Actor.API, expected_from=[job.status],
         attempt=job.attempts, restart=True, user_id=auth.current_user_id(),

@@ -13,7 +13,7 @@ import pytest
 
 from api.local import free_port, wait_for
 from tests.conftest import make_app
-from tests.support import REPO, SHORT, TOKENS, submit
+from tests.support import REPO, SHORT, TOKENS, row, submit
 
 
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:5000", "127.0.0.1.evil.example", "localhost.",
@@ -61,6 +61,10 @@ def test_a_users_queued_jobs_are_limited(ctx, make_user):
     submit(other_client, SHORT)  # the limit is per user
     user_client.delete(f"/api/training/{first}")
     submit(user_client, SHORT)  # one left the queue: room for one more
+    # force-start (and resume) put a job back in the queue: they count as a submit does
+    restarted = user_client.post(f"/api/training/{first}/force-start")
+    assert restarted.status_code == 429 and restarted.get_json()["error"]["code"] == "queued_jobs_limit"
+    assert row(first).status == "cancelled"
 
 
 def test_the_default_queued_jobs_limit_is_max_queued_jobs(settings, ctx, make_user):
