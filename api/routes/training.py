@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
-from werkzeug.exceptions import BadRequest
 
 from api import jobs
 from api.auth import admin_required
@@ -44,6 +43,7 @@ def list_page(args: Mapping[str, str]) -> dict[str, Any]:
     for name in sorted(set(args) - LIST_PARAMS):
         raise ApiError(400, "unknown_parameter",
                        f"{name}: unknown parameter (allowed: {', '.join(sorted(LIST_PARAMS))})", name)
+    _check_query(args)
     page = jobs.list_jobs(_status(args.get("status")), _number(args.get("limit"), "limit", 50, 1, jobs.MAX_PAGE),
                           args.get("cursor"), args.get("task") or None, _id_prefix(args.get("id_prefix")),
                           args.get("owner") or None)
@@ -88,12 +88,47 @@ def json_body(optional: bool = False) -> dict[str, Any]:
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")
     try:
-        data = request.get_json()
-    except BadRequest:
-        raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
+        data = json.loads(request.get_data(cache=True), parse_constant=_no_constant)
+    except RecursionError:
+        raise ApiError(400, "malformed_json", "the body is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_body", "the body must be a JSON object")
+    _check_text(data, "")
     return data
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")  # PostgreSQL stores neither a NUL nor a lone UTF-16 surrogate
+
+
+def _check_text(value: Any, path: str, depth: int = 0) -> None:
+    """No string in the body (keys included) may hold a NUL or a lone surrogate: a 400 naming where."""
+    if depth > 64:
+        raise ApiError(400, "malformed_json", "the body is nested too deeply (over 64 levels)", path or None)
+    if isinstance(value, str):
+        if _BAD_TEXT.search(value):
+            raise ApiError(400, "invalid_text", f"{path or 'body'}: a string holds a NUL character or a lone "
+                           "UTF-16 surrogate", path or None)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            _check_text(key, where, depth + 1)
+            _check_text(item, where, depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_text(item, f"{path}.{index}" if path else str(index), depth + 1)
+
+
+def _check_query(args: Mapping[str, str]) -> None:
+    for name, value in args.items():
+        if _BAD_TEXT.search(value) or any(ch < " " for ch in value):
+            raise ApiError(400, "invalid_parameter", f"{name}: holds a control character", name)
 
 
 @bp.post("")
@@ -105,6 +140,8 @@ def submit_job():
     name = body.get("name")
     if name is not None and (not isinstance(name, str) or not 1 <= len(name.strip()) <= 200):
         raise ApiError(422, "invalid_field", "name: must be a string of 1 to 200 characters", "name")
+    if name is not None and _CONTROL.search(name):
+        raise ApiError(422, "invalid_field", "name: no control characters (tabs, newlines, escapes)", "name")
     if "config" in body:
         if "task" in body or "params" in body:
             raise ApiError(422, "invalid_field", "config: the old form of params; send task and params, not config",

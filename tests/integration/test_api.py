@@ -224,3 +224,38 @@ def test_artifact_names_are_checked_and_missing_ones_are_404(client):
         response = client.get(f"/api/training/{job['id']}/artifacts/{name}")
         assert response.status_code == 404, (name, response.get_data(as_text=True))
         assert response.get_json()["error"]["code"] in ("artifact_not_found", "not_found")
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ('{"task": "mlp", "params": {}, "name": "a\\u0000b"}', "name"),
+    ('{"task": "mlp", "params": {}, "name": "a\\ud800b"}', "name"),
+    ('{"task": "mlp", "params": {"dataset": "dig\\u0000its"}}', "params.dataset"),
+    ('{"task": "mlp", "params": {"learning_rate": NaN}}', None),
+    ('{"task": "mlp", "params": {"learning_rate": Infinity}}', None),
+    ('[' * 100_000 + ']' * 100_000, None),
+    ('{"task": "mlp", "params": {"hidden_sizes": ' + '[' * 100_000 + ']' * 100_000 + '}}', None),
+])
+def test_bodies_postgresql_cannot_store_are_a_400_naming_where_never_a_500(client, body, field):
+    response = client.post("/api/training", data=body, content_type="application/json")
+    assert response.status_code == 400, response.get_data(as_text=True)[:300]
+    error = response.get_json()["error"]
+    assert error.get("field") == field and "Traceback" not in response.get_data(as_text=True)
+
+
+def test_names_with_control_characters_are_refused(client):
+    response = client.post("/api/training", json={"task": "mlp", "params": {}, "name": "\x1b[2Jclear\nscreen"})
+    assert response.status_code == 422 and response.get_json()["error"]["field"] == "name"
+
+
+def test_a_reason_with_a_nul_is_a_400(client):
+    job_id = submit(client)["id"]
+    response = client.post(f"/api/training/{job_id}/mark-failed", json={"reason": "stuck\u0000"})
+    assert response.status_code == 400 and response.get_json()["error"]["field"] == "reason"
+
+
+@pytest.mark.parametrize("query", ["owner=%00", "task=%00", "status=%00", "id_prefix=%00", "task=a%0Ab"])
+def test_query_values_with_control_characters_are_a_400(client, query):
+    for url in (f"/api/training?{query}", f"/?{query}"):
+        response = client.get(url)
+        assert response.status_code in (200, 400) and response.status_code != 500, url
+    assert client.get(f"/api/training?{query}").status_code == 400
