@@ -212,6 +212,8 @@ def authenticate_request() -> Any:
             g.via == "session" or request.endpoint in CSRF_WITHOUT_SESSION):
         check_csrf()
     if request.endpoint in PUBLIC_ENDPOINTS:
+        if g.token is not None and g.token.scope != "all":  # a scoped token reads only its scope: anonymous here
+            g.user = g.token = g.via = None
         return None
     if why:
         raise Unauthorized(why)

@@ -163,6 +163,8 @@ def test_a_metrics_scope_token_reads_metrics_and_nothing_else(ctx, make_user):
     refused = anon.get("/api/training", headers={"Authorization": f"Bearer {scrape}"})
     assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "token_scope"
     assert ctx.test_client().get("/metrics").status_code == 200  # the admin
+    health = anon.get("/api/health", headers={"Authorization": f"Bearer {scrape}"})
+    assert health.status_code == 200 and health.get_json() == anon.get("/api/health").get_json()  # no details
 
 
 # ---------------------------------------------------------------- ownership
