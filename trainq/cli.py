@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -37,10 +38,23 @@ def handled(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except ClientError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {clean(exc)}", err=True)
             sys.exit(1)
 
     return run
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean(value: Any) -> str:
+    """Text from the service, safe for a terminal: control characters (escape sequences) shown, not sent."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
+
+
+def cell(value: Any) -> str:
+    """``clean`` text for a rich table: its markup brackets too are shown as they are."""
+    return escape(clean(value))
 
 
 def client() -> Client:
@@ -62,7 +76,7 @@ def resolve(api: Client, job_id: str) -> str:
     if not matches:
         raise ClientError(f"no job id starts with {job_id!r}")
     if len(matches) > 1:
-        listed = "\n".join(f"  {j['id']}  {j['name']}  {j['status']}" for j in matches[:10])
+        listed = "\n".join(f"  {j['id']}  {clean(j['name'])}  {j['status']}" for j in matches[:10])
         more = "\n  ..." if len(matches) > 10 else ""
         raise ClientError(f"{job_id!r} is ambiguous; it starts these jobs:\n{listed}{more}")
     return matches[0]["id"]
@@ -138,13 +152,19 @@ def _typed(raw: str, prop: dict[str, Any], name: str) -> Any:
 
 
 def read_params_file(path: Path) -> dict[str, Any]:
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ClientError(f"{path}: cannot read it as UTF-8 text ({exc})") from None
     if path.suffix in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError:
             raise ClientError(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or use JSON") from None
-        loaded = yaml.safe_load(text)
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ClientError(f"{path}: not YAML ({exc})") from None
     else:
         try:
             loaded = json.loads(text)
@@ -179,7 +199,7 @@ def login(url: str, token: str | None) -> None:
     me = api.call("GET", "/api/me")
     path = save_login(api.url, api.token or "")
     user = me.get("user", me) if isinstance(me, dict) else {}
-    click.echo(f"logged in to {api.url} as {user.get('name', '?')}; saved in {path}")
+    click.echo(f"logged in to {api.url} as {clean(user.get('name', '?'))}; saved in {path}")
 
 
 @main.command()
@@ -196,17 +216,17 @@ def tasks(as_json: bool) -> None:
     for spec in found:
         workers = spec.get("workers")
         live = "workers unknown (Redis down)" if workers is None else f"{workers} live worker(s)"
-        console.print(f"[bold]{spec['name']}[/bold]  ({live})")
+        console.print(f"[bold]{cell(spec['name'])}[/bold]  ({live})")
         if spec.get("description"):
-            console.print(f"  {spec['description'].splitlines()[0]}")
+            console.print(f"  {cell(spec['description'].splitlines()[0])}")
         table = Table(box=None, padding=(0, 2), show_header=True, header_style="dim")
         for column in ("param", "type", "default", "bounds", "description"):
             table.add_column(column)
         schema = spec.get("params_schema") or {}
         for name in spec.get("params_order") or list(schema.get("properties", {})):
             prop = schema["properties"][name]
-            table.add_row(name, "|".join(sorted(_types(prop))) or "any", json.dumps(prop.get("default")),
-                          _bounds(prop), prop.get("description", ""))
+            table.add_row(cell(name), "|".join(sorted(_types(prop))) or "any", cell(json.dumps(prop.get("default"))),
+                          cell(_bounds(prop)), cell(prop.get("description", "")))
         console.print(table)
         click.echo()
 
@@ -252,12 +272,16 @@ def submit(task: str, params: tuple[str, ...], params_file: Path | None, name: s
     if as_json and not follow:
         emit_json(answer)
         return
-    click.echo(f"submitted {job['id']} ({job['name']}, task {job['task']}): {job['status']}")
+    if not as_json:
+        click.echo(f"submitted {job['id']} ({clean(job['name'])}, task {clean(job['task'])}): {job['status']}")
     for note in (answer.get("warning"), answer.get("message") if not answer.get("enqueued", True) else None):
         if note:
-            click.echo(f"note: {note}", err=True)
+            click.echo(f"note: {clean(note)}", err=True)
     if follow:
-        sys.exit(_follow(api, job["id"]))
+        code = _follow(api, job["id"], quiet=as_json)
+        if as_json:
+            emit_json(api.call("GET", f"/api/training/{job['id']}"))
+        sys.exit(code)
 
 
 @main.command("ls")
@@ -282,8 +306,8 @@ def list_jobs(status: str | None, task: str | None, mine: bool, limit: int, as_j
     for column in ("id", "name", "task", "status", "progress", "owner", "created"):
         table.add_column(column)
     for job in jobs:
-        table.add_row(job["id"][:8], job["name"], job.get("task", ""), job["status"], progress_text(job),
-                      job.get("owner") or "", (job.get("created_at") or "")[:19].replace("T", " "))
+        table.add_row(job["id"][:8], cell(job["name"]), cell(job.get("task", "")), job["status"], progress_text(job),
+                      cell(job.get("owner") or ""), (job.get("created_at") or "")[:19].replace("T", " "))
     console.print(table)
     if not jobs:
         click.echo("no jobs")
@@ -312,10 +336,10 @@ def show(job_id: str, as_json: bool) -> None:
     table.add_column()
     for key, value in rows:
         if value not in (None, ""):
-            table.add_row(key, str(value))
+            table.add_row(key, cell(value))
     console.print(table)
     if job.get("error_message"):
-        click.echo("\n" + job["error_message"].rstrip())
+        click.echo("\n" + clean(job["error_message"].rstrip()))
 
 
 @main.command()
@@ -331,14 +355,14 @@ def logs(job_id: str, follow: bool) -> None:
         while True:
             page = api.call("GET", f"/api/training/{job_id}/logs", after=after, limit=5000)
             for line in page["lines"]:
-                click.echo(line["line"])
+                click.echo(clean(line["line"]))
             after = page["next_cursor"]
             if page["lines"]:
                 continue
             if not follow or api.call("GET", f"/api/training/{job_id}")["status"] in TERMINAL:
                 if follow:  # lines written just before the end
                     for line in api.call("GET", f"/api/training/{job_id}/logs", after=after, limit=5000)["lines"]:
-                        click.echo(line["line"])
+                        click.echo(clean(line["line"]))
                 return
             time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
@@ -350,7 +374,7 @@ def _action(path: str, method: str = "POST", body: dict[str, Any] | None = None)
         api = client()
         job_id = resolve(api, job_id)
         answer = api.call(method, f"/api/training/{job_id}{path}", body if body is not None else {})
-        click.echo(answer.get("message") or f"{job_id}: {answer.get('job', {}).get('status')}")
+        click.echo(clean(answer.get("message") or f"{job_id}: {answer.get('job', {}).get('status')}"))
 
     return run
 
@@ -388,8 +412,17 @@ def artifacts(job_id: str, name: str | None, output: Path | None, as_json: bool)
         target = output or Path(name)
         if target.is_dir():
             target = target / name
-        with open(target, "wb") as out:
-            size = api.download(f"/api/training/{job_id}/artifacts/{name}", out)
+        if not target.parent.is_dir():
+            raise ClientError(f"-o {target}: no folder {target.parent}")
+        partial = target.with_name(f".{target.name}.part")
+        try:  # into a file of its own first: a failed download leaves whatever was at the target alone
+            with open(partial, "wb") as out:
+                size = api.download(f"/api/training/{job_id}/artifacts/{name}", out)
+            partial.replace(target)
+        except OSError as exc:
+            raise ClientError(f"cannot write {target}: {exc.strerror or exc}") from None
+        finally:
+            partial.unlink(missing_ok=True)
         click.echo(f"wrote {target} ({size} bytes)")
         return
     found = api.call("GET", f"/api/training/{job_id}/artifacts")["artifacts"]
@@ -400,7 +433,7 @@ def artifacts(job_id: str, name: str | None, output: Path | None, as_json: bool)
     for column in ("name", "size", "sha256", "saved"):
         table.add_column(column)
     for artifact in found:
-        table.add_row(artifact["name"], str(artifact["size"]), artifact["sha256"][:16],
+        table.add_row(cell(artifact["name"]), str(artifact["size"]), artifact["sha256"][:16],
                       str(artifact.get("created_at", ""))[:19].replace("T", " "))
     console.print(table)
     if not found:
@@ -419,7 +452,7 @@ def follow(job_id: str) -> None:
     sys.exit(_follow(api, resolve(api, job_id)))
 
 
-def _follow(api: Client, job_id: str) -> int:
+def _follow(api: Client, job_id: str, quiet: bool = False) -> int:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[metrics]}"))
     try:
@@ -428,15 +461,17 @@ def _follow(api: Client, job_id: str) -> int:
             while True:
                 job = api.call("GET", f"/api/training/{job_id}")
                 bar.update(shown, description=f"{job_id[:8]} {job['status']}", total=job.get("total_steps"),
-                           completed=job.get("step") or 0, metrics=metrics_text(job.get("metrics")))
+                           completed=job.get("step") or 0, metrics=cell(metrics_text(job.get("metrics"))))
                 if job["status"] in TERMINAL:
                     break
                 time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
         _detached(job_id)
-    click.echo(f"{job_id} {job['status']}: {job.get('status_reason') or ''}")
+    if quiet:
+        return TERMINAL[job["status"]]
+    click.echo(f"{job_id} {job['status']}: {clean(job.get('status_reason') or '')}")
     if job.get("metrics"):
-        click.echo(f"metrics: {metrics_text(job['metrics'], limit=50)}")
+        click.echo(f"metrics: {clean(metrics_text(job['metrics'], limit=50))}")
     return TERMINAL[job["status"]]
 
 

@@ -6,6 +6,7 @@ config folder (``$XDG_CONFIG_HOME/trainq/config.json``, else ``~/.config/trainq/
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import urllib.error
@@ -78,14 +79,16 @@ class Client:
             headers["Content-Type"] = "application/json"
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            return urllib.request.urlopen(request, timeout=TIMEOUT)  # noqa: S310 - the user's own service URL
+            request = urllib.request.Request(url, data=data, method=method, headers=headers)
+            return _OPENER.open(request, timeout=TIMEOUT)
         except urllib.error.HTTPError as err:
             raise _api_error(err) from None
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
             raise ClientError(f"cannot reach the trainq service at {self.url}: {reason}") from None
+        except (ValueError, http.client.HTTPException) as err:  # not a URL at all
+            raise ClientError(f"{self.url!r} is not a service URL ({err}); write it as http://HOST:PORT") from None
 
     def call(self, method: str, path: str, body: Any = None, **query: Any) -> Any:
         """One API call; its JSON answer, or ``ClientError`` with the API's message and field."""
@@ -103,6 +106,17 @@ class Client:
                 out.write(chunk)
                 size += len(chunk)
         return size
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Never follow a redirect: urllib would send the token along to wherever it points."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
+        raise ClientError(f"the service at {req.full_url} redirected to {newurl}: not followed (your token would go "
+                          "with it); if that is the service's address, log in to it instead")
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 def _api_error(err: urllib.error.HTTPError) -> ClientError:

@@ -192,3 +192,58 @@ def _params_file(env: dict[str, str], params: dict) -> str:
     path = Path(env["XDG_CONFIG_HOME"]) / "params.json"
     path.write_text(json.dumps(params))
     return str(path)
+
+
+def test_the_client_never_follows_a_redirect_with_the_token(cli_env, tmp_path):
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the handler's name
+            seen.append(self.headers.get("Authorization") or "")
+            self.send_response(302)
+            self.send_header("Location", f"http://localhost:{self.server.server_port}/elsewhere")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = trainq({**cli_env, "TRAINQ_URL": f"http://127.0.0.1:{server.server_port}"}, "ls")
+    finally:
+        server.shutdown()
+    assert result.returncode == 1 and "redirected to" in result.stderr and "not followed" in result.stderr
+    assert len(seen) == 1  # asked once; the redirect's target never got the token
+
+
+def test_control_characters_from_the_service_are_shown_not_sent_to_the_terminal(cli_env, client):
+    from api.extensions import db
+    from api.models import TrainingJob
+
+    job_id = submitted_id(trainq(cli_env, "submit", "mlp", "-p", "epochs=1"))
+    db.session.get(TrainingJob, job_id).name = "\x1b[2J\x1b]0;owned\x07evil [bold]x[/bold]"  # an older row's name
+    db.session.commit()
+    for args in (("ls",), ("show", job_id[:8])):
+        out = trainq(cli_env, *args).stdout
+        assert "\x1b" not in out and "\x07" not in out and "\\x1b[2J" in out and "[bold]x[/bold]" in out, out
+
+
+def test_a_failed_download_leaves_the_local_file_alone(cli_env, tmp_path):
+    job_id = submitted_id(trainq(cli_env, "submit", "mlp", "-p", "epochs=1"))
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"mine")
+    missing = trainq(cli_env, "artifacts", job_id, "--get", "model.pt", "-o", str(target))
+    assert missing.returncode == 1 and target.read_bytes() == b"mine"
+    nowhere = trainq(cli_env, "artifacts", job_id, "--get", "model.pt", "-o", str(tmp_path / "no" / "x"))
+    assert nowhere.returncode == 1 and "no folder" in nowhere.stderr and "Traceback" not in nowhere.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b"\xff\xfe{")
+    unreadable = trainq(cli_env, "submit", "mlp", "--params-file", str(bad))
+    assert unreadable.returncode == 1 and "UTF-8" in unreadable.stderr and "Traceback" not in unreadable.stderr
+    for url in ("http://127.0.0.1:5000/ ", "127.0.0.1:5000"):
+        wrong = trainq({**cli_env, "TRAINQ_URL": url}, "ls")
+        assert wrong.returncode == 1 and "Traceback" not in wrong.stderr, wrong.stderr
