@@ -123,3 +123,24 @@ def test_report_returns_at_once_while_a_write_is_in_progress(ctx):
             tx.rollback()
             wait_for(lambda: (stored(job_id).step or 0) == 2001, 10, "the writes after the lock")
     assert slowest < 0.05, f"report() waited {slowest:.3f} s for a row write"
+
+
+def test_an_attempts_lease_holds_its_lock_with_keepalives_on_its_own_session(ctx):
+    from sqlalchemy import text as sql
+
+    from api import locks
+    from api.worker import LEASE_KEEPALIVES, AttemptLease
+
+    lease = AttemptLease(db.engine)
+    fields = lease.acquire()
+    try:
+        for setting, value in LEASE_KEEPALIVES.items():
+            shown = lease.conn.execute(sql(f"SHOW {setting}")).scalar()
+            assert shown.rstrip("ms") == str(value), (setting, shown)
+        held = db.session.execute(sql(locks.held_keys_sql(locks.Namespace.ATTEMPT))).scalars().all()
+        assert fields["liveness_key"] in held
+    finally:
+        lease.release()
+    db.session.remove()
+    held = db.session.execute(sql(locks.held_keys_sql(locks.Namespace.ATTEMPT))).scalars().all()
+    assert fields["liveness_key"] not in held  # its session ended: PostgreSQL freed the lock
