@@ -120,6 +120,13 @@ def disable_user(name: str) -> User:
     return user
 
 
+def enable_user(name: str) -> User:
+    user = find_user(name)
+    user.disabled = False
+    db.session.commit()
+    return user
+
+
 def create_token(user: User, name: str = "token", expires_in_days: float | None = None,
                  scope: str = "all") -> tuple[ApiToken, str]:
     """A new token for ``user``: the row (hash only) and the token itself, which is never stored."""

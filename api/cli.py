@@ -183,7 +183,7 @@ def cleanup_main(argv: list[str] | None = None) -> int:
         return run_cleanup(args.dry_run, args.json)
 
 
-users_group = AppGroup("users", help="Manage users: create, list, disable.")
+users_group = AppGroup("users", help="Manage users: create, list, disable, enable.")
 tokens_group = AppGroup("tokens", help="Manage API tokens: create (printed once), list, revoke.")
 
 
@@ -197,6 +197,11 @@ def _management(action: Callable[..., None]) -> Callable[..., None]:
             return action(*args, **kwargs)
         except UserError as exc:
             raise click.ClickException(str(exc)) from None
+        except SQLAlchemyError as exc:  # most often: the environment names no database (or the wrong one)
+            raise click.ClickException(
+                f"cannot use the database at {mask(current_app.config['DATABASE_URL'])}: "
+                f"{str(getattr(exc, 'orig', exc)).strip().splitlines()[0]} (after make run: set -a; . var/local.env; "
+                "set +a)") from None
 
     return wrapped
 
@@ -218,6 +223,7 @@ def users_create(name: str, admin: bool, max_queued_jobs: int | None, job_disk_l
 
 
 @users_group.command("list")
+@_management
 def users_list() -> None:
     """Every user: id, name, admin, disabled, own limits."""
     from api import auth
@@ -238,6 +244,17 @@ def users_disable(name: str) -> None:
 
     user = auth.disable_user(name)
     click.echo(f"disabled user {user.name}")
+
+
+@users_group.command("enable")
+@click.argument("name")
+@_management
+def users_enable(name: str) -> None:
+    """Enable a disabled user again (their tokens that are neither revoked nor expired work again)."""
+    from api import auth
+
+    user = auth.enable_user(name)
+    click.echo(f"enabled user {user.name}")
 
 
 @users_group.command("local-admin")

@@ -48,6 +48,9 @@ def test_users_and_tokens_from_the_command_line(ctx):
     disabled = _run(ctx, "users", "disable", name)
     assert disabled.exit_code == 0
     assert ctx.test_client(token=second).get("/api/training").status_code == 401
+    enabled = _run(ctx, "users", "enable", name)
+    assert enabled.exit_code == 0 and f"enabled user {name}" in enabled.output
+    assert ctx.test_client(token=second).get("/api/training").status_code == 200
 
 
 def test_management_errors_are_one_line_and_exit_1(ctx):
@@ -82,3 +85,13 @@ def test_local_admin_makes_an_admin_and_keeps_a_working_token(ctx, tmp_path):
     db.session.commit()
     renewed = _run(ctx, "users", "local-admin", str(token_file))
     assert "a new token" in renewed.output and token_file.read_text().strip() != token
+
+
+def test_a_database_it_cannot_use_is_one_line_naming_it(settings):
+    from api.local import free_port
+    from tests.conftest import make_app
+
+    app = make_app(settings, DATABASE_URL=f"postgresql://postgres:secret@127.0.0.1:{free_port()}/nothing")
+    result = app.test_cli_runner().invoke(args=["users", "list"])
+    assert result.exit_code == 1 and "cannot use the database at postgresql://postgres:***@" in result.output
+    assert "Traceback" not in result.output and "secret" not in result.output
