@@ -43,6 +43,39 @@ class DashboardWorker(Worker):
             return None
 
 
+def _removed_by(view: str, args: dict[str, Any]) -> tuple[list[str], str] | None:
+    """The RQ jobs a delete or an empty is about to remove (read before it runs), and what to call it."""
+    from rq import Queue
+    from rq.registry import DeferredJobRegistry, FailedJobRegistry, StartedJobRegistry
+
+    from api.extensions import redis_connection
+
+    conn = redis_connection.get()
+    if view == "delete_job_view":
+        return [args["job_id"]], "deleted"
+    if view == "empty_queue":
+        registries = {"failed": FailedJobRegistry, "deferred": DeferredJobRegistry, "started": StartedJobRegistry}
+        name, registry = args["queue_name"], args["registry_name"]
+        if registry == "queued":
+            return Queue(name, connection=conn).get_job_ids(), "deleted (queue emptied)"
+        if registry in registries:
+            return registries[registry](name, connection=conn).get_job_ids(cleanup=False), \
+                f"deleted ({registry} jobs emptied)"
+    return None
+
+
+def _honor(response: Response) -> Response:
+    """After a delete or an empty in rq-dashboard: the rows of what it removed end cancelled (``jobs``)."""
+    from flask import g
+
+    removed = g.pop("dashboard_removed", None)
+    if removed and response.status_code == 200:
+        from api import jobs
+
+        jobs.removed_in_dashboard(*removed)
+    return response
+
+
 def _guard() -> Response | None:
     auth.require_admin()
     if request.endpoint and request.endpoint.split(".")[-1] in ACTIONS and request.method != "POST":
@@ -53,6 +86,11 @@ def _guard() -> Response | None:
                                           "made with the session cookie); a GET changes nothing")
         response.headers["Allow"] = "POST"
         return response, status  # type: ignore[return-value]
+    view = (request.endpoint or "").split(".")[-1]
+    if request.method == "POST" and view in ("delete_job_view", "empty_queue"):
+        from flask import g
+
+        g.dashboard_removed = _removed_by(view, request.view_args or {})
     return None
 
 
@@ -84,4 +122,5 @@ def init_app(app: Flask) -> None:
     if _guard not in blueprint.before_request_funcs.get(None, []):  # one blueprint object for every app
         blueprint.before_request(_guard)
         blueprint.after_request(_csrf_for_jquery)
+        blueprint.after_request(_honor)
     app.register_blueprint(blueprint, url_prefix="/rq")

@@ -28,6 +28,7 @@ from api.models import JobArtifact, JobEvent, TrainingJob, User
 from api.reconcile import cleanup_orphaned_training_jobs, ensure_enqueued
 from api.status import (
     ACTIONS,
+    ACTIVE,
     TERMINAL,
     Action,
     Actor,
@@ -213,6 +214,29 @@ def cancel(job_id: str | uuid.UUID) -> CancelResult:
     metrics.observe("trainq_cancel_seconds", time.monotonic() - started)
     db.session.expire_all()
     return CancelResult(get_job(job.id), rq_cancelled=rq_cancelled, already_cancelled=False, cleanup=cleanup)
+
+
+def removed_in_dashboard(rq_job_ids: list[str], what: str) -> list[str]:
+    """RQ jobs an admin deleted in rq-dashboard (one, or a queue emptied): the rows they are the current attempt
+    of end cancelled, saying so, so that the reconciler never brings them back as if Redis had lost them; a
+    running one's training is stopped (its row refuses its writes from now on, and RQ is told to stop it)."""
+    if not rq_job_ids:
+        return []
+    rows = db.session.scalars(select(TrainingJob).where(
+        TrainingJob.rq_job_id.in_(rq_job_ids), TrainingJob.status.in_([s.value for s in ACTIVE]))).all()
+    user = auth.current_user()
+    reason = f"{what} in rq-dashboard by {user.name if user else '?'}"
+    cancelled = []
+    for job in rows:
+        result = transition(job.id, JobStatus.CANCELLED, reason=reason, actor=Actor.DASHBOARD_SYNC,
+                            expected_from=[job.status], attempt=job.attempts, user_id=user.id if user else None)
+        if result.changed:
+            cancelled.append(str(job.id))
+            try:
+                _stop_work(result.job)
+            except RedisError as exc:
+                log.warning("job %s: cancelled (deleted in rq-dashboard); RQ unreachable (%s)", job.id, exc)
+    return cancelled
 
 
 def _stop_work(job: TrainingJob) -> bool:

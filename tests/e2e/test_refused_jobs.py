@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import pickle
 import zlib
+from datetime import timedelta
 
 from rq import Callback, Queue
 from rq.serializers import JSONSerializer
 
 from api.queue import JOB_FUNCTION, fetch
-from tests.support import SHORT, submit, wait_for, wait_status
+from tests.support import SHORT, process_gone, submit, wait_for, wait_status
 
 
 class Planted:
@@ -108,3 +109,30 @@ def test_callbacks_in_rqs_registries_are_never_called(client, workers, redis):
     log = worker.log()
     assert "cleanup: evil-callback Moved to FailedJobRegistry" in log  # RQ cleaned it up, and called nothing:
     assert "evil-callback', enqueued_at" not in log  # logging.warning(job, ...) would show the job
+
+
+def test_a_job_deleted_in_rq_dashboard_ends_cancelled_and_never_comes_back(client, workers, redis):
+    """Deleting a queued job (or emptying its queue) in rq-dashboard is a deliberate removal, not Redis losing
+    it: the row ends cancelled, saying so, and the reconciler does not re-enqueue it; a running one stops."""
+    from api import auth
+    from api.reconcile import cleanup_orphaned_training_jobs
+    from api.status import utcnow
+    from tests.support import LONG, events, row, wait_training
+
+    one, two, three = (submit(client, SHORT) for _ in range(3))  # no worker yet: all queued
+    assert client.post(f"/rq/job/{one}/delete").status_code == 200
+    assert client.post("/rq/queue/training.mlp/queued/empty").status_code == 200
+    admin = auth.first_admin().name
+    for job_id, what in ((one, "deleted"), (two, "deleted (queue emptied)"), (three, "deleted (queue emptied)")):
+        job = row(job_id)
+        assert job.status == "cancelled" and job.status_reason == f"{what} in rq-dashboard by {admin}", job_id
+        assert events(job_id)[-1] == ("queued", "cancelled", "dashboard-sync")
+    report = cleanup_orphaned_training_jobs(now=utcnow() + timedelta(minutes=5))  # past the enqueue grace
+    assert report.actions == {}  # nothing to bring back
+
+    workers()
+    running = submit(client, LONG)
+    job = wait_training(running)
+    assert client.post(f"/rq/job/{running}/delete").status_code == 200
+    assert row(running).status == "cancelled"
+    wait_for(lambda: process_gone(job.worker_pid), 30, "the deleted job's training to stop")
