@@ -64,15 +64,40 @@ def _removed_by(view: str, args: dict[str, Any]) -> tuple[list[str], str] | None
     return None
 
 
+def _requeued_by(view: str, args: dict[str, Any]) -> list[str] | None:
+    """The failed RQ jobs a requeue is about to put back in their queue (read before it runs)."""
+    from rq.registry import FailedJobRegistry
+
+    from api.extensions import redis_connection
+
+    if view == "requeue_job_view":
+        return [args["job_id"]]
+    if view == "requeue_all":
+        return FailedJobRegistry(args["queue_name"], connection=redis_connection.get()).get_job_ids(cleanup=False)
+    return None
+
+
+def _queue_exists(name: str) -> bool:
+    from rq import Queue
+
+    from api.extensions import redis_connection
+
+    return bool(redis_connection.get().exists(Queue.redis_queue_namespace_prefix + name))
+
+
 def _honor(response: Response) -> Response:
-    """After a delete or an empty in rq-dashboard: the rows of what it removed end cancelled (``jobs``)."""
+    """After a delete, an empty or a requeue in rq-dashboard, the rows follow what the admin meant (``jobs``):
+    removed ones end cancelled, requeued ones restart on a new attempt. Compact changes no job."""
     from flask import g
 
-    removed = g.pop("dashboard_removed", None)
-    if removed and response.status_code == 200:
+    removed, requeued = g.pop("dashboard_removed", None), g.pop("dashboard_requeued", None)
+    if response.status_code == 200 and (removed or requeued):
         from api import jobs
 
-        jobs.removed_in_dashboard(*removed)
+        if removed:
+            jobs.removed_in_dashboard(*removed)
+        if requeued:
+            jobs.requeued_in_dashboard(requeued)
     return response
 
 
@@ -87,10 +112,15 @@ def _guard() -> Response | None:
         response.headers["Allow"] = "POST"
         return response, status  # type: ignore[return-value]
     view = (request.endpoint or "").split(".")[-1]
-    if request.method == "POST" and view in ("delete_job_view", "empty_queue"):
+    if view == "compact_queue" and not _queue_exists((request.view_args or {}).get("queue_name", "")):
+        from flask import jsonify
+
+        return jsonify(status="OK")  # nothing to compact (RQ's compact fails on an empty queue: RENAME of no key)
+    if request.method == "POST" and view in ("delete_job_view", "empty_queue", "requeue_job_view", "requeue_all"):
         from flask import g
 
         g.dashboard_removed = _removed_by(view, request.view_args or {})
+        g.dashboard_requeued = _requeued_by(view, request.view_args or {})
     return None
 
 

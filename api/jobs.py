@@ -239,6 +239,36 @@ def removed_in_dashboard(rq_job_ids: list[str], what: str) -> list[str]:
     return cancelled
 
 
+def requeued_in_dashboard(rq_job_ids: list[str]) -> list[str]:
+    """Failed RQ jobs an admin requeued in rq-dashboard (one, or all of a queue's): RQ would run them again, but
+    the worker starts only a queued row. What the admin meant is a new attempt: each row they are the current
+    attempt of, if it is failed or cancelled, restarts (from its newest checkpoint when it has one) on a new
+    attempt that is enqueued, saying so. The RQ job RQ requeued is then refused by the row (an old attempt)."""
+    if not rq_job_ids:
+        return []
+    rows = db.session.scalars(select(TrainingJob).where(
+        TrainingJob.rq_job_id.in_(rq_job_ids),
+        TrainingJob.status.in_([JobStatus.FAILED.value, JobStatus.CANCELLED.value]))).all()
+    user = auth.current_user()
+    restarted = []
+    for row in rows:
+        with job_lock(row.id):
+            job = get_job(row.id)
+            if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED) or job.rq_job_id not in rq_job_ids:
+                continue
+            checkpoint = latest_checkpoint(job)
+            how = f"from {Path(checkpoint).name}" if checkpoint else "afresh"
+            try:
+                job = _restart(job, f"requeued in rq-dashboard by {user.name if user else '?'} ({how})",
+                               resume_from=checkpoint).job
+            except (JobConflict, limits.LimitExceeded) as exc:
+                log.warning("job %s: requeued in rq-dashboard, not restarted: %s", row.id, exc)
+                continue
+            _enqueue_current(job)
+            restarted.append(str(job.id))
+    return restarted
+
+
 def _stop_work(job: TrainingJob) -> bool:
     """Stop whatever RQ runs or holds for the row's current attempt; True when RQ acted."""
     return queue.stop(job.rq_job_id or str(job.id), pid=job.worker_pid, hostname=job.hostname)

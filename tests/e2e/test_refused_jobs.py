@@ -136,3 +136,36 @@ def test_a_job_deleted_in_rq_dashboard_ends_cancelled_and_never_comes_back(clien
     assert client.post(f"/rq/job/{running}/delete").status_code == 200
     assert row(running).status == "cancelled"
     wait_for(lambda: process_gone(job.worker_pid), 30, "the deleted job's training to stop")
+
+
+def test_a_failed_job_requeued_in_rq_dashboard_runs_again_as_a_new_attempt(client, workers):
+    """RQ's requeue would run the old attempt, which the worker refuses (the row is failed): what the admin meant
+    is run it again, so the row restarts on a new attempt. Requeue-all does it for every failed job of a queue;
+    compact changes no job."""
+    from api import auth
+    from tests.support import events, row
+
+    workers(TRAINQ_TASKS="tests.task_modules.sample")
+
+    def failed_job() -> str:
+        response = client.post("/api/training", json={"task": "test-raise", "params": {}, "name": "raises"})
+        job_id = response.get_json()["job"]["id"]
+        wait_status(job_id, "failed")
+        wait_for(lambda: fetch(job_id).get_status(refresh=True) == "failed", 30, "RQ to list it failed")
+        return job_id
+
+    one = failed_job()
+    assert client.post(f"/rq/job/{one}/requeue").status_code == 200
+    admin = auth.first_admin().name
+    wait_for(lambda: row(one).attempts == 2 and row(one).status == "failed", 60, "the second attempt to raise")
+    assert ("failed", "queued", "api") in events(one)
+    assert any(e["reason"] == f"requeued in rq-dashboard by {admin} (afresh)" and e["user"] == admin
+               for e in client.get(f"/api/training/{one}/events").get_json()["events"])
+
+    two, three = failed_job(), failed_job()
+    assert client.post("/rq/requeue/training.test-raise").status_code == 200  # every failed one: one's 2nd too
+    for job_id, attempts in ((one, 3), (two, 2), (three, 2)):
+        wait_for(lambda j=job_id, n=attempts: row(j).attempts == n and row(j).status == "failed", 60,
+                 f"attempt {attempts} to run")
+    assert client.post("/rq/queue/training.test-raise/compact").status_code == 200
+    assert [row(j).attempts for j in (one, two, three)] == [3, 2, 2]
