@@ -112,17 +112,11 @@ def first_admin() -> User | None:
     return db.session.scalar(select(User).where(User.is_admin, ~User.disabled).order_by(User.id).limit(1))
 
 
-def disable_user(name: str) -> User:
-    """The user's tokens and sessions stop working at once; their jobs stay (and stay theirs)."""
+def set_disabled(name: str, disabled: bool) -> User:
+    """Disabled, the user's tokens and sessions stop working at once (enabled again, those neither revoked nor
+    expired work again); their jobs stay, and stay theirs."""
     user = find_user(name)
-    user.disabled = True
-    db.session.commit()
-    return user
-
-
-def enable_user(name: str) -> User:
-    user = find_user(name)
-    user.disabled = False
+    user.disabled = disabled
     db.session.commit()
     return user
 

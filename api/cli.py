@@ -242,7 +242,7 @@ def users_disable(name: str) -> None:
     """Disable a user: their tokens and monitor sessions stop working at once; their jobs stay."""
     from api import auth
 
-    user = auth.disable_user(name)
+    user = auth.set_disabled(name, True)
     click.echo(f"disabled user {user.name}")
 
 
@@ -253,7 +253,7 @@ def users_enable(name: str) -> None:
     """Enable a disabled user again (their tokens that are neither revoked nor expired work again)."""
     from api import auth
 
-    user = auth.enable_user(name)
+    user = auth.set_disabled(name, False)
     click.echo(f"enabled user {user.name}")
 
 

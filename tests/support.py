@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import threading
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,31 @@ def start_flask(env: dict[str, str], name: str, log_dir: Path, *command: str) ->
             env={**os.environ, **env}, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     return WorkerProcess(name, process, log_path)
+
+
+def start_gunicorn(env: dict[str, str], log_path: Path, *options: str) -> tuple[subprocess.Popen, str]:
+    """The app behind gunicorn (2 workers, as in production) on a free port, with ``env`` laid over ours; returns
+    the process and its URL once ``/api/health`` answers. The caller terminates it."""
+    from api.local import free_port
+
+    port = free_port()
+    with open(log_path, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--workers", "2", *options, "--bind", f"127.0.0.1:{port}",
+             "api.wsgi:app"],
+            env={**os.environ, **env}, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"gunicorn exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            return urllib.request.urlopen(f"{url}/api/health", timeout=2).status == 200
+        except OSError:
+            return False
+
+    wait_for(up, 60, "gunicorn to serve the app")
+    return process, url
 
 
 def start_worker(env: dict[str, str], name: str, log_dir: Path, redis_conn: Any) -> WorkerProcess:

@@ -57,6 +57,14 @@ def cell(value: Any) -> str:
     return escape(clean(value))
 
 
+def table(*columns: str) -> Table:
+    """A borderless table with a dim header row."""
+    made = Table(box=None, padding=(0, 2), header_style="dim")
+    for column in columns:
+        made.add_column(column)
+    return made
+
+
 def client() -> Client:
     return Client.from_environment()
 
@@ -219,15 +227,13 @@ def tasks(as_json: bool) -> None:
         console.print(f"[bold]{cell(spec['name'])}[/bold]  ({live})")
         if spec.get("description"):
             console.print(f"  {cell(spec['description'].splitlines()[0])}")
-        table = Table(box=None, padding=(0, 2), show_header=True, header_style="dim")
-        for column in ("param", "type", "default", "bounds", "description"):
-            table.add_column(column)
+        params = table("param", "type", "default", "bounds", "description")
         schema = spec.get("params_schema") or {}
         for name in spec.get("params_order") or list(schema.get("properties", {})):
             prop = schema["properties"][name]
-            table.add_row(cell(name), "|".join(sorted(_types(prop))) or "any", cell(json.dumps(prop.get("default"))),
-                          cell(_bounds(prop)), cell(prop.get("description", "")))
-        console.print(table)
+            params.add_row(cell(name), "|".join(sorted(_types(prop))) or "any", cell(json.dumps(prop.get("default"))),
+                           cell(_bounds(prop)), cell(prop.get("description", "")))
+        console.print(params)
         click.echo()
 
 
@@ -302,13 +308,11 @@ def list_jobs(status: str | None, task: str | None, mine: bool, limit: int, as_j
     if as_json:
         emit_json(jobs)
         return
-    table = Table(box=None, padding=(0, 2), header_style="dim")
-    for column in ("id", "name", "task", "status", "progress", "owner", "created"):
-        table.add_column(column)
+    listed = table("id", "name", "task", "status", "progress", "owner", "created")
     for job in jobs:
-        table.add_row(job["id"][:8], cell(job["name"]), cell(job.get("task", "")), job["status"], progress_text(job),
-                      cell(job.get("owner") or ""), (job.get("created_at") or "")[:19].replace("T", " "))
-    console.print(table)
+        listed.add_row(job["id"][:8], cell(job["name"]), cell(job.get("task", "")), job["status"], progress_text(job),
+                       cell(job.get("owner") or ""), (job.get("created_at") or "")[:19].replace("T", " "))
+    console.print(listed)
     if not jobs:
         click.echo("no jobs")
 
@@ -331,13 +335,13 @@ def show(job_id: str, as_json: bool) -> None:
             ("attempts", f"{job.get('attempts')} of {job.get('max_attempts')}"), ("worker", job.get("worker_name")),
             ("created", job.get("created_at")), ("started", job.get("started_at")),
             ("finished", job.get("finished_at")), ("actions", ", ".join(job.get("actions") or []))]
-    table = Table(box=None, show_header=False, padding=(0, 2))
-    table.add_column(style="dim")
-    table.add_column()
+    fields = Table(box=None, show_header=False, padding=(0, 2))
+    fields.add_column(style="dim")
+    fields.add_column()
     for key, value in rows:
         if value not in (None, ""):
-            table.add_row(key, cell(value))
-    console.print(table)
+            fields.add_row(key, cell(value))
+    console.print(fields)
     if job.get("error_message"):
         click.echo("\n" + clean(job["error_message"].rstrip()))
 
@@ -350,7 +354,7 @@ def logs(job_id: str, follow: bool) -> None:
     """The job's log."""
     api = client()
     job_id = resolve(api, job_id)
-    after = 0
+    after, ended = 0, not follow
     try:
         while True:
             page = api.call("GET", f"/api/training/{job_id}/logs", after=after, limit=5000)
@@ -359,12 +363,12 @@ def logs(job_id: str, follow: bool) -> None:
             after = page["next_cursor"]
             if page["lines"]:
                 continue
-            if not follow or api.call("GET", f"/api/training/{job_id}")["status"] in TERMINAL:
-                if follow:  # lines written just before the end
-                    for line in api.call("GET", f"/api/training/{job_id}/logs", after=after, limit=5000)["lines"]:
-                        click.echo(clean(line["line"]))
+            if ended:
                 return
-            time.sleep(POLL_SECONDS)
+            # once it has ended, one more read for the lines written just before the end
+            ended = api.call("GET", f"/api/training/{job_id}")["status"] in TERMINAL
+            if not ended:
+                time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
         _detached(job_id)
 
@@ -429,13 +433,11 @@ def artifacts(job_id: str, name: str | None, output: Path | None, as_json: bool)
     if as_json:
         emit_json(found)
         return
-    table = Table(box=None, padding=(0, 2), header_style="dim")
-    for column in ("name", "size", "sha256", "saved"):
-        table.add_column(column)
+    listed = table("name", "size", "sha256", "saved")
     for artifact in found:
-        table.add_row(cell(artifact["name"]), str(artifact["size"]), artifact["sha256"][:16],
+        listed.add_row(cell(artifact["name"]), str(artifact["size"]), artifact["sha256"][:16],
                       str(artifact.get("created_at", ""))[:19].replace("T", " "))
-    console.print(table)
+    console.print(listed)
     if not found:
         click.echo("no artifacts")
 

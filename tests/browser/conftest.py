@@ -7,16 +7,12 @@ Without /usr/bin/chromium these tests skip with how to install it; under CI (CI=
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from api.local import free_port, wait_for
-from tests.support import REPO
+from tests.support import start_gunicorn
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -46,26 +42,8 @@ def browser() -> Iterator:
 @pytest.fixture(scope="session")
 def monitor_url(app, settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The app behind gunicorn, 2 sync workers, on a free port."""
-    port = free_port()
     log_path = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
-    with open(log_path, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--workers", "2", "--worker-class", "sync",
-             "--bind", f"127.0.0.1:{port}", "api.wsgi:app"],
-            env={**os.environ, **settings, **MONITOR_SETTINGS}, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"gunicorn exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            return urllib.request.urlopen(f"{url}/api/health", timeout=2).status == 200
-        except OSError:
-            return False
-
-    wait_for(up, 60, "gunicorn to serve the app")
+    process, url = start_gunicorn({**settings, **MONITOR_SETTINGS}, log_path, "--worker-class", "sync")
     yield url
     process.terminate()
     process.wait(15)

@@ -7,37 +7,20 @@ import os
 import stat
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from api.local import free_port
-from tests.support import LONG, REPO, row, wait_for, wait_training
+from tests.support import LONG, REPO, row, start_gunicorn, wait_training
 
 TRAINQ = [sys.executable, "-m", "trainq.cli"]
 
 
 @pytest.fixture(scope="module")
 def api_url(app, settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("cli-gunicorn") / "gunicorn.log"
-    with open(log_path, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}", "api.wsgi:app"],
-            env={**os.environ, **settings}, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"gunicorn exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            return urllib.request.urlopen(f"{url}/api/health", timeout=2).status == 200
-        except OSError:
-            return False
-
-    wait_for(up, 60, "gunicorn")
+    process, url = start_gunicorn(settings, tmp_path_factory.mktemp("cli-gunicorn") / "gunicorn.log")
     yield url
     process.terminate()
     process.wait(15)

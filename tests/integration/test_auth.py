@@ -127,7 +127,7 @@ def test_unknown_expired_revoked_and_disabled_tokens_are_refused(ctx, make_user)
     assert answer(revoked_raw) == (401, "the token was revoked")
 
     assert answer(raw)[0] == 200
-    auth.disable_user(user.name)
+    auth.set_disabled(user.name, True)
     assert answer(raw) == (401, f"user {user.name} is disabled")
     response = anon.get("/api/training", headers={"Authorization": "Token abc"})
     assert response.status_code == 401 and response.headers["WWW-Authenticate"].startswith("Bearer")
