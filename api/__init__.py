@@ -29,7 +29,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     redis_connection.init_app(app)
 
     from api import auth, cli, dashboard, errors, limits, metrics
-    from api.routes import health, pages, tasks, training
+    from api.routes import docs, health, pages, tasks, training
     from api.routes import login as login_routes
 
     errors.register_error_handlers(app)
@@ -42,6 +42,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(tasks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(docs.bp)
     dashboard.init_app(app)
     metrics.init_app(app)
     cli.init_app(app)

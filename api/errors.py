@@ -14,18 +14,11 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from api.auth import Forbidden, Unauthorized
 from api.jobs import ArtifactNotFound, BadCursor, JobConflict
 from api.limits import LimitExceeded
+from api.schemas import ApiError
 from api.status import JobNotFound
 from api.tasks import TaskRejected
 
 log = logging.getLogger(__name__)
-
-
-class ApiError(Exception):
-    """Bad request data; ``field`` names what to fix."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None, **extra: Any):

@@ -3,21 +3,25 @@ it answers only ``{"healthy": ...}`` (a liveness probe needs no token); the deta
 
 from __future__ import annotations
 
-from flask import Blueprint, g, jsonify
+from flask import Blueprint, g
 
+from api import schemas
 from api.extensions import unreachable
+from api.openapi import operation
 from api.queue import live_workers
 
 bp = Blueprint("health", __name__, url_prefix="/api")
 
 
 @bp.get("/health")
+@operation("Whether the API reaches PostgreSQL and Redis (details with a credential)",
+           {200: schemas.Health, 503: schemas.Health}, public=True)
 def health():
     errors = unreachable()
     healthy = not errors
     if g.get("user") is None:
-        return jsonify({"healthy": healthy}), 200 if healthy else 503
+        return {"healthy": healthy}, 200 if healthy else 503
     checks = {name: {"ok": False, "error": errors[name].__class__.__name__} if name in errors else {"ok": True}
               for name in ("database", "redis")}
     workers = live_workers() if "redis" not in errors else None
-    return jsonify({"healthy": healthy, "checks": checks, "workers": workers}), 200 if healthy else 503
+    return {"healthy": healthy, "checks": checks, "workers": workers}, 200 if healthy else 503

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, g, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, g, redirect, render_template, request, url_for
 
-from api import auth
+from api import auth, schemas
+from api.openapi import operation
 
 bp = Blueprint("auth", __name__)
 
@@ -46,5 +47,6 @@ def logout():
 
 
 @bp.get("/api/me")
+@operation("Who the credential belongs to", {200: schemas.Me})
 def me():
-    return jsonify({"user": g.user.to_dict(), "token": g.token.to_dict(), "via": g.via})
+    return {"user": g.user.to_dict(), "token": g.token.to_dict(), "via": g.via}

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template, request
 
-from api import jobs, tasks
-from api.errors import ApiError
+from api import jobs, schemas, tasks
+from api.openapi import check_query
 from api.routes.training import list_page, render_with_actions
+from api.schemas import ApiError
 from api.status import JobNotFound, JobStatus
 
 bp = Blueprint("pages", __name__)
@@ -19,9 +20,10 @@ bp = Blueprint("pages", __name__)
 def jobs_page():
     args = {key: request.args[key] for key in ("status", "task") if request.args.get(key)}
     try:
-        initial, error = list_page(args), None
+        check_query(args)
+        initial, error = list_page(schemas.parse(schemas.ListQuery, args, query=True)), None
     except ApiError as exc:  # a hand-edited URL: show the message and the unfiltered list
-        initial, error, args = list_page({}), exc.message, {}
+        initial, error, args = list_page(schemas.ListQuery()), exc.message, {}
     catalog = {"tasks": [spec.to_dict() for spec in tasks.catalog().values()]}
     task_names = [task["name"] for task in catalog["tasks"]]
     if args.get("task") and args["task"] not in task_names:  # a filter on a task no worker offers (any more)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from api import tasks
-from api.routes.training import conditional_json
+from api import schemas, tasks
+from api.openapi import operation
 
 bp = Blueprint("tasks", __name__, url_prefix="/api/tasks")
 
 
 @bp.get("")
+@operation("The tasks workers offer, with their params schemas", {200: schemas.TaskList}, conditional=True)
 def list_tasks():
-    return conditional_json({"tasks": [spec.to_dict() for spec in tasks.catalog().values()]})
+    return {"tasks": [spec.to_dict() for spec in tasks.catalog().values()]}

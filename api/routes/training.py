@@ -1,30 +1,24 @@
-"""``/api/training``: submit, list, read, cancel training jobs."""
+"""``/api/training``: submit, list, read, cancel training jobs. Each view is an ``api.openapi.operation``: its
+query and body arrive parsed by the models of ``api.schemas``, and what it returns is shaped by them."""
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import json
-import re
-from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
+from flask import Blueprint, current_app, send_file, url_for
 
 from api import jobs
+from api import schemas as s
 from api.auth import admin_required
-from api.errors import ApiError
 from api.models import TrainingJob
-from api.status import JobStatus, utcnow
+from api.openapi import BINARY, operation
+from api.status import utcnow
 from api.tasks import TaskRejected
 
 bp = Blueprint("training", __name__, url_prefix="/api/training")
 
-SUBMIT_FIELDS = {"task", "params", "name", "max_attempts", "config"}
 LEGACY_TASK = "mlp"  # {"config": {...}} is kept as an alias for {"task": "mlp", "params": {...}}
-_DIGITS = re.compile(r"[0-9]{1,10}")  # not str.isdigit(): that accepts "²", which int() rejects
-LIST_PARAMS = {"status", "limit", "cursor", "task", "id_prefix", "owner"}
-_ID_DASHES = (8, 13, 18, 23)  # where a job id's text has its dashes
 
 
 def render(job: TrainingJob, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -38,209 +32,89 @@ def render_with_actions(job: TrainingJob) -> dict[str, Any]:
     return {**render(job), "actions": [action.value for action in jobs.allowed_actions(job)]}
 
 
-def list_page(args: Mapping[str, str]) -> dict[str, Any]:
-    """One page of ``GET /api/training``, from its query parameters (the monitor's first paint uses it too)."""
-    for name in sorted(set(args) - LIST_PARAMS):
-        raise ApiError(400, "unknown_parameter",
-                       f"{name}: unknown parameter (allowed: {', '.join(sorted(LIST_PARAMS))})", name)
-    _check_query(args)
-    page = jobs.list_jobs(_status(args.get("status")), _number(args.get("limit"), "limit", 50, 1, jobs.MAX_PAGE),
-                          args.get("cursor"), args.get("task") or None, _id_prefix(args.get("id_prefix")),
-                          args.get("owner") or None)
+def list_page(query: s.ListQuery) -> dict[str, Any]:
+    """One page of ``GET /api/training`` (the monitor's first paint uses it too)."""
+    page = jobs.list_jobs(query.status, query.limit, query.cursor, query.task or None,
+                          query.id_prefix.lower() if query.id_prefix else None, query.owner or None)
     return {"jobs": [render(job, exclude=jobs.LIST_LEAVES_OUT) for job in page.jobs], "next_cursor": page.next_cursor}
 
 
-def _id_prefix(raw: str | None) -> str | None:
-    if not raw:
-        return None
-    prefix = raw.lower()
-    if len(prefix) > 36 or not all((c == "-") if i in _ID_DASHES else c in "0123456789abcdef"
-                                   for i, c in enumerate(prefix)):
-        raise ApiError(400, "invalid_parameter", "id_prefix: must be the start of a job id (hexadecimal, with "
-                       "dashes where the id has them)", "id_prefix")
-    return prefix
-
-
-def _without_ages(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_ages(v) for k, v in value.items() if k != "heartbeat_age_seconds"}
-    if isinstance(value, list):
-        return [_without_ages(v) for v in value]
-    return value
-
-
-def conditional_json(payload: dict[str, Any]) -> Response:
-    """JSON with a weak ETag, so a poll that finds nothing changed gets an empty 304 (If-None-Match).
-    The tag leaves out ``heartbeat_age_seconds``, which grows every instant: a client counts it on from
-    its last full answer, and ``stale`` (in the tag) says when it matters."""
-    canonical = json.dumps(_without_ages(payload), sort_keys=True, separators=(",", ":"), default=str)
-    response = jsonify(payload)
-    response.set_etag(hashlib.blake2b(canonical.encode(), digest_size=12).hexdigest(), weak=True)
-    response.headers["Cache-Control"] = "no-cache"
-    return response.make_conditional(request)
-
-
-def json_body(optional: bool = False) -> dict[str, Any]:
-    """The request's JSON object; state-changing calls accept nothing else (415), so no HTML form can.
-    With ``optional``, an empty body without a content type is an empty object."""
-    if optional and not request.get_data(cache=True) and (not request.content_type or request.is_json):
-        return {}
-    if not request.is_json:
-        raise ApiError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")
-    try:
-        data = json.loads(request.get_data(cache=True), parse_constant=_no_constant)
-    except RecursionError:
-        raise ApiError(400, "malformed_json", "the body is nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {str(exc)[:200]}") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "invalid_body", "the body must be a JSON object")
-    _check_text(data, "")
-    return data
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")  # PostgreSQL stores neither a NUL nor a lone UTF-16 surrogate
-
-
-def _check_text(value: Any, path: str, depth: int = 0) -> None:
-    """No string in the body (keys included) may hold a NUL or a lone surrogate: a 400 naming where."""
-    if depth > 64:
-        raise ApiError(400, "malformed_json", "the body is nested too deeply (over 64 levels)", path or None)
-    if isinstance(value, str):
-        if _BAD_TEXT.search(value):
-            raise ApiError(400, "invalid_text", f"{path or 'body'}: a string holds a NUL character or a lone "
-                           "UTF-16 surrogate", path or None)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            where = f"{path}.{key}" if path else str(key)
-            _check_text(key, where, depth + 1)
-            _check_text(item, where, depth + 1)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_text(item, f"{path}.{index}" if path else str(index), depth + 1)
-
-
-def _check_query(args: Mapping[str, str]) -> None:
-    for name, value in args.items():
-        if _BAD_TEXT.search(value) or any(ch < " " for ch in value):
-            raise ApiError(400, "invalid_parameter", f"{name}: holds a control character", name)
-
-
 @bp.post("")
-def submit_job():
-    body = json_body()
-    for name in sorted(set(body) - SUBMIT_FIELDS):
-        raise ApiError(422, "unknown_field",
-                       f"{name}: unknown field (allowed: task, params, name, max_attempts)", name)
-    name = body.get("name")
-    if name is not None and (not isinstance(name, str) or not 1 <= len(name.strip()) <= 200):
-        raise ApiError(422, "invalid_field", "name: must be a string of 1 to 200 characters", "name")
-    if name is not None and _CONTROL.search(name):
-        raise ApiError(422, "invalid_field", "name: no control characters (tabs, newlines, escapes)", "name")
-    if "config" in body:
-        if "task" in body or "params" in body:
-            raise ApiError(422, "invalid_field", "config: the old form of params; send task and params, not config",
-                           "config")
-        task, params = LEGACY_TASK, body["config"]
-    elif "task" not in body:
-        raise ApiError(422, "missing_field", "task: required (GET /api/tasks lists the tasks)", "task")
-    else:
-        task, params = body["task"], body.get("params")
-    max_attempts = body.get("max_attempts")
-    if max_attempts is not None and (type(max_attempts) is not int or not 1 <= max_attempts <= 100):
-        raise ApiError(422, "invalid_field", "max_attempts: must be an integer 1..100", "max_attempts")
+@operation("Submit a training job", {201: s.Submitted, 202: s.Submitted}, body=s.SubmitRequest, errors=(429,))
+def submit_job(body: s.SubmitRequest):
+    task, params = body.task_and_params(LEGACY_TASK)
     try:
-        result = jobs.submit(task, params, name.strip() if name else None, max_attempts)
+        result = jobs.submit(task, params, body.name.strip() if body.name else None, body.max_attempts)
     except TaskRejected as exc:
-        if "config" in body and exc.field.startswith("params"):  # answer in the words of the old form
+        if body.config is not None and exc.field.startswith("params"):  # answer in the words of the old form
             raise TaskRejected(exc.code, "config" + exc.message[len("params"):], "config" + exc.field[len("params"):]) \
                 from None
         raise
     job = render(result.job)
     if result.enqueued:
-        body, status = {"job": job, "enqueued": True, "message": "Job queued"}, 201
+        answer, status = {"job": job, "enqueued": True, "message": "Job queued"}, 201
     else:
         message = "Job saved as queued but Redis is unreachable; it will be enqueued when Redis is back"
-        body, status = {"job": job, "enqueued": False, "message": message}, 202
+        answer, status = {"job": job, "enqueued": False, "message": message}, 202
     if result.warning:
-        body["warning"] = result.warning
-    response = jsonify(body)
-    response.status_code = status
-    response.headers["Location"] = url_for("training.get_job", job_id=job["id"])
-    return response
+        answer["warning"] = result.warning
+    return answer, status, {"Location": url_for("training.get_job", job_id=job["id"])}
 
-
-def _number(raw: str | None, name: str, default: int, lo: int, hi: int) -> int:
-    if raw is None:
-        return default
-    if not _DIGITS.fullmatch(raw) or not lo <= int(raw) <= hi:
-        raise ApiError(400, "invalid_parameter", f"{name}: must be an integer {lo}..{hi}", name)
-    return int(raw)
-
-
-def _status(raw: str | None) -> JobStatus | None:
-    if raw is None:
-        return None
-    try:
-        return JobStatus(raw)
-    except ValueError:
-        allowed = ", ".join(s.value for s in JobStatus)
-        raise ApiError(400, "invalid_parameter", f"status: must be one of {allowed}", "status") from None
 
 
 @bp.get("")
-def list_jobs():
-    return conditional_json(list_page(request.args))
+@operation("List jobs, newest first, a page at a time", {200: s.JobList}, query=s.ListQuery, conditional=True)
+def list_jobs(query: s.ListQuery):
+    return list_page(query)
 
 
 @bp.get("/health")
+@operation("What the reconciler would fix now, and counts", {200: s.TrainingHealth})
 def training_health():
-    return jsonify(jobs.training_health())
+    return jobs.training_health()
 
 
 @bp.post("/admin/cleanup")
 @admin_required
-def admin_cleanup():
-    json_body(optional=True)
-    max_age = request.args.get("max_age_minutes")
-    return jsonify(jobs.run_cleanup(_number(max_age, "max_age_minutes", 0, 1, 525_600) if max_age else None))
+@operation("Run the reconciler's cleanup now (admins)", {200: s.CleanupReport}, query=s.CleanupQuery)
+def admin_cleanup(query: s.CleanupQuery):
+    return jobs.run_cleanup(query.max_age_minutes)
 
 
 @bp.get("/<job_id>")
+@operation("A job, with its history and the actions its status allows", {200: s.JobDetail}, conditional=True)
 def get_job(job_id: str):
-    return conditional_json(render_with_actions(jobs.get_job(job_id)))
+    return render_with_actions(jobs.get_job(job_id))
 
 
 @bp.get("/<job_id>/events")
+@operation("A job's status transitions, oldest first", {200: s.Events}, conditional=True)
 def job_events(job_id: str):
-    return conditional_json({"events": [event.to_dict() for event in jobs.list_events(job_id)]})
+    return {"events": [event.to_dict() for event in jobs.list_events(job_id)]}
 
 
 @bp.get("/<job_id>/logs")
-def job_logs(job_id: str):
-    after = _number(request.args.get("after"), "after", 0, 0, 10**9)
-    limit = _number(request.args.get("limit"), "limit", 500, 1, 5000)
-    return jsonify(jobs.logs(job_id, after, limit))
+@operation("A job's log lines after a line number", {200: s.Logs}, query=s.LogsQuery)
+def job_logs(job_id: str, query: s.LogsQuery):
+    return jobs.logs(job_id, query.after, query.limit)
 
 
 @bp.get("/<job_id>/checkpoints")
+@operation("A job's checkpoints", {200: s.Checkpoints}, conditional=True)
 def job_checkpoints(job_id: str):
-    return conditional_json({"checkpoints": jobs.checkpoints(job_id)})
+    return {"checkpoints": jobs.checkpoints(job_id)}
 
 
 @bp.get("/<job_id>/artifacts")
+@operation("The files a job's task saved", {200: s.Artifacts}, conditional=True)
 def job_artifacts(job_id: str):
-    return conditional_json({"artifacts": [
+    return {"artifacts": [
         {**artifact.to_dict(), "url": url_for("training.job_artifact", job_id=job_id, name=artifact.name)}
-        for artifact in jobs.artifacts(job_id)]})
+        for artifact in jobs.artifacts(job_id)]}
 
 
 @bp.get("/<job_id>/artifacts/<name>")
+@operation("Download one artifact", {200: BINARY})
 def job_artifact(job_id: str, name: str):
     artifact, path = jobs.artifact_file(job_id, name)
     response = send_file(path, as_attachment=True, download_name=artifact.name, mimetype="application/octet-stream",
@@ -249,49 +123,49 @@ def job_artifact(job_id: str, name: str):
     return response
 
 
-def _restarted(result: jobs.RestartResult):
-    return jsonify({"success": True, "job_id": str(result.job.id), "previous_status": result.previous_status,
-                    "new_status": result.job.status, "queue_position": result.queue_position,
-                    "message": result.message, "job": render(result.job)})
+def _restarted(result: jobs.RestartResult) -> dict[str, Any]:
+    return {"success": True, "job_id": str(result.job.id), "previous_status": result.previous_status,
+            "new_status": result.job.status, "queue_position": result.queue_position,
+            "message": result.message, "job": render(result.job)}
+
+
+_ACTION = {"body": s.EmptyRequest, "body_optional": True, "errors": (409,)}
 
 
 @bp.post("/<job_id>/force-start")
-def force_start(job_id: str):
-    json_body(optional=True)
+@operation("Start a job again now, as a new attempt", {200: s.Restarted}, **{**_ACTION, "errors": (409, 429)})
+def force_start(job_id: str, body: s.EmptyRequest):
     return _restarted(jobs.force_start(job_id))
 
 
 @bp.post("/<job_id>/resume")
-def resume(job_id: str):
-    json_body(optional=True)
+@operation("Resume a paused (or failed) job from its newest checkpoint", {200: s.Restarted},
+           **{**_ACTION, "errors": (409, 429)})
+def resume(job_id: str, body: s.EmptyRequest):
     return _restarted(jobs.resume(job_id))
 
 
 @bp.post("/<job_id>/pause")
-def pause(job_id: str):
-    json_body(optional=True)
+@operation("Ask a running job to checkpoint and stop", {202: s.ActionResult}, **_ACTION)
+def pause(job_id: str, body: s.EmptyRequest):
     job = jobs.pause(job_id)
     message = (f"Pause requested: job {job.id}'s task is asked to stop; it is paused at its newest checkpoint "
                "(with none, it ends cancelled)")
-    return jsonify({"success": True, "message": message, "job": render(job)}), 202
+    return {"success": True, "message": message, "job": render(job)}, 202
 
 
 @bp.post("/<job_id>/mark-failed")
-def mark_failed(job_id: str):
-    body = json_body(optional=True)
-    for name in sorted(set(body) - {"reason"}):
-        raise ApiError(422, "unknown_field", f"{name}: unknown field (allowed: reason)", name)
-    reason = body.get("reason", "no reason given")
-    if not isinstance(reason, str) or not 1 <= len(reason.strip()) <= 500:
-        raise ApiError(422, "invalid_field", "reason: must be a string of 1 to 500 characters", "reason")
-    job = jobs.mark_failed(job_id, reason.strip())
-    return jsonify({"success": True, "message": f"Job {job.id} marked failed", "job": render(job)})
+@operation("Mark a job failed, with a reason", {200: s.ActionResult}, **{**_ACTION, "body": s.MarkFailedRequest})
+def mark_failed(job_id: str, body: s.MarkFailedRequest):
+    job = jobs.mark_failed(job_id, body.reason.strip())
+    return {"success": True, "message": f"Job {job.id} marked failed", "job": render(job)}
 
 
 @bp.delete("/<job_id>")
+@operation("Cancel a job: its training stops", {200: s.Cancelled}, errors=(409,))
 def cancel_job(job_id: str):
     result = jobs.cancel(job_id)
     message = (f"Job {result.job.id} was already cancelled" if result.already_cancelled
                else f"Job {result.job.id} cancelled successfully")
-    return jsonify({"success": True, "message": message, "rq_cancelled": result.rq_cancelled,
-                    "job": render(result.job), "cleanup": result.cleanup})
+    return {"success": True, "message": message, "rq_cancelled": result.rq_cancelled,
+            "job": render(result.job), "cleanup": result.cleanup}
