@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: install run test test-unit lint clean bench bench-install bench-cancel bench-orphans bench-reconcile \
-	bench-api bench-overhead bench-pages bench-tasks bench-report screenshots
+	bench-api bench-overhead bench-pages bench-tasks bench-report screenshots cli-recording
 
 install: $(STAMP)
 
@@ -53,6 +53,8 @@ bench-tasks: bench-install
 	$(PY) -m bench.task_sdk $(TASKS_ARGS)
 screenshots: bench-install
 	$(PY) -m bench.screenshots
+cli-recording: bench-install
+	$(PY) -m bench.cli_recording
 bench-report: bench-install
 	$(PY) -m bench.report
 

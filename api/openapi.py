@@ -193,13 +193,14 @@ def document(app: Flask, task_params: Mapping[str, dict[str, Any]]) -> dict[str,
         components.update(_embed(params, f"params.{task}"))
     paths: dict[str, dict[str, Any]] = {}
     for path, method, endpoint, spec in ops:
-        paths.setdefault(path, {})[method] = _operation(path, method, endpoint, spec, task_params)
+        paths.setdefault(path, {})[method] = _operation(path, method, endpoint, spec, task_params, ops)
     return {
         "openapi": "3.1.0",
         "info": {"title": "trainq", "version": app.config.get("API_VERSION", "1"),
                  "description": "Training jobs: submit, follow, cancel, pause and resume them. Every operation "
-                                "needs a bearer token (`trainq tokens create` or `flask tokens create`) unless "
-                                "marked otherwise. Errors share one shape: `{\"error\": {code, message, field}}`."},
+                                "needs a bearer token (flask tokens create) unless marked otherwise. Errors share "
+                                "one shape: {\"error\": {\"code\", \"message\", \"field\"}}, field being the "
+                                "path to what to fix."},
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {
@@ -211,8 +212,8 @@ def document(app: Flask, task_params: Mapping[str, dict[str, Any]]) -> dict[str,
     }
 
 
-def _operation(path: str, method: str, endpoint: str, spec: Operation,
-               task_params: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+def _operation(path: str, method: str, endpoint: str, spec: Operation, task_params: Mapping[str, dict[str, Any]],
+               ops: list[tuple[str, str, str, Operation]]) -> dict[str, Any]:
     op: dict[str, Any] = {"operationId": endpoint.replace(".", "_"), "summary": spec.summary,
                           "tags": [endpoint.split(".")[0]]}
     params = [{"name": name, "in": "path", "required": True, "schema": _PATH_PARAMS[name]}
@@ -239,12 +240,21 @@ def _operation(path: str, method: str, endpoint: str, spec: Operation,
         else:
             content = {"application/json": {"schema": {"$ref": _ref(model)}}}
         responses[str(status)] = {"description": _describe(model), "content": content}
+        if model is schemas.Submitted:
+            responses[str(status)]["links"] = _links_to_the_job(ops)
     for status in sorted(_errors(path, method, spec) - set(spec.responses)):
         responses[str(status)] = {"description": _ERROR_TEXT[status]} if status == 304 else {
             "description": _ERROR_TEXT[status], "content": {"application/json": {"schema": {"$ref":
                                                                                             _ref(schemas.Error)}}}}
     op["responses"] = responses
     return op
+
+
+def _links_to_the_job(ops: list[tuple[str, str, str, Operation]]) -> dict[str, Any]:
+    """From a new job's answer to every operation on it (what a client, or a stateful fuzzer, does next)."""
+    return {endpoint.split(".")[-1]: {"operationId": endpoint.replace(".", "_"),
+                                      "parameters": {"job_id": "$response.body#/job/id"}}
+            for path, _, endpoint, _ in ops if re.findall(r"{([a-z_]+)}", path) == ["job_id"]}
 
 
 def _errors(path: str, method: str, spec: Operation) -> set[int]:
@@ -286,7 +296,8 @@ def _submit_forms(task_params: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
     common = {name: prop for name, prop in base["properties"].items() if name not in ("task", "params", "config")}
     forms = []
     for task in sorted(task_params):
-        params = {"$ref": REF.format(model=f"params.{task}")}
+        params = {"anyOf": [{"$ref": REF.format(model=f"params.{task}")}, {"type": "null"}],
+                  "description": "left out or null: the task's defaults"}
         forms.append({"type": "object", "title": task, "additionalProperties": False, "required": ["task"],
                       "properties": {"task": {"const": task}, "params": params, **common}})
     if "mlp" in task_params:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from api.status import JobStatus
 
@@ -39,7 +39,8 @@ class Model(BaseModel):
 def _text(max_length: int, description: str, controls: bool = False) -> Any:
     """A string of 1 to ``max_length`` characters with something other than whitespace (stored stripped);
     without ``controls``, no control characters."""
-    pattern = r"^[\s\S]*\S[\s\S]*$" if controls else rf"^[^{CONTROL}]*[^\s{CONTROL}][^{CONTROL}]*$"
+    banned = r"\x00" if controls else CONTROL  # PostgreSQL stores no NUL character
+    pattern = rf"^[^{banned}]*[^\s{banned}][^{banned}]*$"
     return Annotated[str, Field(min_length=1, max_length=max_length, pattern=pattern, description=description)]
 
 
@@ -56,9 +57,21 @@ def _digits(value: Any) -> Any:
     return value
 
 
+def _json_int(value: Any) -> Any:
+    """A JSON integer: ``3`` or ``3.0`` (JSON Schema's integers), never ``true`` or ``"3"``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Attempts = Annotated[int, Field(ge=1, le=100), BeforeValidator(_json_int)]
+
+
 def _count(ge: int, le: int, description: str = "") -> Any:
     """A query parameter's integer: digits only, within ``ge..le``."""
-    return Annotated[int, BeforeValidator(_digits), Field(ge=ge, le=le, description=description)]
+    return Annotated[int, Field(ge=ge, le=le, description=description), BeforeValidator(_digits)]
 
 
 PageSize = _count(1, MAX_PAGE, "jobs per page")
@@ -70,6 +83,7 @@ Minutes = _count(1, 525_600, "also fail queued jobs older than this, this pass o
 PATTERN_HELP = {
     "name": "must have a character other than whitespace, and no control characters (tabs, newlines, escapes)",
     "reason": "must have a character other than whitespace",
+    "cursor": "must be a next_cursor this API returned",
     "id_prefix": "must be the start of a job id (hexadecimal, with dashes where the id has them)",
 }
 """What a field's ``pattern`` means, said in words when a value does not match it."""
@@ -84,8 +98,7 @@ class SubmitRequest(Model):
     task: str | None = Field(None, min_length=1, max_length=64, description="a task from GET /api/tasks")
     params: dict[str, Any] | None = Field(None, description="the task's params; left out: its defaults")
     name: Name | None = None
-    max_attempts: StrictInt | None = Field(None, ge=1, le=100,
-                                           description="attempts before the job stays failed (default 1)")
+    max_attempts: Attempts | None = Field(None, description="attempts before the job stays failed (default 1)")
     config: dict[str, Any] | None = Field(None, json_schema_extra={"deprecated": True},
                                           description="the old form of {task: mlp, params}: the mlp task's params")
 
@@ -128,7 +141,8 @@ class ListQuery(Model):
     owner: str | None = Field(None, max_length=64, description="a user's name")
     id_prefix: IdPrefix | None = None
     limit: PageSize = 50
-    cursor: str | None = Field(None, max_length=200, description="next_cursor of the page before")
+    cursor: str | None = Field(None, max_length=200, pattern=r"^[A-Za-z0-9_-]*=*$",
+                               description="next_cursor of the page before (opaque)")
 
 
 class LogsQuery(Model):

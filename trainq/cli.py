@@ -20,7 +20,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from trainq.client import Client, ClientError, save_login
 
@@ -455,8 +455,10 @@ def follow(job_id: str) -> None:
 
 
 def _follow(api: Client, job_id: str, quiet: bool = False) -> int:
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[metrics]}"))
+    fixed = Column(no_wrap=True)  # the bar's numbers never give way to the metrics, which wrap instead
+    columns = (TextColumn("{task.description}", table_column=fixed), BarColumn(bar_width=24),
+               MofNCompleteColumn(table_column=Column(no_wrap=True)), TimeElapsedColumn(table_column=fixed),
+               TextColumn("{task.fields[metrics]}", table_column=Column(overflow="fold")))
     try:
         with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
             shown = bar.add_task(job_id[:8], total=None, metrics="")

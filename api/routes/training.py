@@ -4,6 +4,7 @@ query and body arrive parsed by the models of ``api.schemas``, and what it retur
 from __future__ import annotations
 
 import base64
+import uuid
 from typing import Any
 
 from flask import Blueprint, current_app, send_file, url_for
@@ -81,41 +82,41 @@ def admin_cleanup(query: s.CleanupQuery):
     return jobs.run_cleanup(query.max_age_minutes)
 
 
-@bp.get("/<job_id>")
+@bp.get("/<uuid:job_id>")
 @operation("A job, with its history and the actions its status allows", {200: s.JobDetail}, conditional=True)
-def get_job(job_id: str):
+def get_job(job_id: uuid.UUID):
     return render_with_actions(jobs.get_job(job_id))
 
 
-@bp.get("/<job_id>/events")
+@bp.get("/<uuid:job_id>/events")
 @operation("A job's status transitions, oldest first", {200: s.Events}, conditional=True)
-def job_events(job_id: str):
+def job_events(job_id: uuid.UUID):
     return {"events": [event.to_dict() for event in jobs.list_events(job_id)]}
 
 
-@bp.get("/<job_id>/logs")
+@bp.get("/<uuid:job_id>/logs")
 @operation("A job's log lines after a line number", {200: s.Logs}, query=s.LogsQuery)
-def job_logs(job_id: str, query: s.LogsQuery):
+def job_logs(job_id: uuid.UUID, query: s.LogsQuery):
     return jobs.logs(job_id, query.after, query.limit)
 
 
-@bp.get("/<job_id>/checkpoints")
+@bp.get("/<uuid:job_id>/checkpoints")
 @operation("A job's checkpoints", {200: s.Checkpoints}, conditional=True)
-def job_checkpoints(job_id: str):
+def job_checkpoints(job_id: uuid.UUID):
     return {"checkpoints": jobs.checkpoints(job_id)}
 
 
-@bp.get("/<job_id>/artifacts")
+@bp.get("/<uuid:job_id>/artifacts")
 @operation("The files a job's task saved", {200: s.Artifacts}, conditional=True)
-def job_artifacts(job_id: str):
+def job_artifacts(job_id: uuid.UUID):
     return {"artifacts": [
         {**artifact.to_dict(), "url": url_for("training.job_artifact", job_id=job_id, name=artifact.name)}
         for artifact in jobs.artifacts(job_id)]}
 
 
-@bp.get("/<job_id>/artifacts/<name>")
+@bp.get("/<uuid:job_id>/artifacts/<name>")
 @operation("Download one artifact", {200: BINARY})
-def job_artifact(job_id: str, name: str):
+def job_artifact(job_id: uuid.UUID, name: str):
     artifact, path = jobs.artifact_file(job_id, name)
     response = send_file(path, as_attachment=True, download_name=artifact.name, mimetype="application/octet-stream",
                          etag=artifact.sha256, max_age=0)
@@ -132,38 +133,38 @@ def _restarted(result: jobs.RestartResult) -> dict[str, Any]:
 _ACTION = {"body": s.EmptyRequest, "body_optional": True, "errors": (409,)}
 
 
-@bp.post("/<job_id>/force-start")
+@bp.post("/<uuid:job_id>/force-start")
 @operation("Start a job again now, as a new attempt", {200: s.Restarted}, **{**_ACTION, "errors": (409, 429)})
-def force_start(job_id: str, body: s.EmptyRequest):
+def force_start(job_id: uuid.UUID, body: s.EmptyRequest):
     return _restarted(jobs.force_start(job_id))
 
 
-@bp.post("/<job_id>/resume")
+@bp.post("/<uuid:job_id>/resume")
 @operation("Resume a paused (or failed) job from its newest checkpoint", {200: s.Restarted},
            **{**_ACTION, "errors": (409, 429)})
-def resume(job_id: str, body: s.EmptyRequest):
+def resume(job_id: uuid.UUID, body: s.EmptyRequest):
     return _restarted(jobs.resume(job_id))
 
 
-@bp.post("/<job_id>/pause")
+@bp.post("/<uuid:job_id>/pause")
 @operation("Ask a running job to checkpoint and stop", {202: s.ActionResult}, **_ACTION)
-def pause(job_id: str, body: s.EmptyRequest):
+def pause(job_id: uuid.UUID, body: s.EmptyRequest):
     job = jobs.pause(job_id)
     message = (f"Pause requested: job {job.id}'s task is asked to stop; it is paused at its newest checkpoint "
                "(with none, it ends cancelled)")
     return {"success": True, "message": message, "job": render(job)}, 202
 
 
-@bp.post("/<job_id>/mark-failed")
+@bp.post("/<uuid:job_id>/mark-failed")
 @operation("Mark a job failed, with a reason", {200: s.ActionResult}, **{**_ACTION, "body": s.MarkFailedRequest})
-def mark_failed(job_id: str, body: s.MarkFailedRequest):
+def mark_failed(job_id: uuid.UUID, body: s.MarkFailedRequest):
     job = jobs.mark_failed(job_id, body.reason.strip())
     return {"success": True, "message": f"Job {job.id} marked failed", "job": render(job)}
 
 
-@bp.delete("/<job_id>")
+@bp.delete("/<uuid:job_id>")
 @operation("Cancel a job: its training stops", {200: s.Cancelled}, errors=(409,))
-def cancel_job(job_id: str):
+def cancel_job(job_id: uuid.UUID):
     result = jobs.cancel(job_id)
     message = (f"Job {result.job.id} was already cancelled" if result.already_cancelled
                else f"Job {result.job.id} cancelled successfully")
