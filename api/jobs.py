@@ -45,7 +45,6 @@ from trainq.context import check_artifact_name
 
 log = logging.getLogger(__name__)
 
-MAX_PAGE = 200
 LIST_LEAVES_OUT = frozenset({"history"})  # grows with every epoch of every job; a single-job read has it
 
 
