@@ -44,9 +44,17 @@ class DashboardWorker(Worker):
 
 
 def _removed_by(view: str, args: dict[str, Any]) -> tuple[list[str], str] | None:
-    """The RQ jobs a delete or an empty is about to remove (read before it runs), and what to call it."""
+    """The RQ jobs a delete or an empty is about to remove (read before it runs), and what to call it. Every list
+    rq-dashboard shows can be emptied: the queue itself and each of its registries."""
     from rq import Queue
-    from rq.registry import DeferredJobRegistry, FailedJobRegistry, StartedJobRegistry
+    from rq.registry import (
+        CanceledJobRegistry,
+        DeferredJobRegistry,
+        FailedJobRegistry,
+        FinishedJobRegistry,
+        ScheduledJobRegistry,
+        StartedJobRegistry,
+    )
 
     from api.extensions import redis_connection
 
@@ -54,13 +62,30 @@ def _removed_by(view: str, args: dict[str, Any]) -> tuple[list[str], str] | None
     if view == "delete_job_view":
         return [args["job_id"]], "deleted"
     if view == "empty_queue":
-        registries = {"failed": FailedJobRegistry, "deferred": DeferredJobRegistry, "started": StartedJobRegistry}
+        registries = {"failed": FailedJobRegistry, "deferred": DeferredJobRegistry, "started": StartedJobRegistry,
+                      "finished": FinishedJobRegistry, "canceled": CanceledJobRegistry,
+                      "scheduled": ScheduledJobRegistry}
         name, registry = args["queue_name"], args["registry_name"]
         if registry == "queued":
             return Queue(name, connection=conn).get_job_ids(), "deleted (queue emptied)"
         if registry in registries:
             return registries[registry](name, connection=conn).get_job_ids(cleanup=False), \
                 f"deleted ({registry} jobs emptied)"
+    return None
+
+
+def _not_requeueable(job_id: str) -> str | None:
+    """Why RQ would refuse to requeue ``job_id`` (only a job in its queue's failed registry can be), or None."""
+    from rq.registry import FailedJobRegistry
+
+    from api.extensions import redis_connection
+
+    conn = redis_connection.get()
+    status, origin = conn.hmget(f"rq:job:{job_id}", "status", "origin")
+    if origin is None:
+        return f"RQ has no job {job_id}"
+    if conn.zscore(FailedJobRegistry(origin.decode(), connection=conn).key, job_id) is None:
+        return f"RQ job {job_id} is {(status or b'?').decode()}, not failed: only a failed job can be requeued"
     return None
 
 
@@ -86,18 +111,21 @@ def _queue_exists(name: str) -> bool:
 
 
 def _honor(response: Response) -> Response:
-    """After a delete, an empty or a requeue in rq-dashboard, the rows follow what the admin meant (``jobs``):
-    removed ones end cancelled, requeued ones restart on a new attempt. Compact changes no job."""
+    """After a delete, an empty or a requeue in rq-dashboard: what the admin meant is done to the end. Removed jobs
+    are gone from every list (stopping a job moved it from where the admin saw it: a waiting one to the canceled
+    list, a running one to the failed list, where rq-dashboard's empty of the list it emptied misses it); a failed
+    or cancelled row requeued restarts on a new attempt (``jobs``)."""
     from flask import g
 
     removed, requeued = g.pop("dashboard_removed", None), g.pop("dashboard_requeued", None)
-    if response.status_code == 200 and (removed or requeued):
+    if response.status_code == 200 and removed:
+        from api import queue
+
+        queue.delete(removed)
+    if response.status_code == 200 and requeued:
         from api import jobs
 
-        if removed:
-            jobs.removed_in_dashboard(*removed)
-        if requeued:
-            jobs.requeued_in_dashboard(requeued)
+        jobs.requeued_in_dashboard(requeued)
     return response
 
 
@@ -116,10 +144,24 @@ def _guard() -> Response | None:
         from flask import jsonify
 
         return jsonify(status="OK")  # nothing to compact (RQ's compact fails on an empty queue: RENAME of no key)
-    if request.method == "POST" and view in ("delete_job_view", "empty_queue", "requeue_job_view", "requeue_all"):
+    if view == "requeue_job_view" and (why := _not_requeueable((request.view_args or {}).get("job_id", ""))):
+        from api.errors import error_response
+
+        return error_response(409, "conflict", f"{why}; nothing changed")  # type: ignore[return-value]
+    if request.method == "POST" and view in ("delete_job_view", "empty_queue"):
         from flask import g
 
-        g.dashboard_removed = _removed_by(view, request.view_args or {})
+        from api import jobs
+
+        # Before RQ deletes them: the rows end cancelled and their work is stopped first, so no reconciler pass
+        # finds a job gone from a row that still says queued or running, and no worker writes a deleted job back
+        # (a horse that returned after its job was deleted would put it in the finished list).
+        if removed := _removed_by(view, request.view_args or {}):
+            jobs.removed_in_dashboard(*removed)
+            g.dashboard_removed = removed[0]
+    if request.method == "POST" and view in ("requeue_job_view", "requeue_all"):
+        from flask import g
+
         g.dashboard_requeued = _requeued_by(view, request.view_args or {})
     return None
 

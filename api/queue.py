@@ -70,6 +70,17 @@ def job_heartbeat_key(rq_job_id: str) -> str:
     return JOB_HEARTBEAT_PREFIX + rq_job_id
 
 
+# The enqueue marker: written in the same MULTI as each enqueue, so Redis holds it exactly when it holds (or held)
+# the RQ job. RQ's own deletions (rq-dashboard, ``rq empty``, ``Job.delete()``) remove the job, never the marker;
+# a flush, or a restart without persistence, removes both (a snapshot restores both or neither). So an RQ job
+# that is gone while its marker stays was deleted on purpose; gone with its marker, Redis lost it.
+ENQUEUED_PREFIX = "trainq:enqueued:"
+
+
+def enqueued_key(rq_job_id: str) -> str:
+    return ENQUEUED_PREFIX + rq_job_id
+
+
 def worker_heartbeat_key(worker_name: str) -> str:
     return f"trainq:heartbeat:worker:{worker_name}"
 
@@ -201,6 +212,8 @@ def enqueue(job_id: str, attempt: int, task: str, description: str = "") -> Job:
             pipeline=pipe,
         )
         pipe.delete(control_key(job_id))  # a new attempt does not inherit a pause request
+        # as long as the row may wait queued, then run: after that a vanished job counts as lost, as before
+        pipe.set(enqueued_key(rq_id), 1, ex=cfg["MAX_QUEUE_AGE"] + cfg["JOB_TIMEOUT"])
         pipe.execute()
     return job
 
@@ -298,6 +311,16 @@ def stop(rq_job_id: str, *, pid: int | None = None, hostname: str | None = None)
     return _kill_group_on_this_host(pid, hostname)
 
 
+def delete(rq_job_ids: Iterable[str]) -> None:
+    """Delete these RQ jobs from Redis, from whatever list holds them (those already gone are skipped)."""
+    conn = redis_connection.get()
+    for rq_job_id in rq_job_ids:
+        try:
+            fetch(rq_job_id, conn).delete()
+        except NoSuchJobError:
+            pass
+
+
 class RQState(NamedTuple):  # a NamedTuple: a reconcile pass builds one per active job
     status: str | None  # None: RQ has no such job
     worker_name: str | None = None
@@ -305,6 +328,9 @@ class RQState(NamedTuple):  # a NamedTuple: a reconcile pass builds one per acti
     job_beating: bool = False  # RQ has no such job, but the attempt's heartbeat key exists
     job_beat_fresh: bool | None = None  # read only for attempts whose database session ended (fresh_beats)
     error: str | None = None  # last line of RQ's failure text for failed jobs
+    # RQ has no such job but its enqueue marker is there: it was deleted on purpose (False: no marker either, so
+    # Redis lost it, or it never arrived)
+    removed: bool = False
 
 
 _STATUS_TEXT: dict[bytes | None, str] = {status.value.encode(): status.value for status in RQStatus}
@@ -334,18 +360,21 @@ def _error_summary(entries: list) -> str | None:
 
 
 # One server-side call reads, per RQ job, its status and worker_name and, only if RQ has no such job,
-# whether its heartbeat key is there (a flat reply, three items a job). A pipeline of commands per job
-# spends most of its time packing and parsing them in Python.
+# whether its heartbeat key and its enqueue marker are there (a flat reply, four items a job). A
+# pipeline of commands per job spends most of its time packing and parsing them in Python.
 _READ_JOBS = """
-local job_prefix, beat_prefix = ARGV[1], ARGV[2]
+local job_prefix, beat_prefix, marker_prefix = ARGV[1], ARGV[2], ARGV[3]
 local out, n = {}, 0
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   local id = ARGV[i]
   local fields = redis.call('HMGET', job_prefix .. id, 'status', 'worker_name')
-  local beat = 0
-  if not fields[1] then beat = redis.call('EXISTS', beat_prefix .. id) end
-  out[n + 1], out[n + 2], out[n + 3] = fields[1], fields[2], beat
-  n = n + 3
+  local beat, marker = 0, 0
+  if not fields[1] then
+    beat = redis.call('EXISTS', beat_prefix .. id)
+    marker = redis.call('EXISTS', marker_prefix .. id)
+  end
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = fields[1], fields[2], beat, marker
+  n = n + 4
 end
 return out
 """
@@ -354,7 +383,7 @@ _READ_CHUNK = 5000  # ids per call: bounds how long one call holds Redis
 
 def _read_jobs(conn: Redis, ids: list[str]) -> list[Any]:
     script = conn.register_script(_READ_JOBS)
-    prefixes = [Job.redis_job_namespace_prefix, JOB_HEARTBEAT_PREFIX]
+    prefixes = [Job.redis_job_namespace_prefix, JOB_HEARTBEAT_PREFIX, ENQUEUED_PREFIX]
     replies: list[Any] = []
     for start in range(0, len(ids), _READ_CHUNK):
         replies += script(args=prefixes + ids[start : start + _READ_CHUNK])
@@ -373,14 +402,15 @@ def fetch_states(rq_job_ids: Iterable[str]) -> dict[str, RQState]:
         return {}
     conn = redis_connection.get()
     flat = _read_jobs(conn, ids)
-    # status (None: no such job), worker name, heartbeat key exists (1/0): one loop, no decoding of the
-    # common statuses, and the second round trip only for started and failed jobs
+    # status (None: no such job), worker name, heartbeat key exists (1/0), enqueue marker: one loop, no decoding
+    # of the common statuses, and the second round trip only for started and failed jobs
     states: dict[str, RQState] = {}
     started: list[str] = []
     failed: list[str] = []
-    for job_id, status, name, beat in zip(ids, flat[0::3], flat[1::3], flat[2::3], strict=True):
+    for job_id, status, name, beat, marker in zip(ids, flat[0::4], flat[1::4], flat[2::4], flat[3::4],
+                                                  strict=True):
         status = _STATUS_TEXT.get(status) or _text(status)
-        states[job_id] = RQState(status, name.decode() if name else None, None, beat == 1)
+        states[job_id] = RQState(status, name.decode() if name else None, None, beat == 1, removed=marker == 1)
         if status == RQStatus.STARTED and name:
             started.append(job_id)
         elif status == RQStatus.FAILED:

@@ -27,6 +27,8 @@ from api.status import ACTIVE, Actor, JobStatus, transition, utcnow
 log = logging.getLogger(__name__)
 
 CANCELLED_IN_RQ = "cancelled in RQ (e.g. from rq-dashboard)"
+DELETED_IN_RQ = ("RQ job deleted from Redis by hand (rq-dashboard, the rq command or a Redis client), not lost by "
+                 "Redis; not re-enqueued")
 ENDED_SESSION = "worker lost (the attempt's database session ended: its process died)"
 _ENDED_IN_RQ = ("finished", "failed", "stopped", "canceled")  # RQ's own word on how it ended comes first
 _LOST = ("worker_lost", "retried")
@@ -106,6 +108,10 @@ def _by_rq_and_heartbeats(row: RowView, state: RQState | None, policy: Policy) -
             return Decision("enqueued", None, "never reached RQ; enqueued by the reconciler") \
                 if waited >= policy.enqueue_grace_s else None
         return Decision("no_rq_id", JobStatus.FAILED, "no RQ job id recorded")
+    if state is not None and state.status is None and state.removed:
+        # gone while its enqueue marker stays: deleted on purpose, which means stop it (a running attempt stops
+        # itself at its next write, which the cancelled row refuses)
+        return Decision("deleted", JobStatus.CANCELLED, DELETED_IN_RQ)
     if state is None or state.status is None:  # never arrived, or Redis lost it (restart, flush)
         if row.status == JobStatus.QUEUED:
             if waited < policy.enqueue_grace_s:
@@ -254,7 +260,7 @@ def _apply(row: RowView, decision: Decision, actor: Actor, now: datetime) -> boo
                       rq_job_id=queue.rq_job_id_for(row.id, row.attempts + 1))
     if decision.to == JobStatus.COMPLETED:
         fields.update(_final_result(row.rq_job_id))
-    if decision.action == "cancelled":
+    if decision.action in ("cancelled", "deleted"):
         actor = Actor.DASHBOARD_SYNC  # the stop was made in RQ; this pass only copies it to the row
     result = transition(
         row.id, decision.to, reason=decision.reason, actor=actor,

@@ -147,6 +147,14 @@ def events(job_id) -> list[tuple]:
     return [(e.from_status, e.to_status, e.actor) for e in rows]
 
 
+def lose(redis, rq_job_id: str) -> None:
+    """Redis losing one RQ job, as a flush or a restart without persistence loses it: its enqueue marker goes with
+    it (a deletion leaves the marker, and the reconciler takes it as meant: api.queue.enqueued_key)."""
+    from api.queue import enqueued_key
+
+    redis.delete(f"rq:job:{rq_job_id}", enqueued_key(rq_job_id))
+
+
 def wait_status(job_id, status, timeout=60):
     return wait_for(lambda: (j := row(job_id)).status == status and j, timeout, f"job {job_id} to be {status}")
 

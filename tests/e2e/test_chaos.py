@@ -24,6 +24,7 @@ from tests.support import (
     Link,
     assert_events_chain,
     events,
+    lose,
     process_gone,
     relayed,
     row,
@@ -146,7 +147,7 @@ def test_two_reconcilers_one_active_each_orphan_fixed_once(client, reconcilers, 
         db.session.execute(text("UPDATE training_jobs SET heartbeat_at = now() - interval '1 hour' WHERE id = :i"),
                            {"i": job_id})
         db.session.commit()
-        redis.delete(f"rq:job:{job_id}")
+        lose(redis, job_id)
         ids.append(job_id)
     first, second = reconcilers(), reconcilers()
     for job_id in ids:

@@ -12,7 +12,7 @@ from api.extensions import db
 from api.local import free_port
 from api.models import TrainingJob
 from api.status import Actor, JobStatus, transition, utcnow
-from tests.support import REPO
+from tests.support import REPO, lose
 
 
 def run_script(settings, *args, **env_overrides):
@@ -26,7 +26,7 @@ def orphan(client, redis) -> str:
     job_id = client.post("/api/training", json={"config": {}}).get_json()["job"]["id"]
     transition(job_id, JobStatus.RUNNING, reason="test", actor=Actor.WORKER,
                fields={"heartbeat_at": utcnow() - timedelta(minutes=5)})
-    redis.delete(f"rq:job:{job_id}")
+    lose(redis, job_id)
     return job_id
 
 

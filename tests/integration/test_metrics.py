@@ -8,7 +8,7 @@ from sqlalchemy import text
 from api.extensions import db
 from api.reconcile import cleanup_orphaned_training_jobs
 from api.status import Actor, JobStatus, transition
-from tests.support import submit
+from tests.support import lose, submit
 
 
 def scrape(client) -> dict[tuple[str, tuple], float]:
@@ -26,7 +26,7 @@ def test_metrics_reflect_jobs_transitions_orphans_and_latencies(client, redis):
     db.session.execute(text("UPDATE training_jobs SET heartbeat_at = now() - interval '1 hour' WHERE id = :i"),
                        {"i": lost})
     db.session.commit()
-    redis.delete(f"rq:job:{lost}")
+    lose(redis, lost)
     redis.lrem("rq:queue:training.mlp", 0, lost)  # gone from Redis altogether
     assert cleanup_orphaned_training_jobs().actions["worker_lost"] == [lost]
 

@@ -11,7 +11,7 @@ from api import auth
 from api.extensions import db
 from api.queue import fetch
 from api.status import Actor, JobStatus, transition, utcnow
-from tests.support import submit
+from tests.support import lose, submit
 
 
 def set_status(job_id, *path):
@@ -43,7 +43,7 @@ def test_force_start_a_queued_job_whose_rq_job_was_lost(client, redis):
     job_id = submit(client, {})
     body = client.post(f"/api/training/{job_id}/force-start").get_json()
     assert body["message"] == f"Job {job_id} is already queued in RQ" and body["queue_position"] == 0
-    redis.delete(f"rq:job:{job_id}")
+    lose(redis, job_id)
     redis.delete("rq:queue:training.mlp")
     body = client.post(f"/api/training/{job_id}/force-start").get_json()
     assert body == {**body, "success": True, "job_id": job_id, "previous_status": "queued", "new_status": "queued",
@@ -138,7 +138,7 @@ def test_admin_cleanup_with_max_queue_age(client, redis):
     db.session.execute(text("UPDATE training_jobs SET queued_at = now() - interval '2 hours' WHERE id = :i"),
                        {"i": job_id})
     db.session.commit()
-    redis.delete(f"rq:job:{job_id}")
+    lose(redis, job_id)
     assert error_of(client.post("/api/training/admin/cleanup?max_age_minutes=0"), 400)["field"] == "max_age_minutes"
     assert error_of(client.post("/api/training/admin/cleanup?max_age_minutes=x"), 400)["field"] == "max_age_minutes"
     report = client.post("/api/training/admin/cleanup?max_age_minutes=60").get_json()

@@ -5,7 +5,7 @@ import uuid
 import pytest
 
 from api.queue import RQState
-from api.reconcile import CANCELLED_IN_RQ, ENDED_SESSION, Policy, RowView, decide
+from api.reconcile import CANCELLED_IN_RQ, DELETED_IN_RQ, ENDED_SESSION, Policy, RowView, decide
 from api.status import JobStatus
 
 POLICY = Policy(enqueue_grace_s=5, heartbeat_timeout_s=10, max_queue_age_s=3600)
@@ -134,3 +134,15 @@ def test_an_ended_session_with_a_fresh_beat_is_a_process_cut_off_from_postgresql
         assert run(state, session=False, heartbeat_age_s=60) is None
     stale = RQState(None, job_beating=True, job_beat_fresh=False)
     assert run(stale, session=False).reason == ENDED_SESSION
+
+
+@pytest.mark.parametrize("row", [{"status": Q}, {"status": Q, "waited_s": 1}, {"status": Q, "waited_s": 7200}, {},
+                                 {"heartbeat_age_s": 1}, {"session": True}, {"session": False, **CKPT}])
+def test_a_job_gone_from_rq_while_its_enqueue_marker_stays_was_deleted_on_purpose_and_is_never_brought_back(row):
+    decision = run(RQState(None, removed=True), **row)
+    assert (decision.action, decision.to, decision.reason, decision.retry) == \
+        ("deleted", JobStatus.CANCELLED, DELETED_IN_RQ, False)
+
+
+def test_a_job_gone_with_its_enqueue_marker_was_lost_by_redis_and_is_enqueued_again():
+    assert run(RQState(None, removed=False), status=Q).action == "requeued"
