@@ -90,7 +90,7 @@ def _not_requeueable(job_id: str) -> str | None:
 
 
 def _requeued_by(view: str, args: dict[str, Any]) -> list[str] | None:
-    """The failed RQ jobs a requeue is about to put back in their queue (read before it runs)."""
+    """The failed RQ jobs a requeue is about (one, or all of a queue's failed ones)."""
     from rq.registry import FailedJobRegistry
 
     from api.extensions import redis_connection
@@ -111,21 +111,16 @@ def _queue_exists(name: str) -> bool:
 
 
 def _honor(response: Response) -> Response:
-    """After a delete, an empty or a requeue in rq-dashboard: what the admin meant is done to the end. Removed jobs
-    are gone from every list (stopping a job moved it from where the admin saw it: a waiting one to the canceled
-    list, a running one to the failed list, where rq-dashboard's empty of the list it emptied misses it); a failed
-    or cancelled row requeued restarts on a new attempt (``jobs``)."""
+    """After a delete or an empty in rq-dashboard: what the admin meant is done to the end. Removed jobs are gone
+    from every list (stopping a job moved it from where the admin saw it: a waiting one to the canceled list, a
+    running one to the failed list, where rq-dashboard's empty of the list it emptied misses it)."""
     from flask import g
 
-    removed, requeued = g.pop("dashboard_removed", None), g.pop("dashboard_requeued", None)
+    removed = g.pop("dashboard_removed", None)
     if response.status_code == 200 and removed:
         from api import queue
 
         queue.delete(removed)
-    if response.status_code == 200 and requeued:
-        from api import jobs
-
-        jobs.requeued_in_dashboard(requeued)
     return response
 
 
@@ -160,10 +155,25 @@ def _guard() -> Response | None:
             jobs.removed_in_dashboard(*removed)
             g.dashboard_removed = removed[0]
     if request.method == "POST" and view in ("requeue_job_view", "requeue_all"):
-        from flask import g
-
-        g.dashboard_requeued = _requeued_by(view, request.view_args or {})
+        return _requeue(_requeued_by(view, request.view_args or {}) or [], single=view == "requeue_job_view")
     return None
+
+
+def _requeue(rq_job_ids: list[str], single: bool) -> Response:
+    """What a requeue in rq-dashboard means, done instead of RQ's requeue (which would run the old attempt again,
+    for the row to refuse): each failed or cancelled row restarts on a new attempt. A restart the service refuses
+    changes nothing, and the answer says why (for one job, as a 409 or 429 naming the reason)."""
+    from flask import jsonify
+
+    from api import jobs
+    from api.errors import error_response
+
+    restarted, refused = jobs.requeued_in_dashboard(rq_job_ids)
+    if single and refused:
+        why = next(iter(refused.values()))
+        status = 429 if "limit" in why else 409
+        return error_response(status, "requeue_refused", f"not requeued: {why}; nothing changed")  # type: ignore
+    return jsonify(status="OK", restarted=restarted, refused=refused)
 
 
 def _csrf_for_jquery(response: Response) -> Response:

@@ -238,22 +238,24 @@ def removed_in_dashboard(rq_job_ids: list[str], what: str) -> list[str]:
     return cancelled
 
 
-def requeued_in_dashboard(rq_job_ids: list[str]) -> list[str]:
-    """Failed RQ jobs an admin requeued in rq-dashboard (one, or all of a queue's): RQ would run them again, but
-    the worker starts only a queued row. What the admin meant is a new attempt: each row they are the current
+def requeued_in_dashboard(rq_job_ids: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Failed RQ jobs an admin requeued in rq-dashboard (one, or all of a queue's). RQ would run the old attempt
+    again, which the row would refuse; what the admin meant is a new attempt: each row they are the current
     attempt of, if it is failed or cancelled, restarts (from its newest checkpoint when it has one) on a new
-    attempt that is enqueued, saying so. The RQ job RQ requeued is then refused by the row (an old attempt)."""
-    if not rq_job_ids:
-        return []
-    rows = db.session.scalars(select(TrainingJob).where(
-        TrainingJob.rq_job_id.in_(rq_job_ids),
-        TrainingJob.status.in_([JobStatus.FAILED.value, JobStatus.CANCELLED.value]))).all()
+    attempt that is enqueued, saying so. Returns the jobs restarted, and why each other RQ job was not (the row
+    is not failed or cancelled, the owner is over a limit): nothing changes for those."""
     user = auth.current_user()
-    restarted = []
-    for row in rows:
-        with job_lock(row.id):
-            job = get_job(row.id)
-            if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED) or job.rq_job_id not in rq_job_ids:
+    rows = {row.rq_job_id: row.id for row in db.session.scalars(
+        select(TrainingJob).where(TrainingJob.rq_job_id.in_(rq_job_ids)))} if rq_job_ids else {}
+    restarted, refused = [], {}
+    for rq_job_id in rq_job_ids:
+        if rq_job_id not in rows:
+            refused[rq_job_id] = "no training job has it as its current attempt"
+            continue
+        with job_lock(rows[rq_job_id]):
+            job = get_job(rows[rq_job_id])
+            if job.rq_job_id != rq_job_id:
+                refused[rq_job_id] = f"job {job.id} has moved on to another attempt"
                 continue
             checkpoint = latest_checkpoint(job)
             how = f"from {Path(checkpoint).name}" if checkpoint else "afresh"
@@ -261,11 +263,12 @@ def requeued_in_dashboard(rq_job_ids: list[str]) -> list[str]:
                 job = _restart(job, f"requeued in rq-dashboard by {user.name if user else '?'} ({how})",
                                resume_from=checkpoint).job
             except (JobConflict, limits.LimitExceeded) as exc:
-                log.warning("job %s: requeued in rq-dashboard, not restarted: %s", row.id, exc)
+                log.warning("job %s: requeued in rq-dashboard, not restarted: %s", job.id, exc)
+                refused[rq_job_id] = str(getattr(exc, "message", exc))
                 continue
             _enqueue_current(job)
             restarted.append(str(job.id))
-    return restarted
+    return restarted, refused
 
 
 def _stop_work(job: TrainingJob) -> bool:

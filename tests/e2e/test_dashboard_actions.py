@@ -207,3 +207,25 @@ def test_a_deletion_in_redis_is_never_brought_back_but_a_flush_always_is(client,
     report = cleanup_orphaned_training_jobs()
     assert report.actions == {"deleted": [running]} and row(running).status == "cancelled"
     wait_for(lambda: process_gone(pid), 30, "the deleted attempt's training to stop")
+
+
+def test_a_requeue_the_service_refuses_changes_nothing_and_says_why(client, workers, make_user):
+    """Requeue in rq-dashboard restarts the row itself (RQ's own requeue would only run the old attempt for the
+    row to refuse): when the restart is refused, here by the owner's limit of queued jobs, nothing changes (not
+    in RQ, not on the row) and the answer names the reason; requeue-all lists it among the refused."""
+    workers(**SAMPLE)
+    _, owner, _ = make_user("capped", max_queued_jobs=1)
+    failing = submit_task(owner, "test-raise", {})
+    wait_status(failing, "failed")
+    wait_for(lambda: rq_status(failing) == "failed", 30, "RQ to list it failed")
+    submit(owner, SHORT)  # an mlp job no worker here takes: the owner's one queued job
+    before = (row(failing).status, row(failing).attempts, len(events(failing)))
+    response = client.post(f"/rq/job/{failing}/requeue")
+    assert response.status_code == 429, response.get_json()
+    assert "not requeued" in response.get_json()["error"]["message"]
+    assert "max_queued_jobs=1" in response.get_json()["error"]["message"]
+    every = client.post("/rq/requeue/training.test-raise")
+    assert every.status_code == 200 and every.get_json()["restarted"] == []
+    assert "max_queued_jobs=1" in every.get_json()["refused"][failing]
+    assert (row(failing).status, row(failing).attempts, len(events(failing))) == before
+    assert rq_status(failing) == "failed"
