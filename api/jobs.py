@@ -257,6 +257,9 @@ def requeued_in_dashboard(rq_job_ids: list[str]) -> tuple[list[str], dict[str, s
             if job.rq_job_id != rq_job_id:
                 refused[rq_job_id] = f"job {job.id} has moved on to another attempt"
                 continue
+            if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+                refused[rq_job_id] = f"job {job.id} is {job.status}, not failed or cancelled"
+                continue
             checkpoint = latest_checkpoint(job)
             how = f"from {Path(checkpoint).name}" if checkpoint else "afresh"
             try:
