@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 
+import pytest
 from sqlalchemy import event, text
 
 from api import auth
@@ -125,22 +126,52 @@ def test_report_returns_at_once_while_a_write_is_in_progress(ctx):
     assert slowest < 0.05, f"report() waited {slowest:.3f} s for a row write"
 
 
-def test_an_attempts_lease_holds_its_lock_with_keepalives_on_its_own_session(ctx):
+def test_an_attempts_lease_holds_its_locks_with_keepalives_on_its_own_session(ctx):
     from sqlalchemy import text as sql
 
     from api import locks
-    from api.worker import LEASE_KEEPALIVES, AttemptLease
+    from api.extensions import SERVER_KEEPALIVES
+    from api.worker import AttemptLease
 
-    lease = AttemptLease(db.engine)
+    job_id = str(uuid.uuid4())
+    lease = AttemptLease(db.engine, job_id, 1)
     fields = lease.acquire()
     try:
-        for setting, value in LEASE_KEEPALIVES.items():
+        for setting, value in SERVER_KEEPALIVES.items():
             shown = lease.conn.execute(sql(f"SHOW {setting}")).scalar()
             assert shown.rstrip("ms") == str(value), (setting, shown)
         held = db.session.execute(sql(locks.held_keys_sql(locks.Namespace.ATTEMPT))).scalars().all()
         assert fields["liveness_key"] in held
+        training = db.session.execute(sql(locks.held_keys_sql(locks.Namespace.TRAINING))).scalars().all()
+        assert locks.job_key(job_id) in training
     finally:
         lease.release()
     db.session.remove()
     held = db.session.execute(sql(locks.held_keys_sql(locks.Namespace.ATTEMPT))).scalars().all()
     assert fields["liveness_key"] not in held  # its session ended: PostgreSQL freed the lock
+
+
+def test_a_new_attempt_waits_while_an_older_attempts_session_holds_the_job(ctx):
+    """The job's training lock: attempt 2 cannot take the job while attempt 1's session lives, and takes it at
+    once when that session ends."""
+    from api.worker import AttemptLease, TakeoverTimeout
+
+    job_id = str(uuid.uuid4())
+    first = AttemptLease(db.engine, job_id, 1)
+    first.acquire()
+    try:
+        waited = time.monotonic()
+        with pytest.raises(TakeoverTimeout):
+            AttemptLease(db.engine, job_id, 2, takeover_wait=0.5).acquire()
+        assert time.monotonic() - waited >= 0.5
+        second = AttemptLease(db.engine, job_id, 2, takeover_wait=30)
+        threading.Timer(0.5, first.release).start()
+        took = time.monotonic()
+        second.acquire()  # blocks until the first session ends
+        assert 0.4 <= time.monotonic() - took < 5
+        second.release()
+        other = AttemptLease(db.engine, str(uuid.uuid4()), 1, takeover_wait=0.5)
+        other.acquire()  # another job's attempt never waits for this one
+        other.release()
+    finally:
+        first.release()
