@@ -175,3 +175,53 @@ def test_a_new_attempt_waits_while_an_older_attempts_session_holds_the_job(ctx):
         other.release()
     finally:
         first.release()
+
+
+def test_a_broken_lease_session_is_taken_back_only_while_the_row_is_its_own(ctx):
+    """The renewer after its session ended under it (here: terminated, as a server restart would): a new session
+    takes both locks again while the row still runs on the attempt with its key; once the row moved on, it says
+    the attempt is superseded (the watchdog then stops the training) instead of taking anything back."""
+    from sqlalchemy import text as sql
+
+    from api import locks
+    from api.worker import AttemptLease
+
+    def holder(namespace: locks.Namespace, key: int) -> int | None:
+        pid = db.session.execute(sql("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted"
+                                     " AND classid = :ns AND objid = :key"),
+                                 {"ns": int(namespace), "key": key}).scalar()
+        db.session.commit()
+        return pid
+
+    def terminate(pid: int) -> None:
+        db.session.execute(sql("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        db.session.commit()
+
+    def held_by_someone(namespace: locks.Namespace, key: int) -> bool:
+        held = key in db.session.execute(sql(locks.held_keys_sql(namespace))).scalars().all()
+        db.session.commit()
+        return held
+
+    job_id = running_job()
+    lease = AttemptLease(db.engine, job_id, 1, renew_every=0.1)
+    fields = lease.acquire()
+    db.session.execute(sql("UPDATE training_jobs SET liveness_key = :key WHERE id = :id"),
+                       {"key": fields["liveness_key"], "id": job_id})
+    db.session.commit()
+    lease.start_renewing()
+    try:
+        first = holder(locks.Namespace.ATTEMPT, fields["liveness_key"])
+        terminate(first)
+        wait_for(lambda: holder(locks.Namespace.ATTEMPT, fields["liveness_key"]) not in (None, first), 10,
+                 "the session to be taken back")
+        assert held_by_someone(locks.Namespace.ATTEMPT, fields["liveness_key"])
+        assert held_by_someone(locks.Namespace.TRAINING, locks.job_key(job_id))
+        assert lease.superseded is None
+
+        assert transition(job_id, JobStatus.FAILED, reason="moved on", actor=Actor.API).changed
+        terminate(holder(locks.Namespace.ATTEMPT, fields["liveness_key"]))
+        wait_for(lambda: lease.superseded, 10, "the renewer to give up")
+        assert "no longer runs on this attempt" in lease.superseded
+        assert not held_by_someone(locks.Namespace.TRAINING, locks.job_key(job_id))
+    finally:
+        lease.release()
