@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask
 
 from api import config as settings
-from api.extensions import db, migrate, redis_connection
+from api.extensions import db, migrate, postgres_connect_args, redis_connection
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
 
@@ -20,7 +20,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(settings.load())
     app.config.update(config or {})
     app.config["SQLALCHEMY_DATABASE_URI"] = sqlalchemy_url(app.config["DATABASE_URL"])
-    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True, "connect_args": {"connect_timeout": 3}})
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True, "connect_args": postgres_connect_args()})
     app.json.sort_keys = False
     configure_logging(app.config["LOG_LEVEL"])
 

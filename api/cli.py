@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from api import locks
-from api.extensions import db, redis_connection, unreachable
+from api.extensions import db, redis_client, redis_connection, unreachable
 from api.local import mask
 from api.status import Actor
 
@@ -66,8 +66,6 @@ def worker_command(name: str | None, burst: bool) -> None:
     queues. A module that fails to import is logged with its traceback and offers nothing."""
     import uuid
 
-    from redis import Redis
-
     import trainq
     from api import tasks
     from api.queue import SERIALIZER, ServiceJob, clear_dead_worker, get_queue
@@ -97,7 +95,7 @@ def worker_command(name: str | None, burst: bool) -> None:
     db.engine.dispose()  # the horse must start without the parent's pooled connections
     worker = TrainingWorker(
         [get_queue(task) for task in offered], connection=redis_connection.get(), name=name,
-        heartbeat_redis=Redis.from_url(cfg["REDIS_URL"], socket_timeout=cfg["REDIS_TIMEOUT"]),
+        heartbeat_redis=redis_client(cfg["REDIS_URL"], cfg["REDIS_TIMEOUT"]),
         heartbeat_interval=cfg["HEARTBEAT_INTERVAL"], heartbeat_ttl=cfg["WORKER_HEARTBEAT_TTL"],
         serializer=SERIALIZER, job_class=ServiceJob,
     )

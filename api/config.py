@@ -28,6 +28,12 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any], str]] = {
     "ENQUEUE_GRACE": (5.0, float, "a queued row with no RQ id younger than this is left to its submitter (s)"),
     "HEARTBEAT_INTERVAL": (0.25, float, "a running job (and each worker) beats this often, from a thread (s)"),
     "HEARTBEAT_TIMEOUT": (10.0, float, "a running job silent this long, with no live horse, is lost (s)"),
+    "LEASE_RENEW_INTERVAL": (1.0, float, "a running attempt confirms its database session (its liveness and "
+                                         "training locks) this often, from a thread (s)"),
+    "LEASE_FENCE": (7.0, float, "an attempt that could confirm neither its database session for this long nor its "
+                                "Redis heartbeat stops its own training; keep it under the server's drop (10 s) (s)"),
+    "TAKEOVER_WAIT": (120.0, float, "a new attempt waits this long for an older attempt of its job to let go of "
+                                    "the job's training lock, then fails saying so (s)"),
     "WORKER_HEARTBEAT_TTL": (4.0, float, "a worker whose heartbeat key is this old is gone (s)"),
     "MAX_ATTEMPTS": (1, int, "attempts a job gets; a lost attempt with a checkpoint is retried if any are left"),
     "MAX_QUEUE_AGE": (24 * 3600, int, "a queued job Redis lost is re-enqueued if younger than this, else failed (s)"),

@@ -186,8 +186,12 @@ class RedisServer:
     """A redis-server child process on 127.0.0.1 with a password and no persistence. Its configuration
     (password included) goes in on its standard input, so no command line shows the password."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, password: str | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, password: str | None = None,
+                 also_listen: tuple[str, ...] = ()) -> None:
+        """``also_listen``: addresses of this host it listens on besides 127.0.0.1 (the tests' network
+        namespaces reach it through their veth pair's address)."""
         self.data_dir, self.port = Path(data_dir).absolute(), port or free_port()
+        self.also_listen = also_listen
         self.password = password or secrets.token_urlsafe(32)
         self.process: subprocess.Popen | None = None
 
@@ -197,10 +201,12 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         own_folder(self.data_dir, "embedded Redis's folder")
-        config = {"port": self.port, "bind": "127.0.0.1", "protected-mode": "yes", "save": "",
+        config = {"port": self.port, "bind": ("127.0.0.1", *self.also_listen), "protected-mode": "yes",
+                  "save": "", "tcp-keepalive": 5,
                   "appendonly": "no", "dir": self.data_dir, "logfile": self.data_dir / "redis.log",
                   "requirepass": self.password}
-        lines = [f"{key} {json.dumps(str(value))}\n" for key, value in config.items()]
+        lines = [f"{key} {' '.join(json.dumps(str(v)) for v in (value if isinstance(value, tuple) else (value,)))}\n"
+                 for key, value in config.items()]
         # Even with the password, no client may move Redis's files (CONFIG SET dir), load code (MODULE LOAD)
         # or make it replicate someone else's data: it may run as root under make run.
         lines += [f'rename-command {command} ""\n' for command in DISABLED_REDIS_COMMANDS]
@@ -250,8 +256,11 @@ class PostgresServer:
     """
 
     def __init__(self, data_dir: Path, port: int | None = None, fsync: bool = False, password: str | None = None,
-                 ephemeral: bool = False) -> None:
+                 ephemeral: bool = False, also_listen: tuple[str, ...] = (), clients: tuple[str, ...] = ()) -> None:
+        """``also_listen``: addresses of this host it listens on besides 127.0.0.1; ``clients``: addresses
+        (CIDR) besides loopback it admits, with the password (the tests' network namespaces)."""
         self.data_dir, self.port, self.fsync = Path(data_dir).absolute(), port or free_port(), fsync
+        self.also_listen, self.clients = also_listen, clients
         self.password = password or secrets.token_urlsafe(32)
         self.ephemeral = ephemeral
         self.home = self.data_dir
@@ -352,7 +361,11 @@ class PostgresServer:
                 make_folder(folder, 0o700, self.account)
         if not (pgdata / "PG_VERSION").exists():
             self._initdb(bindir, pgdata)
-        args = [str(bindir / "postgres"), "-D", str(pgdata), "-p", str(self.port), "-h", "127.0.0.1",
+            if self.clients:
+                with open(pgdata / "pg_hba.conf", "a") as hba:
+                    hba.writelines(f"host all all {client} scram-sha-256\n" for client in self.clients)
+        args = [str(bindir / "postgres"), "-D", str(pgdata), "-p", str(self.port),
+                "-h", ",".join(("127.0.0.1", *self.also_listen)),
                 "-k", str(sockets), "-c", "max_connections=200"]
         if not self.fsync:
             args += ["-F", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]

@@ -6,8 +6,10 @@ so a job's liveness lock can never collide with a recovery action's lock or the 
 - ``USER_SUBMIT``: one submit at a time per user while their queued jobs are counted (transaction-scoped).
 - ``ATTEMPT``: held by a running attempt's own database session for as long as it runs. PostgreSQL frees it
   the moment that session ends (the process died, with its worker or alone, on any host), so its absence
-  says the attempt is gone without waiting out a heartbeat's TTL; and a new attempt cannot start training
-  while an old one still holds the job.
+  says the attempt is gone without waiting out a heartbeat's TTL.
+- ``TRAINING``: one per job (``job_key``), held by the same session beside its ``ATTEMPT`` lock. A new
+  attempt takes it before its row says running, waiting while an older attempt's session still holds it:
+  two attempts of one job never train at once, even if the reconciler gave the job away too early.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class Namespace(IntEnum):
     JOB_ACTION = 0x7471_0002
     ATTEMPT = 0x7471_0003
     USER_SUBMIT = 0x7471_0004
+    TRAINING = 0x7471_0005
 
 
 RECONCILER_KEY = 1  # the one key in its namespace
@@ -32,8 +35,8 @@ RECONCILER_KEY = 1  # the one key in its namespace
 
 def job_key(job_id: uuid.UUID | str) -> int:
     """A job's key within a namespace: 31 bits of its id (non-negative, so ``pg_locks.objid`` reads the same
-    number). Two jobs may share one; a shared liveness key can only make a dead attempt look alive until its
-    heartbeat lapses, never the reverse."""
+    number). Two jobs may share one (about one pair in two billion): in ``TRAINING`` a shared key only makes one
+    job's new attempt wait while the other job's attempt runs, never lets two attempts of one job run."""
     return int.from_bytes(uuid.UUID(str(job_id)).bytes[:4], "big") & 0x7FFF_FFFF
 
 

@@ -114,16 +114,17 @@ class Stack:
 
 
 @contextmanager
-def stack(**settings: str) -> Iterator[Stack]:
-    """Start Redis + PostgreSQL in a temp dir, migrate, yield; kill everything afterwards."""
+def stack(also_listen: tuple[str, ...] = (), clients: tuple[str, ...] = (), **settings: str) -> Iterator[Stack]:
+    """Start Redis + PostgreSQL in a temp dir, migrate, yield; kill everything afterwards. ``also_listen`` and
+    ``clients``: the servers also listen there and admit those (a network namespace's worker, tests/netns.py)."""
     import flask_migrate
 
     from api import auth, config, create_app
     from api.local import PostgresServer, RedisServer
 
     workdir = Path(tempfile.mkdtemp(prefix="trainq-bench-"))
-    redis = RedisServer(workdir / "redis").start()
-    postgres = PostgresServer(workdir / "postgres", ephemeral=True).start()
+    redis = RedisServer(workdir / "redis", also_listen=also_listen).start()
+    postgres = PostgresServer(workdir / "postgres", ephemeral=True, also_listen=also_listen, clients=clients).start()
     env = {"REDIS_URL": redis.url, "DATABASE_URL": postgres.create_database("bench"),
            "CHECKPOINT_DIR": str(workdir / "checkpoints"),
            "ARTIFACT_DIR": str(workdir / "artifacts"), "LOG_LEVEL": "WARNING",

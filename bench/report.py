@@ -69,9 +69,9 @@ def orphan_section(r: dict) -> list[str]:
     plain = samples["plain_rq"]
 
     def draw(ax):
-        data = [samples["this_project_same_host"], samples["this_project_other_host"],
+        data = [samples["this_project_same_host"], samples["this_project_other_host"] or [float("nan")],
                 [p if p is not None else cap for p in plain]]
-        ax.boxplot(data, tick_labels=["this project\n(same host)", "this project\n(other host)",
+        ax.boxplot(data, tick_labels=["this project\n(same host)", "this project\n(other host, netns)",
                                       f"plain RQ\n(capped at {cap:.0f} s)"])
         ax.set_yscale("log")
         ax.set_ylabel("seconds until the job stops claiming to run")
@@ -81,34 +81,63 @@ def orphan_section(r: dict) -> list[str]:
     undetected = s["plain_rq_undetected_within_cap"]
     plain_text = (f"> {cap:.0f} s in {undetected} of {len(plain)} trials" if undetected
                   else f"p50 {s['plain_rq']['p50']:.1f} s")
-    same, other = s["this_project_same_host"], s["this_project_other_host"]
+    same, other = s["this_project_same_host"], s["this_project_other_host"] or s["this_project_same_host"]
     ratio = f"> {cap / other['p50']:.0f}x" if undetected else f"{s['plain_rq']['p50'] / other['p50']:.0f}x"
-    fp = r["false_positive_check"]
+    fp, stopped, load_avg = r["false_positive_check"], r.get("stopped_check"), r.get("load_average")
     lines = [
         "| system | p50 | max | trials |", "|---|---|---|---|",
         f"| this project, worker on this host | {same['p50']:.2f} s | {same['max']:.2f} s | {same['n']} |",
-        f"| this project, the worker's record naming another host (no pid shortcut) | {other['p50']:.2f} s | "
-        f"{other['max']:.2f} s | {other['n']} |",
+    ]
+    if s["this_project_other_host"]:
+        lines.append(f"| this project, worker on another host (network namespace: own pids, host name, veth link) | "
+                     f"{other['p50']:.2f} s | {other['max']:.2f} s | {other['n']} |")
+    else:
+        lines.append(f"| this project, another host | not run: {r.get('other_host')} | | |")
+    lines += [
         f"| plain RQ 2.12, defaults ({r['mode']} mode) | {plain_text} | | {len(plain)} |",
         "",
-        f"Ratio plain RQ / this project (other host, p50): {ratio}. Target <= 5 s median: "
-        f"**{'met' if max(same['p50'], other['p50']) <= 5 else 'missed'}**; target of the connection-bound "
-        f"liveness (#12) <= 1 s p50 and <= 2 s max: **"
+        f"Ratio plain RQ / this project ({'other' if s['this_project_other_host'] else 'same'} host, p50): {ratio}. "
+        f"Target <= 5 s median: **{'met' if max(same['p50'], other['p50']) <= 5 else 'missed'}**; target of the "
+        f"connection-bound liveness (#12) <= 1 s p50 and <= 2 s max: **"
         f"{'met' if max(same['p50'], other['p50']) <= 1 and max(same['max'], other['max']) <= 2 else 'missed'}**"
         " (each attempt's database session holds its liveness lock; the reconciler reads pg_locks every "
-        "LIVENESS_INTERVAL). \"Another host\" here is the worker's RQ record naming another host, not yet a "
-        "worker in a network namespace of its own.",
+        "LIVENESS_INTERVAL).",
+    ]
+    cuts = r.get("partitions") or []
+    if cuts:
+        fence, found = s["partition_fence"], s["partition_detected"]
+        first = sum(1 for c in cuts if c["fenced_first"])
+        lines += ["", "Partitions: the other host's link cut while its worker and horse live on "
+                  f"({len(cuts)} trials):", "", "| seconds from the cut | p50 | max |", "|---|---|---|",
+                  f"| its attempt stopped its own training (fence, `LEASE_FENCE` 7 s) | {fence['p50']:.2f} s | "
+                  f"{fence['max']:.2f} s |",
+                  f"| the row left `running` (PostgreSQL dropped the session) | {found['p50']:.2f} s | "
+                  f"{found['max']:.2f} s |",
+                  "", f"Fenced before the job left running: **{first} of {len(cuts)}**. Target detection <= 15 s: "
+                  f"**{'met' if found['max'] <= 15 and len(cuts) == found['n'] else 'missed'}**."]
+    lines += [
         "",
         f"False positives: a healthy job whose one step took {fp['step_seconds']:.0f} s (its DataLoader worker "
-        f"frozen; {fp['steps_during_stall']} steps meanwhile) showed {', '.join(fp['statuses_seen'])}; largest "
-        f"heartbeat age {fp['max_heartbeat_age_s']:.1f} s; marked lost: **{'yes' if fp['marked_lost'] else 'no'}**.",
-        "", f"![orphan detection]({png})",
+        f"frozen; {fp['steps_during_stall']} steps meanwhile"
+        + (f"; {fp['busy_processes']} other processes spinning, one per core" if fp.get("busy_processes") else "")
+        + f") showed {', '.join(fp['statuses_seen'])}; largest heartbeat age {fp['max_heartbeat_age_s']:.1f} s; "
+        f"marked lost: **{'yes' if fp['marked_lost'] else 'no'}**.",
     ]
+    if stopped:
+        lines += ["", f"Worker and horse SIGSTOPped for {stopped['stopped_s']:.0f} s, then continued: showed "
+                  f"{', '.join(stopped['statuses_seen'])}; trained on afterwards: "
+                  f"{'yes' if stopped['trained_on_after'] else 'no'}; marked lost: "
+                  f"**{'yes' if stopped['marked_lost'] else 'no'}**."]
+    if load_avg:
+        lines += ["", "Load average of the machine (1, 5, 15 min) before / after the kills / after: "
+                  + " / ".join(", ".join(f"{x:.1f}" for x in load_avg[k]) for k in ("before", "after_kills", "after"))
+                  + " (shared with other developers' test runs: not a quiet machine)."]
+    lines += ["", f"![orphan detection]({png})"]
     long = load("orphan_detection_long")
     if long:
         lp = long["samples_s"]["plain_rq"]
         shown = ", ".join(f"{p:.0f} s" if p is not None else f"> {long['plain_cap_s']:.0f} s" for p in lp)
-        ours = long["summary"]["this_project_other_host"]["p50"]
+        ours = (long["summary"]["this_project_other_host"] or long["summary"]["this_project_same_host"])["p50"]
         lines += ["", f"Long mode ({long['date']}, `make bench-orphans ORPHAN_ARGS=\"--long --trials 1\"`): plain RQ "
                   f"left the killed job `started` for {shown}; this project (other host) {ours:.1f} s in the same run."]
     return lines

@@ -72,12 +72,14 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def start_flask(env: dict[str, str], name: str, log_dir: Path, *command: str) -> WorkerProcess:
-    """Start ``flask --app api <command>`` as a real process with ``env`` laid over ours."""
+def start_flask(env: dict[str, str], name: str, log_dir: Path, *command: str,
+                prefix: tuple[str, ...] = ()) -> WorkerProcess:
+    """Start ``flask --app api <command>`` as a real process with ``env`` laid over ours (``prefix``: a command
+    that runs it, e.g. in a network namespace)."""
     log_path = log_dir / f"{name}.log"
     with open(log_path, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", "api", *command],
+            [*prefix, sys.executable, "-m", "flask", "--app", "api", *command],
             env={**os.environ, **env}, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     return WorkerProcess(name, process, log_path)

@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 
+import pytest
 from sqlalchemy import event, text
 
 from api import auth
@@ -125,22 +126,102 @@ def test_report_returns_at_once_while_a_write_is_in_progress(ctx):
     assert slowest < 0.05, f"report() waited {slowest:.3f} s for a row write"
 
 
-def test_an_attempts_lease_holds_its_lock_with_keepalives_on_its_own_session(ctx):
+def test_an_attempts_lease_holds_its_locks_with_keepalives_on_its_own_session(ctx):
     from sqlalchemy import text as sql
 
     from api import locks
-    from api.worker import LEASE_KEEPALIVES, AttemptLease
+    from api.extensions import SERVER_KEEPALIVES
+    from api.worker import AttemptLease
 
-    lease = AttemptLease(db.engine)
+    job_id = str(uuid.uuid4())
+    lease = AttemptLease(db.engine, job_id, 1)
     fields = lease.acquire()
     try:
-        for setting, value in LEASE_KEEPALIVES.items():
+        for setting, value in SERVER_KEEPALIVES.items():
             shown = lease.conn.execute(sql(f"SHOW {setting}")).scalar()
             assert shown.rstrip("ms") == str(value), (setting, shown)
         held = db.session.execute(sql(locks.held_keys_sql(locks.Namespace.ATTEMPT))).scalars().all()
         assert fields["liveness_key"] in held
+        training = db.session.execute(sql(locks.held_keys_sql(locks.Namespace.TRAINING))).scalars().all()
+        assert locks.job_key(job_id) in training
     finally:
         lease.release()
     db.session.remove()
     held = db.session.execute(sql(locks.held_keys_sql(locks.Namespace.ATTEMPT))).scalars().all()
     assert fields["liveness_key"] not in held  # its session ended: PostgreSQL freed the lock
+
+
+def test_a_new_attempt_waits_while_an_older_attempts_session_holds_the_job(ctx):
+    """The job's training lock: attempt 2 cannot take the job while attempt 1's session lives, and takes it at
+    once when that session ends."""
+    from api.worker import AttemptLease, TakeoverTimeout
+
+    job_id = str(uuid.uuid4())
+    first = AttemptLease(db.engine, job_id, 1)
+    first.acquire()
+    try:
+        waited = time.monotonic()
+        with pytest.raises(TakeoverTimeout):
+            AttemptLease(db.engine, job_id, 2, takeover_wait=0.5).acquire()
+        assert time.monotonic() - waited >= 0.5
+        second = AttemptLease(db.engine, job_id, 2, takeover_wait=30)
+        threading.Timer(0.5, first.release).start()
+        took = time.monotonic()
+        second.acquire()  # blocks until the first session ends
+        assert 0.4 <= time.monotonic() - took < 5
+        second.release()
+        other = AttemptLease(db.engine, str(uuid.uuid4()), 1, takeover_wait=0.5)
+        other.acquire()  # another job's attempt never waits for this one
+        other.release()
+    finally:
+        first.release()
+
+
+def test_a_broken_lease_session_is_taken_back_only_while_the_row_is_its_own(ctx):
+    """The renewer after its session ended under it (here: terminated, as a server restart would): a new session
+    takes both locks again while the row still runs on the attempt with its key; once the row moved on, it says
+    the attempt is superseded (the watchdog then stops the training) instead of taking anything back."""
+    from sqlalchemy import text as sql
+
+    from api import locks
+    from api.worker import AttemptLease
+
+    def holder(namespace: locks.Namespace, key: int) -> int | None:
+        pid = db.session.execute(sql("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted"
+                                     " AND classid = :ns AND objid = :key"),
+                                 {"ns": int(namespace), "key": key}).scalar()
+        db.session.commit()
+        return pid
+
+    def terminate(pid: int) -> None:
+        db.session.execute(sql("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        db.session.commit()
+
+    def held_by_someone(namespace: locks.Namespace, key: int) -> bool:
+        held = key in db.session.execute(sql(locks.held_keys_sql(namespace))).scalars().all()
+        db.session.commit()
+        return held
+
+    job_id = running_job()
+    lease = AttemptLease(db.engine, job_id, 1, renew_every=0.1)
+    fields = lease.acquire()
+    db.session.execute(sql("UPDATE training_jobs SET liveness_key = :key WHERE id = :id"),
+                       {"key": fields["liveness_key"], "id": job_id})
+    db.session.commit()
+    lease.start_renewing()
+    try:
+        first = holder(locks.Namespace.ATTEMPT, fields["liveness_key"])
+        terminate(first)
+        wait_for(lambda: holder(locks.Namespace.ATTEMPT, fields["liveness_key"]) not in (None, first), 10,
+                 "the session to be taken back")
+        assert held_by_someone(locks.Namespace.ATTEMPT, fields["liveness_key"])
+        assert held_by_someone(locks.Namespace.TRAINING, locks.job_key(job_id))
+        assert lease.superseded is None
+
+        assert transition(job_id, JobStatus.FAILED, reason="moved on", actor=Actor.API).changed
+        terminate(holder(locks.Namespace.ATTEMPT, fields["liveness_key"]))
+        wait_for(lambda: lease.superseded, 10, "the renewer to give up")
+        assert "no longer runs on this attempt" in lease.superseded
+        assert not held_by_someone(locks.Namespace.TRAINING, locks.job_key(job_id))
+    finally:
+        lease.release()

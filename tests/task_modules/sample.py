@@ -40,6 +40,33 @@ def loop(ctx: TaskContext, params: LoopParams) -> dict:
     return {"steps": params.steps, "resumed_from": start}
 
 
+class StepsParams(BaseModel):
+    steps: int = Field(100, ge=1, le=10**7)
+    sleep: float = Field(0.05, ge=0, le=1, description="seconds a step takes")
+    step_log: str = Field(description="file on shared storage the job appends '<attempt> <step> <time>' to per step")
+
+
+@task("test-steps", params=StepsParams)
+def steps(ctx: TaskContext, params: StepsParams) -> dict:
+    """The job's own log of steps: each step (resumed from the newest checkpoint) appends its attempt, step and the
+    wall time to ``step_log`` (one write, O_APPEND) before it reports and checkpoints, whatever the network does."""
+    state = ctx.restore()
+    start = state["step"] if state else 0
+    ctx.total_steps = params.steps
+    fd = os.open(params.step_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        for step in range(start, params.steps):
+            time.sleep(params.sleep)
+            os.write(fd, f"{ctx.attempt} {step + 1} {time.time():.6f}\n".encode())
+            ctx.report(step=step + 1)
+            ctx.checkpoint({"step": step + 1})
+            if ctx.should_stop():
+                return {}
+    finally:
+        os.close(fd)
+    return {"steps": params.steps, "resumed_from": start}
+
+
 class Nothing(BaseModel):
     pass
 
