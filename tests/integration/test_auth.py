@@ -278,7 +278,7 @@ def test_rq_dashboard_actions_never_run_from_a_get(ctx, client, redis):
     assert "only from a POST" in client.get(f"/rq/requeue/{queue.name}").get_json()["error"]["message"]
     assert job_id in FailedJobRegistry(queue=queue).get_job_ids() and job_id not in queue.job_ids
     posted = client.post(f"/rq/requeue/{queue.name}")  # POST with the admin's bearer token: it runs
-    assert posted.status_code == 200 and "is queued, not failed" in posted.get_json()["refused"][job_id]  # the row is not failed
+    assert posted.status_code == 200 and "is queued, not failed" in posted.get_json()["refused"][job_id]
 
 
 # ---------------------------------------------------------------- the monitor's session and CSRF
