@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
+import io
 import json
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
@@ -20,10 +23,12 @@ from api.tasks import TaskRejected
 
 bp = Blueprint("training", __name__, url_prefix="/api/training")
 
-SUBMIT_FIELDS = {"task", "params", "name", "max_attempts", "config"}
+SUBMIT_FIELDS = {"task", "params", "name", "max_attempts", "config", "cloned_from"}
 LEGACY_TASK = "mlp"  # {"config": {...}} is kept as an alias for {"task": "mlp", "params": {...}}
-_DIGITS = re.compile(r"[0-9]{1,10}")  # not str.isdigit(): that accepts "²", which int() rejects
-LIST_PARAMS = {"status", "limit", "cursor", "task", "id_prefix", "owner"}
+_DIGITS = re.compile(r"[0-9]{1,10}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # not str.isdigit(): that accepts "²", which int() rejects
+LIST_PARAMS = {"status", "limit", "cursor", "task", "id_prefix", "owner", "name", "since", "until", "sort"}
+_METRIC_NAME = re.compile(r"-?[A-Za-z0-9_.:/-]{1,100}")
 _ID_DASHES = (8, 13, 18, 23)  # where a job id's text has its dashes
 
 
@@ -44,10 +49,37 @@ def list_page(args: Mapping[str, str]) -> dict[str, Any]:
         raise ApiError(400, "unknown_parameter",
                        f"{name}: unknown parameter (allowed: {', '.join(sorted(LIST_PARAMS))})", name)
     _check_query(args)
-    page = jobs.list_jobs(_status(args.get("status")), _number(args.get("limit"), "limit", 50, 1, jobs.MAX_PAGE),
-                          args.get("cursor"), args.get("task") or None, _id_prefix(args.get("id_prefix")),
-                          args.get("owner") or None)
+    sort = args.get("sort") or None
+    if sort is not None and not _METRIC_NAME.fullmatch(sort):
+        raise ApiError(400, "invalid_parameter", "sort: a metric's name (lowest first), or -name (highest first)",
+                       "sort")
+    where = jobs.JobFilter(status=_status(args.get("status")), task=args.get("task") or None,
+                           id_prefix=_id_prefix(args.get("id_prefix")), owner=args.get("owner") or None,
+                           name=_text(args.get("name"), "name"), since=_when(args.get("since"), "since"),
+                           until=_when(args.get("until"), "until", end_of_day=True), sort=sort)
+    page = jobs.list_jobs(where, _number(args.get("limit"), "limit", 50, 1, jobs.MAX_PAGE), args.get("cursor"))
     return {"jobs": [render(job, exclude=jobs.LIST_LEAVES_OUT) for job in page.jobs], "next_cursor": page.next_cursor}
+
+
+def _text(raw: str | None, name: str) -> str | None:
+    if raw and len(raw) > 200:
+        raise ApiError(400, "invalid_parameter", f"{name}: at most 200 characters", name)
+    return raw or None
+
+
+def _when(raw: str | None, name: str, end_of_day: bool = False) -> datetime | None:
+    """An ISO date or date-time (UTC unless it says); a plain date ``until`` takes in that whole day."""
+    if not raw:
+        return None
+    try:
+        if _DATE.fullmatch(raw):
+            day = datetime.fromisoformat(raw).replace(tzinfo=UTC)
+            return day + timedelta(days=1) if end_of_day else day
+        when = datetime.fromisoformat(raw)  # Python 3.11 reads a trailing Z too
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", f"{name}: must be an ISO date (2026-11-26) or date-time "
+                       "(2026-11-26T08:00:00Z)", name) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _id_prefix(raw: str | None) -> str | None:
@@ -136,7 +168,7 @@ def submit_job():
     body = json_body()
     for name in sorted(set(body) - SUBMIT_FIELDS):
         raise ApiError(422, "unknown_field",
-                       f"{name}: unknown field (allowed: task, params, name, max_attempts)", name)
+                       f"{name}: unknown field (allowed: task, params, name, max_attempts, cloned_from)", name)
     name = body.get("name")
     if name is not None and (not isinstance(name, str) or not 1 <= len(name.strip()) <= 200):
         raise ApiError(422, "invalid_field", "name: must be a string of 1 to 200 characters", "name")
@@ -154,8 +186,13 @@ def submit_job():
     max_attempts = body.get("max_attempts")
     if max_attempts is not None and (type(max_attempts) is not int or not 1 <= max_attempts <= 100):
         raise ApiError(422, "invalid_field", "max_attempts: must be an integer 1..100", "max_attempts")
+    cloned_from = body.get("cloned_from")
+    if cloned_from is not None and not isinstance(cloned_from, str):
+        raise ApiError(422, "invalid_field", "cloned_from: must be a job id (a string)", "cloned_from")
     try:
-        result = jobs.submit(task, params, name.strip() if name else None, max_attempts)
+        result = jobs.submit(task, params, name.strip() if name else None, max_attempts, cloned_from=cloned_from)
+    except jobs.CloneSourceNotFound as exc:
+        raise ApiError(422, "invalid_field", str(exc), "cloned_from") from None
     except TaskRejected as exc:
         if "config" in body and exc.field.startswith("params"):  # answer in the words of the old form
             raise TaskRejected(exc.code, "config" + exc.message[len("params"):], "config" + exc.field[len("params"):]) \
@@ -219,6 +256,27 @@ def get_job(job_id: str):
 @bp.get("/<job_id>/events")
 def job_events(job_id: str):
     return conditional_json({"events": [event.to_dict() for event in jobs.list_events(job_id)]})
+
+
+@bp.get("/<job_id>/history")
+def job_history(job_id: str):
+    """The job's metric history: JSON (default) or, with ``format=csv``, a CSV download, one row per report."""
+    fmt = request.args.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise ApiError(400, "invalid_parameter", "format: must be json or csv", "format")
+    job, columns, entries = jobs.metric_history(job_id)
+    if fmt == "json":
+        response = jsonify({"job_id": str(job.id), "name": job.name, "task": job.task, "columns": columns,
+                            "history": entries})
+    else:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(entries)
+        response = Response(out.getvalue(), mimetype="text/csv")
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", job.name).strip("-")[:60] or "job"
+    response.headers["Content-Disposition"] = f'attachment; filename="{safe}-{str(job.id)[:8]}-history.{fmt}"'
+    return response
 
 
 @bp.get("/<job_id>/logs")
