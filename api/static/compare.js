@@ -95,6 +95,7 @@ function renderCurves() {
     }
     chart.plot.setData([series.xs, ...series.ys]);
     chart.el.dataset.lines = String(series.lines);
+    chart.el.dataset.points = String(series.ys.flat().filter((y) => y !== null).length);
     chart.el.dataset.axis = series.axis;
     chart.el.setAttribute("aria-label", `${name} per ${series.axis}, ${series.lines} jobs`);
   }
