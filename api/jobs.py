@@ -19,12 +19,12 @@ from typing import Any
 
 from flask import current_app
 from redis.exceptions import RedisError
-from sqlalchemy import Float, case, func, select, tuple_, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.orm import defer, joinedload, selectinload
 
 from api import auth, joblog, limits, locks, metrics, queue, tasks
 from api.extensions import db, redis_connection
-from api.models import JobArtifact, JobEvent, TrainingJob, User
+from api.models import JobArtifact, JobEvent, JobMetricValue, TrainingJob, User
 from api.reconcile import cleanup_orphaned_training_jobs, ensure_enqueued
 from api.status import (
     ACTIONS,
@@ -190,12 +190,6 @@ def _like_pattern(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _metric_key(name: str) -> Any:
-    """A job's final (newest) value of metric ``name`` as a float: NULL where it has none, or not a number."""
-    value = TrainingJob.metrics[name]
-    return case((func.jsonb_typeof(value) == "number", value.astext.cast(Float)), else_=None)
-
-
 def list_jobs(where: JobFilter = JobFilter(), limit: int = 50, cursor: str | None = None) -> Page:
     """Newest first, keyset-paginated on (created_at, id) so deep pages cost the same as the first. Sorted by a
     metric, only the jobs that reported it, best first as asked, paged on (value, created_at, id)."""
@@ -216,10 +210,9 @@ def list_jobs(where: JobFilter = JobFilter(), limit: int = 50, cursor: str | Non
     if where.until is not None:
         query = query.where(TrainingJob.created_at < where.until)
     metric = where.sort.lstrip("-") if where.sort else None
-    if metric:
-        key = _metric_key(metric)
-        keys = (key, TrainingJob.created_at, TrainingJob.id)
-        query = query.where(key.is_not(None))
+    if metric:  # through job_metric_values, whose index is in this order: only jobs with a number for it
+        query = query.join(JobMetricValue, (JobMetricValue.job_id == TrainingJob.id) & (JobMetricValue.name == metric))
+        keys = (JobMetricValue.value, JobMetricValue.created_at, JobMetricValue.job_id)
         descending = where.sort.startswith("-")
         if cursor:
             after = tuple_(*keys) < _decode_cursor(cursor, metric) if descending else \

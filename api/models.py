@@ -12,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -150,6 +151,20 @@ class TrainingJob(db.Model):
             if isinstance(value, datetime):
                 data[key] = value.isoformat()
         return data
+
+
+class JobMetricValue(db.Model):
+    """A job's newest value of one numeric metric, for sorting the list by it. Written only by the trigger
+    ``trg_training_jobs_metric_values`` (migration 0008), which keeps these rows equal to ``training_jobs.metrics``."""
+
+    __tablename__ = "job_metric_values"
+    __table_args__ = (Index("ix_job_metric_values_sort", "name", "value", "created_at", "job_id"),)
+
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("training_jobs.id", ondelete="CASCADE"),
+                                              primary_key=True)
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[float] = mapped_column(Float(precision=53))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # the job's: the keyset's tie-break
 
 
 class JobEvent(db.Model):

@@ -9,7 +9,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 from api.extensions import db
 from api.models import TrainingJob
@@ -141,3 +141,26 @@ def test_history_of_an_unknown_job_is_a_404_and_needs_a_token(client, anon, repo
         response = client.get(f"/api/training/{job_id}/history?format=csv")
         assert response.status_code == 404 and response.get_json()["error"]["code"] == "job_not_found"
     assert anon.get(f"/api/training/{reported}/history").status_code == 401
+
+
+def test_the_sort_index_follows_every_write_of_the_metrics(client):
+    job_id = submit(client, {"epochs": 1}, name="x")
+
+    def indexed() -> dict:
+        rows = db.session.execute(text("SELECT name, value FROM job_metric_values WHERE job_id = :id"),
+                                  {"id": uuid.UUID(job_id)}).all()
+        db.session.commit()
+        return dict(rows)
+
+    assert indexed() == {}
+    set_row(job_id, metrics={"val_loss": 0.5, "note": "text", "big": 1e300, "n": 3})
+    assert indexed() == {"val_loss": 0.5, "n": 3.0}  # numbers only (1e300 is past what it keeps)
+    set_row(job_id, metrics={"val_loss": 0.25})
+    assert indexed() == {"val_loss": 0.25}
+    set_row(job_id, metrics=None)
+    assert indexed() == {}
+    set_row(job_id, metrics={"val_loss": 0.1})
+    client.delete(f"/api/training/{job_id}")
+    db.session.execute(text("DELETE FROM training_jobs WHERE id = :id"), {"id": uuid.UUID(job_id)})
+    db.session.commit()
+    assert indexed() == {}

@@ -68,9 +68,20 @@ def test_0008_adds_cloned_from_and_the_search_indexes_and_goes_back(settings, po
         return bool(column), indexes
 
     with app.app_context():
+        flask_migrate.upgrade(revision="0007")
+        job_id = uuid.uuid4()
+        db.session.execute(text("INSERT INTO users (name, is_admin, created_at) VALUES ('old', true, now())"))
+        db.session.execute(text(
+            "INSERT INTO training_jobs (id, name, owner_id, status, task, params, metrics, epoch, step, attempts, "
+            "created_at, updated_at) VALUES (:id, 'old', (SELECT id FROM users), 'completed', 'mlp', '{}', "
+            "'{\"val_loss\": 0.5, \"tag\": \"a\"}', 1, 1, 1, now(), now())"), {"id": job_id})
+        db.session.commit()
         flask_migrate.upgrade()
         column, indexes = shape()
         assert column and {"ix_training_jobs_name_trgm", "ix_training_jobs_owner_newest"} <= indexes
+        backfilled = db.session.execute(text("SELECT job_id, name, value FROM job_metric_values")).all()
+        db.session.commit()
+        assert [tuple(r) for r in backfilled] == [(job_id, "val_loss", 0.5)]  # the jobs there were, numbers only
         plan = db.session.execute(text("SET LOCAL enable_seqscan = off; EXPLAIN SELECT id FROM training_jobs "
                                        "WHERE name ILIKE '%resnet%'")).scalars().all()
         db.session.commit()
