@@ -76,7 +76,7 @@ def _when(raw: str | None, name: str, end_of_day: bool = False) -> datetime | No
             day = datetime.fromisoformat(raw).replace(tzinfo=UTC)
             return day + timedelta(days=1) if end_of_day else day
         when = datetime.fromisoformat(raw)  # Python 3.11 reads a trailing Z too
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31
         raise ApiError(400, "invalid_parameter", f"{name}: must be an ISO date (2026-11-26) or date-time "
                        "(2026-11-26T08:00:00Z)", name) from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
