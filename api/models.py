@@ -155,7 +155,8 @@ class TrainingJob(db.Model):
 
 class JobMetricValue(db.Model):
     """A job's newest value of one numeric metric, for sorting the list by it. Written only by the trigger
-    ``trg_training_jobs_metric_values`` (migration 0008), which keeps these rows equal to ``training_jobs.metrics``."""
+    ``trg_training_jobs_metric_values`` (migration 0008), which keeps these rows equal to ``training_jobs.metrics``
+    (and ``created_at``)."""
 
     __tablename__ = "job_metric_values"
     __table_args__ = (Index("ix_job_metric_values_sort", "name", "value", "created_at", "job_id"),)

@@ -25,10 +25,10 @@ bp = Blueprint("training", __name__, url_prefix="/api/training")
 
 SUBMIT_FIELDS = {"task", "params", "name", "max_attempts", "config", "cloned_from"}
 LEGACY_TASK = "mlp"  # {"config": {...}} is kept as an alias for {"task": "mlp", "params": {...}}
-_DIGITS = re.compile(r"[0-9]{1,10}")
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # not str.isdigit(): that accepts "²", which int() rejects
+_DIGITS = re.compile(r"[0-9]{1,10}")  # not str.isdigit(): that accepts "²", which int() rejects
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 LIST_PARAMS = {"status", "limit", "cursor", "task", "id_prefix", "owner", "name", "since", "until", "sort"}
-_METRIC_NAME = re.compile(r"-?[A-Za-z0-9_.:/-]{1,100}")
+_METRIC_NAME = re.compile(r"-?[A-Za-z0-9_.:/][A-Za-z0-9_.:/-]{0,99}")  # -name: highest first
 _ID_DASHES = (8, 13, 18, 23)  # where a job id's text has its dashes
 
 

@@ -36,8 +36,8 @@ def upgrade():
     )
     op.create_index('ix_job_metric_values_sort', 'job_metric_values', ['name', 'value', 'created_at', 'job_id'])
     op.execute(SYNC_FUNCTION)
-    op.execute("CREATE TRIGGER trg_training_jobs_metric_values AFTER INSERT OR UPDATE OF metrics ON training_jobs "
-               "FOR EACH ROW EXECUTE FUNCTION trainq_sync_metric_values()")
+    op.execute("CREATE TRIGGER trg_training_jobs_metric_values AFTER INSERT OR UPDATE OF metrics, created_at "
+               "ON training_jobs FOR EACH ROW EXECUTE FUNCTION trainq_sync_metric_values()")
     op.execute(f"INSERT INTO job_metric_values (job_id, name, value, created_at) {NUMBERS_OF.format(job='j')} "
                "FROM training_jobs AS j, jsonb_each(CASE WHEN jsonb_typeof(j.metrics) = 'object' THEN j.metrics END) "
                f"AS m WHERE {IS_NUMBER}")
@@ -49,7 +49,8 @@ NUMBERS_OF = "SELECT {job}.id, m.key, (m.value #>> '{{}}')::float8, {job}.create
 SYNC_FUNCTION = f"""
 CREATE FUNCTION trainq_sync_metric_values() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'UPDATE' AND NEW.metrics IS NOT DISTINCT FROM OLD.metrics THEN
+    IF TG_OP = 'UPDATE' AND NEW.metrics IS NOT DISTINCT FROM OLD.metrics
+            AND NEW.created_at IS NOT DISTINCT FROM OLD.created_at THEN
         RETURN NULL;
     END IF;
     DELETE FROM job_metric_values WHERE job_id = NEW.id;

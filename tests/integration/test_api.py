@@ -119,7 +119,7 @@ def test_list_newest_first_with_cursor_pages_and_filter(client):
     ("query", "field"),
     [("limit=0", "limit"), ("limit=201", "limit"), ("limit=abc", "limit"), ("status=lost", "status"),
      ("cursor=garbage", "cursor"), ("sort=val%20loss", "sort"), ("since=today", "since"), ("order=asc", "order"),
-     ("until=9999-12-31", "until"), ("name=" + "n" * 201, "name"), ("sort=" + "m" * 101, "sort")],
+     ("until=9999-12-31", "until"), ("name=" + "n" * 201, "name"), ("sort=" + "m" * 101, "sort"), ("sort=--x", "sort")],
 )
 def test_bad_list_parameters(client, query, field):
     assert error_of(client.get(f"/api/training?{query}"), 400)["field"] == field

@@ -157,6 +157,11 @@ def test_the_sort_index_follows_every_write_of_the_metrics(client):
     assert indexed() == {"val_loss": 0.5, "n": 3.0}  # numbers only (1e300 is past what it keeps)
     set_row(job_id, metrics={"val_loss": 0.25})
     assert indexed() == {"val_loss": 0.25}
+    earlier = utcnow() - timedelta(days=1)
+    set_row(job_id, created_at=earlier)  # the keyset's tie-break follows the job's creation time
+    assert db.session.scalar(text("SELECT created_at FROM job_metric_values WHERE job_id = :id"),
+                             {"id": uuid.UUID(job_id)}) == earlier
+    db.session.commit()
     set_row(job_id, metrics=None)
     assert indexed() == {}
     set_row(job_id, metrics={"val_loss": 0.1})
