@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError, PendingRollbackError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -19,6 +20,9 @@ from api.status import JobNotFound
 from api.tasks import TaskRejected
 
 log = logging.getLogger(__name__)
+
+_JOB_PATH = re.compile(r"/api/training/([^/]+)")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None, **extra: Any):
@@ -88,6 +92,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
+        job_path = _JOB_PATH.match(request.path)
+        if exc.code == 404 and job_path and not _UUID.fullmatch(job_path.group(1)):  # no route takes a non-uuid id
+            return error_response(404, "job_not_found", f"no training job with id {job_path.group(1)[:100]}")
         code = (exc.name or "error").lower().replace(" ", "_")
         response, status = error_response(exc.code or 500, code, exc.description or exc.name)
         if getattr(exc, "valid_methods", None):  # a 405 says what is allowed

@@ -24,7 +24,7 @@ from sqlalchemy.orm import defer, joinedload, selectinload
 
 from api import auth, joblog, limits, locks, metrics, queue, tasks
 from api.extensions import db, redis_connection
-from api.models import JobArtifact, JobEvent, TrainingJob, User
+from api.models import JobArtifact, JobEvent, JobMetricValue, TrainingJob, User
 from api.reconcile import cleanup_orphaned_training_jobs, ensure_enqueued
 from api.status import (
     ACTIONS,
@@ -85,14 +85,25 @@ class SubmitResult:
     warning: str | None = None  # e.g. no live worker offers the task right now: it waits queued
 
 
+class CloneSourceNotFound(LookupError):
+    """``cloned_from`` names no job this user can read: a 404 naming the field."""
+
+
 def submit(task: str, params: dict[str, Any] | None, name: str | None = None,
-           max_attempts: int | None = None, owner: User | None = None) -> SubmitResult:
+           max_attempts: int | None = None, owner: User | None = None, cloned_from: str | None = None) -> SubmitResult:
     """Check ``params`` against the task's published schema and ``owner``'s queued-jobs limit, insert the row as
     queued, then enqueue. Redis down: the row stays queued, with a reason, and the reconciler enqueues it later.
-    ``owner`` defaults to the request's user, or, for an in-process caller, the first admin."""
+    ``owner`` defaults to the request's user, or, for an in-process caller, the first admin. ``cloned_from``: the
+    job this one is a copy of ("Run again"), recorded on the row."""
     owner = owner or auth.current_user() or auth.first_admin()
     if owner is None:
         raise ValueError("a job needs an owner: create an admin first (flask --app api users create NAME --admin)")
+    source = None
+    if cloned_from is not None:
+        try:
+            source = get_job(cloned_from).id
+        except JobNotFound:
+            raise CloneSourceNotFound(f"cloned_from: no job {cloned_from}") from None
     spec, checked = tasks.validate(task, params)
     limits.check_queued_jobs(owner)
     warning = None if spec.workers != 0 else (
@@ -107,6 +118,7 @@ def submit(task: str, params: dict[str, Any] | None, name: str | None = None,
         attempts=1,
         max_attempts=max_attempts or current_app.config["MAX_ATTEMPTS"],
         rq_job_id=queue.rq_job_id_for(str(job_id), 1),
+        cloned_from=source,
     )
     create(job, actor=Actor.API, reason="submitted", user_id=owner.id)
     try:
@@ -134,16 +146,22 @@ class Page:
     next_cursor: str | None
 
 
-def _encode_cursor(job: TrainingJob) -> str:
-    return base64.urlsafe_b64encode(f"{job.created_at.isoformat()}|{job.id}".encode()).decode()
+def _encode_cursor(job: TrainingJob, metric: str | None = None) -> str:
+    """Where the next page starts: (created_at, id), led by the sort metric's value when sorted by one."""
+    parts = [repr(float(job.metrics[metric]))] if metric else []
+    parts += [job.created_at.isoformat(), str(job.id)]
+    return base64.urlsafe_b64encode("|".join(parts).encode()).decode()
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+def _decode_cursor(cursor: str, metric: str | None = None) -> tuple[Any, ...]:
     try:
-        created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(created), uuid.UUID(job_id)
+        parts = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        if len(parts) != (3 if metric else 2):
+            raise ValueError("not this sort's cursor")
+        value = (float(parts.pop(0)),) if metric else ()
+        return (*value, datetime.fromisoformat(parts[0]), uuid.UUID(parts[1]))
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise BadCursor("cursor is not one this API returned") from None
+        raise BadCursor("cursor is not one this API returned (for this sort)") from None
 
 
 def id_range(prefix: str) -> tuple[uuid.UUID, uuid.UUID]:
@@ -153,26 +171,70 @@ def id_range(prefix: str) -> tuple[uuid.UUID, uuid.UUID]:
     return uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))
 
 
-def list_jobs(status: JobStatus | None = None, limit: int = 50, cursor: str | None = None,
-              task: str | None = None, id_prefix: str | None = None, owner: str | None = None) -> Page:
-    """Newest first, keyset-paginated on (created_at, id) so deep pages cost the same as the first."""
+@dataclass(frozen=True)
+class JobFilter:
+    """What ``GET /api/training`` narrows the list to; every field optional, all of them together (AND)."""
+
+    status: JobStatus | None = None
+    task: str | None = None
+    id_prefix: str | None = None  # checked by the caller: hexadecimal, dashes where an id has them
+    owner: str | None = None  # a user's name
+    name: str | None = None  # a substring of the job's name, any case
+    since: datetime | None = None  # created at or after
+    until: datetime | None = None  # created before
+    sort: str | None = None  # None: newest first; "metric" lowest first, "-metric" highest first
+
+
+def _like_pattern(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def list_jobs(where: JobFilter = JobFilter(), limit: int = 50, cursor: str | None = None) -> Page:
+    """Newest first, keyset-paginated on (created_at, id) so deep pages cost the same as the first. Sorted by a
+    metric, only the jobs that reported it, best first as asked, paged on (value, created_at, id)."""
     query = select(TrainingJob).options(defer(*(getattr(TrainingJob, name) for name in LIST_LEAVES_OUT)),
                                         selectinload(TrainingJob.owner))
-    if id_prefix:
-        query = query.where(TrainingJob.id.between(*id_range(id_prefix)))
-    if owner is not None:
-        query = query.where(TrainingJob.owner_id == select(User.id).where(User.name == owner).scalar_subquery())
-    if status is not None:
-        query = query.where(TrainingJob.status == status)
-    if task is not None:
-        query = query.where(TrainingJob.task == task)
-    if cursor:
-        query = query.where(tuple_(TrainingJob.created_at, TrainingJob.id) < _decode_cursor(cursor))
-    query = query.order_by(TrainingJob.created_at.desc(), TrainingJob.id.desc()).limit(limit + 1)
-    rows = list(db.session.scalars(query))
+    if where.id_prefix:
+        query = query.where(TrainingJob.id.between(*id_range(where.id_prefix)))
+    if where.owner is not None:
+        query = query.where(TrainingJob.owner_id == select(User.id).where(User.name == where.owner).scalar_subquery())
+    if where.status is not None:
+        query = query.where(TrainingJob.status == where.status)
+    if where.task is not None:
+        query = query.where(TrainingJob.task == where.task)
+    if where.name:
+        query = query.where(TrainingJob.name.ilike(_like_pattern(where.name), escape="\\"))
+    if where.since is not None:
+        query = query.where(TrainingJob.created_at >= where.since)
+    if where.until is not None:
+        query = query.where(TrainingJob.created_at < where.until)
+    metric = where.sort.lstrip("-") if where.sort else None
+    if metric:  # through job_metric_values, whose index is in this order: only jobs with a number for it
+        query = query.join(JobMetricValue, (JobMetricValue.job_id == TrainingJob.id) & (JobMetricValue.name == metric))
+        keys = (JobMetricValue.value, JobMetricValue.created_at, JobMetricValue.job_id)
+        descending = where.sort.startswith("-")
+        if cursor:
+            after = tuple_(*keys) < _decode_cursor(cursor, metric) if descending else \
+                tuple_(*keys) > _decode_cursor(cursor, metric)
+            query = query.where(after)
+        query = query.order_by(*(k.desc() if descending else k.asc() for k in keys))
+    else:
+        if cursor:
+            query = query.where(tuple_(TrainingJob.created_at, TrainingJob.id) < _decode_cursor(cursor))
+        query = query.order_by(TrainingJob.created_at.desc(), TrainingJob.id.desc())
+    rows = list(db.session.scalars(query.limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
-    return Page(rows, _encode_cursor(rows[-1]) if more else None)
+    return Page(rows, _encode_cursor(rows[-1], metric) if more else None)
+
+
+def metric_history(job_id: str | uuid.UUID) -> tuple[TrainingJob, list[str], list[dict[str, Any]]]:
+    """The job, the columns of its metric history (``epoch``, ``step``, then every metric by name: JSONB keeps no
+    key order) and the history's entries, oldest first, as ``history`` holds them (the CSV and JSON exports)."""
+    job = get_job(job_id)
+    names = sorted({key for entry in job.history or [] for key in entry} - {"epoch", "step"})
+    db.session.commit()
+    return job, ["epoch", "step", *names], list(job.history or [])
 
 
 def list_events(job_id: str | uuid.UUID) -> list[JobEvent]:

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -90,6 +91,8 @@ class TrainingJob(db.Model):
         Index("ix_training_jobs_non_terminal", "status", postgresql_where=f"status IN ({_NON_TERMINAL})"),
         Index("ix_training_jobs_task_newest", "task", "created_at", "id"),
         Index("ix_training_jobs_owner_status", "owner_id", "status"),
+        Index("ix_training_jobs_owner_newest", "owner_id", "created_at", "id"),
+        # and, where the server has pg_trgm, ix_training_jobs_name_trgm for name substrings (migration 0008)
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -125,8 +128,10 @@ class TrainingJob(db.Model):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     log_truncated: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    # the job this one was submitted as a copy of ("Run again"); NULL again if that row is deleted
+    cloned_from: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("training_jobs.id", ondelete="SET NULL"))
 
-    owner: Mapped[User] = relationship()
+    owner: Mapped[User] = relationship(foreign_keys=[owner_id])
 
     def to_dict(self, now: datetime | None = None, stale_after: float | None = None,
                 exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -135,6 +140,8 @@ class TrainingJob(db.Model):
         data = {column.name: getattr(self, column.name) for column in self.__table__.columns
                 if column.name not in exclude and column.name not in INTERNAL_COLUMNS}
         data["id"] = str(self.id)
+        if "cloned_from" in data:
+            data["cloned_from"] = str(self.cloned_from) if self.cloned_from else None
         age = (now - self.heartbeat_at).total_seconds() if now and self.heartbeat_at else None
         data["heartbeat_age_seconds"] = round(age, 3) if age is not None else None
         data["stale"] = bool(
@@ -144,6 +151,21 @@ class TrainingJob(db.Model):
             if isinstance(value, datetime):
                 data[key] = value.isoformat()
         return data
+
+
+class JobMetricValue(db.Model):
+    """A job's newest value of one numeric metric, for sorting the list by it. Written only by the trigger
+    ``trg_training_jobs_metric_values`` (migration 0008), which keeps these rows equal to ``training_jobs.metrics``
+    (and ``created_at``)."""
+
+    __tablename__ = "job_metric_values"
+    __table_args__ = (Index("ix_job_metric_values_sort", "name", "value", "created_at", "job_id"),)
+
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("training_jobs.id", ondelete="CASCADE"),
+                                              primary_key=True)
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[float] = mapped_column(Float(precision=53))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # the job's: the keyset's tie-break
 
 
 class JobEvent(db.Model):

@@ -39,6 +39,7 @@ class Operation:
     conditional: bool = False  # a weak ETag: a poll that finds nothing changed gets an empty 304
     public: bool = False  # answers without a credential (api.auth.PUBLIC_ENDPOINTS)
     errors: tuple[int, ...] = field(default=())  # what else it answers, besides what its parts imply
+    media: tuple[str, ...] = ()  # other media types of the 200 answer (text/csv), as a string
 
 
 def operation(summary: str, responses: Mapping[int, type[BaseModel] | str], **options: Any) -> Callable:
@@ -157,7 +158,7 @@ _ERROR_TEXT = {
     400: "Bad query string, JSON or Host header (field names it)",
     401: "No credential, or an unknown, expired or revoked token",
     403: "Not allowed: not the job's owner, an admin-only operation, a token's scope, or no CSRF token",
-    404: "No such job (or artifact)",
+    404: "No such job (or artifact); for a submit, no job with the id in cloned_from",
     409: "The job's status does not allow this now (job_status says what it is)",
     413: "The body is over MAX_CONTENT_LENGTH",
     415: "The body is not JSON",
@@ -239,6 +240,8 @@ def _operation(path: str, method: str, endpoint: str, spec: Operation, task_para
                                                                "application/octet-stream"}}}
         else:
             content = {"application/json": {"schema": {"$ref": _ref(model)}}}
+            if status == 200:
+                content.update({media: {"schema": {"type": "string"}} for media in spec.media})
         responses[str(status)] = {"description": _describe(model), "content": content}
         if model is schemas.Submitted:
             responses[str(status)]["links"] = _links_to_the_job(ops)
@@ -261,7 +264,7 @@ def _errors(path: str, method: str, spec: Operation) -> set[int]:
     found = {400, 401, 403, 503, *spec.errors}  # any request: a bad Host header, its credential, the database
     if spec.conditional:
         found.add(304)
-    if "{" in path:
+    if "{" in path or spec.body is schemas.SubmitRequest:  # a job in the path, or the one cloned_from names
         found.add(404)
     if spec.body is not None:
         found |= {413, 415, 422}

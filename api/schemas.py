@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar
+from uuid import UUID
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 
 from api.status import JobStatus
 
@@ -84,6 +86,7 @@ PATTERN_HELP = {
     "name": "must have a character other than whitespace, and no control characters (tabs, newlines, escapes)",
     "reason": "must have a character other than whitespace",
     "cursor": "must be a next_cursor this API returned",
+    "sort": "a metric's name (lowest first), or -name (highest first)",
     "id_prefix": "must be the start of a job id (hexadecimal, with dashes where the id has them)",
 }
 """What a field's ``pattern`` means, said in words when a value does not match it."""
@@ -99,6 +102,7 @@ class SubmitRequest(Model):
     params: dict[str, Any] | None = Field(None, description="the task's params; left out: its defaults")
     name: Name | None = None
     max_attempts: Attempts | None = Field(None, description="attempts before the job stays failed (default 1)")
+    cloned_from: UUID | None = Field(None, description="the job this one runs again (Run again); linked back")
     config: dict[str, Any] | None = Field(None, json_schema_extra={"deprecated": True},
                                           description="the old form of {task: mlp, params}: the mlp task's params")
 
@@ -133,16 +137,55 @@ IdPrefix = Annotated[str, Field(max_length=36, pattern=f"^({_id_prefixes()})$",
                                 description="the start of a job id (as git takes a commit's)")]
 
 
+def _when(value: Any) -> Any:
+    """An ISO date (``2026-11-26``) or date-time (UTC unless it says); the datetime of its start."""
+    if not isinstance(value, str):
+        return value
+    try:
+        when = datetime.fromisoformat(value)  # Python 3.11 reads a trailing Z too
+    except ValueError:
+        raise ValueError("must be an ISO date (2026-11-26) or date-time (2026-11-26T08:00:00Z)") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+When = Annotated[datetime, BeforeValidator(_when),
+                 WithJsonSchema({"anyOf": [{"type": "string", "format": "date"},
+                                           {"type": "string", "format": "date-time"}]})]
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+METRIC_SORT = r"^-?[A-Za-z0-9_.:/][A-Za-z0-9_.:/-]{0,99}$"
+
+
 class ListQuery(Model):
-    """``GET /api/training``: newest first, one page at a time."""
+    """``GET /api/training``: newest first (or by a final metric), one page at a time, narrowed by any of the
+    filters (all of them together)."""
 
     status: JobStatus | None = None
     task: str | None = Field(None, max_length=64)
     owner: str | None = Field(None, max_length=64, description="a user's name")
+    name: str | None = Field(None, max_length=200, description="a part of the job's name, any case")
+    since: When | None = Field(None, description="created at or after (an ISO date or date-time)")
+    until: When | None = Field(None, description="created before; a plain date takes in that whole day")
+    sort: str | None = Field(None, pattern=METRIC_SORT,
+                             description="a final metric: lowest first, or -metric highest first (only jobs with it)")
     id_prefix: IdPrefix | None = None
     limit: PageSize = 50
     cursor: str | None = Field(None, max_length=200, pattern=r"^[A-Za-z0-9_-]*=*$",
                                description="next_cursor of the page before (opaque)")
+
+    @field_validator("until", mode="before")
+    @classmethod
+    def _whole_day(cls, value: Any) -> Any:
+        """A plain date ``until`` takes in that whole day: before the next one starts."""
+        if isinstance(value, str) and _DATE.fullmatch(value):
+            try:
+                return datetime.fromisoformat(value).replace(tzinfo=UTC) + timedelta(days=1)
+            except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31
+                raise ValueError("must be an ISO date (2026-11-26) before 9999-12-31, or a date-time") from None
+        return value
+
+
+class HistoryQuery(Model):
+    format: Literal["json", "csv"] = Field("json", description="csv: a download, one row per report")
 
 
 class LogsQuery(Model):
@@ -253,8 +296,19 @@ class JobSummary(Model):
     updated_at: Timestamp
     heartbeat_at: Timestamp | None
     log_truncated: bool
+    cloned_from: JobId | None = Field(description="the job this one was run again from")
     heartbeat_age_seconds: float | None
     stale: bool = Field(description="running, but its heartbeat is older than HEARTBEAT_TIMEOUT")
+
+
+class History(Model):
+    """A job's metric history: its columns (epoch, step, then each metric by name) and every report."""
+
+    job_id: JobId
+    name: str
+    task: str
+    columns: list[str]
+    history: list[dict[str, Any]]
 
 
 class Job(JobSummary):

@@ -188,7 +188,27 @@ def api_section(r: dict) -> list[str]:
         f"| submit throughput | {sub['jobs_per_s']:.0f} jobs/s ({sub['threads']} client threads, {sub['errors']} "
         f"errors) |",
         "", f"Target list p99 <= 20 ms: **{'met' if s['p99'] <= 0.02 else 'missed'}**.", "", f"![api]({png})",
+        *filters_table(r),
     ]
+
+
+def filters_table(r: dict) -> list[str]:
+    """The list's filters (#14), each measured as the plain list is, in the same run."""
+    filters = r.get("filters")
+    if not filters:
+        return []
+    lines = ["", "The list's filters and sorting (#14), same stack and rows, each "
+             f"{len(next(iter(filters.values()))['samples_s'])} sequential requests:", "",
+             "| filter | path | p50 | p99 | max |", "|---|---|---|---|---|"]
+    for label, f in filters.items():
+        q = f["summary"]
+        lines.append(f"| {label} | `{f['path'].split('?', 1)[1]}` | {ms(q['p50'])} | {ms(q['p99'])} | {ms(q['max'])} |")
+    worst = max(f["summary"]["p99"] for f in filters.values())
+    load = r.get("load_average_at_end")
+    lines += ["", f"Target p99 <= 20 ms for every filter: **{'met' if worst <= 0.02 else 'missed'}** (worst p99 "
+              f"{ms(worst)})." + (f" Load average when the run ended: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} "
+                                  "(1, 5, 15 min; other work shared the machine)." if load else "")]
+    return lines
 
 
 def overhead_section(r: dict) -> list[str]:

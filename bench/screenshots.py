@@ -38,6 +38,9 @@ def main() -> None:
         wait_for(lambda: status_of(done) == "completed", 120, "the baseline to complete")
         regression = submit("diabetes-wd-1e-4", DIABETES, task="diabetes-regression")
         wait_for(lambda: status_of(regression) == "completed", 120, "the regression to complete")
+        sweep = [regression] + [submit(f"diabetes-lr-{lr}", {**DIABETES, "lr": lr}, task="diabetes-regression")
+                                for lr in (0.02, 0.001)]
+        wait_for(lambda: all(status_of(job_id) == "completed" for job_id in sweep), 240, "the sweep to complete")
         dropped = submit("lr-sweep-0.1", {**LONG, "learning_rate": 0.1})
         wait_for(lambda: status_of(dropped) == "running", 60, "the sweep to start")
         http("DELETE", f"{url}/api/training/{dropped}")
@@ -59,6 +62,8 @@ def main() -> None:
                 page.locator("#submit-panel summary").click()
                 page.locator("#task-select").select_option("mlp")
                 page.locator("#param-epochs").wait_for()
+                for job_id in sweep:
+                    page.locator(f"tr[data-job-id='{job_id}'] .select-job").check()
                 page.screenshot(path=DOCS / f"monitor-jobs{suffix}.png", full_page=True)
                 page.goto(f"{url}/jobs/{regression}")
                 page.locator("#charts .chart[data-metric=val_r2] canvas").wait_for()
@@ -66,6 +71,10 @@ def main() -> None:
                 page.locator("#log .log-line").nth(5).wait_for()
                 page.wait_for_timeout(1500)  # one more poll: curves and log settled for the picture
                 page.screenshot(path=DOCS / f"monitor-job{suffix}.png", full_page=True)
+                page.goto(f"{url}/compare?ids={','.join(sweep)}")
+                page.locator("#charts .chart[data-metric=val_r2][data-lines='3'] canvas").wait_for()
+                page.wait_for_timeout(500)
+                page.screenshot(path=DOCS / f"monitor-compare{suffix}.png", full_page=True)
                 page.close()
             browser.close()
     print(f"wrote {', '.join(sorted(p.name for p in DOCS.glob('monitor-*.png')))} in docs/")

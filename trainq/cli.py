@@ -7,6 +7,7 @@ nor the server's packages.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -98,10 +99,14 @@ def progress_text(job: dict[str, Any]) -> str:
     return ""
 
 
+def _number_text(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def metrics_text(metrics: dict[str, Any] | None, limit: int = 4) -> str:
     if not metrics:
         return ""
-    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in list(metrics.items())[:limit])
+    return ", ".join(f"{k} {_number_text(v)}" for k, v in list(metrics.items())[:limit])
 
 
 # ------------------------------------------------------------------------------------------------- params
@@ -249,7 +254,9 @@ def _bounds(prop: dict[str, Any]) -> str:
 
 
 @main.command()
-@click.argument("task")
+@click.argument("task", required=False)
+@click.option("--clone", "clone_of", metavar="ID",
+              help="Start from this job: its task, params and name, changed by TASK, the file and -p; recorded.")
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
               help="A param, typed by the task's schema (-p lr=0.01 -p hidden_sizes=[64,32]); repeatable.")
 @click.option("--params-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -259,18 +266,25 @@ def _bounds(prop: dict[str, Any]) -> str:
 @click.option("--follow", "-f", is_flag=True, help="Then follow it until it ends (exit code as `follow`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
 @handled
-def submit(task: str, params: tuple[str, ...], params_file: Path | None, name: str | None,
-           max_attempts: int | None, follow: bool, as_json: bool) -> None:
-    """Submit a job of TASK."""
+def submit(task: str | None, clone_of: str | None, params: tuple[str, ...], params_file: Path | None,
+           name: str | None, max_attempts: int | None, follow: bool, as_json: bool) -> None:
+    """Submit a job of TASK (or, with --clone ID, another run of that job)."""
     api = client()
+    source = api.call("GET", f"/api/training/{resolve(api, clone_of)}") if clone_of else None
+    task = task or (source["task"] if source else None)
+    if not task:
+        raise ClientError("give a TASK to submit (trainq tasks lists them), or --clone ID", field="task")
     specs = {spec["name"]: spec for spec in api.call("GET", "/api/tasks")["tasks"]}
     if task not in specs:
         raise ClientError(f"unknown task {task!r}; known tasks: {', '.join(sorted(specs)) or 'none'}", field="task")
-    values = read_params_file(params_file) if params_file else {}
+    values = dict(source["params"]) if source else {}
+    values.update(read_params_file(params_file) if params_file else {})
     for text in params:
         key, value = parse_param(text, specs[task].get("params_schema") or {})
         values[key] = value
-    body: dict[str, Any] = {"task": task, "params": values, "name": name or task}
+    body: dict[str, Any] = {"task": task, "params": values, "name": name or (source["name"] if source else task)}
+    if source:
+        body["cloned_from"] = source["id"]
     if max_attempts is not None:
         body["max_attempts"] = max_attempts
     answer = api.call("POST", "/api/training", body)
@@ -293,25 +307,34 @@ def submit(task: str, params: tuple[str, ...], params_file: Path | None, name: s
 @main.command("ls")
 @click.option("--status", help="Only jobs in this status.")
 @click.option("--task", help="Only jobs of this task.")
+@click.option("--name", help="Only jobs whose name holds this (any case).")
+@click.option("--owner", help="Only this user's jobs.")
 @click.option("--mine", is_flag=True, help="Only your own jobs.")
-@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
+@click.option("--since", metavar="DATE", help="Only jobs created on or after this date (2026-11-26) or time (UTC).")
+@click.option("--until", metavar="DATE", help="Only jobs created before this time, or on or before this date.")
+@click.option("--sort", metavar="METRIC", help="Best first by this final metric, lowest first; -METRIC: highest "
+              "first (jobs without it are left out).")
+@click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
 @handled
-def list_jobs(status: str | None, task: str | None, mine: bool, limit: int, as_json: bool) -> None:
-    """List jobs, newest first."""
+def list_jobs(status: str | None, task: str | None, name: str | None, owner: str | None, mine: bool,
+              since: str | None, until: str | None, sort: str | None, limit: int, as_json: bool) -> None:
+    """List jobs, newest first (or best first by a metric, with --sort)."""
     api = client()
-    owner = None
     if mine:
         me = api.call("GET", "/api/me")
         owner = me.get("user", me).get("name")
-    jobs = api.call("GET", "/api/training", status=status, task=task, owner=owner, limit=limit)["jobs"]
+    jobs = api.call("GET", "/api/training", status=status, task=task, name=name, owner=owner, since=since,
+                    until=until, sort=sort, limit=limit)["jobs"]
     if as_json:
         emit_json(jobs)
         return
-    listed = table("id", "name", "task", "status", "progress", "owner", "created")
+    metric = sort.lstrip("-") if sort else None
+    listed = table("id", "name", "task", "status", "progress", *([metric] if metric else []), "owner", "created")
     for job in jobs:
+        value = [cell(_number_text((job.get("metrics") or {}).get(metric)))] if metric else []
         listed.add_row(job["id"][:8], cell(job["name"]), cell(job.get("task", "")), job["status"], progress_text(job),
-                       cell(job.get("owner") or ""), (job.get("created_at") or "")[:19].replace("T", " "))
+                       *value, cell(job.get("owner") or ""), (job.get("created_at") or "")[:19].replace("T", " "))
     console.print(listed)
     if not jobs:
         click.echo("no jobs")
@@ -399,6 +422,22 @@ for _name, _path, _method, _help in (
 def mark_failed(job_id: str, reason: str) -> None:
     """Mark a job failed by hand (its training is stopped)."""
     _action("/mark-failed", body={"reason": reason})(job_id)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write it here, not to stdout.")
+@handled
+def history(job_id: str, fmt: str, output: Path | None) -> None:
+    """A job's metric history (every report, epoch and step), as CSV or JSON."""
+    api = client()
+    job_id = resolve(api, job_id)
+    with open(output, "wb") if output else contextlib.nullcontext(sys.stdout.buffer) as out:
+        api.download(f"/api/training/{job_id}/history?format={fmt}", out)
+        out.flush()
+    if output:
+        click.echo(f"wrote {output}")
 
 
 @main.command()

@@ -4,16 +4,20 @@ query and body arrive parsed by the models of ``api.schemas``, and what it retur
 from __future__ import annotations
 
 import base64
+import csv
+import io
+import re
 import uuid
 from typing import Any
 
-from flask import Blueprint, current_app, send_file, url_for
+from flask import Blueprint, Response, current_app, send_file, url_for
 
 from api import jobs
 from api import schemas as s
 from api.auth import admin_required
 from api.models import TrainingJob
 from api.openapi import BINARY, operation
+from api.schemas import ApiError
 from api.status import utcnow
 from api.tasks import TaskRejected
 
@@ -35,8 +39,10 @@ def render_with_actions(job: TrainingJob) -> dict[str, Any]:
 
 def list_page(query: s.ListQuery) -> dict[str, Any]:
     """One page of ``GET /api/training`` (the monitor's first paint uses it too)."""
-    page = jobs.list_jobs(query.status, query.limit, query.cursor, query.task or None,
-                          query.id_prefix.lower() if query.id_prefix else None, query.owner or None)
+    where = jobs.JobFilter(status=query.status, task=query.task or None,
+                           id_prefix=query.id_prefix.lower() if query.id_prefix else None, owner=query.owner or None,
+                           name=query.name or None, since=query.since, until=query.until, sort=query.sort)
+    page = jobs.list_jobs(where, query.limit, query.cursor)
     return {"jobs": [render(job, exclude=jobs.LIST_LEAVES_OUT) for job in page.jobs], "next_cursor": page.next_cursor}
 
 
@@ -45,7 +51,10 @@ def list_page(query: s.ListQuery) -> dict[str, Any]:
 def submit_job(body: s.SubmitRequest):
     task, params = body.task_and_params(LEGACY_TASK)
     try:
-        result = jobs.submit(task, params, body.name.strip() if body.name else None, body.max_attempts)
+        result = jobs.submit(task, params, body.name.strip() if body.name else None, body.max_attempts,
+                             cloned_from=str(body.cloned_from) if body.cloned_from else None)
+    except jobs.CloneSourceNotFound as exc:
+        raise ApiError(404, "job_not_found", str(exc), "cloned_from") from None
     except TaskRejected as exc:
         if body.config is not None and exc.field.startswith("params"):  # answer in the words of the old form
             raise TaskRejected(exc.code, "config" + exc.message[len("params"):], "config" + exc.field[len("params"):]) \
@@ -92,6 +101,23 @@ def get_job(job_id: uuid.UUID):
 @operation("A job's status transitions, oldest first", {200: s.Events}, conditional=True)
 def job_events(job_id: uuid.UUID):
     return {"events": [event.to_dict() for event in jobs.list_events(job_id)]}
+
+
+@bp.get("/<uuid:job_id>/history")
+@operation("A job's metric history, as JSON or a CSV download", {200: s.History}, query=s.HistoryQuery,
+           media=("text/csv",))
+def job_history(job_id: uuid.UUID, query: s.HistoryQuery):
+    job, columns, entries = jobs.metric_history(job_id)
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", job.name).strip("-")[:60] or "job"
+    download = {"Content-Disposition": f'attachment; filename="{safe}-{str(job.id)[:8]}-history.{query.format}"'}
+    if query.format == "json":
+        return {"job_id": str(job.id), "name": job.name, "task": job.task, "columns": columns,
+                "history": entries}, 200, download
+    out = io.StringIO()
+    writer = csv.DictWriter(out, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(entries)
+    return Response(out.getvalue(), mimetype="text/csv", headers=download)
 
 
 @bp.get("/<uuid:job_id>/logs")

@@ -102,35 +102,15 @@ function renderJob(job) {
 
 // ---------------------------------------------------------------- curves (uPlot), one per metric
 
-const AXES = new Set(["epoch", "step"]);
-const WHOLE_STEPS = [1, 2, 5].flatMap((m) => [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7].map((p) => m * p))
-  .sort((a, b) => a - b);  // epochs and steps are whole: no tick at 1.5
-const COLOURS = ["#1f6feb", "#d97706", "#15803d", "#9333ea", "#dc2626", "#0891b2", "#4d7c0f", "#db2777"];
-
 /** Every metric in the history as points on its axis: the epoch when every entry with it has one, else the
-    step (step-only reports are sampled). Epoch curves first, each group in the order the metrics first appear.
-    A later report of the same x wins. */
+    step (step-only reports are sampled). Epoch curves first, each group in the order the metrics first appear. */
 function metricSeries(history) {
-  const names = [];
-  for (const entry of history) {
-    for (const key of Object.keys(entry)) if (!AXES.has(key) && !names.includes(key)) names.push(key);
-  }
-  return names.map((name) => {
-    const entries = history.filter((e) => name in e);
-    const axis = entries.every((e) => typeof e.epoch === "number") ? "epoch" : "step";
-    const byX = new Map();
-    for (const entry of entries) {
-      if (typeof entry[axis] !== "number") continue;
-      byX.delete(entry[axis]);
-      byX.set(entry[axis], typeof entry[name] === "number" && isFinite(entry[name]) ? entry[name] : null);
-    }
+  return metricNames(history).map((name) => {
+    const axis = axisOf(history, name);
+    const byX = metricPoints(history, name, axis);
     const xs = [...byX.keys()].sort((a, b) => a - b);
     return {name, axis, xs, ys: xs.map((x) => byX.get(x))};
   }).sort((a, b) => Number(a.axis !== "epoch") - Number(b.axis !== "epoch"));
-}
-
-function chartWidth(el) {
-  return Math.max(200, el.clientWidth || 300);
 }
 
 function makeChart(el, series, colour) {

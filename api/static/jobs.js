@@ -1,5 +1,6 @@
-/* The jobs page: the list (live, filtered by status and task, paged by the API's cursor) and the submit form,
-   generated from the params JSON Schema the chosen task's workers published (GET /api/tasks). */
+/* The jobs page: the list (live, filtered and sorted as the API allows, paged by its cursor, jobs selected for the
+   compare page) and the submit form, generated from the params JSON Schema the chosen task's workers published
+   (GET /api/tasks), filled in from another job for "Run again". */
 "use strict";
 
 const rows = document.getElementById("job-rows");
@@ -10,19 +11,36 @@ const newer = document.getElementById("newer");
 const form = document.getElementById("submit-form");
 const panel = document.getElementById("submit-panel");
 
+/** The filter inputs, by the API's parameter each sets (sort is the metric's input with the order's sign). */
+const FILTER_INPUTS = {name: "name-filter", owner: "owner-filter", since: "since-filter", until: "until-filter"};
+const sortMetric = document.getElementById("sort-metric");
+const sortOrder = document.getElementById("sort-order");
+
 const view = {
   status: filter.value,
   task: taskFilter.value,
+  filters: {},  // name, owner, since, until, sort: as the inputs say (read by readFilters)
+  selected: new Map(JSON.parse(sessionStorage.getItem("trainq-selected") || "[]")),  // id -> name, in order chosen
   cursors: [],  // the cursors of the pages before this one; the last is this page's
   page: JSON.parse(document.getElementById("initial").textContent),
   receivedAt: performance.now(),
   resource: null,
 };
 
+function readFilters() {
+  view.status = filter.value;
+  view.task = taskFilter.value;
+  view.filters = Object.fromEntries(Object.entries(FILTER_INPUTS).map(([key, id]) =>
+    [key, document.getElementById(id).value.trim()]));
+  const metric = sortMetric.value.trim();
+  view.filters.sort = metric ? `${sortOrder.value}${metric}` : "";
+}
+
 function filterParams() {
   const params = new URLSearchParams();
   if (view.status) params.set("status", view.status);
   if (view.task) params.set("task", view.task);
+  for (const [key, value] of Object.entries(view.filters)) if (value) params.set(key, value);
   return params;
 }
 
@@ -52,8 +70,32 @@ function metricsCell(job) {
     shown, entries.length > SHOWN_METRICS ? h("span", {class: "muted"}, `+${entries.length - SHOWN_METRICS}`) : null);
 }
 
+function selectCell(job) {
+  return h("td", {"data-label": "Compare", class: "select"}, h("input", {type: "checkbox", class: "select-job",
+    "aria-label": `Select ${job.name} to compare`, checked: view.selected.has(job.id),
+    onchange: (event) => {
+      if (event.target.checked) view.selected.set(job.id, job.name);
+      else view.selected.delete(job.id);
+      renderSelection();
+    }}));
+}
+
+/** How many jobs are chosen (on any page, under any filter) and the compare page's link for them. */
+function renderSelection() {
+  sessionStorage.setItem("trainq-selected", JSON.stringify([...view.selected]));
+  const count = view.selected.size, link = document.getElementById("compare-link");
+  const ids = [...view.selected.keys()];
+  document.getElementById("selected-count").textContent = count
+    ? `${count} selected: ${[...view.selected.values()].join(", ")}` : "Select jobs to compare them.";
+  link.href = `/compare?ids=${ids.join(",")}`;
+  link.setAttribute("aria-disabled", String(count < 2));
+  link.textContent = count >= 2 ? `Compare ${count} jobs` : "Compare";
+  document.getElementById("clear-selection").hidden = count === 0;
+}
+
 function jobRow(job) {
   return h("tr", {"data-job-id": job.id, "data-status": job.status, "data-task": job.task},
+    selectCell(job),
     h("td", {"data-label": "Name"}, h("a", {href: `/jobs/${job.id}`}, job.name),
       h("div", {class: "muted owner"}, job.owner || "")),
     h("td", {"data-label": "Task", class: "task"}, job.task),
@@ -69,7 +111,22 @@ function jobRow(job) {
 
 function emptyText() {
   const what = [view.task ? `${view.task} jobs` : "jobs", view.status ? `with status ${view.status}` : null];
-  return `No ${what.filter(Boolean).join(" ")} yet.`;
+  const more = Object.values(view.filters).some(Boolean) ? " match these filters" : " yet";
+  return `No ${what.filter(Boolean).join(" ")}${more}.`;
+}
+
+/** The metric names the listed jobs report, offered to the sort input. */
+function renderMetricNames() {
+  const box = document.getElementById("metric-names");
+  const names = new Set(Array.from(box.options, (o) => o.value));
+  for (const job of view.page.jobs) {
+    for (const name of Object.keys(job.metrics || {})) {
+      if (!names.has(name)) {
+        names.add(name);
+        box.append(h("option", {value: name}));
+      }
+    }
+  }
 }
 
 function render() {
@@ -79,6 +136,7 @@ function render() {
   empty.textContent = emptyText();
   older.disabled = !view.page.next_cursor;
   newer.disabled = view.cursors.length === 0;
+  renderMetricNames();
 }
 
 /** Between changes only the clocks move: update those cells in place (no re-render, no flicker). */
@@ -98,8 +156,10 @@ function navigate() {
   refresh();
 }
 
+readFilters();
 view.resource = new Resource(listUrl());
 render();
+renderSelection();
 
 const TASKS_EVERY = 5;  // while the form is open, the tasks (and their live workers) are re-read every 5th poll
 let polls = 0;
@@ -116,15 +176,41 @@ const refresh = poll(async () => {
   if (panel.open && ++polls % TASKS_EVERY === 0) await refreshTasks();
 });
 
-filter.addEventListener("change", () => {
-  view.status = filter.value;
+function applyFilters() {
+  const before = listUrl();
+  readFilters();
   view.cursors = [];
-  navigate();
+  if (listUrl() !== before || view.cursors.length) navigate();
+}
+
+let typing = null;  // text filters apply as one types, once a pause says the word is done
+for (const el of document.querySelectorAll("#filters input, #filters select")) {
+  el.addEventListener("change", applyFilters);
+  if (el.type === "search") {
+    el.addEventListener("input", () => {
+      clearTimeout(typing);
+      typing = setTimeout(applyFilters, 300);
+    });
+  }
+}
+document.getElementById("filters").addEventListener("submit", (event) => {
+  event.preventDefault();
+  applyFilters();
 });
-taskFilter.addEventListener("change", () => {
-  view.task = taskFilter.value;
-  view.cursors = [];
-  navigate();
+document.getElementById("clear-filters").addEventListener("click", () => {
+  for (const el of document.querySelectorAll("#filters input")) el.value = "";
+  filter.value = "";
+  taskFilter.value = "";
+  sortOrder.value = "";
+  applyFilters();
+});
+document.getElementById("clear-selection").addEventListener("click", () => {
+  view.selected.clear();
+  for (const box of rows.querySelectorAll(".select-job")) box.checked = false;
+  renderSelection();
+});
+document.getElementById("compare-link").addEventListener("click", (event) => {
+  if (view.selected.size < 2) event.preventDefault();
 });
 older.addEventListener("click", () => {
   view.cursors.push(view.page.next_cursor);
@@ -426,7 +512,41 @@ function formPayload() {
   const params = {};
   for (const input of form.querySelectorAll("[data-param]")) params[input.dataset.param] = fieldValue(input);
   const name = document.getElementById("job-name").value.trim();
-  return {task: taskSelect.value, params, ...(name ? {name} : {})};
+  return {task: taskSelect.value, params, ...(name ? {name} : {}), ...(clone ? {cloned_from: clone.id} : {})};
+}
+
+// ---------------------------------------------------------------- "Run again": the form filled in from a job
+
+const clone = JSON.parse(document.getElementById("clone").textContent);
+
+/** Put ``value`` (as the API holds it) into a generated field, the reverse of ``fieldValue``. */
+function fillField(input, value) {
+  const kind = input.dataset.kind;
+  if (kind === "boolean") input.checked = value === true;
+  else if (kind === "enum") input.value = JSON.stringify(value === undefined ? null : value);
+  else if (kind === "list") input.value = Array.isArray(value) ? value.join(", ") : "";
+  else if (kind === "json") input.value = value === undefined || value === null ? "" : JSON.stringify(value);
+  else input.value = value === undefined || value === null ? "" : String(value);
+}
+
+if (clone) {
+  panel.open = true;
+  const note = document.getElementById("clone-note");
+  note.replaceChildren("Running again ", h("a", {href: `/jobs/${clone.id}`}, clone.name),
+    ": its task and params are filled in; change what you want and submit. The new job links back to it.");
+  note.hidden = false;
+  if (catalog.tasks.some((t) => t.name === clone.task)) {
+    taskSelect.value = clone.task;
+    showTask(true);
+    for (const input of form.querySelectorAll("[data-param]")) {
+      if (input.dataset.param in clone.params) fillField(input, clone.params[input.dataset.param]);
+    }
+  } else {
+    document.getElementById("err-task").textContent =
+      `No worker has published task ${clone.task} (any more): the job cannot run again until one does.`;
+  }
+  document.getElementById("job-name").value = clone.name;
+  panel.scrollIntoView();
 }
 
 function clearErrors() {

@@ -175,3 +175,41 @@ function poll(tick) {
   run();
   return run;  // call it to refresh at once (after an action)
 }
+
+// ---------------------------------------------------------------- metric curves (the job and compare pages)
+
+const AXES = new Set(["epoch", "step"]);
+const WHOLE_STEPS = [1, 2, 5].flatMap((m) => [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7].map((p) => m * p))
+  .sort((a, b) => a - b);  // epochs and steps are whole: no tick at 1.5
+const COLOURS = ["#1f6feb", "#d97706", "#15803d", "#9333ea", "#dc2626", "#0891b2", "#4d7c0f", "#db2777",
+  "#57606a", "#b45309", "#0f766e", "#7c3aed"];
+
+/** The metrics a history reports, in the order they first appear. */
+function metricNames(history) {
+  const names = [];
+  for (const entry of history) {
+    for (const key of Object.keys(entry)) if (!AXES.has(key) && !names.includes(key)) names.push(key);
+  }
+  return names;
+}
+
+/** The axis a metric is drawn on: the epoch when every entry with it has one, else the step. */
+function axisOf(history, name) {
+  return history.filter((e) => name in e).every((e) => typeof e.epoch === "number") ? "epoch" : "step";
+}
+
+/** A metric's points on ``axis`` as a Map x -> y (null where not a finite number); a later report of the same x
+    wins. */
+function metricPoints(history, name, axis) {
+  const byX = new Map();
+  for (const entry of history) {
+    if (!(name in entry) || typeof entry[axis] !== "number") continue;
+    byX.delete(entry[axis]);
+    byX.set(entry[axis], typeof entry[name] === "number" && isFinite(entry[name]) ? entry[name] : null);
+  }
+  return byX;
+}
+
+function chartWidth(el) {
+  return Math.max(200, el.clientWidth || 300);
+}

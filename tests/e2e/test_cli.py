@@ -230,3 +230,44 @@ def test_a_failed_download_leaves_the_local_file_alone(cli_env, tmp_path):
     for url in ("http://127.0.0.1:5000/ ", "127.0.0.1:5000"):
         wrong = trainq({**cli_env, "TRAINQ_URL": url}, "ls")
         assert wrong.returncode == 1 and "Traceback" not in wrong.stderr, wrong.stderr
+
+
+def test_ls_filters_and_sorts_submit_clone_and_history(cli_env, client):
+    import uuid as uuid_module
+
+    from sqlalchemy import update
+
+    from api.extensions import db
+    from api.models import TrainingJob
+
+    ids = {}
+    for name, loss in (("sweep-lr-1", 0.5), ("sweep-lr-2", 0.25), ("other", None)):
+        ids[name] = submitted_id(trainq(cli_env, "submit", "mlp", "-p", "epochs=3", "--name", name))
+        if loss is not None:
+            db.session.execute(update(TrainingJob).where(TrainingJob.id == uuid_module.UUID(ids[name])).values(
+                metrics={"val_loss": loss}, history=[{"epoch": 1, "step": 5, "val_loss": loss}]))
+            db.session.commit()
+    listed = json.loads(trainq(cli_env, "ls", "--name", "SWEEP", "--json").stdout)
+    assert sorted(job["name"] for job in listed) == ["sweep-lr-1", "sweep-lr-2"]
+    best = trainq(cli_env, "ls", "--sort", "val_loss")
+    assert best.returncode == 0 and "val_loss" in best.stdout.splitlines()[0]
+    lines = [line for line in best.stdout.splitlines() if "sweep" in line]
+    assert "sweep-lr-2" in lines[0] and "0.25" in lines[0] and "other" not in best.stdout
+    worst = json.loads(trainq(cli_env, "ls", "--sort", "-val_loss", "--json").stdout)
+    assert [job["name"] for job in worst] == ["sweep-lr-1", "sweep-lr-2"]
+    assert json.loads(trainq(cli_env, "ls", "--since", "2999-01-01", "--json").stdout) == []
+    bad = trainq(cli_env, "ls", "--since", "soon")
+    assert bad.returncode == 1 and "since" in bad.stderr and "Traceback" not in bad.stderr
+
+    clone = trainq(cli_env, "submit", "--clone", ids["sweep-lr-1"][:8], "-p", "learning_rate=0.5")
+    clone_id = submitted_id(clone)
+    job = row(clone_id)
+    assert str(job.cloned_from) == ids["sweep-lr-1"] and job.name == "sweep-lr-1" and job.task == "mlp"
+    assert job.params["epochs"] == 3 and job.params["learning_rate"] == 0.5
+    neither = trainq(cli_env, "submit")
+    assert neither.returncode == 1 and "--clone" in neither.stderr
+
+    csv_text = trainq(cli_env, "history", ids["sweep-lr-2"]).stdout
+    assert csv_text.splitlines() == ["epoch,step,val_loss", "1,5,0.25"]
+    as_json = json.loads(trainq(cli_env, "history", ids["sweep-lr-2"], "--format", "json").stdout)
+    assert as_json["history"] == [{"epoch": 1, "step": 5, "val_loss": 0.25}]

@@ -38,7 +38,7 @@ def test_submit_writes_row_then_enqueues(client, redis):
         "id", "name", "status", "status_reason", "task", "params", "epoch", "step", "total_steps", "loss", "metrics",
         "rq_job_id", "worker_name", "worker_pid", "hostname", "attempts", "checkpoint_path", "error_message",
         "created_at", "queued_at", "started_at", "finished_at", "updated_at", "heartbeat_at", "owner_id", "owner",
-        "max_attempts", "resume_from", "heartbeat_age_seconds", "stale", "log_truncated", "history",
+        "max_attempts", "resume_from", "heartbeat_age_seconds", "stale", "log_truncated", "history", "cloned_from",
     }
     assert set(job) == expected_columns
     rq_job = fetch(job["id"], redis)
@@ -118,7 +118,8 @@ def test_list_newest_first_with_cursor_pages_and_filter(client):
 @pytest.mark.parametrize(
     ("query", "field"),
     [("limit=0", "limit"), ("limit=201", "limit"), ("limit=abc", "limit"), ("status=lost", "status"),
-     ("cursor=garbage", "cursor"), ("sort=name", "sort")],
+     ("cursor=garbage", "cursor"), ("sort=val%20loss", "sort"), ("since=today", "since"), ("order=asc", "order"),
+     ("until=9999-12-31", "until"), ("name=" + "n" * 201, "name"), ("sort=" + "m" * 101, "sort"), ("sort=--x", "sort")],
 )
 def test_bad_list_parameters(client, query, field):
     assert error_of(client.get(f"/api/training?{query}"), 400)["field"] == field

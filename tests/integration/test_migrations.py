@@ -54,3 +54,42 @@ def test_an_empty_database_gets_no_placeholder_user(settings, postgres_server):
         flask_migrate.downgrade(revision="0005")
         db.session.remove()
         db.engine.dispose()
+
+
+def test_0008_adds_cloned_from_and_the_search_indexes_and_goes_back(settings, postgres_server):
+    url = postgres_server.create_database(f"migrate_{uuid.uuid4().hex[:8]}")
+    app = make_app(settings, DATABASE_URL=url)
+
+    def shape() -> tuple[bool, set[str]]:
+        column = db.session.execute(text("SELECT 1 FROM information_schema.columns WHERE table_name = "
+                                         "'training_jobs' AND column_name = 'cloned_from'")).scalar()
+        indexes = set(db.session.scalars(text("SELECT indexname FROM pg_indexes WHERE tablename = 'training_jobs'")))
+        db.session.commit()
+        return bool(column), indexes
+
+    with app.app_context():
+        flask_migrate.upgrade(revision="0007")
+        job_id = uuid.uuid4()
+        db.session.execute(text("INSERT INTO users (name, is_admin, created_at) VALUES ('old', true, now())"))
+        db.session.execute(text(
+            "INSERT INTO training_jobs (id, name, owner_id, status, task, params, metrics, epoch, step, attempts, "
+            "created_at, updated_at) VALUES (:id, 'old', (SELECT id FROM users), 'completed', 'mlp', '{}', "
+            "'{\"val_loss\": 0.5, \"tag\": \"a\"}', 1, 1, 1, now(), now())"), {"id": job_id})
+        db.session.commit()
+        flask_migrate.upgrade()
+        column, indexes = shape()
+        assert column and {"ix_training_jobs_name_trgm", "ix_training_jobs_owner_newest"} <= indexes
+        backfilled = db.session.execute(text("SELECT job_id, name, value FROM job_metric_values")).all()
+        db.session.commit()
+        assert [tuple(r) for r in backfilled] == [(job_id, "val_loss", 0.5)]  # the jobs there were, numbers only
+        plan = db.session.execute(text("SET LOCAL enable_seqscan = off; EXPLAIN SELECT id FROM training_jobs "
+                                       "WHERE name ILIKE '%resnet%'")).scalars().all()
+        db.session.commit()
+        assert any("ix_training_jobs_name_trgm" in line for line in plan), plan
+        flask_migrate.downgrade(revision="0007")
+        column, indexes = shape()
+        assert not column and not {"ix_training_jobs_name_trgm", "ix_training_jobs_owner_newest"} & indexes
+        flask_migrate.upgrade()
+        assert shape()[0]
+        db.session.remove()
+        db.engine.dispose()

@@ -86,3 +86,29 @@ def test_static_files_and_the_vendored_chart_library_are_served(client):
         response = client.get(path)
         assert response.status_code == 200, path
         response.close()
+
+
+def test_compare_page_inlines_the_jobs_and_refuses_unknown_ones(client):
+    first, second = submit(client, LONG, name="one"), submit(client, LONG, name="two")
+    response = client.get(f"/compare?ids={first},{second},{first}")
+    assert response.status_code == 200
+    data = initial_data(response.get_data(as_text=True))
+    assert [job["id"] for job in data["jobs"]] == [first, second] and "history" in data["jobs"][0]
+    assert data["params_order"][:2] == ["dataset", "model"]
+    assert client.get(f"/compare?ids={first},00000000-0000-4000-8000-000000000000").status_code == 404
+    assert client.get(f"/compare?ids={first},nonsense").status_code == 404
+    assert client.get("/compare").status_code == 400
+    assert client.get("/compare?ids=" + ",".join(f"x{i}" for i in range(13))).status_code == 400  # 12 at most
+
+
+def test_jobs_page_keeps_every_filter_and_fills_the_form_to_run_a_job_again(client):
+    source = submit(client, LONG, name="source")
+    html = client.get("/?name=sou&since=2020-01-01&sort=-val_loss").get_data(as_text=True)
+    assert initial_data(html)["jobs"] == []  # sorted by a metric: only jobs that reported it
+    assert 'id="name-filter" type="search" value="sou"' in html and 'value="-" selected' in html
+    html = client.get(f"/?clone={source}").get_data(as_text=True)
+    clone = initial_data(html, "clone")
+    assert clone["id"] == source and clone["task"] == "mlp" and clone["params"]["epochs"] == LONG["epochs"]
+    assert "no job nope to run again" in client.get("/?clone=nope").get_data(as_text=True)
+    page = client.get(f"/jobs/{source}").get_data(as_text=True)
+    assert f'href="/?clone={source}"' in page and f"/api/training/{source}/history?format=csv" in page
