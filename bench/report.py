@@ -117,11 +117,11 @@ def orphan_section(r: dict) -> list[str]:
                   f"**{'met' if found['max'] <= 15 and len(cuts) == found['n'] else 'missed'}**."]
     lines += [
         "",
-        f"False positives: a healthy job whose one step took {fp['step_seconds']:.0f} s (its DataLoader worker "
-        f"frozen; {fp['steps_during_stall']} steps meanwhile"
+        f"False positives: a healthy job whose one step took {fp['step_seconds']:.0f} s (its training thread "
+        f"blocked in it: `test-long-step`; {fp['steps_during_stall']} steps meanwhile"
         + (f"; {fp['busy_processes']} other processes spinning, one per core" if fp.get("busy_processes") else "")
         + f") showed {', '.join(fp['statuses_seen'])}; largest heartbeat age {fp['max_heartbeat_age_s']:.1f} s; "
-        f"marked lost: **{'yes' if fp['marked_lost'] else 'no'}**.",
+        f"it ended {fp.get('final_status', '?')}; marked lost: **{'yes' if fp['marked_lost'] else 'no'}**.",
     ]
     if stopped:
         lines += ["", f"Worker and horse SIGSTOPped for {stopped['stopped_s']:.0f} s, then continued: showed "

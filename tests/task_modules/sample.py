@@ -67,6 +67,22 @@ def steps(ctx: TaskContext, params: StepsParams) -> dict:
     return {"steps": params.steps, "resumed_from": start}
 
 
+class LongStepParams(BaseModel):
+    seconds: float = Field(120, ge=0, le=3600, description="how long the one long step blocks")
+
+
+@task("test-long-step", params=LongStepParams)
+def long_step(ctx: TaskContext, params: LongStepParams) -> dict:
+    """One step that takes ``seconds`` (the training thread blocked in it, as in a long forward pass or a data
+    wait), between two quick ones: a healthy job that reports nothing for that long."""
+    ctx.total_steps = 3
+    ctx.report(step=1)
+    time.sleep(params.seconds)
+    ctx.report(step=2)
+    ctx.report(step=3)
+    return {"long_step_seconds": params.seconds}
+
+
 class Nothing(BaseModel):
     pass
 
