@@ -299,9 +299,13 @@ def _submit_forms(task_params: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
     common = {name: prop for name, prop in base["properties"].items() if name not in ("task", "params", "config")}
     forms = []
     for task in sorted(task_params):
-        params = {"anyOf": [{"$ref": REF.format(model=f"params.{task}")}, {"type": "null"}],
-                  "description": "left out or null: the task's defaults"}
-        forms.append({"type": "object", "title": task, "additionalProperties": False, "required": ["task"],
+        ref = {"$ref": REF.format(model=f"params.{task}")}
+        if task_params[task].get("required"):  # a param without a default: params must be sent
+            params, required = ref, ["task", "params"]
+        else:
+            params = {"anyOf": [ref, {"type": "null"}], "description": "left out or null: the task's defaults"}
+            required = ["task"]
+        forms.append({"type": "object", "title": task, "additionalProperties": False, "required": required,
                       "properties": {"task": {"const": task}, "params": params, **common}})
     if "mlp" in task_params:
         forms.append({"type": "object", "title": "mlp (the old form)", "deprecated": True,

@@ -143,9 +143,10 @@ def _when(value: Any) -> Any:
         return value
     try:
         when = datetime.fromisoformat(value)  # Python 3.11 reads a trailing Z too
-    except ValueError:
+        # in UTC: PostgreSQL takes no offset beyond 15:59 (ISO allows up to 23:59)
+        return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):  # OverflowError: year 1 moved across midnight
         raise ValueError("must be an ISO date (2026-11-26) or date-time (2026-11-26T08:00:00Z)") from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 When = Annotated[datetime, BeforeValidator(_when),

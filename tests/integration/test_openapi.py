@@ -44,6 +44,18 @@ def test_each_tasks_params_schema_is_in_the_document(client):
     assert "task" not in by_task["mlp"]["properties"]["name"]  # the common fields, from the same model
 
 
+def test_a_task_with_a_required_param_needs_its_params_in_the_document(app):
+    """A task whose params have no default for one of them cannot be submitted without params."""
+    doc = openapi.document(app, {"needs-one": {"type": "object", "properties": {"path": {"type": "string"}},
+                                               "required": ["path"]},
+                                 "all-defaults": {"type": "object", "properties": {"n": {"type": "integer"}}}})
+    forms = doc["paths"]["/api/training"]["post"]["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
+    by_task = {form["title"]: form for form in forms}
+    assert by_task["needs-one"]["required"] == ["task", "params"]
+    assert by_task["needs-one"]["properties"]["params"] == {"$ref": "#/components/schemas/params.needs-one"}
+    assert by_task["all-defaults"]["required"] == ["task"]
+
+
 def test_a_query_string_is_documented_from_its_model(client):
     doc = client.get("/api/openapi.json").get_json()
     params = {p["name"]: p for p in doc["paths"]["/api/training"]["get"]["parameters"]}
@@ -70,6 +82,14 @@ def test_an_answer_the_model_does_not_declare_fails_loudly_instead_of_drifting()
 ])
 def test_bodies_the_models_refuse_name_the_field(client, body, field):
     assert error_of(client.post("/api/training", json=body), 422)["field"] == field
+
+
+@pytest.mark.parametrize("since, status", [("0115-01-18T13:32:39-22:21", 200), ("2026-11-26", 200),
+                                           ("0001-01-01T00:00:00+01:00", 400)])  # before year 1 in UTC
+def test_any_iso_date_time_is_a_bound_of_the_list_never_a_500(client, since, status):
+    """ISO offsets reach 23:59, PostgreSQL's stop at 15:59: found by the fuzzing, a 500 before."""
+    response = client.get("/api/training", query_string={"since": since})
+    assert response.status_code == status and (status == 200 or error_of(response, 400)["field"] == "since")
 
 
 def test_a_whole_number_written_as_a_float_is_an_integer_as_json_schema_says(client):
