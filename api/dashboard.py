@@ -89,17 +89,15 @@ def _not_requeueable(job_id: str) -> str | None:
     return None
 
 
-def _requeued_by(view: str, args: dict[str, Any]) -> list[str] | None:
-    """The failed RQ jobs a requeue is about (one, or all of a queue's failed ones)."""
+def _requeued_by(view: str, args: dict[str, Any]) -> list[str]:
+    """The failed RQ jobs a requeue is about: one (``requeue_job_view``), or all of a queue's (``requeue_all``)."""
     from rq.registry import FailedJobRegistry
 
     from api.extensions import redis_connection
 
     if view == "requeue_job_view":
         return [args["job_id"]]
-    if view == "requeue_all":
-        return FailedJobRegistry(args["queue_name"], connection=redis_connection.get()).get_job_ids(cleanup=False)
-    return None
+    return FailedJobRegistry(args["queue_name"], connection=redis_connection.get()).get_job_ids(cleanup=False)
 
 
 def _queue_exists(name: str) -> bool:
@@ -155,7 +153,7 @@ def _guard() -> Response | None:
             jobs.removed_in_dashboard(*removed)
             g.dashboard_removed = removed[0]
     if request.method == "POST" and view in ("requeue_job_view", "requeue_all"):
-        return _requeue(_requeued_by(view, request.view_args or {}) or [], single=view == "requeue_job_view")
+        return _requeue(_requeued_by(view, request.view_args or {}), single=view == "requeue_job_view")
     return None
 
 

@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from api.auth import Forbidden, Unauthorized
 from api.jobs import ArtifactNotFound, BadCursor, JobConflict
 from api.limits import LimitExceeded
-from api.schemas import ApiError
+from api.schemas import ApiError, Error, shape
 from api.status import JobNotFound
 from api.tasks import TaskRejected
 
@@ -30,7 +30,7 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     if field:
         body["field"] = field
     body.update(extra)
-    return jsonify({"error": body}), status
+    return jsonify(shape(Error, {"error": body})), status  # the shape /api/openapi.json documents
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from api import schemas
-from api.schemas import ApiError
+from api.schemas import ApiError, M
 
 REF = "#/components/schemas/{model}"
 BINARY = "binary"  # an answer that is a file, not JSON
@@ -52,9 +52,8 @@ def operation(summary: str, responses: Mapping[int, type[BaseModel] | str], **op
         @wraps(view)
         def run(**kwargs: Any) -> Any:
             if spec.query is not None:
-                check_query(request.args)
-                kwargs["query"] = schemas.parse(spec.query, request.args.to_dict(), query=True)
-            elif spec.body is not None:
+                kwargs["query"] = read_query(spec.query, request.args.to_dict())
+            if spec.body is not None:
                 kwargs["body"] = schemas.parse(spec.body, json_body(spec.body_optional))
             answer = view(**kwargs)
             if isinstance(answer, Response):
@@ -119,10 +118,12 @@ def _check_text(value: Any, path: str, depth: int = 0) -> None:
             _check_text(item, f"{path}.{index}" if path else str(index), depth + 1)
 
 
-def check_query(args: Mapping[str, str]) -> None:
+def read_query(model: type[M], args: Mapping[str, str]) -> M:
+    """A query string as ``model`` (a 400 naming the parameter to fix); no value may hold a control character."""
     for name, value in args.items():
         if _BAD_TEXT.search(value) or any(ch < " " for ch in value):
             raise ApiError(400, "invalid_parameter", f"{name}: holds a control character", name)
+    return schemas.parse(model, args, query=True)
 
 
 # ---------------------------------------------------------------- answers
@@ -184,10 +185,10 @@ def operations(app: Flask) -> list[tuple[str, str, str, Operation]]:
 def document(app: Flask, task_params: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``app``'s JSON API; ``task_params`` maps each task to its params schema."""
     ops = operations(app)
-    models = {model for *_, spec in ops for model in (spec.body, *spec.responses.values())
-              if isinstance(model, type)} | {schemas.Error}
-    _, defs = models_json_schema([(model, "validation" if model in {spec.body for *_, spec in ops} else
-                                   "serialization") for model in sorted(models, key=lambda m: m.__name__)],
+    bodies = {spec.body for *_, spec in ops if spec.body is not None}
+    answers = {model for *_, spec in ops for model in spec.responses.values() if isinstance(model, type)}
+    _, defs = models_json_schema([(model, "validation" if model in bodies else "serialization")
+                                  for model in sorted(bodies | answers | {schemas.Error}, key=lambda m: m.__name__)],
                                  ref_template=REF)
     components = dict(defs.get("$defs", {}))
     for task, params in sorted(task_params.items()):

@@ -6,6 +6,7 @@ movements and all. ``make cli-recording``."""
 
 from __future__ import annotations
 
+import io
 import os
 import pty
 import select
@@ -79,7 +80,7 @@ def picture(screen: pyte.Screen, path: Path, title: str) -> None:
     """The screen as a PNG: rich writes it as SVG (colours kept), Chromium takes the picture."""
     from playwright.sync_api import sync_playwright
 
-    console = Console(record=True, width=COLUMNS, file=open(os.devnull, "w"), force_terminal=True)
+    console = Console(record=True, width=COLUMNS, file=io.StringIO(), force_terminal=True)
     for y in range(LINES):
         line = Text()
         for x in range(COLUMNS):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, render_template, request
 
 from api import jobs, schemas, tasks
-from api.openapi import check_query
+from api.openapi import read_query
 from api.routes.training import list_page, render, render_with_actions
 from api.schemas import ApiError
 from api.status import JobNotFound, JobStatus
@@ -24,8 +24,7 @@ MAX_COMPARED = 12
 def jobs_page():
     args = {key: request.args[key] for key in FILTERS if request.args.get(key)}
     try:
-        check_query(args)
-        initial, error = list_page(schemas.parse(schemas.ListQuery, args, query=True)), None
+        initial, error = list_page(read_query(schemas.ListQuery, args)), None
     except ApiError as exc:  # a hand-edited URL: show the message and the unfiltered list
         initial, error, args = list_page(schemas.ListQuery()), exc.message, {}
     clone = None  # "Run again" on a job page: the submit form opens filled in with that job's task and params

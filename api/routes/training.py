@@ -157,17 +157,17 @@ def _restarted(result: jobs.RestartResult) -> dict[str, Any]:
 
 
 _ACTION = {"body": s.EmptyRequest, "body_optional": True, "errors": (409,)}
+_RESTART = {**_ACTION, "errors": (409, 429)}  # a restart counts against the owner's queued jobs
 
 
 @bp.post("/<uuid:job_id>/force-start")
-@operation("Start a job again now, as a new attempt", {200: s.Restarted}, **{**_ACTION, "errors": (409, 429)})
+@operation("Start a job again now, as a new attempt", {200: s.Restarted}, **_RESTART)
 def force_start(job_id: uuid.UUID, body: s.EmptyRequest):
     return _restarted(jobs.force_start(job_id))
 
 
 @bp.post("/<uuid:job_id>/resume")
-@operation("Resume a paused (or failed) job from its newest checkpoint", {200: s.Restarted},
-           **{**_ACTION, "errors": (409, 429)})
+@operation("Resume a paused (or failed) job from its newest checkpoint", {200: s.Restarted}, **_RESTART)
 def resume(job_id: uuid.UUID, body: s.EmptyRequest):
     return _restarted(jobs.resume(job_id))
 
