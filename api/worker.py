@@ -253,6 +253,15 @@ class TakeoverTimeout(Exception):
     """An older attempt of the job still held the job's training lock after ``TAKEOVER_WAIT``."""
 
 
+def _discard(conn: Any) -> None:
+    """Close a lease session itself, never back to the pool with its locks held; a broken one may fail to."""
+    try:
+        conn.invalidate()
+        conn.close()
+    except Exception:  # noqa: BLE001 - a broken connection may fail to close too
+        pass
+
+
 class AttemptLease:
     """The attempt's own database session, holding its liveness lock and its job's training lock (``api.locks``)
     from before its row says running until its end is recorded. PostgreSQL frees both the moment the session
@@ -289,8 +298,7 @@ class AttemptLease:
             for setting, value in SERVER_KEEPALIVES.items():  # also when the URL's own options override ours
                 conn.execute(text(f"SET {setting} = {int(value)}"))
         except BaseException:
-            conn.invalidate()
-            conn.close()
+            _discard(conn)
             raise
         return conn
 
@@ -307,8 +315,7 @@ class AttemptLease:
                 key, since = conn.execute(text("SELECT nextval('trainq_liveness_keys'), clock_timestamp()")).one()
                 locks.lock(conn, locks.Namespace.ATTEMPT, key)
             except BaseException:
-                conn.invalidate()
-                conn.close()
+                _discard(conn)
                 raise
             self.conn, self.fields = conn, {"liveness_key": key, "liveness_since": since}
             self.confirmed = time.monotonic()
@@ -372,8 +379,7 @@ class AttemptLease:
             if not renewed:
                 raise Superseded("the row no longer runs on this attempt")
         except BaseException:
-            conn.invalidate()
-            conn.close()
+            _discard(conn)
             raise
         self.conn = conn
         self.jlog.info("liveness session taken back with a new connection")
@@ -381,11 +387,7 @@ class AttemptLease:
     def _drop_conn(self) -> None:
         conn, self.conn = self.conn, None
         if conn is not None:
-            try:
-                conn.invalidate()
-                conn.close()
-            except Exception:  # noqa: BLE001 - a broken connection may fail to close too
-                pass
+            _discard(conn)
 
     @contextmanager
     def fencing(self, redis_confirmed: Callable[[], float], redis_grace: float) -> Iterator[None]:
