@@ -19,7 +19,7 @@ $(STAMP): setup.cfg pyproject.toml | $(PY)
 	touch $(STAMP)
 
 run: install
-	$(PY) -m api.local
+	$(PY) -m api.dev
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

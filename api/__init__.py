@@ -1,85 +1,32 @@
-"""The training-job service. ``create_app`` reads as its table of contents."""
+"""The trainq server: the record, the service, the web app, the worker, and the operator's tools.
+
+Its parts, each a sub-package whose ``__init__`` says what it owns and what it may import:
+
+- ``record``: PostgreSQL, the truth: tables, the status vocabulary (pure data), the single status writer,
+  advisory locks, the task catalogue, job logs.
+- ``queue``: RQ, the delivery: enqueue, stop, batch reads of RQ's state, the one job class workers run.
+- ``service``: what a user can do: submit, actions, queries, limits, users and tokens, the reconcile pass.
+- ``web``: the Flask app's routes, pages, OpenAPI, errors, login, rq-dashboard, /metrics.
+- ``worker``: the RQ worker (the host's agent), the attempt, its lease and fencing, progress, disk limits.
+- ``dev``: ``make run``: embedded Redis and PostgreSQL and the child-process supervisor.
+- ``ops``: the operator's commands (``flask --app api ...``) and the cron entry.
+- ``app``: ``create_app``, which wires them together; ``wsgi``: the app gunicorn serves.
+
+Imports run one way, checked by ``lint-imports`` in ``make test`` (the contracts are in setup.cfg):
+app, wsgi, ops, dev -> web -> service -> queue -> record -> stores, settings; worker -> queue -> record.
+Nothing but the entry points imports ``web``. This module imports nothing at import time, so importing
+``api.record.status`` (pure data) loads neither Flask nor a database driver.
+"""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from flask import Flask
 
-from api import config as settings
-from api.extensions import db, migrate, postgres_connect_args, redis_connection
+def __getattr__(name: str) -> Any:
+    """``flask --app api`` finds ``create_app`` here, imported only when asked for."""
+    if name == "create_app":
+        from api.app import create_app
 
-MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
-
-
-def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    app = Flask(__name__)
-    app.config.update(settings.load())
-    app.config.update(config or {})
-    app.config["SQLALCHEMY_DATABASE_URI"] = sqlalchemy_url(app.config["DATABASE_URL"])
-    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True, "connect_args": postgres_connect_args()})
-    app.json.sort_keys = False
-    configure_logging(app.config["LOG_LEVEL"])
-
-    db.init_app(app)
-    migrate.init_app(app, db, directory=MIGRATIONS_DIR)
-    redis_connection.init_app(app)
-
-    from api import auth, cli, dashboard, errors, limits, metrics
-    from api.routes import docs, health, pages, tasks, training
-    from api.routes import login as login_routes
-
-    errors.register_error_handlers(app)
-    limits.init_app(app)  # the Host check runs first: a foreign name gets a 400 before anything else
-    if not app.config["SECRET_KEY"]:
-        app.before_request(refuse_without_secret_key)
-    auth.init_app(app)  # then every request needs a user, except a short public list
-    app.register_blueprint(login_routes.bp)
-    app.register_blueprint(training.bp)
-    app.register_blueprint(tasks.bp)
-    app.register_blueprint(health.bp)
-    app.register_blueprint(pages.bp)
-    app.register_blueprint(docs.bp)
-    dashboard.init_app(app)
-    metrics.init_app(app)
-    cli.init_app(app)
-    return app
-
-
-class MissingSecretKey(RuntimeError):
-    pass
-
-
-SECRET_KEY_MESSAGE = ("SECRET_KEY is not set: the web service refuses to serve without one (it signs the "
-                      "monitor's session cookies). Set it to a long random string, e.g. "
-                      "python -c 'import secrets; print(secrets.token_urlsafe(32))'; make run makes one in var/")
-
-
-def require_secret_key(app: Flask) -> None:
-    """Serving without a SECRET_KEY is refused at start (api/wsgi.py calls this)."""
-    if not app.config["SECRET_KEY"]:
-        raise MissingSecretKey(SECRET_KEY_MESSAGE)
-
-
-def refuse_without_secret_key():
-    """An app made without SECRET_KEY (the CLI's, a worker's) serves nothing if something serves it anyway."""
-    from api.errors import error_response
-
-    return error_response(503, "secret_key_missing", SECRET_KEY_MESSAGE)
-
-
-def sqlalchemy_url(url: str) -> str:
-    """Plain ``postgresql://`` URLs use psycopg2 (SQLAlchemy 2.1 would pick psycopg 3)."""
-    for scheme in ("postgresql://", "postgres://"):
-        if url.startswith(scheme):
-            return "postgresql+psycopg2://" + url[len(scheme):]
-    return url
-
-
-def configure_logging(level: str) -> None:
-    """One format for API, worker and reconciler; job lines carry ``job <id>:``."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+        return create_app
+    raise AttributeError(f"module 'api' has no attribute {name!r}")

@@ -1,6 +1,8 @@
-"""RQ glue: enqueue under the row's id, stop running work, and read many RQ states in one round trip.
+"""RQ, the delivery: enqueue a row's attempt (``ensure_enqueued``: the one way work reaches RQ, under the row's
+lock), stop running work, the one job class workers run, and many RQ states read in one round trip.
 
-Everything here talks to Redis only; callers decide what a state means for the row.
+Apart from ``ensure_enqueued``, everything here talks to Redis only; callers decide what a state means for the
+row. Nothing a user wrote goes into RQ's fields: an RQ job carries the row's id and attempt, nothing else.
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker import Worker
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
+from sqlalchemy import select, update
 
-from api.extensions import redis_connection
+from api.record.status import JobStatus
+from api.record.tables import TrainingJob
+from api.stores import db, redis_connection
 
 JOB_FUNCTION = "api.worker.run_training_job"
 # Job payloads are JSON, never pickle: loading a pickle runs whatever code it names, and anyone who can
@@ -193,9 +198,9 @@ def _is_job_id(value: Any) -> bool:
         return False
 
 
-def enqueue(job_id: str, attempt: int, task: str, description: str = "") -> Job:
+def enqueue(job_id: str, attempt: int, task: str) -> Job:
     """Enqueue attempt ``attempt`` of row ``job_id`` under ``rq_job_id_for(job_id, attempt)`` in its task's
-    queue. Callers go through ``reconcile.ensure_enqueued``, which holds the row and checks RQ first."""
+    queue. Callers go through ``ensure_enqueued``, which holds the row and checks RQ first."""
     cfg = current_app.config
     rq_id = rq_job_id_for(job_id, attempt)
     queue = get_queue(task)
@@ -208,7 +213,7 @@ def enqueue(job_id: str, attempt: int, task: str, description: str = "") -> Job:
             timeout=cfg["JOB_TIMEOUT"],
             result_ttl=cfg["RESULT_TTL"],
             failure_ttl=cfg["RESULT_TTL"],
-            description=description or f"training job {job_id} (attempt {attempt})",
+            description=f"training job {job_id} (attempt {attempt})",
             pipeline=pipe,
         )
         pipe.delete(control_key(job_id))  # a new attempt does not inherit a pause request
@@ -432,3 +437,31 @@ def fetch_states(rq_job_ids: Iterable[str]) -> dict[str, RQState]:
     for job_id, entries in zip(failed, more[2 * len(workers):], strict=True):
         states[job_id] = states[job_id]._replace(error=_error_summary(entries))
     return states
+
+
+def ensure_enqueued(job_id: str, attempt: int, reason: str | None = None) -> bool:
+    """The one way a row's attempt reaches RQ: under the row's lock, only while the row is queued on that
+    attempt, and only if RQ has no live job for it. Concurrent callers (API, reconcilers) enqueue it once.
+    Returns True when this call enqueued it."""
+    found = db.session.execute(
+        select(TrainingJob.task)
+        .where(TrainingJob.id == uuid.UUID(job_id), TrainingJob.status == JobStatus.QUEUED,
+               TrainingJob.attempts == attempt)
+        .with_for_update()
+    ).one_or_none()
+    if found is None:
+        db.session.rollback()
+        return False
+    rq_id = rq_job_id_for(job_id, attempt)
+    try:
+        if fetch_states([rq_id])[rq_id].status in ("queued", "started", "deferred", "scheduled"):
+            db.session.rollback()
+            return False
+        enqueue(job_id, attempt, found.task)
+    except BaseException:
+        db.session.rollback()
+        raise
+    values: dict[str, Any] = {"rq_job_id": rq_id, **({"status_reason": reason} if reason else {})}
+    db.session.execute(update(TrainingJob).where(TrainingJob.id == uuid.UUID(job_id)).values(**values))
+    db.session.commit()
+    return True

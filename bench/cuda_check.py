@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-TASK_MODULES = "training.tasks,trainq_sine.tasks,bench.bench_tasks"
+TASK_MODULES = "builtin_tasks.tasks,trainq_sine.tasks,bench.bench_tasks"
 RUNS = {  # task -> params: small, so the check takes seconds
     "mlp": {"epochs": 3},
     "diabetes-regression": {"epochs": 5},

@@ -1,5 +1,5 @@
 """Jobs plain RQ runs in the comparisons: ``spin`` keeps a horse busy (orphan detection); ``train_epochs``
-trains the built-in MLP config like the ``mlp`` task does, importing ``training`` (and so torch) inside the
+trains the built-in MLP config like the ``mlp`` task does, importing ``builtin_tasks`` (and so torch) inside the
 job, as a plain RQ job function would: every forked horse imports it afresh (task SDK benchmark)."""
 
 import time
@@ -13,7 +13,7 @@ def spin(seconds: float) -> None:
 
 def train_epochs(params: dict) -> dict:
     """Train ``TrainingConfig(**params)`` (the ``mlp`` task's params); the final metrics."""
-    import training
+    import builtin_tasks
 
-    result = training.train(training.TrainingConfig.model_validate(params))
+    result = builtin_tasks.train(builtin_tasks.TrainingConfig.model_validate(params))
     return {name: value for name, value in result.metrics.items() if name != "epoch_seconds"}

@@ -1,4 +1,4 @@
-"""Reconcile pass: one batched ``cleanup_orphaned_training_jobs()`` vs the naive one-fetch-per-row pass.
+"""Reconcile pass: one batched ``run_pass()`` vs the naive one-fetch-per-row pass.
 
 1k, 10k and 100k rows, 10 % non-terminal, each with its real RQ job queued in Redis (so every row
 agrees and the pass only reads). Both passes see the same data in the same run, alternating.
@@ -14,10 +14,10 @@ from rq.exceptions import NoSuchJobError
 from sqlalchemy import text
 
 from api import queue as rq_glue
-from api.extensions import db, redis_connection
 from api.queue import RQState
-from api.reconcile import Policy, active_rows, cleanup_orphaned_training_jobs, decide
-from api.status import utcnow
+from api.record.status import utcnow
+from api.service.reconcile import Policy, active_rows, decide, run_pass
+from api.stores import db, redis_connection
 from bench.harness import percentiles, stack, write_result
 
 SIZES = (1_000, 10_000, 100_000)
@@ -72,12 +72,12 @@ def main() -> None:
     with stack() as s, s.app.app_context():
         for n_rows in args.sizes:
             active = load(n_rows)
-            cleanup_orphaned_training_jobs(dry_run=True)  # warm-up for both: caches, compiled statements
+            run_pass(dry_run=True)  # warm-up for both: caches, compiled statements
             naive_pass()
             batch, naive = [], []
             for _ in range(args.repeats):  # alternate, so drift on a shared machine hits both alike
                 t = time.perf_counter()
-                report = cleanup_orphaned_training_jobs(dry_run=True)
+                report = run_pass(dry_run=True)
                 batch.append(time.perf_counter() - t)
                 assert report.checked == active and not report.actions, report.to_dict()
                 t = time.perf_counter()
@@ -90,7 +90,7 @@ def main() -> None:
             print(f"{n_rows:>7} rows ({active} active): batch p50 {row['batch']['p50'] * 1000:.1f} ms, "
                   f"naive p50 {row['naive']['p50'] * 1000:.1f} ms, speedup p50 {row['speedup']['p50']:.1f}x")
     write_result("reconcile_pass", {
-        "description": "one cleanup_orphaned_training_jobs() pass (dry run, every row agrees) vs one RQ fetch "
+        "description": "one run_pass() pass (dry run, every row agrees) vs one RQ fetch "
                        "per row; same data, same run, alternating",
         "targets": {"speedup_at_10k": ">= 20x", "batch_at_10k_active_s": "<= 0.5"},
         "results": results,

@@ -7,15 +7,15 @@ import argparse
 import subprocess
 import sys
 
-from api import jobs
-from api.extensions import db
+from api.service import jobs, queries
+from api.stores import db
 from bench.harness import REPO, percentiles, stack, wait_for, write_result
 
 CONFIG = {"dataset": "digits", "epochs": 40, "hidden_sizes": [64], "batch_size": 16, "seed": 3}
 BARE = (
-    "import time, training\n"
-    "cfg = training.TrainingConfig.model_validate({config!r})\n"
-    "t = time.perf_counter(); training.train(cfg); print(time.perf_counter() - t)\n"
+    "import time, builtin_tasks\n"
+    "cfg = builtin_tasks.TrainingConfig.model_validate({config!r})\n"
+    "t = time.perf_counter(); builtin_tasks.train(cfg); print(time.perf_counter() - t)\n"
 )
 
 
@@ -30,7 +30,7 @@ def worker_seconds() -> float:
 
     def completed():
         db.session.expire_all()
-        job = jobs.get_job(job_id)
+        job = queries.get_job(job_id)
         return job.status == "completed" and job
 
     job = wait_for(completed, 300, "the job", interval=1.0)  # the row times it; polling must not compete

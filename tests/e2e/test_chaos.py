@@ -13,11 +13,14 @@ import psutil
 import pytest
 from sqlalchemy import text
 
-from api import auth, queue
-from api.extensions import db
+from api import queue
 from api.queue import fetch
-from api.reconcile import cleanup_orphaned_training_jobs
-from api.status import Actor, JobStatus, transition, utcnow
+from api.record.status import Actor, JobStatus, utcnow
+from api.record.status_writer import transition
+from api.service import users
+from api.service.reconcile import run_pass
+from api.stores import db
+from builtin_tasks import TrainingConfig, train
 from tests.support import (
     LONG,
     TERMINAL,
@@ -34,7 +37,6 @@ from tests.support import (
     wait_status,
     wait_training,
 )
-from training import TrainingConfig, train
 
 # Defaults as shipped: a dead job must leave `running` within HEARTBEAT_TIMEOUT + RECONCILE_INTERVAL.
 DETECTION_DEADLINE = 10.0 + 2.0 + 2.0  # threshold + one reconciler period + scheduling slack
@@ -215,7 +217,7 @@ def test_pause_then_resume_continues_from_the_checkpoint(client, workers):
     # the worker wrote the pause, for the user who asked for it
     [pause] = [e for e in client.get(f"/api/training/{job_id}/events").get_json()["events"]
                if e["to_status"] == "paused"]
-    assert pause["actor"] == "worker" and pause["user"] == auth.first_admin().name
+    assert pause["actor"] == "worker" and pause["user"] == users.first_admin().name
 
 
 def test_a_step_slower_than_the_threshold_is_not_lost(client, workers, reconcilers):
@@ -273,7 +275,7 @@ def test_rq_registry_cleanup_of_a_dead_attempt_cannot_fail_the_retry(client, wor
              "the retry to train")
     redis.zadd(registry.key, {dead_execution: 1}, xx=True)  # if still registered, its lease has now run out
     registry.cleanup()  # what RQ's maintenance does
-    report = cleanup_orphaned_training_jobs()
+    report = run_pass()
     assert report.actions == {} and row(job_id).status == "running" and row(job_id).attempts == 2
     assert client.delete(f"/api/training/{job_id}").status_code == 200
 
@@ -290,7 +292,7 @@ def test_final_status_missed_by_postgres_is_recorded_from_rq(client, workers, po
     finally:
         postgres_server.start()
     assert row(job_id).status == "running"  # the record missed the end...
-    report = cleanup_orphaned_training_jobs()
+    report = run_pass()
     assert report.actions["completed"] == [job_id]  # ...and the reconciler restores it from RQ's result
     job = row(job_id)
     assert job.status == "completed" and job.epoch == 40 and job.metrics["val_accuracy"] > 0.8
@@ -317,7 +319,7 @@ def test_a_worker_retrying_its_final_write_is_not_taken_for_lost(client, setting
             assert redis.exists(beat_key), "the attempt stopped beating while it still had a result to record"
             time.sleep(0.2)
         assert not redis.exists(f"rq:job:{queue.rq_job_id_for(job_id, 1)}") and row(job_id).status == "running"
-        report = cleanup_orphaned_training_jobs(now=utcnow() + timedelta(minutes=5))  # the row's beat is stale
+        report = run_pass(now=utcnow() + timedelta(minutes=5))  # the row's beat is stale
         assert not any(job_id in ids for ids in report.actions.values()), report.actions
         link.up()
         job = wait_status(job_id, "completed", timeout=60)

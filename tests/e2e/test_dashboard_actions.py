@@ -16,10 +16,10 @@ from rq.job import Job
 from rq.registry import DeferredJobRegistry, ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
-from api import auth
 from api.queue import enqueued_key, fetch
-from api.reconcile import DELETED_IN_RQ, cleanup_orphaned_training_jobs
-from api.status import utcnow
+from api.record.status import utcnow
+from api.service import users
+from api.service.reconcile import DELETED_IN_RQ, run_pass
 from tests.support import SHORT, events, process_gone, row, submit, wait_for, wait_status, wait_training
 
 SAMPLE = {"TRAINQ_TASKS": "tests.task_modules.sample"}
@@ -89,7 +89,7 @@ def setups(client, redis) -> dict[str, tuple[str, Callable[[], str], bool]]:
 
 def nothing_comes_back(*job_ids: str) -> None:
     """A reconciler pass past every grace acts on none of them, and RQ holds none of their attempts."""
-    report = cleanup_orphaned_training_jobs(now=utcnow() + timedelta(minutes=5))
+    report = run_pass(now=utcnow() + timedelta(minutes=5))
     acted = {job_id for ids in report.actions.values() for job_id in ids}
     assert not acted & set(job_ids), report.to_dict()
     for job_id in job_ids:
@@ -105,7 +105,7 @@ def test_delete_and_empty_on_every_list_rq_dashboard_shows(registry, client, wor
     if registry in ("started", "failed", "finished"):
         workers(**SAMPLE)
     queue, make, active = setups(client, redis)[registry]
-    admin = auth.first_admin().name
+    admin = users.first_admin().name
     for action, url, what in (("delete", "/rq/job/{}/delete", "deleted"),
                               ("empty", f"/rq/queue/{queue}/{registry}/empty", f"deleted ({registry} jobs emptied)")):
         if registry == "queued" and action == "empty":
@@ -147,7 +147,7 @@ def test_a_job_cancelled_while_training_and_requeued_in_rq_dashboard_resumes_fro
     assert client.delete(f"/api/training/{job_id}").status_code == 200
     in_rq(job_id, "stopped")
     assert client.post(f"/rq/job/{job_id}/requeue").status_code == 200
-    admin = auth.first_admin().name
+    admin = users.first_admin().name
     job = wait_training(job_id)
     assert job.attempts == 2 and job.rq_job_id == f"{job_id}-attempt-2"
     restarted = [e for e in client.get(f"/api/training/{job_id}/events").get_json()["events"]
@@ -180,14 +180,14 @@ def test_a_deletion_in_redis_is_never_brought_back_but_a_flush_always_is(client,
     restart without persistence) removes both: the row is re-enqueued, as before."""
     deleted, emptied, lost = (in_rq(submit(client, SHORT), "queued") for _ in range(3))
     Job.fetch(deleted, connection=redis, serializer=JSONSerializer).delete()  # a client, not the dashboard
-    report = cleanup_orphaned_training_jobs(now=utcnow() + timedelta(minutes=5))
+    report = run_pass(now=utcnow() + timedelta(minutes=5))
     assert report.actions == {"deleted": [deleted]}
     job = row(deleted)
     assert (job.status, job.status_reason, events(deleted)[-1]) == \
         ("cancelled", DELETED_IN_RQ, ("queued", "cancelled", "dashboard-sync"))
 
     redis.flushdb()  # Redis loses everything: both remaining jobs and their markers
-    report = cleanup_orphaned_training_jobs(now=utcnow() + timedelta(minutes=5))
+    report = run_pass(now=utcnow() + timedelta(minutes=5))
     assert sorted(report.actions["requeued"]) == sorted([emptied, lost]) and "deleted" not in report.actions
     for job_id in (emptied, lost):
         assert (row(job_id).status, rq_status(job_id)) == ("queued", "queued")
@@ -195,7 +195,7 @@ def test_a_deletion_in_redis_is_never_brought_back_but_a_flush_always_is(client,
     assert row(deleted).status == "cancelled" and rq_status(deleted) is None
 
     Queue("training.mlp", connection=redis, serializer=JSONSerializer).empty()  # as `rq empty training.mlp` does
-    report = cleanup_orphaned_training_jobs(now=utcnow() + timedelta(minutes=5))
+    report = run_pass(now=utcnow() + timedelta(minutes=5))
     assert sorted(report.actions["deleted"]) == sorted([emptied, lost]) and "requeued" not in report.actions
     nothing_comes_back(deleted, emptied, lost)
 
@@ -204,7 +204,7 @@ def test_a_deletion_in_redis_is_never_brought_back_but_a_flush_always_is(client,
     running = submit_task(client, "test-loop", LOOP)
     pid = wait_training(running).worker_pid
     Job.fetch(running, connection=redis, serializer=JSONSerializer).delete()
-    report = cleanup_orphaned_training_jobs()
+    report = run_pass()
     assert report.actions == {"deleted": [running]} and row(running).status == "cancelled"
     wait_for(lambda: process_gone(pid), 30, "the deleted attempt's training to stop")
 

@@ -12,8 +12,8 @@ import pytest
 from rq.command import send_stop_job_command
 
 from api.queue import fetch
-from api.reconcile import cleanup_orphaned_training_jobs
-from api.worker import workdir_prefix
+from api.service.reconcile import run_pass
+from api.worker.attempt import workdir_prefix
 from tests.support import (
     LONG,
     SHORT,
@@ -106,7 +106,7 @@ def test_stop_in_rq_directly_is_mapped_to_cancelled(client, workers, redis, ctx)
     wait_for(lambda: process_gone(job.worker_pid), 5, "horse to die")
     assert row(job_id).status == "running"  # nobody told the database yet
 
-    report = cleanup_orphaned_training_jobs()
+    report = run_pass()
     assert report.actions["cancelled"] == [job_id]
     job = row(job_id)
     assert job.status == "cancelled" and job.status_reason == "cancelled in RQ (e.g. from rq-dashboard)"
@@ -122,7 +122,7 @@ def test_sigkilled_worker_is_marked_worker_lost(client, workers, ctx):
     wait_for(lambda: process_gone(job.worker_pid), 5, "the horse to die with its worker")
 
     # PostgreSQL frees the horse's liveness lock a moment after the process is gone
-    report = wait_for(lambda: (r := cleanup_orphaned_training_jobs()).actions and r, 5, "the pass to act")
+    report = wait_for(lambda: (r := run_pass()).actions and r, 5, "the pass to act")
     assert report.actions["worker_lost"] == [job_id]
     job = row(job_id)
     assert job.status == "failed" and job.status_reason == "worker lost"
@@ -139,7 +139,7 @@ def test_sigkilled_horse_is_mapped_from_rq_failure(client, workers, ctx):
     wait_for(lambda: fetch(job_id, ctx.extensions["redis"]).get_status() == "failed", 10,
              "RQ to mark the job failed")
     wait_for(lambda: not workdirs[0].exists(), 10, "the worker to remove the killed horse's scratch folder")
-    report = cleanup_orphaned_training_jobs()
+    report = run_pass()
     assert report.actions["worker_lost"] == [job_id]  # no checkpoint, no attempts left: failed
     job = row(job_id)
     assert job.status == "failed" and job.status_reason.startswith("RQ job failed: ")

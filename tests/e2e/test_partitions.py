@@ -25,8 +25,8 @@ import psutil
 import pytest
 from sqlalchemy import text
 
-from api.extensions import db, redis_connection
-from api.local import PostgresServer, RedisServer
+from api.dev.servers import PostgresServer, RedisServer
+from api.stores import db, redis_connection
 from tests import netns
 from tests.support import (
     WorkerProcess,
@@ -86,7 +86,7 @@ def lab_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[netn
         pytest.skip(f"no network namespaces: {why}")
     import flask_migrate
 
-    from api import auth
+    from api.service import users
     from tests.conftest import make_app
 
     host = netns.Host.create()
@@ -105,8 +105,8 @@ def lab_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[netn
         app = make_app(settings)
         with app.app_context():
             flask_migrate.upgrade()
-            admin = auth.create_user("netns-admin", admin=True)
-            token = auth.create_token(admin, "netns tests")[1]
+            admin = users.create_user("netns-admin", admin=True)
+            token = users.create_token(admin, "netns tests")[1]
             db.session.remove()
         yield host, settings, app, token
     finally:

@@ -114,20 +114,20 @@ def test_callbacks_in_rqs_registries_are_never_called(client, workers, redis):
 def test_a_job_deleted_in_rq_dashboard_ends_cancelled_and_never_comes_back(client, workers, redis):
     """Deleting a queued job (or emptying its queue) in rq-dashboard is a deliberate removal, not Redis losing
     it: the row ends cancelled, saying so, and the reconciler does not re-enqueue it; a running one stops."""
-    from api import auth
-    from api.reconcile import cleanup_orphaned_training_jobs
-    from api.status import utcnow
+    from api.record.status import utcnow
+    from api.service import users
+    from api.service.reconcile import run_pass
     from tests.support import LONG, events, row, wait_training
 
     one, two, three = (submit(client, SHORT) for _ in range(3))  # no worker yet: all queued
     assert client.post(f"/rq/job/{one}/delete").status_code == 200
     assert client.post("/rq/queue/training.mlp/queued/empty").status_code == 200
-    admin = auth.first_admin().name
+    admin = users.first_admin().name
     for job_id, what in ((one, "deleted"), (two, "deleted (queue emptied)"), (three, "deleted (queue emptied)")):
         job = row(job_id)
         assert job.status == "cancelled" and job.status_reason == f"{what} in rq-dashboard by {admin}", job_id
         assert events(job_id)[-1] == ("queued", "cancelled", "dashboard-sync")
-    report = cleanup_orphaned_training_jobs(now=utcnow() + timedelta(minutes=5))  # past the enqueue grace
+    report = run_pass(now=utcnow() + timedelta(minutes=5))  # past the enqueue grace
     assert report.actions == {}  # nothing to bring back
 
     workers()
@@ -142,7 +142,7 @@ def test_a_failed_job_requeued_in_rq_dashboard_runs_again_as_a_new_attempt(clien
     """RQ's requeue would run the old attempt, which the worker refuses (the row is failed): what the admin meant
     is run it again, so the row restarts on a new attempt. Requeue-all does it for every failed job of a queue;
     compact changes no job."""
-    from api import auth
+    from api.service import users
     from tests.support import events, row
 
     workers(TRAINQ_TASKS="tests.task_modules.sample")
@@ -156,7 +156,7 @@ def test_a_failed_job_requeued_in_rq_dashboard_runs_again_as_a_new_attempt(clien
 
     one = failed_job()
     assert client.post(f"/rq/job/{one}/requeue").status_code == 200
-    admin = auth.first_admin().name
+    admin = users.first_admin().name
     wait_for(lambda: row(one).attempts == 2 and row(one).status == "failed", 60, "the second attempt to raise")
     assert ("failed", "queued", "api") in events(one)
     assert any(e["reason"] == f"requeued in rq-dashboard by {admin} (afresh)" and e["user"] == admin

@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text, update
 
-from api import auth
-from api.extensions import db
-from api.models import ApiToken, JobEvent, TrainingJob, User
-from api.status import Actor, JobStatus, transition, utcnow
+from api.record.status import Actor, JobStatus, utcnow
+from api.record.status_writer import transition
+from api.record.tables import ApiToken, JobEvent, TrainingJob, User
+from api.service import users
+from api.stores import db
+from api.web import auth
 from tests.support import SHORT, TOKENS, row, submit
 from trainq.checkpoints import checkpoint_name
 
@@ -115,19 +117,19 @@ def test_unknown_expired_revoked_and_disabled_tokens_are_refused(ctx, make_user)
 
     assert answer("tq_" + "x" * 43) == (401, "unknown token")
     assert answer(raw + "x") == (401, "unknown token")
-    token, expiring = auth.create_token(user, "soon", expires_in_days=1)
+    token, expiring = users.create_token(user, "soon", expires_in_days=1)
     assert answer(expiring)[0] == 200
     db.session.execute(update(ApiToken).where(ApiToken.id == token.id).values(expires_at=utcnow() - timedelta(1)))
     db.session.commit()
     assert answer(expiring) == (401, "the token has expired")
 
-    revoked, revoked_raw = auth.create_token(user, "revoke me")
+    revoked, revoked_raw = users.create_token(user, "revoke me")
     assert answer(revoked_raw)[0] == 200
-    auth.revoke_token(revoked.id)
+    users.revoke_token(revoked.id)
     assert answer(revoked_raw) == (401, "the token was revoked")
 
     assert answer(raw)[0] == 200
-    auth.set_disabled(user.name, True)
+    users.set_disabled(user.name, True)
     assert answer(raw) == (401, f"user {user.name} is disabled")
     response = anon.get("/api/training", headers={"Authorization": "Token abc"})
     assert response.status_code == 401 and response.headers["WWW-Authenticate"].startswith("Bearer")
@@ -138,7 +140,7 @@ def test_tokens_are_stored_hashed_and_last_use_is_written_at_most_once_a_minute(
     import hashlib
 
     user, user_client, raw = make_user("hash")
-    [token] = auth.list_tokens(user)
+    [token] = users.list_tokens(user)
     assert raw.startswith("tq_") and len(raw) >= 3 + 43  # 32 random bytes, URL-safe base64
     assert token.token_hash == hashlib.sha256(raw.encode()).hexdigest() and raw not in token.token_hash
     assert token.last_used_at is None
@@ -155,7 +157,7 @@ def test_tokens_are_stored_hashed_and_last_use_is_written_at_most_once_a_minute(
 
 def test_a_metrics_scope_token_reads_metrics_and_nothing_else(ctx, make_user):
     user, user_client, _ = make_user("prometheus")
-    _, scrape = auth.create_token(user, "prometheus", scope="metrics")
+    _, scrape = users.create_token(user, "prometheus", scope="metrics")
     anon = ctx.test_client(token=None)
     assert user_client.get("/metrics").status_code == 403  # not an admin
     response = anon.get("/metrics", headers={"Authorization": f"Bearer {scrape}"})
@@ -328,8 +330,8 @@ def test_a_session_ends_when_its_token_is_revoked(ctx, make_user):
     browser = ctx.test_client(token=None)
     _login(browser, raw)
     assert browser.get("/api/me").get_json()["user"]["name"] == user.name
-    [token] = auth.list_tokens(user)
-    auth.revoke_token(token.id)
+    [token] = users.list_tokens(user)
+    users.revoke_token(token.id)
     assert browser.get("/api/me").status_code == 401
     assert browser.get("/").status_code == 302
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from api.extensions import db
-from api.local import RedisServer, free_port
-from api.models import TrainingJob
+from api.dev.servers import RedisServer, free_port
 from api.queue import fetch
-from api.reconcile import cleanup_orphaned_training_jobs
-from api.status import utcnow
+from api.record.status import utcnow
+from api.record.tables import TrainingJob
+from api.service.reconcile import run_pass
+from api.stores import db
 from tests.conftest import make_app
 
 
@@ -31,10 +31,10 @@ def test_submit_with_redis_down_is_202_and_reconciler_enqueues_later(settings, c
 
         server.start()  # Redis comes back
         try:
-            assert cleanup_orphaned_training_jobs(now=utcnow()).actions == {}  # within the grace: left alone
-            report = cleanup_orphaned_training_jobs(now=utcnow() + timedelta(seconds=10))
+            assert run_pass(now=utcnow()).actions == {}  # within the grace: left alone
+            report = run_pass(now=utcnow() + timedelta(seconds=10))
             assert report.actions["requeued"] == [job_id]
-            assert cleanup_orphaned_training_jobs(now=utcnow() + timedelta(seconds=10)).actions == {}
+            assert run_pass(now=utcnow() + timedelta(seconds=10)).actions == {}
             job = db.session.get(TrainingJob, job_id)
             assert job.status == "queued" and job.rq_job_id == job_id
             assert fetch(job_id, down.extensions["redis"]).args == [job_id, 1]

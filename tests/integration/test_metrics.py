@@ -5,9 +5,10 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from api.extensions import db
-from api.reconcile import cleanup_orphaned_training_jobs
-from api.status import Actor, JobStatus, transition
+from api.record.status import Actor, JobStatus
+from api.record.status_writer import transition
+from api.service.reconcile import run_pass
+from api.stores import db
 from tests.support import lose, submit
 
 
@@ -28,7 +29,7 @@ def test_metrics_reflect_jobs_transitions_orphans_and_latencies(client, redis):
     db.session.commit()
     lose(redis, lost)
     redis.lrem("rq:queue:training.mlp", 0, lost)  # gone from Redis altogether
-    assert cleanup_orphaned_training_jobs().actions["worker_lost"] == [lost]
+    assert run_pass().actions["worker_lost"] == [lost]
 
     m = scrape(client)
     assert m[("trainq_jobs", (("status", "queued"),))] == 1

@@ -8,8 +8,8 @@ import uuid
 import flask_migrate
 from sqlalchemy import text
 
-from api import auth
-from api.extensions import db
+from api.service import users
+from api.stores import db
 from tests.conftest import make_app
 
 
@@ -29,9 +29,9 @@ def test_existing_jobs_move_onto_the_mlp_task(settings, postgres_server):
         row = db.session.execute(text("SELECT task, params FROM training_jobs WHERE id = :id"), {"id": job_id}).one()
         db.session.commit()  # no open transaction may hold the table while a migration alters it
         assert (row.task, row.params) == ("mlp", config)
-        placeholder = auth.find_user("admin")
-        assert placeholder.is_admin and auth.list_tokens(placeholder) == []  # a token is the operator's to make
-        client = app.test_client(token=auth.create_token(placeholder)[1])
+        placeholder = users.find_user("admin")
+        assert placeholder.is_admin and users.list_tokens(placeholder) == []  # a token is the operator's to make
+        client = app.test_client(token=users.create_token(placeholder)[1])
         body = client.get(f"/api/training/{job_id}").get_json()
         assert body["task"] == "mlp" and body["params"] == config and "config" not in body
         assert body["owner"] == "admin" and body["owner_id"] == placeholder.id
@@ -49,7 +49,7 @@ def test_an_empty_database_gets_no_placeholder_user(settings, postgres_server):
     app = make_app(settings, DATABASE_URL=url)
     with app.app_context():
         flask_migrate.upgrade()
-        assert auth.list_users() == []
+        assert users.list_users() == []
         db.session.commit()
         flask_migrate.downgrade(revision="0005")
         db.session.remove()

@@ -7,10 +7,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
-from api import auth
-from api.extensions import db
 from api.queue import fetch
-from api.status import Actor, JobStatus, transition, utcnow
+from api.record.status import Actor, JobStatus, utcnow
+from api.record.status_writer import transition
+from api.service import users
+from api.stores import db
 from tests.support import lose, submit
 
 
@@ -101,7 +102,7 @@ def test_pause_asks_the_running_attempt(client, redis):
     set_status(job_id, JobStatus.RUNNING)
     response = client.post(f"/api/training/{job_id}/pause")
     assert response.status_code == 202 and "is asked to stop" in response.get_json()["message"]
-    assert redis.get(f"trainq:control:{job_id}") == f"pause:{auth.first_admin().id}".encode()  # and who asked
+    assert redis.get(f"trainq:control:{job_id}") == f"pause:{users.first_admin().id}".encode()  # and who asked
 
 
 def test_recovery_posts_refuse_form_bodies(client):

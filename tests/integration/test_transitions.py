@@ -7,14 +7,15 @@ import uuid
 
 import pytest
 
-from api import auth
-from api.extensions import db
-from api.models import JobEvent, TrainingJob
-from api.status import Actor, JobNotFound, JobStatus, create, transition
+from api.record.status import Actor, JobNotFound, JobStatus
+from api.record.status_writer import create, transition
+from api.record.tables import JobEvent, TrainingJob
+from api.service import users
+from api.stores import db
 
 
 def new_job() -> uuid.UUID:
-    owner = auth.first_admin()
+    owner = users.first_admin()
     job = create(TrainingJob(id=uuid.uuid4(), name="t", task="mlp", params={}, attempts=1, owner_id=owner.id),
                  actor=Actor.API, reason="test")
     return job.id

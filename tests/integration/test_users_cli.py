@@ -6,8 +6,8 @@ from __future__ import annotations
 import stat
 import uuid
 
-from api import auth
-from api.extensions import db
+from api.service import users
+from api.stores import db
 from tests.support import SHORT, submit
 
 
@@ -80,15 +80,15 @@ def test_local_admin_makes_an_admin_and_keeps_a_working_token(ctx, tmp_path):
     assert ctx.test_client(token=token).get("/api/me").get_json()["user"]["is_admin"]
     again = _run(ctx, "users", "local-admin", str(token_file))
     assert "still works" in again.output and token_file.read_text().strip() == token
-    [row] = [t for t in auth.list_tokens(auth.first_admin()) if auth.hash_token(token) == t.token_hash]
-    auth.revoke_token(row.id)
+    [row] = [t for t in users.list_tokens(users.first_admin()) if users.hash_token(token) == t.token_hash]
+    users.revoke_token(row.id)
     db.session.commit()
     renewed = _run(ctx, "users", "local-admin", str(token_file))
     assert "a new token" in renewed.output and token_file.read_text().strip() != token
 
 
 def test_a_database_it_cannot_use_is_one_line_naming_it(settings):
-    from api.local import free_port
+    from api.dev.servers import free_port
     from tests.conftest import make_app
 
     app = make_app(settings, DATABASE_URL=f"postgresql://postgres:secret@127.0.0.1:{free_port()}/nothing")

@@ -13,9 +13,10 @@ def imported(imports: str, forbidden: tuple[str, ...]) -> str:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
 
-def test_training_imports_nothing_of_the_service():
-    out = imported("import training, training.trainer, training.data, training.models, training.tasks", FORBIDDEN)
-    assert out == "", f"training imported: {out}"
+def test_the_builtin_tasks_import_nothing_of_the_service():
+    out = imported("import builtin_tasks, builtin_tasks.trainer, builtin_tasks.data, builtin_tasks.networks, "
+                   "builtin_tasks.tasks", FORBIDDEN)
+    assert out == "", f"builtin_tasks imported: {out}"
 
 
 def test_the_sdk_imports_nothing_of_the_service_nor_torch():

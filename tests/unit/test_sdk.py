@@ -60,7 +60,7 @@ def test_a_name_taken_by_another_function_is_refused():
 def test_discovery_imports_modules_once_and_reports_broken_ones(monkeypatch):
     sys.modules.pop("tests.task_modules.broken", None)
     report = trainq.load_task_modules({"TRAINQ_TASKS": "tests.task_modules.sample, tests.task_modules.broken,"})
-    assert "training.tasks" in report.modules and "tests.task_modules.sample" in report.modules  # entry point too
+    assert "builtin_tasks.tasks" in report.modules and "tests.task_modules.sample" in report.modules  # entry point too
     assert list(report.errors) == ["tests.task_modules.broken"]
     assert "RuntimeError: this module is broken on purpose" in report.errors["tests.task_modules.broken"]
     assert {"mlp", "diabetes-regression", "test-loop", "test-raise"} <= set(report.tasks)
@@ -134,7 +134,7 @@ def test_should_stop_follows_the_sink_and_remembers_why(tmp_path):
 
 
 def test_the_second_builtin_learns_the_diabetes_data(tmp_path):
-    from training.tasks import DiabetesParams, diabetes_regression
+    from builtin_tasks.tasks import DiabetesParams, diabetes_regression
 
     ctx = TaskContext.local(tmp_path, device="cpu")
     final = diabetes_regression(ctx, DiabetesParams(epochs=30, seed=1))
@@ -146,7 +146,7 @@ def test_the_second_builtin_learns_the_diabetes_data(tmp_path):
 
 
 def test_the_worker_imports_what_torch_loads_lazily_without_initialising_cuda():
-    from api.worker import import_lazy_modules
+    from api.worker.agent import import_lazy_modules
 
     assert import_lazy_modules() == ["torch._dynamo"]
     assert "torch._dynamo" in sys.modules and not torch.cuda.is_initialized()

@@ -1,0 +1,107 @@
+"""The single status writer: every status change in the project is ``transition()`` (and a new row's first
+status is ``create()``): a conditional UPDATE (``WHERE status IN allowed_from``, plus the attempt number for
+writes from a worker) and an event row, in one transaction. A write that loses a race changes nothing and
+returns the row as it is now. The rules come from ``api.record.status``; nothing else writes ``status``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+
+from api.record.status import INITIAL, Actor, JobNotFound, JobStatus, allowed_from, utcnow
+from api.record.tables import JobEvent, TrainingJob
+from api.stores import db
+
+# Timestamp column stamped on entering a status.
+_STAMPS = {
+    JobStatus.QUEUED: "queued_at",
+    JobStatus.RUNNING: "started_at",
+    JobStatus.COMPLETED: "finished_at",
+    JobStatus.FAILED: "finished_at",
+    JobStatus.CANCELLED: "finished_at",
+}
+
+
+
+@dataclass(frozen=True)
+class TransitionResult:
+    job: TrainingJob
+    changed: bool
+    from_status: JobStatus | None
+
+
+def create(job: TrainingJob, *, actor: Actor, reason: str, now: datetime | None = None,
+           user_id: int | None = None) -> TrainingJob:
+    """Insert a new row as ``queued`` with its first event (the ``None -> queued`` transition); ``user_id`` is
+    the user who submitted it."""
+    now = now or utcnow()
+    job.status = INITIAL
+    job.status_reason = reason
+    job.created_at = job.updated_at = job.queued_at = now
+    db.session.add(job)
+    db.session.flush()
+    db.session.add(JobEvent(job_id=job.id, from_status=None, to_status=INITIAL, reason=reason, actor=actor,
+                            actor_user_id=user_id, at=now))
+    db.session.commit()
+    return job
+
+
+def transition(
+    job_id: uuid.UUID | str,
+    to: JobStatus,
+    *,
+    reason: str,
+    actor: Actor,
+    expected_from: Iterable[JobStatus] | None = None,
+    attempt: int | None = None,
+    fields: Mapping[str, Any] | None = None,
+    now: datetime | None = None,
+    restart: bool = False,
+    user_id: int | None = None,
+) -> TransitionResult:
+    """Move ``job_id`` to ``to`` if its status allows it (narrowed by ``expected_from``) and, when
+    ``attempt`` is given, only if the row is still on that attempt. Other columns in ``fields`` are
+    written in the same UPDATE. ``restart`` admits ``RESTARTS`` (the user's way out of a terminal status).
+    ``user_id`` is the user who asked for the change (the event records it); workers and reconcilers have none."""
+    if restart and (actor != Actor.API or not fields or "attempts" not in fields):
+        raise ValueError("a restart is the API's, and always starts a new attempt")
+    now = now or utcnow()
+    sources = allowed_from(to, restart)
+    if expected_from is not None:
+        sources = sources & frozenset(JobStatus(s) for s in expected_from)
+    job_id = uuid.UUID(str(job_id))
+    try:
+        row = db.session.execute(
+            select(TrainingJob).where(TrainingJob.id == job_id).with_for_update()
+        ).scalar_one_or_none()
+        if row is None:
+            raise JobNotFound(str(job_id))
+        if row.status not in sources or (attempt is not None and row.attempts != attempt):
+            db.session.commit()
+            return TransitionResult(row, False, JobStatus(row.status))
+        from_status = JobStatus(row.status)
+        values: dict[str, Any] = {"status": to, "status_reason": reason, "updated_at": now, **(fields or {})}
+        if to in _STAMPS:
+            values[_STAMPS[to]] = now
+        conditions = [TrainingJob.id == job_id, TrainingJob.status.in_([s.value for s in sources])]
+        if attempt is not None:
+            conditions.append(TrainingJob.attempts == attempt)
+        result = db.session.execute(update(TrainingJob).where(*conditions).values(**values))
+        if result.rowcount != 1:  # cannot happen under the row lock; never write an event without the change
+            db.session.rollback()
+            return TransitionResult(db.session.get(TrainingJob, job_id), False, None)
+        event = JobEvent(job_id=job_id, from_status=from_status, to_status=to, reason=reason, actor=actor,
+                         actor_user_id=user_id, at=now)
+        db.session.add(event)
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+    db.session.refresh(row)
+    return TransitionResult(row, True, from_status)

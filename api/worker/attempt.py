@@ -1,0 +1,272 @@
+"""One attempt: the RQ job function that trains one row with its task, and records how it ended.
+
+Every write from here carries the attempt number, so a late write from a killed or superseded
+attempt is refused. A refused write also tells the trainer to stop: a job cancelled or failed in the
+database stops training even if RQ's stop command never arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import socket
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from flask import current_app
+from pydantic import ValidationError
+from redis import Redis
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+import trainq
+from api.record.joblog import JobLogCapture
+from api.record.status import Actor, JobStatus, utcnow
+from api.record.status_writer import TransitionResult, transition
+from api.record.tables import JobArtifact, TrainingJob
+from api.stores import db, redis_client
+from api.worker.disk import DiskLimited
+from api.worker.liveness import AttemptLease, JobHeartbeat, TakeoverTimeout
+from api.worker.progress import ProgressWriter
+from trainq.checkpoints import newest_checkpoint
+from trainq.context import TaskContext
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def workdir_prefix(job_id: str, attempt: int) -> str:
+    """``ctx.workdir`` of a job's attempt is a fresh folder in the temp folder named with this prefix."""
+    return f"trainq-{job_id}-a{attempt}-"
+
+
+def remove_workdirs(job_id: str, attempt: int) -> None:
+    for path in Path(tempfile.gettempdir()).glob(workdir_prefix(job_id, attempt) + "*"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class JobLogger(logging.LoggerAdapter):
+    def process(self, msg: str, kwargs: Any) -> tuple[str, Any]:
+        return f"job {self.extra['job_id']}: {msg}", kwargs
+
+
+def tag_log_lines(job_id: str) -> None:
+    """In the horse (one job, one process), every log line, the trainer's and RQ's too, names the job."""
+    make_record, prefix = logging.getLogRecordFactory(), f"job {job_id}: "
+
+    def record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        rec = make_record(*args, **kwargs)
+        if isinstance(rec.msg, str) and not rec.msg.startswith("job ") and job_id not in rec.msg:
+            rec.msg = prefix + rec.msg
+        return rec
+
+    logging.setLogRecordFactory(record)
+
+
+def retry_db(action: Callable[[], T], what: str, seconds: float, jlog: logging.LoggerAdapter) -> T:
+    """Run ``action`` until PostgreSQL answers, backing off up to 5 s, for at most ``seconds``."""
+    deadline, delay = time.monotonic() + seconds, 0.2
+    while True:
+        try:
+            return action()
+        except DBAPIError as exc:
+            db.session.rollback()
+            if not isinstance(exc, OperationalError | InterfaceError) or time.monotonic() + delay > deadline:
+                raise
+            jlog.warning("%s: database unavailable (%s); retrying in %.1fs", what, exc.__class__.__name__, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+class WorkerSink:
+    """The worker's side of a ``TaskContext``: reports and checkpoints go to the ``ProgressWriter``, artifacts
+    to ``job_artifacts``; stop requests come from the heartbeat thread and refused writes."""
+
+    coalesce_seconds = 0.05  # the context hands on step-only reports at most this often (the writer samples them)
+
+    def __init__(self, job: TrainingJob, attempt: int, writer: ProgressWriter, heartbeat: JobHeartbeat) -> None:
+        self.job_id, self.attempt, self.writer, self.heartbeat = job.id, attempt, writer, heartbeat
+        self.report = writer.report  # no frame of its own on the way
+
+    def progress_total(self, steps: int | None) -> None:
+        self.writer.total_steps = steps
+
+    def checkpointed(self, path: Path) -> None:
+        self.writer.checkpointed(str(path))
+
+    def artifact_saved(self, artifact: dict[str, Any]) -> None:
+        row = {"job_id": self.job_id, "name": artifact["name"], "size": artifact["size"],
+               "sha256": artifact["sha256"], "attempt": self.attempt, "path": artifact["path"],
+               "created_at": utcnow()}
+        statement = pg_insert(JobArtifact).values(**row)
+        db.session.execute(statement.on_conflict_do_update(
+            index_elements=[JobArtifact.job_id, JobArtifact.name],
+            set_={k: statement.excluded[k] for k in ("size", "sha256", "attempt", "path", "created_at")}))
+        db.session.commit()
+
+    def stop_reason(self) -> str | None:
+        if self.heartbeat.pause_requested:
+            return "pause"
+        if self.writer.refused or self.heartbeat.refused:
+            status = db.session.scalar(select(TrainingJob.status).where(TrainingJob.id == self.job_id))
+            db.session.rollback()
+            return "cancel" if status == JobStatus.CANCELLED else "superseded"
+        return None
+
+
+def run_training_job(job_id: str, attempt: int) -> dict[str, Any]:
+    """RQ job function: queued -> running -> completed | failed | paused, every write guarded by ``attempt``."""
+    cfg = current_app.config
+    tag_log_lines(job_id)
+    jlog = JobLogger(log, {"job_id": job_id})
+    worker_name = os.environ.get("RQ_WORKER_ID")
+
+    def write(to: JobStatus, reason: str, user_id: int | None = None, **fields: Any) -> TransitionResult:
+        return retry_db(
+            lambda: transition(job_id, to, reason=reason, actor=Actor.WORKER, attempt=attempt, fields=fields,
+                               user_id=user_id),
+            f"mark {to}", cfg["DB_RETRY_SECONDS"], jlog,
+        )
+
+    lease = AttemptLease(db.engine, job_id, attempt, cfg["LEASE_RENEW_INTERVAL"], cfg["LEASE_FENCE"],
+                         cfg["TAKEOVER_WAIT"], jlog)
+    try:
+        try:
+            retry_db(lease.acquire, "take the job's locks", cfg["DB_RETRY_SECONDS"], jlog)
+        except TakeoverTimeout as exc:
+            why = f"attempt {attempt} did not start: {exc}"
+            retry_db(lambda: transition(job_id, JobStatus.FAILED, reason=why,
+                                        actor=Actor.WORKER, expected_from=[JobStatus.QUEUED], attempt=attempt),
+                     "mark failed", cfg["DB_RETRY_SECONDS"], jlog)
+            return {"failed": "takeover timeout"}
+        started = retry_db(
+            lambda: transition(
+                job_id, JobStatus.RUNNING, reason=f"started by worker {worker_name} (attempt {attempt})",
+                actor=Actor.WORKER, expected_from=[JobStatus.QUEUED], attempt=attempt,
+                fields={"worker_name": worker_name, "worker_pid": os.getpid(), "hostname": socket.gethostname(),
+                        "heartbeat_at": utcnow(), **lease.acquire()},
+            ),
+            "mark running", cfg["DB_RETRY_SECONDS"], jlog,
+        )
+        if not started.changed:
+            jlog.warning("not started: row is %s on attempt %s (this is attempt %s)",
+                         started.job.status, started.job.attempts, attempt)
+            return {"skipped": True, "status": started.job.status}
+
+        lease.start_renewing()
+        job = started.job
+        db.session.close()  # hand the connection back (refresh() opened a transaction): the log capture reuses it
+        redis = redis_client(cfg["REDIS_URL"], cfg["REDIS_TIMEOUT"])
+        with JobLogCapture(job_id, attempt, redis, db.engine, cfg["LOG_MAX_LINES"], cfg["RESULT_TTL"]):
+            return _train_and_record(job, attempt, redis, jlog, write, lease)
+    finally:
+        lease.release()
+
+
+def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: logging.LoggerAdapter,
+                      write: Callable[..., TransitionResult], lease: AttemptLease) -> dict[str, Any]:
+    """The part of an attempt whose log lines are captured: run the task, then record how it ended."""
+    cfg, job_id = current_app.config, str(job.id)
+    task = trainq.registry().get(job.task)
+    if task is None:  # its queue routes it only to workers that offer it: a worker started without it
+        write(JobStatus.FAILED, f"this worker does not offer task {job.task!r}")
+        return {"failed": "unknown task"}
+    try:
+        params = task.params.model_validate(job.params)
+    except ValidationError as exc:  # the task's code changed since the submit
+        write(JobStatus.FAILED, f"params no longer valid for task {job.task}: {exc}"[:1000])
+        return {"failed": "invalid params"}
+    checkpoints = Path(cfg["CHECKPOINT_DIR"]) / job_id
+    newest = newest_checkpoint(checkpoints)
+    jlog.info("running (attempt %s, pid %s, task %s%s)", attempt, os.getpid(), job.task,
+              f", newest checkpoint {newest.path.name}" if newest else "")
+    writer = ProgressWriter(job_id, attempt, cfg["PROGRESS_INTERVAL"], db.engine, jlog)
+    heartbeat = JobHeartbeat(job_id, attempt, redis, db.engine, cfg["HEARTBEAT_INTERVAL"], cfg["HEARTBEAT_TIMEOUT"])
+    workdir = Path(tempfile.mkdtemp(prefix=workdir_prefix(job_id, attempt)))
+    ctx = TaskContext(job_id=job_id, attempt=attempt, checkpoint_dir=checkpoints,
+                      artifact_dir=Path(cfg["ARTIFACT_DIR"]) / job_id, workdir=workdir, log=jlog,
+                      sink=DiskLimited(WorkerSink(job, attempt, writer, heartbeat)),
+                      keep_checkpoints=cfg["KEEP_CHECKPOINTS"],
+                      device=getattr(params, "device", None) or cfg["DEVICE"] or None)
+    started = time.perf_counter()
+    # Beating until the attempt's end is recorded: a worker still retrying its final write (PostgreSQL down) is
+    # alive, and the reconciler must not take it for lost even if Redis lost its RQ job meanwhile.
+    with heartbeat:
+        try:
+            with writer:
+                try:
+                    # the Redis beat must be confirmed more often than the reconciler's freshness rule asks
+                    with lease.fencing(lambda: heartbeat.confirmed, 1.5 * cfg["HEARTBEAT_INTERVAL"]):
+                        result = task(ctx, params)
+                finally:
+                    ctx.flush_reports()  # the newest step, for the attempt's last write
+        except Exception as exc:
+            jlog.exception("task %s raised", job.task)
+            write(JobStatus.FAILED, f"{exc.__class__.__name__}: {exc}"[:500],
+                  error_message=traceback.format_exc()[-4000:], **writer.progress_fields())
+            raise
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        if ctx.stop_reason == "pause":
+            return _paused(job_id, checkpoints, writer, jlog, partial(write, user_id=heartbeat.paused_by))
+        if writer.refused or heartbeat.refused or ctx.stop_reason:
+            jlog.info("stopped (%s): the row is no longer running on this attempt",
+                      ctx.stop_reason or "refused write")
+            return {"stopped": True}
+        metrics, problem = final_metrics(result)
+        if problem:
+            write(JobStatus.FAILED, f"task {job.task} returned {problem}; a task returns a dict of numbers",
+                  **writer.progress_fields())
+            return {"failed": problem}
+        try:
+            done = write(JobStatus.COMPLETED, "training finished", heartbeat_at=utcnow(),
+                         **writer.progress_fields(metrics))
+            jlog.info("finished in %.2fs: %s (row %s)", time.perf_counter() - started, metrics, done.job.status)
+        except DBAPIError:
+            # RQ keeps this return value; the reconciler records it when PostgreSQL is back.
+            jlog.error("finished, but the database stayed unreachable; the reconciler will record the result")
+        return {"metrics": metrics, "checkpoint_path": writer.checkpoint_path,
+                "epochs_completed": writer.latest.get("epoch"), "steps": writer.latest.get("step")}
+
+
+def _paused(job_id: str, checkpoints: Path, writer: ProgressWriter, jlog: logging.LoggerAdapter,
+            write: Callable[..., TransitionResult]) -> dict[str, Any]:
+    """The task stopped for a pause: paused at its newest checkpoint, or, with none to resume from, ended as
+    cancelled, saying so (a job is never shown paused with nothing to resume)."""
+    newest = newest_checkpoint(checkpoints)
+    if newest is None:
+        write(JobStatus.CANCELLED, "paused before the task wrote any checkpoint: nothing to resume from, so it "
+              "ended (pause a task after its first checkpoint)", **writer.progress_fields())
+        jlog.info("pause asked, but no checkpoint to resume from: ended")
+        return {"stopped": True}
+    writer.checkpoint_path = str(newest.path)
+    write(JobStatus.PAUSED, f"paused at checkpoint {newest.path.name}", resume_from=str(newest.path),
+          **writer.progress_fields())
+    jlog.info("paused; checkpoint %s", newest.path.name)
+    return {"paused": True, "checkpoint_path": str(newest.path)}
+
+
+def final_metrics(result: Any) -> tuple[dict[str, Any], str | None]:
+    """A task's return value as final metrics: a dict of metric names to numbers (None: nothing to record).
+    The second item says what is wrong with anything else."""
+    if result is None:
+        return {}, None
+    if not isinstance(result, dict):
+        return {}, f"a {type(result).__name__}, not a dict"
+    metrics: dict[str, Any] = {}
+    for name, value in result.items():
+        if not isinstance(name, str):
+            return {}, f"a dict with the key {name!r}, not a metric name"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return {}, f"{name!r}: {type(value).__name__} {str(value)[:50]!r}, not a number"
+        metrics[name] = value if math.isfinite(value) else None
+    return metrics, None

@@ -1,0 +1,87 @@
+"""``JOB_DISK_LIMIT_MB``: a job whose checkpoints and artifacts pass it fails, with a reason that names it
+(its owner's own ``job_disk_limit_mb`` overrides the setting). The worker wraps the task's sink in
+``DiskLimited``, so the check runs right after each checkpoint (``KEEP_CHECKPOINTS`` has pruned older ones by
+then) and each artifact."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select
+
+from api.record.tables import TrainingJob, User
+from api.stores import db
+
+
+class JobDiskLimitExceeded(RuntimeError):
+    """Raised inside a running task (from its checkpoint or save_artifact call): the job fails with this."""
+
+
+def job_disk_limit_bytes(job_id: str | uuid.UUID) -> int | None:
+    """The job's disk limit in bytes (its owner's own, else ``JOB_DISK_LIMIT_MB``); None: no limit."""
+    query = (select(User.job_disk_limit_mb).join(TrainingJob, TrainingJob.owner_id == User.id)
+             .where(TrainingJob.id == uuid.UUID(str(job_id))))
+    with db.engine.connect() as conn:  # not the session: a running job's loaded row stays as it is
+        own = conn.execute(query).scalar()
+    mb = own if own is not None else current_app.config["JOB_DISK_LIMIT_MB"]
+    return mb * 1024 * 1024 if mb and mb > 0 else None
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the regular files under ``folder`` (links are not followed)."""
+    total = 0
+    stack = [folder]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                try:
+                    total += entry.stat(follow_symlinks=False).st_size
+                except FileNotFoundError:
+                    pass
+    return total
+
+
+def job_disk_usage(job_id: str | uuid.UUID) -> int:
+    cfg = current_app.config
+    return sum(folder_bytes(Path(cfg[setting]) / str(job_id)) for setting in ("CHECKPOINT_DIR", "ARTIFACT_DIR"))
+
+
+class DiskLimited:
+    """A worker sink whose checkpoint and artifact calls fail the task once the job's files pass its disk limit.
+    Everything else goes to the wrapped sink."""
+
+    def __init__(self, sink: Any) -> None:
+        self._sink = sink
+        self._limit = job_disk_limit_bytes(sink.job_id)
+        self.report = sink.report  # called every step: no __getattr__ on the way
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sink, name)
+
+    def checkpointed(self, path: Path) -> None:
+        self._sink.checkpointed(path)
+        self.check()
+
+    def artifact_saved(self, artifact: dict[str, Any]) -> None:
+        self._sink.artifact_saved(artifact)
+        self.check()
+
+    def check(self) -> None:
+        if self._limit is None:
+            return
+        used = job_disk_usage(self._sink.job_id)
+        if used > self._limit:
+            raise JobDiskLimitExceeded(
+                f"the job's checkpoints and artifacts use {used / 2**20:.1f} MB, over its disk limit of "
+                f"{self._limit / 2**20:.0f} MB (JOB_DISK_LIMIT_MB, or the owner's job_disk_limit_mb; "
+                f"KEEP_CHECKPOINTS={current_app.config['KEEP_CHECKPOINTS']} keeps only the newest checkpoints)")
