@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 import trainq
 from api.dev.servers import free_port
-from api.record import catalogue
+from api.service import catalogue
 from api.stores import db
 from bench.harness import REPO, percentiles, stack, write_result
 from bench.reconcile_pass import load

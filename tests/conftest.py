@@ -59,8 +59,7 @@ def app(settings: dict[str, str]) -> Flask:
     import flask_migrate
 
     import trainq
-    from api.record import catalogue
-    from api.service import users
+    from api.service import catalogue, users
 
     application = make_app(settings)
     with application.app_context():

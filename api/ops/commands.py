@@ -3,7 +3,6 @@ Flask-Migrate's)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -68,7 +67,7 @@ def worker_command(name: str | None, burst: bool) -> None:
 
     import trainq
     from api.queue import SERIALIZER, ServiceJob, clear_dead_worker, get_queue
-    from api.record import catalogue
+    from api.service import catalogue
     from api.worker.agent import TrainingWorker, import_lazy_modules
 
     cfg = current_app.config
@@ -140,8 +139,8 @@ def reconciler_command(interval: float | None, once: bool) -> None:
         time.sleep(min(fast, period) if lock_conn is not None else period)
 
 
-def run_cleanup(dry_run: bool, as_json: bool) -> int:
-    """The cron entry point's body: exit 0 on success, 2 when a dependency is unreachable."""
+def pass_once(dry_run: bool, as_json: bool) -> int:
+    """One reconcile pass, as cron runs it (``api.cron``): exit 0 on success, 2 when a dependency is unreachable."""
     from api.service.reconcile import run_pass
 
     try:
@@ -161,24 +160,8 @@ def run_cleanup(dry_run: bool, as_json: bool) -> int:
 @click.option("--dry-run", is_flag=True, help="Report what would change; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def cleanup_command(dry_run: bool, as_json: bool) -> None:
-    """Run run_pass() once (what cron runs)."""
-    sys.exit(run_cleanup(dry_run, as_json))
-
-
-def cleanup_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="cleanup_orphaned_jobs.py",
-        description="Reconcile training-job rows in PostgreSQL with RQ in Redis, once. Uses DATABASE_URL "
-        "and REDIS_URL like the API. Exit 0 on success, 2 when PostgreSQL or Redis is unreachable.",
-    )
-    parser.add_argument("--dry-run", action="store_true", help="report what would change; write nothing")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    args = parser.parse_args(argv)
-    from api.app import create_app
-
-    app = create_app()
-    with app.app_context():
-        return run_cleanup(args.dry_run, args.json)
+    """One reconcile pass, now (what cron runs)."""
+    sys.exit(pass_once(dry_run, as_json))
 
 
 users_group = AppGroup("users", help="Manage users: create, list, disable, enable.")

@@ -21,11 +21,11 @@ from redis.exceptions import RedisError
 from sqlalchemy import update
 
 from api import queue
-from api.record import catalogue, locks
+from api.record import locks
 from api.record.status import ACTIONS, TERMINAL, Action, Actor, JobNotFound, JobStatus, actions_for
 from api.record.status_writer import TransitionResult, create, transition
 from api.record.tables import TrainingJob, User
-from api.service import limits, reconcile, timings, users
+from api.service import catalogue, limits, reconcile, timings, users
 from api.service.queries import get_job, latest_checkpoint, parse_id
 from api.stores import db
 

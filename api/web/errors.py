@@ -12,8 +12,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError, PendingRollbackErro
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from api.record.catalogue import TaskRejected
 from api.record.status import JobNotFound
+from api.service.catalogue import TaskRejected
 from api.service.jobs import JobConflict
 from api.service.limits import LimitExceeded
 from api.service.queries import ArtifactNotFound, BadCursor

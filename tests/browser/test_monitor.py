@@ -14,8 +14,8 @@ from playwright.sync_api import Page, expect
 from pydantic import BaseModel, Field
 from sqlalchemy import delete
 
-from api.record import catalogue
 from api.record.tables import TaskOffer, TrainingJob
+from api.service import catalogue
 from api.stores import db
 from tests.support import LONG, process_gone, row, submit, wait_for, wait_status, wait_training
 

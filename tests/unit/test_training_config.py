@@ -3,7 +3,7 @@ against. Every refusal names its field as a path under ``params``."""
 
 import pytest
 
-from api.record.catalogue import TaskRejected, check_params
+from api.service.catalogue import TaskRejected, check_params
 from builtin_tasks.config import TrainingConfig
 
 SCHEMA = TrainingConfig.model_json_schema()

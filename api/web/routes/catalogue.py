@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from api.record import catalogue
+from api.service import catalogue
 from api.web import schemas
 from api.web.openapi import operation
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, render_template
 
-from api.record import catalogue
+from api.service import catalogue
 from api.web import openapi, schemas
 
 bp = Blueprint("docs", __name__)

@@ -12,10 +12,10 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, send_file, url_for
 
-from api.record.catalogue import TaskRejected
 from api.record.status import utcnow
 from api.record.tables import TrainingJob
 from api.service import jobs, queries, reconcile
+from api.service.catalogue import TaskRejected
 from api.web import schemas as s
 from api.web.auth import admin_required, current_user
 from api.web.openapi import BINARY, operation

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template, request
 
-from api.record import catalogue
 from api.record.status import JobNotFound, JobStatus
-from api.service import queries
+from api.service import catalogue, queries
 from api.web import schemas
 from api.web.openapi import read_query
 from api.web.routes.jobs import list_page, render, render_with_actions
