@@ -15,12 +15,14 @@ from builtin_tasks.trainer import Progress, train
 from trainq import TaskContext, task
 
 
-@task("mlp", params=TrainingConfig)
+@task("mlp", params=TrainingConfig, metric="val_loss", mode="min")
 def mlp(ctx: TaskContext, params: TrainingConfig) -> dict[str, float]:
     """Classify scikit-learn's 8x8 digits (or seeded synthetic blobs) with an MLP; pauses at the exact batch.
 
     Deterministic for a seed: a paused and resumed run ends with the same metrics as an unbroken one.
     """
+
+    ctx.total_epochs = params.epochs
 
     def on_progress(progress: Progress) -> None:
         ctx.total_steps = progress.total_steps
@@ -51,7 +53,7 @@ class DiabetesParams(BaseModel):
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
 
-@task("diabetes-regression", params=DiabetesParams)
+@task("diabetes-regression", params=DiabetesParams, metric="val_mse", mode="min")
 def diabetes_regression(ctx: TaskContext, params: DiabetesParams) -> dict[str, float]:
     """Predict disease progression from scikit-learn's bundled diabetes data (regression, MSE and R²).
 
@@ -78,6 +80,7 @@ def diabetes_regression(ctx: TaskContext, params: DiabetesParams) -> dict[str, f
         optimizer.load_state_dict(state["optimizer"])
         start = state["epoch"]
     metrics: dict[str, Any] = {}
+    ctx.total_epochs = params.epochs
     for epoch in range(start, params.epochs):
         model.train()
         generator = torch.Generator().manual_seed(params.seed * 7919 + epoch)

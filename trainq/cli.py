@@ -25,7 +25,8 @@ from rich.table import Column, Table
 
 from trainq.client import Client, ClientError, save_login
 
-TERMINAL = {"completed": 0, "failed": 1, "cancelled": 2, "paused": 3}  # follow's exit codes
+# follow's exit codes, by the status it stopped at: the terminal ones, and paused (it waits for a resume)
+FOLLOW_EXIT = {"completed": 0, "failed": 1, "cancelled": 2, "paused": 3}
 POLL_SECONDS = 1.0
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 console = Console(highlight=False)
@@ -389,7 +390,7 @@ def logs(job_id: str, follow: bool) -> None:
             if ended:
                 return
             # once it has ended, one more read for the lines written just before the end
-            ended = api.call("GET", f"/api/training/{job_id}")["status"] in TERMINAL
+            ended = api.call("GET", f"/api/training/{job_id}")["status"] in FOLLOW_EXIT
             if not ended:
                 time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
@@ -505,17 +506,17 @@ def _follow(api: Client, job_id: str, quiet: bool = False) -> int:
                 job = api.call("GET", f"/api/training/{job_id}")
                 bar.update(shown, description=f"{job_id[:8]} {job['status']}", total=job.get("total_steps"),
                            completed=job.get("step") or 0, metrics=cell(metrics_text(job.get("metrics"))))
-                if job["status"] in TERMINAL:
+                if job["status"] in FOLLOW_EXIT:
                     break
                 time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
         _detached(job_id)
     if quiet:
-        return TERMINAL[job["status"]]
+        return FOLLOW_EXIT[job["status"]]
     click.echo(f"{job_id} {job['status']}: {clean(job.get('status_reason') or '')}")
     if job.get("metrics"):
         click.echo(f"metrics: {clean(metrics_text(job['metrics'], limit=50))}")
-    return TERMINAL[job["status"]]
+    return FOLLOW_EXIT[job["status"]]
 
 
 def _detached(job_id: str) -> None:

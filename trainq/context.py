@@ -32,7 +32,7 @@ class Sink(Protocol):
         tensors): pass it through ``resolve_entry`` before use, off the training thread where it can."""
         ...
 
-    def progress_total(self, steps: int | None) -> None: ...
+    def progress_total(self, steps: int | None, epochs: int | None) -> None: ...
 
     def checkpointed(self, path: Path) -> None: ...
 
@@ -49,14 +49,15 @@ class LocalSink:
     def __init__(self, log: logging.Logger | logging.LoggerAdapter) -> None:
         self.log, self.entries = log, []  # type: ignore[var-annotated]
         self.total_steps: int | None = None
+        self.total_epochs: int | None = None
 
     def report(self, entry: dict[str, Any]) -> None:
         entry = resolve_entry(entry)
         self.entries.append(entry)
         self.log.info("report %s", entry)
 
-    def progress_total(self, steps: int | None) -> None:
-        self.total_steps = steps
+    def progress_total(self, steps: int | None, epochs: int | None) -> None:
+        self.total_steps, self.total_epochs = steps, epochs
 
     def checkpointed(self, path: Path) -> None:
         self.log.info("checkpoint %s", path)
@@ -138,7 +139,7 @@ def resolve_entry(entry: dict[str, Any]) -> dict[str, Any]:
 
 class TaskContext:
     """Passed to every task call. Attributes: ``job_id``, ``attempt``, ``device``, ``log``, ``workdir``,
-    ``stop_reason``, and ``total_steps`` (set it for a progress bar by steps)."""
+    ``stop_reason``, and ``total_steps`` / ``total_epochs`` (set them for a progress bar)."""
 
     def __init__(self, *, job_id: str, attempt: int, checkpoint_dir: Path, artifact_dir: Path, workdir: Path,
                  log: logging.Logger | logging.LoggerAdapter, sink: Sink, device: str | None = None,
@@ -150,6 +151,7 @@ class TaskContext:
         self.stop_reason: str | None = None
         self._sink, self._device_name, self._device = sink, device, None
         self._total_steps: int | None = None
+        self._total_epochs: int | None = None
         self._last_epoch: int | None = None
         self._last_step: int | None = None
         self._coalesce: float = getattr(sink, "coalesce_seconds", 0.0)
@@ -188,7 +190,18 @@ class TaskContext:
     def total_steps(self, steps: int | None) -> None:
         if steps != self._total_steps:
             self._total_steps = steps
-            self._sink.progress_total(steps)
+            self._sink.progress_total(steps, self._total_epochs)
+
+    @property
+    def total_epochs(self) -> int | None:
+        """Set it (any time) to the number of epochs the task will run: the job's progress bar uses it."""
+        return self._total_epochs
+
+    @total_epochs.setter
+    def total_epochs(self, epochs: int | None) -> None:
+        if epochs != self._total_epochs:
+            self._total_epochs = epochs
+            self._sink.progress_total(self._total_steps, epochs)
 
     def report(self, *, step: int | None = None, epoch: int | None = None, **metrics: Any) -> None:
         """Record metrics of any names at a step or an epoch (``step=`` or ``epoch=``, or both): numbers, or

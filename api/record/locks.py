@@ -2,7 +2,7 @@
 so a job's liveness lock can never collide with a recovery action's lock or the reconciler's.
 
 - ``RECONCILER``: held by the active ``flask reconciler`` (one active at a time, the others stand by).
-- ``JOB_ACTION``: one recovery action (force-start, resume, pause, mark-failed) per job at a time.
+- ``JOB_ACTION``: one restart of a job (force-start, resume, a requeue in rq-dashboard) at a time.
 - ``USER_SUBMIT``: one submit at a time per user while their queued jobs are counted (transaction-scoped).
 - ``ATTEMPT``: held by a running attempt's own database session for as long as it runs. PostgreSQL frees it
   the moment that session ends (the process died, with its worker or alone, on any host), so its absence

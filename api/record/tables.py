@@ -100,12 +100,15 @@ class TrainingJob(db.Model):
     owner_id: Mapped[int] = mapped_column(Integer, ForeignKey("users.id"))  # who submitted it
     status: Mapped[str] = mapped_column(String(16))
     status_reason: Mapped[str | None] = mapped_column(Text)
-    task: Mapped[str] = mapped_column(String(64))  # a task some worker published (api.tasks)
+    task: Mapped[str] = mapped_column(String(64))  # a task some worker published (api.service.catalogue)
     params: Mapped[dict[str, Any]] = mapped_column(JSONB)  # checked against the task's published schema
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     step: Mapped[int] = mapped_column(Integer, default=0)
-    total_steps: Mapped[int | None] = mapped_column(Integer)
-    loss: Mapped[float | None]
+    total_steps: Mapped[int | None] = mapped_column(Integer)  # as the task said (``ctx.total_steps``)
+    total_epochs: Mapped[int | None] = mapped_column(Integer)  # as the task said (``ctx.total_epochs``)
+    # the task's primary metric when it was submitted (``@task(metric=, mode=)``): the list's main column
+    metric: Mapped[str | None] = mapped_column(String(100))
+    metric_mode: Mapped[str | None] = mapped_column(String(3))  # min | max: which way is better
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     # what the task reported: every report with an epoch, and step-only reports sampled (one per progress write)
     history: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default=text("'[]'::jsonb"))
@@ -140,6 +143,8 @@ class TrainingJob(db.Model):
         data = {column.name: getattr(self, column.name) for column in self.__table__.columns
                 if column.name not in exclude and column.name not in INTERNAL_COLUMNS}
         data["id"] = str(self.id)
+        if "metrics" in data:  # deprecated, kept for older clients: the newest train_loss or loss
+            data["loss"] = (self.metrics or {}).get("train_loss", (self.metrics or {}).get("loss"))
         if "cloned_from" in data:
             data["cloned_from"] = str(self.cloned_from) if self.cloned_from else None
         age = (now - self.heartbeat_at).total_seconds() if now and self.heartbeat_at else None
@@ -221,6 +226,8 @@ class TaskOffer(db.Model):
     params_order: Mapped[list[str]] = mapped_column(JSONB)  # JSONB keeps no key order; arrays keep theirs
     code_version: Mapped[str] = mapped_column(String(64))
     module: Mapped[str] = mapped_column(String(200))
+    metric: Mapped[str | None] = mapped_column(String(100))  # the task's primary metric, if it declares one
+    metric_mode: Mapped[str | None] = mapped_column(String(3))
     hostname: Mapped[str] = mapped_column(String(255))
     published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 

@@ -40,11 +40,14 @@ class TaskSpec:
     module: str
     workers: int | None  # None: unknown (Redis unreachable)
     published_at: str
+    metric: str | None = None  # the primary metric the task declares, and which way is better
+    metric_mode: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "params_schema": self.params_schema,
                 "params_order": self.params_order, "workers": self.workers, "code_version": self.code_version,
-                "module": self.module, "published_at": self.published_at}
+                "module": self.module, "metric": self.metric, "metric_mode": self.metric_mode,
+                "published_at": self.published_at}
 
 
 def publish(worker_name: str, specs: Iterable[dict[str, Any]]) -> None:
@@ -56,7 +59,8 @@ def publish(worker_name: str, specs: Iterable[dict[str, Any]]) -> None:
                                  params_schema=spec["params_schema"],
                                  params_order=list(spec["params_schema"].get("properties", {})),
                                  code_version=spec["code_version"],
-                                 module=spec["module"], hostname=host, published_at=now))
+                                 module=spec["module"], metric=(spec.get("metric") or {}).get("name"),
+                                 metric_mode=(spec.get("metric") or {}).get("mode"), hostname=host, published_at=now))
     db.session.commit()
 
 
@@ -74,7 +78,8 @@ def catalog() -> dict[str, TaskSpec]:
         newest[offer.task] = offer
         workers[offer.task] = None if live is None else (workers.get(offer.task) or 0) + (offer.worker_name in live)
     return {name: TaskSpec(name, o.description, o.params_schema, o.params_order, o.code_version, o.module,
-                           workers[name], o.published_at.isoformat()) for name, o in sorted(newest.items())}
+                           workers[name], o.published_at.isoformat(), o.metric, o.metric_mode)
+            for name, o in sorted(newest.items())}
 
 
 def _path(parts: Iterable[Any]) -> str:

@@ -14,7 +14,7 @@ from api.record.status import ACTIVE, Actor, JobStatus
 from api.record.status_writer import transition
 from api.record.tables import TrainingJob, User
 from api.service import limits
-from api.service.jobs import JobConflict, _enqueue_current, _restart, _stop_work, job_lock
+from api.service.jobs import JobConflict, enqueue_current, job_lock, restart, stop_work
 from api.service.queries import get_job, latest_checkpoint
 from api.stores import db
 
@@ -37,7 +37,7 @@ def removed_in_dashboard(rq_job_ids: list[str], what: str, user: User | None) ->
         if result.changed:
             cancelled.append(str(job.id))
             try:
-                _stop_work(result.job)
+                stop_work(result.job)
             except RedisError as exc:
                 log.warning("job %s: cancelled (deleted in rq-dashboard); RQ unreachable (%s)", job.id, exc)
     return cancelled
@@ -67,12 +67,12 @@ def requeued_in_dashboard(rq_job_ids: list[str], user: User | None) -> tuple[lis
             checkpoint = latest_checkpoint(job)
             how = f"from {Path(checkpoint).name}" if checkpoint else "afresh"
             try:
-                job = _restart(job, f"requeued in rq-dashboard by {user.name if user else '?'} ({how})",
+                job = restart(job, f"requeued in rq-dashboard by {user.name if user else '?'} ({how})",
                                resume_from=checkpoint, user=user).job
             except (JobConflict, limits.LimitExceeded) as exc:
                 log.warning("job %s: requeued in rq-dashboard, not restarted: %s", job.id, exc)
                 refused[rq_job_id] = str(getattr(exc, "message", exc))
                 continue
-            _enqueue_current(job)
+            enqueue_current(job)
             restarted.append(str(job.id))
     return restarted, refused

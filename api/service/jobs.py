@@ -95,6 +95,8 @@ def submit(task: str, params: dict[str, Any] | None, name: str | None = None,
         max_attempts=max_attempts or current_app.config["MAX_ATTEMPTS"],
         rq_job_id=queue.rq_job_id_for(str(job_id), 1),
         cloned_from=source,
+        metric=spec.metric,
+        metric_mode=spec.metric_mode,
     )
     create(job, actor=Actor.API, reason="submitted", user_id=owner.id)
     try:
@@ -140,7 +142,7 @@ def cancel(job_id: str | uuid.UUID, user: User | None = None) -> CancelResult:
         raise JobConflict(_refusal(result.job, "cancelled"), result.job)
     rq_cancelled, cleanup = False, None
     try:
-        rq_cancelled = _stop_work(result.job)
+        rq_cancelled = stop_work(result.job)
         cleanup = reconcile.run_pass(actor=Actor.API).to_dict()
     except RedisError as exc:
         log.warning("job %s: cancelled in the database; RQ unreachable (%s)", job.id, exc)
@@ -150,7 +152,7 @@ def cancel(job_id: str | uuid.UUID, user: User | None = None) -> CancelResult:
     return CancelResult(get_job(job.id), rq_cancelled=rq_cancelled, already_cancelled=False, cleanup=cleanup)
 
 
-def _stop_work(job: TrainingJob) -> bool:
+def stop_work(job: TrainingJob) -> bool:
     """Stop whatever RQ runs or holds for the row's current attempt; True when RQ acted."""
     return queue.stop(job.rq_job_id or str(job.id), pid=job.worker_pid, hostname=job.hostname)
 
@@ -191,7 +193,7 @@ _FORCE_START_REFUSALS = {
 }
 
 
-def _restart(job: TrainingJob, reason: str, resume_from: str | None, user: User | None) -> TransitionResult:
+def restart(job: TrainingJob, reason: str, resume_from: str | None, user: User | None) -> TransitionResult:
     """failed | cancelled | paused -> queued on a new attempt (the user's budget, not the retries'). It counts
     against the owner's queued jobs, as a submit does."""
     limits.check_queued_jobs(job.owner)
@@ -207,7 +209,7 @@ def _restart(job: TrainingJob, reason: str, resume_from: str | None, user: User 
     return result
 
 
-def _enqueue_current(job: TrainingJob) -> tuple[bool, int | None]:
+def enqueue_current(job: TrainingJob) -> tuple[bool, int | None]:
     """Make sure the row's current attempt is in RQ; (whether this call enqueued it, its queue position)."""
     enqueued = queue.ensure_enqueued(str(job.id), job.attempts)
     return enqueued, queue.get_queue(job.task).get_job_position(queue.rq_job_id_for(str(job.id), job.attempts))
@@ -223,12 +225,12 @@ def force_start(job_id: str | uuid.UUID, user: User | None = None) -> RestartRes
             raise JobConflict(f"job {job.id} cannot be force-started: {_FORCE_START_REFUSALS[previous]}", job)
         catalogue.validate(job.task, job.params)  # still a task someone offers, with params its schema takes?
         if previous == JobStatus.QUEUED:
-            enqueued, position = _enqueue_current(job)
+            enqueued, position = enqueue_current(job)
             message = (f"Job {job.id} re-enqueued (its RQ job was lost)" if enqueued
                        else f"Job {job.id} is already queued in RQ")
         else:
-            job = _restart(job, "force-started by user (fresh start)", resume_from=None, user=user).job
-            _, position = _enqueue_current(job)
+            job = restart(job, "force-started by user (fresh start)", resume_from=None, user=user).job
+            _, position = enqueue_current(job)
             message = f"Job {job.id} force-started from scratch (attempt {job.attempts})"
         log.info("job %s: %s", job.id, message)
         return RestartResult(get_job(job.id), previous, position, message)
@@ -255,8 +257,8 @@ def resume(job_id: str | uuid.UUID, user: User | None = None) -> RestartResult:
         checkpoint = latest_checkpoint(job)
         if checkpoint is None:
             raise JobConflict(f"job {job.id} has no checkpoint to resume from; force-start it to train afresh", job)
-        job = _restart(job, f"resumed by user from {Path(checkpoint).name}", resume_from=checkpoint, user=user).job
-        _, position = _enqueue_current(job)
+        job = restart(job, f"resumed by user from {Path(checkpoint).name}", resume_from=checkpoint, user=user).job
+        _, position = enqueue_current(job)
         message = f"Job {job.id} resumes from {Path(checkpoint).name} (attempt {job.attempts})"
         log.info("job %s: %s", job.id, message)
         return RestartResult(get_job(job.id), previous, position, message)
@@ -283,7 +285,7 @@ def mark_failed(job_id: str | uuid.UUID, reason: str, user: User | None = None) 
     if not result.changed:
         raise JobConflict(_refusal(result.job, "marked failed"), result.job)
     try:
-        _stop_work(result.job)
+        stop_work(result.job)
     except RedisError as exc:
         log.warning("job %s: marked failed; RQ unreachable (%s)", job.id, exc)
     log.info("job %s: %s", job.id, message)

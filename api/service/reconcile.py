@@ -280,7 +280,7 @@ def _final_result(job_id: str) -> dict[str, Any]:
         return {}
     metrics = value["metrics"]
     return {"metrics": metrics, "epoch": value.get("epochs_completed"), "step": value.get("steps"),
-            "loss": metrics.get("train_loss", metrics.get("loss")), "checkpoint_path": value.get("checkpoint_path")}
+            "checkpoint_path": value.get("checkpoint_path")}
 
 
 def run_pass_now(max_age_minutes: int | None = None) -> dict[str, Any]:

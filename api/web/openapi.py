@@ -294,10 +294,9 @@ def _not_null(prop: dict[str, Any]) -> dict[str, Any]:
 
 
 def _submit_forms(task_params: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
-    """``POST /api/training``'s body: one form per task, its ``params`` that task's schema; and the old form
-    ``{"config": ...}`` of the ``mlp`` task."""
+    """``POST /api/training``'s body: one form per task, its ``params`` that task's schema."""
     base = schemas.SubmitRequest.model_json_schema(ref_template=REF)
-    common = {name: prop for name, prop in base["properties"].items() if name not in ("task", "params", "config")}
+    common = {name: prop for name, prop in base["properties"].items() if name not in ("task", "params")}
     forms = []
     for task in sorted(task_params):
         ref = {"$ref": REF.format(model=f"params.{task}")}
@@ -308,10 +307,6 @@ def _submit_forms(task_params: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
             required = ["task"]
         forms.append({"type": "object", "title": task, "additionalProperties": False, "required": required,
                       "properties": {"task": {"const": task}, "params": params, **common}})
-    if "mlp" in task_params:
-        forms.append({"type": "object", "title": "mlp (the old form)", "deprecated": True,
-                      "additionalProperties": False, "required": ["config"],
-                      "properties": {"config": {"$ref": REF.format(model="params.mlp")}, **common}})
     return {"oneOf": forms} if forms else base
 
 

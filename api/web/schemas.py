@@ -103,15 +103,8 @@ class SubmitRequest(Model):
     name: Name | None = None
     max_attempts: Attempts | None = Field(None, description="attempts before the job stays failed (default 1)")
     cloned_from: UUID | None = Field(None, description="the job this one runs again (Run again); linked back")
-    config: dict[str, Any] | None = Field(None, json_schema_extra={"deprecated": True},
-                                          description="the old form of {task: mlp, params}: the mlp task's params")
 
-    def task_and_params(self, legacy_task: str) -> tuple[str, dict[str, Any] | None]:
-        if self.config is not None:
-            if self.task is not None or self.params is not None:
-                raise ApiError(422, "invalid_field", "config: the old form of params; send task and params, not "
-                               "config", "config")
-            return legacy_task, self.config
+    def task_and_params(self) -> tuple[str, dict[str, Any] | None]:
         if self.task is None:
             raise ApiError(422, "missing_field", "task: required (GET /api/tasks lists the tasks)", "task")
         return self.task, self.params
@@ -258,6 +251,9 @@ class Task(Model):
     workers: int | None = Field(description="live workers offering it (null: Redis unreachable)")
     code_version: str
     module: str
+    metric: str | None = Field(description="the task's primary metric (@task(metric=...)): the list's main column, "
+                               "its default sort")
+    metric_mode: Literal["min", "max"] | None = Field(description="min: lower is better; max: higher is better")
     published_at: Timestamp
 
 
@@ -278,8 +274,11 @@ class JobSummary(Model):
     params: dict[str, Any]
     epoch: int
     step: int
-    total_steps: int | None
-    loss: float | None
+    total_steps: int | None = Field(description="steps the task said it takes (ctx.total_steps)")
+    total_epochs: int | None = Field(description="epochs the task said it runs (ctx.total_epochs)")
+    metric: str | None = Field(description="its task's primary metric when submitted; its value is in metrics")
+    metric_mode: Literal["min", "max"] | None
+    loss: float | None = Field(description="deprecated: the newest train_loss or loss of metrics (read metric)")
     metrics: dict[str, Any] | None = Field(description="the newest reported metrics; the final ones once ended")
     rq_job_id: str | None
     worker_name: str | None

@@ -97,8 +97,8 @@ class WorkerSink:
         self.job_id, self.attempt, self.writer, self.heartbeat = job.id, attempt, writer, heartbeat
         self.report = writer.report  # no frame of its own on the way
 
-    def progress_total(self, steps: int | None) -> None:
-        self.writer.total_steps = steps
+    def progress_total(self, steps: int | None, epochs: int | None) -> None:
+        self.writer.totals(steps, epochs)
 
     def checkpointed(self, path: Path) -> None:
         self.writer.checkpointed(str(path))

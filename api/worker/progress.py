@@ -36,6 +36,7 @@ class ProgressWriter:
         self._first_write = True
         self.latest: dict[str, Any] = {}  # every metric's newest value, with the newest step and epoch
         self._total_steps: int | None = None
+        self._total_epochs: int | None = None
         self.checkpoint_path: str | None = None
         self.refused = False
         self._thread = Beat(f"job-progress-{job_id}", interval, self.write_if_changed)
@@ -49,14 +50,10 @@ class ProgressWriter:
             self.latest.update(entry)
             self._changed = True
 
-    @property
-    def total_steps(self) -> int | None:
-        return self._total_steps
-
-    @total_steps.setter
-    def total_steps(self, steps: int | None) -> None:
+    def totals(self, steps: int | None, epochs: int | None) -> None:
+        """How many steps and epochs the task said it takes (the progress bar's totals)."""
         with self._lock:
-            self._total_steps, self._changed = steps, True
+            self._total_steps, self._total_epochs, self._changed = steps, epochs, True
 
     def checkpointed(self, path: str) -> None:
         with self._lock:
@@ -104,7 +101,7 @@ class ProgressWriter:
         metrics = {k: v for k, v in latest.items() if k not in ("step", "epoch")}
         metrics.update(final or {})
         values: dict[str, Any] = {"metrics": metrics or None, "total_steps": self._total_steps,
-                                  "loss": metrics.get("train_loss", metrics.get("loss"))}
+                                  "total_epochs": self._total_epochs}
         for axis in ("epoch", "step"):
             if axis in latest:
                 values[axis] = latest[axis]

@@ -18,7 +18,7 @@ from trainq.checkpoints import checkpoint_name
 
 
 def submit(client, **config):
-    response = client.post("/api/training", json={"config": {"epochs": 5, **config}})
+    response = client.post("/api/training", json={"task": "mlp", "params": {"epochs": 5, **config}})
     assert response.status_code == 201, response.get_json()
     return response.get_json()["job"]
 
@@ -40,6 +40,7 @@ def test_submit_writes_row_then_enqueues(client, redis):
         "rq_job_id", "worker_name", "worker_pid", "hostname", "attempts", "checkpoint_path", "error_message",
         "created_at", "queued_at", "started_at", "finished_at", "updated_at", "heartbeat_at", "owner_id", "owner",
         "max_attempts", "resume_from", "heartbeat_age_seconds", "stale", "log_truncated", "history", "cloned_from",
+        "total_epochs", "metric", "metric_mode",
     }
     assert set(job) == expected_columns
     rq_job = fetch(job["id"], redis)
@@ -56,25 +57,26 @@ def test_submit_writes_row_then_enqueues(client, redis):
 @pytest.mark.parametrize(
     ("body", "status", "field"),
     [
-        ({"config": {"epochs": 0}}, 422, "config.epochs"),
-        ({"config": {"epochs": "ten"}}, 422, "config.epochs"),
-        ({"config": {"epochs": 100_001}}, 422, "config.epochs"),
-        ({"config": {"learning_rate": -1}}, 422, "config.learning_rate"),
-        ({"config": {"hidden_sizes": [64, "x"]}}, 422, "config.hidden_sizes.1"),
-        ({"config": {"dataset": "cifar"}}, 422, "config.dataset"),
-        ({"config": {"warp": 9}}, 422, "config.warp"),
-        ({"config": "epochs=3"}, 422, "config"),
-        ({"config": {}, "priority": 1}, 422, "priority"),
-        ({"name": 5, "config": {}}, 422, "name"),
-        ({"name": "", "config": {}}, 422, "name"),
-        ({"name": "x" * 201, "config": {}}, 422, "name"),
+        ({"task": "mlp", "params": {"epochs": 0}}, 422, "params.epochs"),
+        ({"task": "mlp", "params": {"epochs": "ten"}}, 422, "params.epochs"),
+        ({"task": "mlp", "params": {"epochs": 100_001}}, 422, "params.epochs"),
+        ({"task": "mlp", "params": {"learning_rate": -1}}, 422, "params.learning_rate"),
+        ({"task": "mlp", "params": {"hidden_sizes": [64, "x"]}}, 422, "params.hidden_sizes.1"),
+        ({"task": "mlp", "params": {"dataset": "cifar"}}, 422, "params.dataset"),
+        ({"task": "mlp", "params": {"warp": 9}}, 422, "params.warp"),
+        ({"task": "mlp", "params": "epochs=3"}, 422, "params"),
+        ({"task": "mlp", "priority": 1}, 422, "priority"),
+        ({"name": 5, "task": "mlp"}, 422, "name"),
+        ({"name": "", "task": "mlp"}, 422, "name"),
+        ({"name": "x" * 201, "task": "mlp"}, 422, "name"),
         ({"name": "no task"}, 422, "task"),
         ({"task": "mlp", "params": {"epochs": 0}}, 422, "params.epochs"),
         ({"task": "mlp", "params": {"hidden_sizes": [64, 0]}}, 422, "params.hidden_sizes.1"),
         ({"task": "mlp", "params": {"warp": 9}}, 422, "params.warp"),
         ({"task": "mlp", "params": [1]}, 422, "params"),
         ({"task": "diabetes-regression", "params": {"lr": 2}}, 422, "params.lr"),
-        ({"task": "mlp", "config": {}}, 422, "config"),
+        ({"task": "mlp", "config": {}}, 422, "config"),  # the old form of params, retired
+        ({"config": {"epochs": 3}}, 422, "config"),
         ({"task": 5}, 422, "task"),
         ({"task": "no-such-task"}, 422, "task"),
     ],
@@ -211,6 +213,9 @@ def test_submit_a_task_with_params_and_read_the_tasks(client):
                                    "seed", "checkpoint_every", "num_workers"]  # as declared (JSONB sorts keys)
     listed = client.get("/api/training?task=diabetes-regression").get_json()["jobs"]
     assert [job["name"] for job in listed] == ["diabetes"]
+    # the task's declared primary metric: published, and recorded on the job at submit (the list's main column)
+    assert (tasks["diabetes-regression"]["metric"], tasks["diabetes-regression"]["metric_mode"]) == ("val_mse", "min")
+    assert (listed[0]["metric"], listed[0]["metric_mode"]) == ("val_mse", "min")
 
 
 def test_an_unknown_task_lists_the_known_ones(client):

@@ -24,7 +24,7 @@ def run_script(settings, *args, **env_overrides):
 
 def orphan(client, redis) -> str:
     """A running row whose RQ job vanished (as after a Redis flush) and which no process beats for."""
-    job_id = client.post("/api/training", json={"config": {}}).get_json()["job"]["id"]
+    job_id = client.post("/api/training", json={"task": "mlp"}).get_json()["job"]["id"]
     transition(job_id, JobStatus.RUNNING, reason="test", actor=Actor.WORKER,
                fields={"heartbeat_at": utcnow() - timedelta(minutes=5)})
     lose(redis, job_id)

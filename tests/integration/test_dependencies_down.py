@@ -17,7 +17,8 @@ def test_submit_with_redis_down_is_202_and_reconciler_enqueues_later(settings, c
     server = RedisServer(tmp_path / "redis")  # not started yet: Redis is down
     down = make_app(settings, REDIS_URL=server.url, REDIS_TIMEOUT=0.5)
     with down.app_context():
-        response = down.test_client().post("/api/training", json={"name": "survivor", "config": {"epochs": 2}})
+        response = down.test_client().post("/api/training", json={"name": "survivor", "task": "mlp",
+                                                                   "params": {"epochs": 2}})
         assert response.status_code == 202, response.get_json()
         body = response.get_json()
         assert body["enqueued"] is False and "Redis is unreachable" in body["message"]
@@ -46,7 +47,7 @@ def test_database_down_answers_503_json(settings):
     url = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
     down = make_app(settings, DATABASE_URL=url)
     client = down.test_client()
-    for response in (client.get("/api/training"), client.post("/api/training", json={"config": {}}),
+    for response in (client.get("/api/training"), client.post("/api/training", json={"task": "mlp"}),
                      client.get("/api/health")):
         assert response.status_code == 503, response.get_data(as_text=True)
         assert response.get_json()["error" if "error" in response.get_json() else "checks"]

@@ -18,7 +18,7 @@ from tests.support import REPO, process_gone, wait_for
 
 
 def test_wsgi_entry_point_reconciles_at_start(settings, client, redis):
-    job_id = client.post("/api/training", json={"config": {}}).get_json()["job"]["id"]
+    job_id = client.post("/api/training", json={"task": "mlp"}).get_json()["job"]["id"]
     redis.flushdb()
     code = "import api.wsgi"
     env = {**os.environ, **settings, "ENQUEUE_GRACE": "0"}

@@ -46,8 +46,8 @@ def test_the_refusal_is_real():
     assert done.returncode != 0 and "not installed on this host" in done.stderr
 
 
-def test_the_status_vocabulary_loads_no_database_library():
-    code = ("import sys\nimport api.record.status\n"
+def test_the_status_vocabulary_and_the_api_models_load_no_database_library():
+    code = ("import sys\nimport api.record.status, api.web.schemas\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('flask', 'sqlalchemy', 'redis', 'rq')))")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

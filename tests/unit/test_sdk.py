@@ -46,6 +46,32 @@ def test_params_must_be_a_pydantic_model():
         task("unit-sdk-bad", params=dict)
 
 
+def test_a_task_declares_its_primary_metric_and_a_context_its_totals(tmp_path):
+    @task("unit-sdk-metric", params=P, metric="val_acc", mode="max")
+    def scored(ctx: TaskContext, params: P) -> dict:
+        ctx.total_epochs = 4
+        ctx.total_steps = 40
+        return {}
+
+    assert scored.spec()["metric"] == {"name": "val_acc", "mode": "max"}
+    ctx = TaskContext.local(tmp_path)
+    scored(ctx, P())
+    assert (ctx._sink.total_steps, ctx._sink.total_epochs) == (40, 4)
+    with pytest.raises(TaskError, match="mode must be 'min'"):
+        task("unit-sdk-mode", params=P, metric="acc", mode="up")
+    with pytest.raises(TaskError, match="is not a metric name"):
+        task("unit-sdk-metric-name", params=P, metric="val loss")
+
+
+def test_no_builtin_task_is_special():
+    """The built-ins declare their primary metric and their epochs like any task: nothing on the server names them."""
+    import builtin_tasks.tasks  # noqa: F401 - registers them
+
+    specs = {name: t.spec() for name, t in trainq.registry().items()}
+    assert specs["mlp"]["metric"] == {"name": "val_loss", "mode": "min"}
+    assert specs["diabetes-regression"]["metric"] == {"name": "val_mse", "mode": "min"}
+
+
 def test_a_name_taken_by_another_function_is_refused():
     @task("unit-sdk-taken", params=P)
     def first(ctx, params):

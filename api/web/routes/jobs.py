@@ -15,16 +15,12 @@ from flask import Blueprint, Response, current_app, send_file, url_for
 from api.record.status import utcnow
 from api.record.tables import TrainingJob
 from api.service import jobs, queries, reconcile
-from api.service.catalogue import TaskRejected
 from api.web import schemas as s
 from api.web.auth import admin_required, current_user
 from api.web.openapi import BINARY, operation
 from api.web.schemas import ApiError
 
 bp = Blueprint("training", __name__, url_prefix="/api/training")
-
-LEGACY_TASK = "mlp"  # {"config": {...}} is kept as an alias for {"task": "mlp", "params": {...}}
-
 
 def render(job: TrainingJob, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
     data = job.to_dict(now=utcnow(), stale_after=current_app.config["HEARTBEAT_TIMEOUT"], exclude=exclude)
@@ -50,17 +46,12 @@ def list_page(query: s.ListQuery) -> dict[str, Any]:
 @bp.post("")
 @operation("Submit a training job", {201: s.Submitted, 202: s.Submitted}, body=s.SubmitRequest, errors=(429,))
 def submit_job(body: s.SubmitRequest):
-    task, params = body.task_and_params(LEGACY_TASK)
+    task, params = body.task_and_params()
     try:
         result = jobs.submit(task, params, body.name.strip() if body.name else None, body.max_attempts,
                              owner=current_user(), cloned_from=str(body.cloned_from) if body.cloned_from else None)
     except jobs.CloneSourceNotFound as exc:
         raise ApiError(404, "job_not_found", str(exc), "cloned_from") from None
-    except TaskRejected as exc:
-        if body.config is not None and exc.field.startswith("params"):  # answer in the words of the old form
-            raise TaskRejected(exc.code, "config" + exc.message[len("params"):], "config" + exc.field[len("params"):]) \
-                from None
-        raise
     job = render(result.job)
     if result.enqueued:
         answer, status = {"job": job, "enqueued": True, "message": "Job queued"}, 201

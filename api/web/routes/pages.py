@@ -1,6 +1,7 @@
 """The web monitor: ``/`` (jobs), ``/jobs/<id>`` (one job) and ``/compare?ids=`` (several jobs side by side).
 Server-rendered shells with the first data inlined; the pages' JavaScript then polls the same JSON API a script
-would, and holds no status logic.
+would. What a status allows comes from the server (each job's ``actions``; the compare page gets the terminal
+statuses, after which it stops polling), never from a rule of the JavaScript's own.
 The submit form is generated in the browser from the params JSON Schema each task's workers published
 (``GET /api/tasks``): the page knows no task's fields itself."""
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template, request
 
-from api.record.status import JobNotFound, JobStatus
+from api.record.status import TERMINAL, JobNotFound, JobStatus
 from api.service import catalogue, queries
 from api.web import schemas
 from api.web.openapi import read_query
@@ -76,7 +77,8 @@ def compare_page():
         return render_template("not_found.html", job_id=str(exc)), 404
     catalog = catalogue.catalog()
     order = [name for job in found if job["task"] in catalog for name in catalog[job["task"]].params_order]
-    return render_template("compare.html", jobs=found, params_order=list(dict.fromkeys(order)), error=None)
+    return render_template("compare.html", jobs=found, params_order=list(dict.fromkeys(order)), error=None,
+                           ended=sorted(TERMINAL))
 
 
 def ordered_params(params: dict, task: dict | None) -> list[tuple[str, object]]:

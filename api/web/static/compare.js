@@ -4,7 +4,7 @@
 "use strict";
 
 const data = JSON.parse(document.getElementById("initial").textContent);
-const ACTIVE = new Set(["queued", "running", "paused"]);
+const ENDED = new Set(data.ended);  // the terminal statuses, from the server: a job in one changes no more
 const CHART_HEIGHT = 220;
 
 const state = {
@@ -108,6 +108,7 @@ new ResizeObserver(() => {
 
 // ---------------------------------------------------------------- tables
 
+// for a metric no compared job's task declared as its primary one (@task(metric=, mode=)): guessed by its name
 const LOWER_IS_BETTER = /(loss|err|error|mse|mae|rmse|perplexity|seconds|time)$/i;
 
 function headerRow(first) {
@@ -124,7 +125,8 @@ function renderFinalMetrics() {
   const rows = names.map((name) => {
     const values = state.jobs.map((job) => (job.metrics || {})[name]);
     const numbers = values.filter((v) => typeof v === "number" && isFinite(v));
-    const lower = LOWER_IS_BETTER.test(name);
+    const declared = state.jobs.find((job) => job.metric === name && job.metric_mode);  // its task said which way
+    const lower = declared ? declared.metric_mode === "min" : LOWER_IS_BETTER.test(name);
     const best = numbers.length > 1 ? (lower ? Math.min(...numbers) : Math.max(...numbers)) : null;
     return h("tr", {"data-metric": name}, h("th", {scope: "row"}, name,
       h("span", {class: "muted direction"}, lower ? " (lower is better)" : " (higher is better)")),
@@ -207,7 +209,7 @@ renderAll();
 poll(async () => {  // only active jobs change (a finished one changes again only if someone restarts it)
   let changed = false;
   await Promise.all(state.jobs.map(async (job, index) => {
-    if (!ACTIVE.has(job.status)) return;
+    if (ENDED.has(job.status)) return;
     const fresh = await state.resources[index].fetch();
     if (fresh) {
       state.jobs[index] = fresh;

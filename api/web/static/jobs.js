@@ -57,11 +57,18 @@ function heartbeatCell(job) {
 }
 
 const SHOWN_METRICS = 3;
-const LOSS_NAMES = new Set(["loss", "train_loss"]);  // the Loss column has these
 
-/** The job's latest metrics but its loss, validation ones first, as "name value" items. */
+/** The job's primary metric (its task's declaration, recorded at submit): "name value", or "–". */
+function primaryCell(job) {
+  if (!job.metric) return "–";
+  const value = (job.metrics || {})[job.metric];
+  return h("span", {class: "metric", title: `${job.metric}: ${job.metric_mode === "max" ? "higher" : "lower"} is better`},
+    h("span", {class: "metric-name"}, job.metric), " ", value === undefined ? "–" : fmtMetric(job.metric, value));
+}
+
+/** The job's other latest metrics, validation ones first, as "name value" items. */
 function metricsCell(job) {
-  const entries = Object.entries(job.metrics || {}).filter(([name]) => !LOSS_NAMES.has(name));
+  const entries = Object.entries(job.metrics || {}).filter(([name]) => name !== job.metric);
   entries.sort(([a], [b]) => Number(!a.startsWith("val")) - Number(!b.startsWith("val")));
   if (!entries.length) return "–";
   const shown = entries.slice(0, SHOWN_METRICS).map(([name, value]) =>
@@ -102,7 +109,7 @@ function jobRow(job) {
     h("td", {"data-label": "Status"}, h("div", {}, statusBadge(job.status), " ", staleBadge(job),
       job.status_reason ? h("div", {class: "reason", title: job.status_reason}, job.status_reason) : null)),
     h("td", {"data-label": "Progress"}, progressBar(job)),
-    h("td", {"data-label": "Loss"}, fmtNumber(job.loss)),
+    h("td", {"data-label": "Metric", class: "primary-metric"}, primaryCell(job)),
     h("td", {"data-label": "Metrics"}, metricsCell(job)),
     h("td", {"data-label": "Started"}, fmtTime(job.started_at)),
     h("td", {"data-label": "Duration", class: "duration"}, fmtDuration(duration(job))),
@@ -182,6 +189,15 @@ function applyFilters() {
   view.cursors = [];
   if (listUrl() !== before || view.cursors.length) navigate();
 }
+
+/** Listing one task's jobs, with no sort chosen: sort by the task's primary metric, best first (its mode). */
+function defaultSort() {
+  const declared = (catalog.tasks || []).find((t) => t.name === taskFilter.value);
+  if (!declared || !declared.metric || sortMetric.value.trim()) return;
+  sortMetric.value = declared.metric;
+  sortOrder.value = declared.metric_mode === "max" ? "-" : "";
+}
+taskFilter.addEventListener("change", defaultSort);
 
 let typing = null;  // text filters apply as one types, once a pause says the word is done
 for (const el of document.querySelectorAll("#filters input, #filters select")) {
@@ -560,7 +576,7 @@ function slotFor(field, message) {
   if (field === "task") return [taskSelect, document.getElementById("err-task")];
   if (field === "name") return [document.getElementById("job-name"), document.getElementById("err-name")];
   let param = null;
-  const match = /^(?:params|config)\.([^.]+)/.exec(field || "");
+  const match = /^params\.([^.]+)/.exec(field || "");
   if (match) param = match[1];
   else if (field === "params") {  // a required param left out: the message names it
     const required = /'([^']+)' is a required property/.exec(message);

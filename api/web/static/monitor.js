@@ -60,10 +60,10 @@ function heartbeatText(job, receivedAt) {
   return `${fmtDuration(job.heartbeat_age_seconds + (performance.now() - receivedAt) / 1000)} ago`;
 }
 
-/** How far a job is: by steps when the task said how many it takes (``total_steps``), else by epochs
-    against its ``epochs`` param; ``label`` says it in words, ``steps`` adds the step count when both apply. */
+/** How far a job is, by what its task said it takes: steps (``total_steps``), else epochs (``total_epochs``);
+    ``label`` says it in words, ``steps`` adds the step count when both apply. */
 function progressOf(job) {
-  const epochs = job.params && typeof job.params.epochs === "number" ? job.params.epochs : null;
+  const epochs = job.total_epochs || null;
   const epoch = Math.min(job.epoch || 0, epochs || Infinity), step = job.step || 0;
   const epochText = epochs ? `epoch ${epoch} of ${epochs}` : null;
   if (job.total_steps) {
