@@ -47,7 +47,7 @@ def get_latency(url: str, path: str, n: int, conditional: bool = False) -> dict:
 def submit_throughput(url: str, seconds: float, threads: int) -> dict:
     counts, errors = [0] * threads, [0] * threads
     deadline = time.perf_counter() + seconds
-    payload = json.dumps({"name": "load", "config": {"epochs": 1}})
+    payload = json.dumps({"name": "load", "task": "mlp", "params": {"epochs": 1}})
 
     def run(i: int) -> None:
         while time.perf_counter() < deadline:

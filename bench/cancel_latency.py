@@ -20,7 +20,7 @@ JOB = {"dataset": "digits", "epochs": 100_000, "hidden_sizes": [32], "batch_size
 
 
 def one_cancel(base: str, db_url: str) -> dict[str, float]:
-    status, body = http("POST", f"{base}/api/training", {"name": "cancel-me", "config": JOB})
+    status, body = http("POST", f"{base}/api/training", {"name": "cancel-me", "task": "mlp", "params": JOB})
     assert status == 201, body
     job_id = body["job"]["id"]
     job = wait_for(lambda: (j := http("GET", f"{base}/api/training/{job_id}")[1])["step"] > 0 and j, 60, "training")

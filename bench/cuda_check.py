@@ -50,7 +50,7 @@ class RecordingSink:
                 self.entries.append(entry)
             self.latest.update(entry)
 
-    def progress_total(self, steps: int | None) -> None:
+    def progress_total(self, steps: int | None, epochs: int | None) -> None:
         self.total_steps = steps
 
     def checkpointed(self, path: Path) -> None:

@@ -92,7 +92,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         pages = latencies(url, some_job, args.requests)  # nothing trains yet: unchanged polls are 304s
         s.worker("bench-monitor", LOG_LEVEL="INFO")  # the job's epoch lines reach its log
-        status, body = http("POST", f"{url}/api/training", {"name": "watched", "config": WATCHED})
+        status, body = http("POST", f"{url}/api/training", {"name": "watched", "task": "mlp", "params": WATCHED})
         assert status == 201, body
         job_id = body["job"]["id"]
         wait_for(lambda: http("GET", f"{url}/api/training/{job_id}")[1]["status"] == "running", 120, "training")

@@ -36,7 +36,7 @@ JOB = {"dataset": "digits", "epochs": 100_000, "hidden_sizes": [32], "batch_size
 
 
 def start_training(base: str, name: str) -> tuple[str, dict]:
-    status, body = http("POST", f"{base}/api/training", {"name": name, "config": JOB})
+    status, body = http("POST", f"{base}/api/training", {"name": name, "task": "mlp", "params": JOB})
     job_id = body["job"]["id"]
     job = wait_for(lambda: (j := http("GET", f"{base}/api/training/{job_id}")[1])["step"] > 0 and j, 60, "training")
     return job_id, job
@@ -135,7 +135,7 @@ def busy_cores() -> list[subprocess.Popen]:
 
 def stopped_check(base: str, seconds: float) -> dict:
     """SIGSTOP a training job's worker and horse for ``seconds``, then SIGCONT: never lost, and it trains on."""
-    status, body = http("POST", f"{base}/api/training", {"name": "stopped", "config": JOB})
+    status, body = http("POST", f"{base}/api/training", {"name": "stopped", "task": "mlp", "params": JOB})
     job_id = body["job"]["id"]
     job = wait_for(lambda: (j := http("GET", f"{base}/api/training/{job_id}")[1])["step"] > 0 and j, 60, "training")
     worker_pid = int(redis_connection.get().hget(f"rq:worker:{job['worker_name']}", "pid"))

@@ -54,7 +54,7 @@ def main() -> None:
         "description": "wall time of train() alone in a fresh process vs the same training inside an RQ work "
                        "horse (from the row's started_at to finished_at: heartbeats, progress writes and "
                        "transitions included), alternating",
-        "config": CONFIG,
+        "task": "mlp", "params": CONFIG,
         "targets": {"overhead_ratio_p50": "<= 1.03"},
         "bare_s": bare, "worker_s": worker,
         "summary": {"bare": percentiles(bare), "worker": percentiles(worker), "ratio": percentiles(ratios)},

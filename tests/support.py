@@ -128,7 +128,7 @@ def start_worker(env: dict[str, str], name: str, log_dir: Path, redis_conn: Any)
 
 
 def submit(client, config, name="t", **body):
-    response = client.post("/api/training", json={"name": name, "config": config, **body})
+    response = client.post("/api/training", json={"name": name, "task": "mlp", "params": config, **body})
     assert response.status_code == 201, response.get_json()
     return response.get_json()["job"]["id"]
 

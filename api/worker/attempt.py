@@ -26,6 +26,7 @@ from redis import Redis
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_before_delay, wait_exponential
 
 import trainq
 from api.record.joblog import JobLogCapture
@@ -73,18 +74,23 @@ def tag_log_lines(job_id: str) -> None:
 
 
 def retry_db(action: Callable[[], T], what: str, seconds: float, jlog: logging.LoggerAdapter) -> T:
-    """Run ``action`` until PostgreSQL answers, backing off up to 5 s, for at most ``seconds``."""
-    deadline, delay = time.monotonic() + seconds, 0.2
-    while True:
+    """Run ``action`` until PostgreSQL answers (a connection error), backing off from 0.2 s to 5 s, while the next
+    try would still start within ``seconds``; any other error at once."""
+
+    def once() -> T:
         try:
             return action()
-        except DBAPIError as exc:
+        except DBAPIError:
             db.session.rollback()
-            if not isinstance(exc, OperationalError | InterfaceError) or time.monotonic() + delay > deadline:
-                raise
-            jlog.warning("%s: database unavailable (%s); retrying in %.1fs", what, exc.__class__.__name__, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            raise
+
+    def say(state: RetryCallState) -> None:
+        jlog.warning("%s: database unavailable (%s); retrying in %.1fs", what,
+                     state.outcome.exception().__class__.__name__, state.next_action.sleep)
+
+    return Retrying(retry=retry_if_exception_type((OperationalError, InterfaceError)),
+                    stop=stop_before_delay(seconds), wait=wait_exponential(multiplier=0.2, max=5.0),
+                    before_sleep=say, reraise=True)(once)
 
 
 class WorkerSink:

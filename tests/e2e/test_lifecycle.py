@@ -30,7 +30,7 @@ from tests.support import (
 
 def test_submit_trains_to_completion(client, workers, settings):
     workers()
-    response = client.post("/api/training", json={"name": "digits-3", "config": SHORT})
+    response = client.post("/api/training", json={"name": "digits-3", "task": "mlp", "params": SHORT})
     assert response.status_code == 201
     job_id = response.get_json()["job"]["id"]
     assert response.headers["Location"].endswith(f"/api/training/{job_id}")
