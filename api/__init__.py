@@ -28,11 +28,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     redis_connection.init_app(app)
 
-    from api import auth, cli, dashboard, errors, limits, metrics
+    from api import auth, cli, dashboard, errors, limits, metrics, web_security
     from api.routes import docs, health, pages, tasks, training
     from api.routes import login as login_routes
 
     errors.register_error_handlers(app)
+    web_security.init_app(app)  # CSP and nosniff on every answer
     limits.init_app(app)  # the Host check runs first: a foreign name gets a 400 before anything else
     if not app.config["SECRET_KEY"]:
         app.before_request(refuse_without_secret_key)

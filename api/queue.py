@@ -193,9 +193,10 @@ def _is_job_id(value: Any) -> bool:
         return False
 
 
-def enqueue(job_id: str, attempt: int, task: str, description: str = "") -> Job:
+def enqueue(job_id: str, attempt: int, task: str) -> Job:
     """Enqueue attempt ``attempt`` of row ``job_id`` under ``rq_job_id_for(job_id, attempt)`` in its task's
-    queue. Callers go through ``reconcile.ensure_enqueued``, which holds the row and checks RQ first."""
+    queue. RQ's fields carry no user text (rq-dashboard shows them to admins): the description is the id and
+    attempt only. Callers go through ``reconcile.ensure_enqueued``, which holds the row and checks RQ first."""
     cfg = current_app.config
     rq_id = rq_job_id_for(job_id, attempt)
     queue = get_queue(task)
@@ -208,7 +209,7 @@ def enqueue(job_id: str, attempt: int, task: str, description: str = "") -> Job:
             timeout=cfg["JOB_TIMEOUT"],
             result_ttl=cfg["RESULT_TTL"],
             failure_ttl=cfg["RESULT_TTL"],
-            description=description or f"training job {job_id} (attempt {attempt})",
+            description=f"training job {job_id} (attempt {attempt})",
             pipeline=pipe,
         )
         pipe.delete(control_key(job_id))  # a new attempt does not inherit a pause request

@@ -299,7 +299,7 @@ def ensure_enqueued(job_id: str, attempt: int, reason: str | None = None) -> boo
         if queue.fetch_states([rq_id])[rq_id].status in ("queued", "started", "deferred", "scheduled"):
             db.session.rollback()
             return False
-        queue.enqueue(job_id, attempt, found.task, description=f"{found.name} ({job_id})")
+        queue.enqueue(job_id, attempt, found.task)
     except BaseException:
         db.session.rollback()
         raise
