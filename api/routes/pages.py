@@ -10,7 +10,7 @@ from flask import Blueprint, render_template, request
 
 from api import jobs, schemas, tasks
 from api.openapi import read_query
-from api.routes.training import list_page, render, render_with_actions
+from api.routes.training import detail, list_page, render
 from api.schemas import ApiError
 from api.status import JobNotFound, JobStatus
 
@@ -57,7 +57,7 @@ def job_page(job_id: str):
             source = {"id": str(job.cloned_from), "name": jobs.get_job(job.cloned_from).name}
         except JobNotFound:
             pass
-    return render_template("job.html", job=render_with_actions(job), task=task, source=source,
+    return render_template("job.html", job=detail(job.id), task=task, source=source,
                            params=ordered_params(job.params or {}, task))
 
 
