@@ -523,7 +523,11 @@ def artifact_file(job_id: str | uuid.UUID, name: str) -> tuple[JobArtifact, Path
         raise ArtifactNotFound(str(exc)) from None
     artifact = db.session.get(JobArtifact, (job.id, name))
     db.session.commit()
-    folder = (Path(current_app.config["ARTIFACT_DIR"]) / str(job.id)).resolve()
+    linked = Path(current_app.config["ARTIFACT_DIR"]) / str(job.id)
+    if linked.is_symlink():  # refused before anything resolves it: a link there may point anywhere (/etc)
+        log.warning("job %s: its artifact folder %s is a link; refused", job.id, linked)
+        raise ArtifactNotFound(f"job {job.id}'s artifact folder is a link: refused")
+    folder = linked.resolve()
     path = folder / name
     if artifact is None or not path.is_file() or path.is_symlink() or path.resolve().parent != folder:
         raise ArtifactNotFound(f"job {job.id} has no artifact {name!r}")
