@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template, request
 
+from api import job_history as history_view
 from api import jobs, schemas, tasks
 from api.openapi import read_query
 from api.routes.training import detail, list_page, render
@@ -46,19 +47,20 @@ def jobs_page():
 @bp.get("/jobs/<job_id>")
 def job_page(job_id: str):
     try:
-        job = jobs.get_job(job_id)
+        job = detail(jobs.parse_id(job_id))  # its history capped, as the API's read (a long one stays in PostgreSQL)
     except JobNotFound:
         return render_template("not_found.html", job_id=job_id), 404
-    spec = tasks.catalog().get(job.task)
+    spec = tasks.catalog().get(job["task"])
     task = spec.to_dict() if spec else None
     source = None
-    if job.cloned_from:
+    if job["cloned_from"]:
         try:
-            source = {"id": str(job.cloned_from), "name": jobs.get_job(job.cloned_from).name}
+            source = {"id": job["cloned_from"], "name": history_view.job_without_history(
+                jobs.parse_id(job["cloned_from"]))[0].name}
         except JobNotFound:
             pass
-    return render_template("job.html", job=detail(job.id), task=task, source=source,
-                           params=ordered_params(job.params or {}, task))
+    return render_template("job.html", job=job, task=task, source=source,
+                           params=ordered_params(job["params"] or {}, task))
 
 
 @bp.get("/compare")
