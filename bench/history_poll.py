@@ -8,8 +8,8 @@ import argparse
 
 from sqlalchemy import text
 
-from api.extensions import db
-from api.local import free_port
+from api.dev.servers import free_port
+from api.stores import db
 from bench.api_latency import client
 from bench.harness import percentiles, stack, write_result
 from bench.reconcile_pass import load

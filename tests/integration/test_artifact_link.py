@@ -7,9 +7,9 @@ import hashlib
 import uuid
 from pathlib import Path
 
-from api.extensions import db
-from api.models import JobArtifact
-from api.status import utcnow
+from api.record.status import utcnow
+from api.record.tables import JobArtifact
+from api.stores import db
 from tests.support import SHORT, submit
 
 

@@ -7,7 +7,7 @@ import time
 
 from sqlalchemy import text
 
-from api.extensions import db
+from api.stores import db
 from tests.support import SHORT, submit
 
 POINTS = 20_000

@@ -1,0 +1,88 @@
+"""The training-job service. ``create_app`` reads as its table of contents."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from api import settings as settings
+from api.stores import db, migrate, postgres_connect_args, redis_connection
+
+MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.update(settings.load())
+    app.config.update(config or {})
+    app.config["SQLALCHEMY_DATABASE_URI"] = sqlalchemy_url(app.config["DATABASE_URL"])
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True, "connect_args": postgres_connect_args()})
+    app.json.sort_keys = False
+    configure_logging(app.config["LOG_LEVEL"])
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS_DIR)
+    redis_connection.init_app(app)
+
+    from api.ops import commands
+    from api.service import limits
+    from api.web import auth, dashboard, errors, metrics, security
+    from api.web.routes import catalogue, docs, health, jobs, pages
+    from api.web.routes import login as login_routes
+
+    errors.register_error_handlers(app)
+    security.init_app(app)  # CSP and nosniff on every answer
+    limits.init_app(app)  # the Host check runs first: a foreign name gets a 400 before anything else
+    if not app.config["SECRET_KEY"]:
+        app.before_request(refuse_without_secret_key)
+    auth.init_app(app)  # then every request needs a user, except a short public list
+    app.register_blueprint(login_routes.bp)
+    app.register_blueprint(jobs.bp)
+    app.register_blueprint(catalogue.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(docs.bp)
+    dashboard.init_app(app)
+    metrics.init_app(app)
+    commands.init_app(app)
+    return app
+
+
+class MissingSecretKey(RuntimeError):
+    pass
+
+
+SECRET_KEY_MESSAGE = ("SECRET_KEY is not set: the web service refuses to serve without one (it signs the "
+                      "monitor's session cookies). Set it to a long random string, e.g. "
+                      "python -c 'import secrets; print(secrets.token_urlsafe(32))'; make run makes one in var/")
+
+
+def require_secret_key(app: Flask) -> None:
+    """Serving without a SECRET_KEY is refused at start (api/wsgi.py calls this)."""
+    if not app.config["SECRET_KEY"]:
+        raise MissingSecretKey(SECRET_KEY_MESSAGE)
+
+
+def refuse_without_secret_key():
+    """An app made without SECRET_KEY (the CLI's, a worker's) serves nothing if something serves it anyway."""
+    from api.web.errors import error_response
+
+    return error_response(503, "secret_key_missing", SECRET_KEY_MESSAGE)
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Plain ``postgresql://`` URLs use psycopg2 (SQLAlchemy 2.1 would pick psycopg 3)."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg2://" + url[len(scheme):]
+    return url
+
+
+def configure_logging(level: str) -> None:
+    """One format for API, worker and reconciler; job lines carry ``job <id>:``."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
