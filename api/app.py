@@ -30,11 +30,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     redis_connection.init_app(app)
 
     from api.ops import commands
-    from api.web import auth, dashboard, errors, hosts, metrics
+    from api.web import auth, dashboard, errors, hosts, metrics, security
     from api.web.routes import catalogue, docs, health, jobs, pages
     from api.web.routes import login as login_routes
 
     errors.register_error_handlers(app)
+    security.init_app(app)  # CSP and nosniff on every answer
     hosts.init_app(app)  # the Host check runs first: a foreign name gets a 400 before anything else
     if not app.config["SECRET_KEY"]:
         app.before_request(refuse_without_secret_key)

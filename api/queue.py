@@ -200,7 +200,8 @@ def _is_job_id(value: Any) -> bool:
 
 def enqueue(job_id: str, attempt: int, task: str) -> Job:
     """Enqueue attempt ``attempt`` of row ``job_id`` under ``rq_job_id_for(job_id, attempt)`` in its task's
-    queue. Callers go through ``ensure_enqueued``, which holds the row and checks RQ first."""
+    queue. RQ's fields carry no user text (rq-dashboard shows them to admins): the description is the id and
+    attempt only. Callers go through ``ensure_enqueued``, which holds the row and checks RQ first."""
     cfg = current_app.config
     rq_id = rq_job_id_for(job_id, attempt)
     queue = get_queue(task)

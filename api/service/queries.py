@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +22,8 @@ from api.record.tables import JobArtifact, JobEvent, JobMetricValue, TrainingJob
 from api.stores import db, redis_connection
 from trainq.checkpoints import list_checkpoints, newest_checkpoint
 from trainq.context import check_artifact_name
+
+log = logging.getLogger(__name__)
 
 LIST_LEAVES_OUT = frozenset({"history"})  # grows with every epoch of every job; a single-job read has it
 
@@ -194,7 +197,11 @@ def artifact_file(job_id: str | uuid.UUID, name: str) -> tuple[JobArtifact, Path
         raise ArtifactNotFound(str(exc)) from None
     artifact = db.session.get(JobArtifact, (job.id, name))
     db.session.commit()
-    folder = (Path(current_app.config["ARTIFACT_DIR"]) / str(job.id)).resolve()
+    linked = Path(current_app.config["ARTIFACT_DIR"]) / str(job.id)
+    if linked.is_symlink():  # refused before anything resolves it: a link there may point anywhere (/etc)
+        log.warning("job %s: its artifact folder %s is a link; refused", job.id, linked)
+        raise ArtifactNotFound(f"job {job.id}'s artifact folder is a link: refused")
+    folder = linked.resolve()
     path = folder / name
     if artifact is None or not path.is_file() or path.is_symlink() or path.resolve().parent != folder:
         raise ArtifactNotFound(f"job {job.id} has no artifact {name!r}")

@@ -16,7 +16,7 @@ from typing import Any
 from flask import Flask, Response, request
 from rq.worker import Worker
 
-from api.web import auth
+from api.web import auth, dashboard_input, security
 
 ACTIONS = frozenset({"delete_job_view", "requeue_job_view", "requeue_all", "empty_queue", "compact_queue"})
 """rq-dashboard's view functions that change Redis."""
@@ -124,6 +124,8 @@ def _honor(response: Response) -> Response:
 
 def _guard() -> Response | None:
     auth.require_admin()
+    if (refused := dashboard_input.refusal(request.endpoint, request.view_args or {})) is not None:
+        return refused  # type: ignore[return-value]
     if request.endpoint and request.endpoint.split(".")[-1] in ACTIONS and request.method != "POST":
         from api.web.errors import error_response
 
@@ -177,7 +179,7 @@ def _requeue(rq_job_ids: list[str], single: bool) -> Response:
 def _csrf_for_jquery(response: Response) -> Response:
     """Its pages post with jQuery: send the session's CSRF header with every one of those calls."""
     if response.mimetype == "text/html" and not response.direct_passthrough and auth.current_user() is not None:
-        script = (f'<script>$.ajaxSetup({{headers: {{"{auth.CSRF_HEADER}": '
+        script = (f'<script nonce="{security.csp_nonce()}">$.ajaxSetup({{headers: {{"{auth.CSRF_HEADER}": '
                   f'{json.dumps(auth.csrf_token())}}}}});</script></body>')
         response.set_data(response.get_data(as_text=True).replace("</body>", script, 1))
     return response
@@ -200,7 +202,9 @@ def init_app(app: Flask) -> None:
     web.setup_rq_connection(app)
     blueprint = rq_dashboard.blueprint
     if _guard not in blueprint.before_request_funcs.get(None, []):  # one blueprint object for every app
-        blueprint.before_request(_guard)
+        # first, before rq-dashboard's own (which answers a bad instance number with a 500)
+        blueprint.before_request_funcs.setdefault(None, []).insert(0, _guard)
+        blueprint.after_request(dashboard_input.escape_json)
         blueprint.after_request(_csrf_for_jquery)
         blueprint.after_request(_honor)
     app.register_blueprint(blueprint, url_prefix="/rq")

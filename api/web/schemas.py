@@ -180,6 +180,10 @@ class ListQuery(Model):
 
 class HistoryQuery(Model):
     format: Literal["json", "csv"] = Field("json", description="csv: a download, one row per report")
+    offset: _count(0, 10**9, "skip this many reports (oldest first)") = 0  # type: ignore[valid-type]
+    limit: _count(1, 10**6, "at most this many reports") | None = None  # type: ignore[valid-type]
+    points: _count(2, 100_000, "downsampled to about this many reports per metric: min/max per bucket "
+                   "(offset and limit are then ignored)") | None = None  # type: ignore[valid-type]
 
 
 class LogsQuery(Model):
@@ -309,6 +313,7 @@ class History(Model):
     task: str
     columns: list[str]
     history: list[dict[str, Any]]
+    history_length: int = Field(description="how many reports the job has in all")
 
 
 class Job(JobSummary):
@@ -319,6 +324,9 @@ class Job(JobSummary):
 
 class JobDetail(Job):
     actions: list[str] = Field(description="what its status allows now: cancel, pause, resume, ...")
+    history: list[dict[str, Any]] = Field(description="the last 1,000 reports (the whole series: .../history)")
+    history_length: int = Field(description="how many reports the job has in all")
+    history_truncated: bool = Field(description="true when history holds only the last of them")
 
 
 class JobList(Model):

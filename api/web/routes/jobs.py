@@ -10,11 +10,11 @@ import re
 import uuid
 from typing import Any
 
-from flask import Blueprint, Response, current_app, send_file, url_for
+from flask import Blueprint, Response, current_app, request, send_file, url_for
 
 from api.record.status import utcnow
 from api.record.tables import TrainingJob
-from api.service import jobs, queries, reconcile
+from api.service import history, jobs, queries, reconcile
 from api.web import schemas as s
 from api.web.auth import admin_required, current_user
 from api.web.openapi import BINARY, operation
@@ -26,11 +26,6 @@ def render(job: TrainingJob, exclude: frozenset[str] = frozenset()) -> dict[str,
     data = job.to_dict(now=utcnow(), stale_after=current_app.config["HEARTBEAT_TIMEOUT"], exclude=exclude)
     data["owner"] = job.owner.name if job.owner else None
     return data
-
-
-def render_with_actions(job: TrainingJob) -> dict[str, Any]:
-    """One job as ``GET /api/training/<id>`` shows it: with the actions its status allows now."""
-    return {**render(job), "actions": [action.value for action in jobs.allowed_actions(job, current_user())]}
 
 
 def list_page(query: s.ListQuery) -> dict[str, Any]:
@@ -84,9 +79,25 @@ def admin_cleanup(query: s.CleanupQuery):
 
 
 @bp.get("/<uuid:job_id>")
-@operation("A job, with its history and the actions its status allows", {200: s.JobDetail}, conditional=True)
+@operation("A job, with the last of its history and the actions its status allows", {200: s.JobDetail},
+           conditional=True)
 def get_job(job_id: uuid.UUID):
-    return render_with_actions(queries.get_job(job_id))
+    tag = history.version_tag(job_id, current_user())  # the row's version: a poll finding nothing new reads no history
+    if request.if_none_match.contains_weak(tag):
+        response = Response(status=304)
+        response.set_etag(tag, weak=True)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+    return detail(job_id), 200, {"ETag": f'W/"{tag}"'}
+
+
+def detail(job_id: uuid.UUID) -> dict[str, Any]:
+    """A job as ``GET /api/training/<id>`` (and the job page's first paint) shows it: its actions, and only the
+    last ``INLINE_POINTS`` reports of its history."""
+    job, tail, length = history.job_without_history(job_id)
+    return {**render(job, exclude=queries.LIST_LEAVES_OUT),
+            "actions": [a.value for a in jobs.allowed_actions(job, current_user())],
+            "history": tail, "history_length": length, "history_truncated": length > len(tail)}
 
 
 @bp.get("/<uuid:job_id>/events")
@@ -100,11 +111,16 @@ def job_events(job_id: uuid.UUID):
            media=("text/csv",))
 def job_history(job_id: uuid.UUID, query: s.HistoryQuery):
     job, columns, entries = queries.metric_history(job_id)
+    total = len(entries)
+    if query.points is not None:
+        entries = history.downsample(entries, query.points)
+    elif query.offset or query.limit is not None:
+        entries = entries[query.offset:query.offset + query.limit if query.limit is not None else None]
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", job.name).strip("-")[:60] or "job"
     download = {"Content-Disposition": f'attachment; filename="{safe}-{str(job.id)[:8]}-history.{query.format}"'}
     if query.format == "json":
         return {"job_id": str(job.id), "name": job.name, "task": job.task, "columns": columns,
-                "history": entries}, 200, download
+                "history": entries, "history_length": total}, 200, download
     out = io.StringIO()
     writer = csv.DictWriter(out, columns, lineterminator="\n")
     writer.writeheader()

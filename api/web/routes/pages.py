@@ -10,10 +10,10 @@ from __future__ import annotations
 from flask import Blueprint, render_template, request
 
 from api.record.status import TERMINAL, JobNotFound, JobStatus
-from api.service import catalogue, queries
+from api.service import catalogue, history, queries
 from api.web import schemas
 from api.web.openapi import read_query
-from api.web.routes.jobs import list_page, render, render_with_actions
+from api.web.routes.jobs import detail, list_page, render
 from api.web.schemas import ApiError
 
 bp = Blueprint("pages", __name__)
@@ -48,19 +48,20 @@ def jobs_page():
 @bp.get("/jobs/<job_id>")
 def job_page(job_id: str):
     try:
-        job = queries.get_job(job_id)
+        job = detail(queries.parse_id(job_id))  # its history capped, as the API's read
     except JobNotFound:
         return render_template("not_found.html", job_id=job_id), 404
-    spec = catalogue.catalog().get(job.task)
+    spec = catalogue.catalog().get(job["task"])
     task = spec.to_dict() if spec else None
     source = None
-    if job.cloned_from:
+    if job["cloned_from"]:
         try:
-            source = {"id": str(job.cloned_from), "name": queries.get_job(job.cloned_from).name}
+            source = {"id": job["cloned_from"], "name": history.job_without_history(
+                queries.parse_id(job["cloned_from"]))[0].name}
         except JobNotFound:
             pass
-    return render_template("job.html", job=render_with_actions(job), task=task, source=source,
-                           params=ordered_params(job.params or {}, task))
+    return render_template("job.html", job=job, task=task, source=source,
+                           params=ordered_params(job["params"] or {}, task))
 
 
 @bp.get("/compare")

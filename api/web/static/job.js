@@ -15,7 +15,12 @@ const state = {
   logMore: true,  // read the log again: the job changed, or the last read found lines
   historyLength: -1,
   charts: null,
+  sampled: null,  // a long history's whole series, downsampled (curveHistory)
+  sampledAt: -Infinity,
+  sampling: false,
 };
+const SAMPLE_POINTS = 2000;
+const SAMPLE_EVERY_MS = 30000;
 
 // ---------------------------------------------------------------- actions
 
@@ -97,7 +102,31 @@ function renderJob(job) {
   document.getElementById("metrics").replaceChildren(...(metrics.length
     ? metrics.flatMap(([name, value]) => [h("dt", {}, name), h("dd", {"data-metric": name}, fmtMetric(name, value))])
     : [h("dt", {class: "muted"}, "none yet"), h("dd")]));
-  renderCurves(job.history || []);
+  renderCurves(curveHistory(job));
+  if (job.history_truncated && !state.sampling && performance.now() - state.sampledAt > SAMPLE_EVERY_MS) {
+    state.sampling = true;
+    fetch(`${base}/history?format=json&points=${SAMPLE_POINTS}`, {headers: {Accept: "application/json"}, cache: "no-store"})
+      .then((response) => (response.ok ? response.json() : null))
+      .then((body) => {
+        if (body) {
+          state.sampled = body.history;
+          state.sampledAt = performance.now();
+          renderCurves(curveHistory(state.job));
+        }
+      })
+      .catch(() => {})
+      .finally(() => { state.sampling = false; });
+  }
+}
+
+/** What the curves draw: the inline history; for a long one (the API sends only its last 1,000 reports), the
+    whole series downsampled by the API (min/max per bucket, GET .../history?points=), then the inline tail. */
+function curveHistory(job) {
+  const tail = job.history || [];
+  if (!job.history_truncated || !state.sampled || !tail.length) return tail;
+  const key = (entry) => (typeof entry.epoch === "number" ? entry.epoch : entry.step);
+  const start = key(tail[0]);
+  return [...state.sampled.filter((entry) => key(entry) < start), ...tail];
 }
 
 // ---------------------------------------------------------------- curves (uPlot), one per metric

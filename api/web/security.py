@@ -1,0 +1,41 @@
+"""Headers every answer carries: a Content-Security-Policy and ``X-Content-Type-Options: nosniff``.
+
+The monitor's pages run only the service's own script files (``script-src 'self'``: no inline script, no
+``eval``). rq-dashboard's pages (``/rq``) also run their one inline script, which carries a nonce made for that
+answer, and ``eval`` (underscore's templates compile with ``new Function``); what those templates show is
+HTML-escaped by ``api.dashboard`` before it reaches them. No page may be framed (``frame-ancestors 'none'``).
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from flask import Flask, Response, g, request
+
+_COMMON = ("default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; object-src 'none'; "
+           "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def csp_nonce() -> str:
+    """This answer's script nonce (made on first use)."""
+    if "csp_nonce" not in g:
+        g.csp_nonce = secrets.token_urlsafe(18)
+    return g.csp_nonce
+
+
+def policy() -> str:
+    if request.blueprint == "rq_dashboard":
+        return f"{_COMMON}; script-src 'self' 'nonce-{csp_nonce()}' 'unsafe-eval'"
+    return f"{_COMMON}; script-src 'self'"
+
+
+def _headers(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = policy()
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
+
+
+def init_app(app: Flask) -> None:
+    app.after_request(_headers)
+    app.jinja_env.globals["csp_nonce"] = csp_nonce
