@@ -47,6 +47,7 @@ def test_submit_writes_row_then_enqueues(client, redis):
     assert rq_job.get_status() == "queued" and rq_job.args == [job["id"], 1]
     again = client.get(f"/api/training/{job['id']}").get_json()
     assert again.pop("actions") == ["cancel", "force-start", "mark-failed"]
+    assert (again.pop("history_length"), again.pop("history_truncated")) == (0, False)  # the read caps history
     assert {k: v for k, v in again.items() if k != "heartbeat_age_seconds"} == \
         {k: v for k, v in job.items() if k != "heartbeat_age_seconds"}
     assert job["stale"] is False and job["max_attempts"] == 1
