@@ -36,7 +36,8 @@ def test_submit_trains_to_completion(client, workers, settings):
     assert response.headers["Location"].endswith(f"/api/training/{job_id}")
 
     job = wait_status(job_id, "completed")
-    assert job.epoch == 3 and job.metrics["val_accuracy"] > 0.5 and job.loss is not None
+    assert job.epoch == 3 and job.metrics["val_accuracy"] > 0.5 and job.metrics[job.metric] is not None
+    assert (job.metric, job.metric_mode, job.total_epochs) == ("val_loss", "min", 3)  # as the task declared
     assert job.worker_name and job.worker_pid and job.hostname and job.started_at and job.finished_at
     assert job.attempts == 1 and job.rq_job_id == job_id
     epochs = [h for h in job.history if "epoch" in h]  # the monitor's curves: every epoch, sampled steps
