@@ -160,7 +160,7 @@ def test_make_run_in_a_private_folder_follows_no_link_and_changes_no_mode(privat
         [home] = pg_home.glob("pg-*")
         pgdata = (home / "pgdata").lstat()
         assert pgdata.st_uid != 0 and stat.S_IMODE(pgdata.st_mode) == 0o700
-        assert "running as nobody" in run.read()
+        assert "running as trainq-pg" in run.read()
         # every folder the service made and chowned or chmodded: planted links must never be followed
         owned += [home, home / "pgdata", home / "socket", home / "pginstall",
                   *[Path(root) for root, _, _ in os.walk(home / "pginstall")]]
