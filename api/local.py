@@ -1,5 +1,5 @@
-"""``make run`` in one process: embedded Redis/PostgreSQL when no URLs are given, then the API, a worker
-and the reconciler as supervised children, all stopped cleanly on Ctrl-C or SIGTERM.
+"""``make run`` in one process: embedded Redis/PostgreSQL when no URLs are given, then the API (under gunicorn:
+``api/serving.py``), a worker and the reconciler as supervised children, all stopped cleanly on Ctrl-C or SIGTERM.
 
 The server classes are also what the test suite and the benchmarks use to start throwaway servers on free
 ports. Both admit only this project: each has a generated password (``make run`` keeps them in
@@ -363,9 +363,9 @@ class PostgresServer:
             elif self.account and (owner := folder.lstat().st_uid) != self.account.pw_uid:
                 raise EmbeddedServerError(
                     f"{folder} belongs to {_account_name(owner)}, not to {self.account.pw_name}, which PostgreSQL "
-                    f"runs as now (an older trainq ran it as nobody): remove {self.home} to have a new cluster made "
-                    f"(its jobs are lost, and var/postgres.password with it), or set {PG_ACCOUNT_ENV}="
-                    f"{_account_name(owner)} to keep it (a shared account: see the README)")
+                    f"runs as now (an older trainq ran it as nobody, or {PG_ACCOUNT_ENV} changed): remove "
+                    f"{self.home} to have a new cluster made (its jobs are lost, and var/postgres.password with it), "
+                    f"or set {PG_ACCOUNT_ENV}={_account_name(owner)} to keep it (a shared account: see the README)")
         if not (pgdata / "PG_VERSION").exists():
             self._initdb(bindir, pgdata)
             if self.clients:
