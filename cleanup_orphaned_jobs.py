@@ -3,7 +3,7 @@
 
 import sys
 
-from api.cli import cleanup_main
+from api.ops.commands import cleanup_main
 
 if __name__ == "__main__":
     sys.exit(cleanup_main())

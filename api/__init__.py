@@ -9,8 +9,8 @@ from typing import Any
 
 from flask import Flask
 
-from api import config as settings
-from api.extensions import db, migrate, postgres_connect_args, redis_connection
+from api import settings as settings
+from api.stores import db, migrate, postgres_connect_args, redis_connection
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
 
@@ -28,9 +28,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     redis_connection.init_app(app)
 
-    from api import auth, cli, dashboard, errors, limits, metrics
-    from api.routes import docs, health, pages, tasks, training
-    from api.routes import login as login_routes
+    from api.ops import commands
+    from api.service import limits
+    from api.web import auth, dashboard, errors, metrics
+    from api.web.routes import catalogue, docs, health, jobs, pages
+    from api.web.routes import login as login_routes
 
     errors.register_error_handlers(app)
     limits.init_app(app)  # the Host check runs first: a foreign name gets a 400 before anything else
@@ -38,14 +40,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.before_request(refuse_without_secret_key)
     auth.init_app(app)  # then every request needs a user, except a short public list
     app.register_blueprint(login_routes.bp)
-    app.register_blueprint(training.bp)
-    app.register_blueprint(tasks.bp)
+    app.register_blueprint(jobs.bp)
+    app.register_blueprint(catalogue.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(docs.bp)
     dashboard.init_app(app)
     metrics.init_app(app)
-    cli.init_app(app)
+    commands.init_app(app)
     return app
 
 
@@ -66,7 +68,7 @@ def require_secret_key(app: Flask) -> None:
 
 def refuse_without_secret_key():
     """An app made without SECRET_KEY (the CLI's, a worker's) serves nothing if something serves it anyway."""
-    from api.errors import error_response
+    from api.web.errors import error_response
 
     return error_response(503, "secret_key_missing", SECRET_KEY_MESSAGE)
 

@@ -28,7 +28,7 @@ from rq.serializers import JSONSerializer
 from rq.worker import Worker
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
-from api.extensions import redis_connection
+from api.stores import redis_connection
 
 JOB_FUNCTION = "api.worker.run_training_job"
 # Job payloads are JSON, never pickle: loading a pickle runs whatever code it names, and anyone who can

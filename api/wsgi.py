@@ -2,9 +2,9 @@
 start-up so that whatever happened while no API ran is fixed before the first request. Without a SECRET_KEY
 it refuses to start (``make run`` makes one in var/)."""
 
-from api import create_app, require_secret_key
-from api.cli import reconcile_once
-from api.status import Actor
+from api.app import create_app, require_secret_key
+from api.ops.commands import reconcile_once
+from api.record.status import Actor
 
 app = create_app()
 require_secret_key(app)

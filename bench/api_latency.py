@@ -16,9 +16,9 @@ from urllib.parse import quote
 from sqlalchemy import text
 
 import trainq
-from api import tasks
-from api.extensions import db
-from api.local import free_port
+from api.dev.servers import free_port
+from api.service import catalogue
+from api.stores import db
 from bench.harness import REPO, percentiles, stack, write_result
 from bench.reconcile_pass import load
 
@@ -62,7 +62,7 @@ def main() -> None:
             newest = db.session.scalar(text("SELECT max(created_at) FROM training_jobs"))
             db.session.commit()
             # what a worker would publish, without a worker (one would take the queued rows): the submits need it
-            tasks.publish("bench-offers", [task.spec() for task in trainq.load_task_modules().tasks.values()])
+            catalogue.publish("bench-offers", [task.spec() for task in trainq.load_task_modules().tasks.values()])
         port = free_port()
         s.gunicorn(port, workers=2)
         url = f"http://127.0.0.1:{port}"

@@ -13,7 +13,7 @@ import time
 import psutil
 import psycopg2
 
-from api.local import free_port
+from api.dev.servers import free_port
 from bench.harness import http, percentiles, process_gone, stack, wait_for, write_result
 
 JOB = {"dataset": "digits", "epochs": 100_000, "hidden_sizes": [32], "batch_size": 16, "num_workers": 1}

@@ -20,7 +20,7 @@ import pyte
 from rich.console import Console
 from rich.text import Text
 
-from api.local import free_port
+from api.dev.servers import free_port
 from bench.harness import REPO, TOKEN_ENV, stack
 from bench.monitor_pages import CHROMIUM_ARGS
 

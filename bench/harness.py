@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from api.local import wait_for  # noqa: F401 - the benchmarks' deadline waits
+from api.dev.servers import wait_for  # noqa: F401 - the benchmarks' deadline waits
 from api.queue import pid_alive
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,7 +85,7 @@ class Stack:
     def worker(self, name: str, **env: str) -> subprocess.Popen:
         from rq.worker import Worker
 
-        from api.extensions import redis_connection
+        from api.stores import redis_connection
 
         process = self.flask("worker", "--name", name, name=name, **env)
         with self.app.app_context():
@@ -118,9 +118,11 @@ def stack(also_listen: tuple[str, ...] = (), clients: tuple[str, ...] = (), **se
     """Start Redis + PostgreSQL in a temp dir, migrate, yield; kill everything afterwards. ``also_listen`` and
     ``clients``: the servers also listen there and admit those (a network namespace's worker, tests/netns.py)."""
     import flask_migrate
+    from api.app import create_app
 
-    from api import auth, config, create_app
-    from api.local import PostgresServer, RedisServer
+    from api import settings
+    from api.dev.servers import PostgresServer, RedisServer
+    from api.web import auth
 
     workdir = Path(tempfile.mkdtemp(prefix="trainq-bench-"))
     redis = RedisServer(workdir / "redis", also_listen=also_listen).start()
@@ -130,7 +132,7 @@ def stack(also_listen: tuple[str, ...] = (), clients: tuple[str, ...] = (), **se
            "ARTIFACT_DIR": str(workdir / "artifacts"), "LOG_LEVEL": "WARNING",
            "SECRET_KEY": secrets.token_urlsafe(32), "MAX_QUEUED_JOBS": str(10**9),  # load tests queue a lot
            **settings}
-    app = create_app({**config.load(env), "RECONCILE_ON_START": False})
+    app = create_app({**settings.load(env), "RECONCILE_ON_START": False})
     with app.app_context():
         flask_migrate.upgrade()
         admin = auth.create_user("bench", admin=True)

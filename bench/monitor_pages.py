@@ -10,8 +10,8 @@ from typing import Any
 
 from sqlalchemy import text
 
-from api.extensions import db, redis_connection
-from api.local import free_port, wait_for
+from api.dev.servers import free_port, wait_for
+from api.stores import db, redis_connection
 from bench.api_latency import client
 from bench.harness import http, login_url, percentiles, stack, write_result
 from bench.reconcile_pass import load

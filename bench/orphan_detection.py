@@ -28,8 +28,8 @@ from rq import Queue
 from rq.job import Job
 from rq.worker import Worker
 
-from api.extensions import redis_connection
-from api.local import free_port
+from api.dev.servers import free_port
+from api.stores import redis_connection
 from bench.harness import REPO, http, percentiles, process_gone, stack, wait_for, write_result
 
 JOB = {"dataset": "digits", "epochs": 100_000, "hidden_sizes": [32], "batch_size": 16}

@@ -13,7 +13,6 @@ def spin(seconds: float) -> None:
 
 def train_epochs(params: dict) -> dict:
     """Train ``TrainingConfig(**params)`` (the ``mlp`` task's params); the final metrics."""
-    import training
 
     result = training.train(training.TrainingConfig.model_validate(params))
     return {name: value for name, value in result.metrics.items() if name != "epoch_seconds"}

@@ -14,10 +14,10 @@ from rq.exceptions import NoSuchJobError
 from sqlalchemy import text
 
 from api import queue as rq_glue
-from api.extensions import db, redis_connection
 from api.queue import RQState
-from api.reconcile import Policy, active_rows, cleanup_orphaned_training_jobs, decide
-from api.status import utcnow
+from api.record.status import utcnow
+from api.service.reconcile import Policy, active_rows, cleanup_orphaned_training_jobs, decide
+from api.stores import db, redis_connection
 from bench.harness import percentiles, stack, write_result
 
 SIZES = (1_000, 10_000, 100_000)

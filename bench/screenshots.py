@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import tempfile
 
-from api.local import free_port, wait_for
+from api.dev.servers import free_port, wait_for
 from bench.harness import REPO, http, login_url, stack
 from bench.monitor_pages import CHROMIUM_ARGS
 

@@ -28,9 +28,9 @@ import psutil
 from rq import Queue
 from rq.job import Job
 
-from api.extensions import redis_connection
-from api.local import free_port
+from api.dev.servers import free_port
 from api.queue import SERIALIZER, rq_job_id_for
+from api.stores import redis_connection
 from bench.harness import REPO, http, percentiles, stack, wait_for, write_result
 from bench.orphan_detection import start_plain_worker
 
@@ -228,7 +228,7 @@ LAZY_IMPORTS = """
 import importlib, json, os, statistics, sys, time
 import trainq
 trainq.load_task_modules({})  # the built-in tasks, imported as a worker imports them at start
-from api.worker import import_lazy_modules
+from api.worker.attempt import import_lazy_modules
 import_lazy_modules()  # as the worker does at start
 found = {}
 for module in ("torch._dynamo", "sklearn.datasets"):

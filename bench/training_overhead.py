@@ -7,8 +7,8 @@ import argparse
 import subprocess
 import sys
 
-from api import jobs
-from api.extensions import db
+from api.service import jobs
+from api.stores import db
 from bench.harness import REPO, percentiles, stack, wait_for, write_result
 
 CONFIG = {"dataset": "digits", "epochs": 40, "hidden_sizes": [64], "batch_size": 16, "seed": 3}

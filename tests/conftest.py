@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from api.app import create_app
 from flask import Flask
 from sqlalchemy import text
 
-from api import create_app
-from api.extensions import db, redis_connection
-from api.local import PostgresServer, RedisServer
+from api.dev.servers import PostgresServer, RedisServer
+from api.stores import db, redis_connection
 from tests.support import TOKENS, ApiClient, WorkerProcess, start_flask, start_worker
 
 
@@ -47,9 +47,9 @@ def settings(redis_server: RedisServer, postgres_server: PostgresServer, tmp_pat
 
 
 def make_app(settings: dict[str, str], **overrides: object) -> Flask:
-    from api import config
+    from api import settings
 
-    application = create_app({**config.load(settings), "TESTING": True, **overrides})
+    application = create_app({**settings.load(settings), "TESTING": True, **overrides})
     application.test_client_class = ApiClient  # sends the session admin's token unless told otherwise
     return application
 
@@ -59,14 +59,15 @@ def app(settings: dict[str, str]) -> Flask:
     import flask_migrate
 
     import trainq
-    from api import auth, tasks
+    from api.service import catalogue
+    from api.web import auth
 
     application = make_app(settings)
     with application.app_context():
         flask_migrate.upgrade()
         # what a worker with the built-in tasks publishes at start; tests without a worker submit against it
         builtin = [t.spec() for t in trainq.load_task_modules({}).tasks.values() if t.module == "training.tasks"]
-        tasks.publish("published-by-the-test-session", builtin)
+        catalogue.publish("published-by-the-test-session", builtin)
         admin = auth.first_admin() or auth.create_user("admin", admin=True)
         TOKENS["admin"] = auth.create_token(admin, "test session")[1]
     return application
@@ -100,7 +101,7 @@ _users = itertools.count()
 @pytest.fixture
 def make_user(ctx: Flask):
     """Factory: a new user (admin or not) and a test client that sends their token."""
-    from api import auth
+    from api.web import auth
 
     def make(prefix: str = "user", admin: bool = False, **limits: int):
         user = auth.create_user(f"{prefix}-{next(_users)}-{uuid.uuid4().hex[:6]}", admin=admin, **limits)

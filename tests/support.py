@@ -17,10 +17,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from flask.testing import FlaskClient
 
-from api.extensions import db
-from api.local import wait_for  # noqa: F401 - the tests' deadline waits
-from api.models import JobEvent, TrainingJob
+from api.dev.servers import wait_for  # noqa: F401 - the tests' deadline waits
 from api.queue import pid_alive
+from api.record.tables import JobEvent, TrainingJob
+from api.stores import db
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -88,7 +88,7 @@ def start_flask(env: dict[str, str], name: str, log_dir: Path, *command: str,
 def start_gunicorn(env: dict[str, str], log_path: Path, *options: str) -> tuple[subprocess.Popen, str]:
     """The app behind gunicorn (2 workers, as in production) on a free port, with ``env`` laid over ours; returns
     the process and its URL once ``/api/health`` answers. The caller terminates it."""
-    from api.local import free_port
+    from api.dev.servers import free_port
 
     port = free_port()
     with open(log_path, "wb") as out:
@@ -186,7 +186,7 @@ class Link:
     given the relay's address loses its server while the test itself still reaches it directly."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
-        from api.local import free_port
+        from api.dev.servers import free_port
 
         self.target, self.port = (target_host, target_port), free_port()
         self._server: socket.socket | None = None

@@ -6,6 +6,6 @@ torch (the context imports torch only when a task saves or restores state).
 """
 
 from trainq.context import TaskContext
-from trainq.tasks import Task, TaskError, load_task_modules, registry, task
+from trainq.registry import Task, TaskError, load_task_modules, registry, task
 
 __all__ = ["Task", "TaskContext", "TaskError", "load_task_modules", "registry", "task"]

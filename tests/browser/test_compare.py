@@ -13,9 +13,9 @@ import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy import update
 
-from api.extensions import db
-from api.models import TrainingJob
-from api.status import Actor, JobStatus, transition, utcnow
+from api.record.status import Actor, JobStatus, transition, utcnow
+from api.record.tables import TrainingJob
+from api.stores import db
 from tests.support import LONG, row, submit
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]

@@ -14,9 +14,9 @@ from playwright.sync_api import Page, expect
 from pydantic import BaseModel, Field
 from sqlalchemy import delete
 
-from api import tasks
-from api.extensions import db
-from api.models import TaskOffer, TrainingJob
+from api.record.tables import TaskOffer, TrainingJob
+from api.service import catalogue
+from api.stores import db
 from tests.support import LONG, process_gone, row, submit, wait_for, wait_status, wait_training
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
@@ -226,7 +226,7 @@ def test_the_form_handles_every_kind_of_param(page: Page):
     """A task with booleans, optional values, a $ref enum, a list of floats and strings: the kinds a user's
     pydantic model makes. Published as a worker would; no worker runs it (the job just waits queued)."""
     schema = KindsParams.model_json_schema()
-    tasks.publish("kinds-publisher", [{"name": "kinds", "description": "Every kind of param.",
+    catalogue.publish("kinds-publisher", [{"name": "kinds", "description": "Every kind of param.",
                                        "params_schema": schema, "code_version": "1", "module": "tests"}])
     try:
         form = open_form(page, "kinds")

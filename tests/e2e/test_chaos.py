@@ -13,11 +13,13 @@ import psutil
 import pytest
 from sqlalchemy import text
 
-from api import auth, queue
-from api.extensions import db
+from api import queue
 from api.queue import fetch
-from api.reconcile import cleanup_orphaned_training_jobs
-from api.status import Actor, JobStatus, transition, utcnow
+from api.record.status import Actor, JobStatus, transition, utcnow
+from api.service.reconcile import cleanup_orphaned_training_jobs
+from api.stores import db
+from api.web import auth
+from builtin_tasks import TrainingConfig, train
 from tests.support import (
     LONG,
     TERMINAL,
@@ -34,7 +36,6 @@ from tests.support import (
     wait_status,
     wait_training,
 )
-from training import TrainingConfig, train
 
 # Defaults as shipped: a dead job must leave `running` within HEARTBEAT_TIMEOUT + RECONCILE_INTERVAL.
 DETECTION_DEADLINE = 10.0 + 2.0 + 2.0  # threshold + one reconciler period + scheduling slack

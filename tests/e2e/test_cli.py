@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from api.local import free_port
+from api.dev.servers import free_port
 from tests.support import LONG, REPO, row, start_gunicorn, wait_training
 
 TRAINQ = [sys.executable, "-m", "trainq.cli"]
@@ -204,8 +204,8 @@ def test_the_client_never_follows_a_redirect_with_the_token(cli_env, tmp_path):
 
 
 def test_control_characters_from_the_service_are_shown_not_sent_to_the_terminal(cli_env, client):
-    from api.extensions import db
-    from api.models import TrainingJob
+    from api.record.tables import TrainingJob
+    from api.stores import db
 
     job_id = submitted_id(trainq(cli_env, "submit", "mlp", "-p", "epochs=1"))
     db.session.get(TrainingJob, job_id).name = "\x1b[2J\x1b]0;owned\x07evil [bold]x[/bold]"  # an older row's name
@@ -237,8 +237,8 @@ def test_ls_filters_and_sorts_submit_clone_and_history(cli_env, client):
 
     from sqlalchemy import update
 
-    from api.extensions import db
-    from api.models import TrainingJob
+    from api.record.tables import TrainingJob
+    from api.stores import db
 
     ids = {}
     for name, loss in (("sweep-lr-1", 0.5), ("sweep-lr-2", 0.25), ("other", None)):

@@ -16,10 +16,10 @@ from rq.job import Job
 from rq.registry import DeferredJobRegistry, ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
-from api import auth
 from api.queue import enqueued_key, fetch
-from api.reconcile import DELETED_IN_RQ, cleanup_orphaned_training_jobs
-from api.status import utcnow
+from api.record.status import utcnow
+from api.service.reconcile import DELETED_IN_RQ, cleanup_orphaned_training_jobs
+from api.web import auth
 from tests.support import SHORT, events, process_gone, row, submit, wait_for, wait_status, wait_training
 
 SAMPLE = {"TRAINQ_TASKS": "tests.task_modules.sample"}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from api.limits import DiskLimited, JobDiskLimitExceeded
+from api.service.limits import DiskLimited, JobDiskLimitExceeded
 from tests.support import SHORT, row, submit, wait_status
 
 BIG = {**SHORT, "hidden_sizes": [512, 512], "epochs": 4, "checkpoint_every": 1}  # about 2.4 MB a checkpoint

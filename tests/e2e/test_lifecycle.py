@@ -12,8 +12,8 @@ import pytest
 from rq.command import send_stop_job_command
 
 from api.queue import fetch
-from api.reconcile import cleanup_orphaned_training_jobs
-from api.worker import workdir_prefix
+from api.service.reconcile import cleanup_orphaned_training_jobs
+from api.worker.attempt import workdir_prefix
 from tests.support import (
     LONG,
     SHORT,

@@ -22,7 +22,7 @@ import psycopg2
 import pytest
 import redis as redis_py
 
-from api.local import free_port
+from api.dev.servers import free_port
 from tests.integration.test_startup import _get
 from tests.support import REPO, wait_for
 
@@ -64,7 +64,7 @@ class MakeRun:
 
     def start(self) -> subprocess.Popen:
         with open(self.output, "ab") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "api.local"], cwd=self.project, env=self.env,
+            self.process = subprocess.Popen([sys.executable, "-m", "api.dev.servers"], cwd=self.project, env=self.env,
                                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         return self.process
 

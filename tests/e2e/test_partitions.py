@@ -25,8 +25,8 @@ import psutil
 import pytest
 from sqlalchemy import text
 
-from api.extensions import db, redis_connection
-from api.local import PostgresServer, RedisServer
+from api.dev.servers import PostgresServer, RedisServer
+from api.stores import db, redis_connection
 from tests import netns
 from tests.support import (
     WorkerProcess,
@@ -86,7 +86,7 @@ def lab_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[netn
         pytest.skip(f"no network namespaces: {why}")
     import flask_migrate
 
-    from api import auth
+    from api.web import auth
     from tests.conftest import make_app
 
     host = netns.Host.create()

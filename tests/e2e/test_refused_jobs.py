@@ -114,9 +114,9 @@ def test_callbacks_in_rqs_registries_are_never_called(client, workers, redis):
 def test_a_job_deleted_in_rq_dashboard_ends_cancelled_and_never_comes_back(client, workers, redis):
     """Deleting a queued job (or emptying its queue) in rq-dashboard is a deliberate removal, not Redis losing
     it: the row ends cancelled, saying so, and the reconciler does not re-enqueue it; a running one stops."""
-    from api import auth
-    from api.reconcile import cleanup_orphaned_training_jobs
-    from api.status import utcnow
+    from api.record.status import utcnow
+    from api.service.reconcile import cleanup_orphaned_training_jobs
+    from api.web import auth
     from tests.support import LONG, events, row, wait_training
 
     one, two, three = (submit(client, SHORT) for _ in range(3))  # no worker yet: all queued
@@ -142,7 +142,7 @@ def test_a_failed_job_requeued_in_rq_dashboard_runs_again_as_a_new_attempt(clien
     """RQ's requeue would run the old attempt, which the worker refuses (the row is failed): what the admin meant
     is run it again, so the row restarts on a new attempt. Requeue-all does it for every failed job of a queue;
     compact changes no job."""
-    from api import auth
+    from api.web import auth
     from tests.support import events, row
 
     workers(TRAINQ_TASKS="tests.task_modules.sample")

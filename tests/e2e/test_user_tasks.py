@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import hashlib
 
-from api.extensions import db
 from api.queue import worker_heartbeat_key
+from api.stores import db
 from tests.support import row, wait_for, wait_status
 
 SAMPLE = {"TRAINQ_TASKS": "tests.task_modules.sample"}

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from api.extensions import db
-from api.models import TrainingJob
 from api.queue import fetch
-from api.status import Actor, JobStatus, transition, utcnow
+from api.record.status import Actor, JobStatus, transition, utcnow
+from api.record.tables import TrainingJob
+from api.stores import db
 from trainq.checkpoints import checkpoint_name
 
 

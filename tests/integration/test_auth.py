@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text, update
 
-from api import auth
-from api.extensions import db
-from api.models import ApiToken, JobEvent, TrainingJob, User
-from api.status import Actor, JobStatus, transition, utcnow
+from api.record.status import Actor, JobStatus, transition, utcnow
+from api.record.tables import ApiToken, JobEvent, TrainingJob, User
+from api.stores import db
+from api.web import auth
 from tests.support import SHORT, TOKENS, row, submit
 from trainq.checkpoints import checkpoint_name
 

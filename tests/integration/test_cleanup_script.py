@@ -8,10 +8,10 @@ import subprocess
 import sys
 from datetime import timedelta
 
-from api.extensions import db
-from api.local import free_port
-from api.models import TrainingJob
-from api.status import Actor, JobStatus, transition, utcnow
+from api.dev.servers import free_port
+from api.record.status import Actor, JobStatus, transition, utcnow
+from api.record.tables import TrainingJob
+from api.stores import db
 from tests.support import REPO, lose
 
 

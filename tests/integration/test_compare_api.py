@@ -11,9 +11,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text, update
 
-from api.extensions import db
-from api.models import TrainingJob
-from api.status import utcnow
+from api.record.status import utcnow
+from api.record.tables import TrainingJob
+from api.stores import db
 from tests.support import submit
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from api.extensions import db
-from api.local import RedisServer, free_port
-from api.models import TrainingJob
+from api.dev.servers import RedisServer, free_port
 from api.queue import fetch
-from api.reconcile import cleanup_orphaned_training_jobs
-from api.status import utcnow
+from api.record.status import utcnow
+from api.record.tables import TrainingJob
+from api.service.reconcile import cleanup_orphaned_training_jobs
+from api.stores import db
 from tests.conftest import make_app
 
 

@@ -10,7 +10,7 @@ import psycopg2
 import pytest
 import redis as redis_py
 
-from api.local import EmbeddedServerError, PostgresServer, mask, read_secret, write_private
+from api.dev.servers import EmbeddedServerError, PostgresServer, mask, read_secret, write_private
 
 ROOT = os.geteuid() == 0
 

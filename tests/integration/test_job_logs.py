@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from api.extensions import db
-from api.joblog import JobLogCapture
+from api.record.joblog import JobLogCapture
+from api.stores import db
 from tests.support import submit
 
 

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from api.local import free_port, wait_for
+from api.dev.servers import free_port, wait_for
 from tests.conftest import make_app
 from tests.support import REPO, SHORT, TOKENS, row, submit
 

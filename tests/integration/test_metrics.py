@@ -5,9 +5,9 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from api.extensions import db
-from api.reconcile import cleanup_orphaned_training_jobs
-from api.status import Actor, JobStatus, transition
+from api.record.status import Actor, JobStatus, transition
+from api.service.reconcile import cleanup_orphaned_training_jobs
+from api.stores import db
 from tests.support import lose, submit
 
 

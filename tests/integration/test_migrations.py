@@ -8,8 +8,8 @@ import uuid
 import flask_migrate
 from sqlalchemy import text
 
-from api import auth
-from api.extensions import db
+from api.stores import db
+from api.web import auth
 from tests.conftest import make_app
 
 

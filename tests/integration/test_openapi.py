@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import schemathesis
 
-from api import openapi, schemas
+from api.web import openapi, schemas
 from tests.integration.test_api import error_of
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from api import pg_account
-from api.local import EmbeddedServerError, PostgresServer
+from api.dev import pg_account
+from api.dev.servers import EmbeddedServerError, PostgresServer
 from tests.support import REPO
 
 ROOT = os.geteuid() == 0

@@ -12,12 +12,12 @@ import uuid
 import pytest
 from sqlalchemy import event, text
 
-from api import auth
-from api.extensions import db
-from api.local import wait_for
-from api.models import TrainingJob
-from api.status import Actor, JobStatus, create, transition
-from api.worker import ProgressWriter
+from api.dev.servers import wait_for
+from api.record.status import Actor, JobStatus, create, transition
+from api.record.tables import TrainingJob
+from api.stores import db
+from api.web import auth
+from api.worker.attempt import ProgressWriter
 
 jlog = logging.LoggerAdapter(logging.getLogger("test"), {"job_id": "test"})
 
@@ -129,9 +129,9 @@ def test_report_returns_at_once_while_a_write_is_in_progress(ctx):
 def test_an_attempts_lease_holds_its_locks_with_keepalives_on_its_own_session(ctx):
     from sqlalchemy import text as sql
 
-    from api import locks
-    from api.extensions import SERVER_KEEPALIVES
-    from api.worker import AttemptLease
+    from api.record import locks
+    from api.stores import SERVER_KEEPALIVES
+    from api.worker.attempt import AttemptLease
 
     job_id = str(uuid.uuid4())
     lease = AttemptLease(db.engine, job_id, 1)
@@ -154,7 +154,7 @@ def test_an_attempts_lease_holds_its_locks_with_keepalives_on_its_own_session(ct
 def test_a_new_attempt_waits_while_an_older_attempts_session_holds_the_job(ctx):
     """The job's training lock: attempt 2 cannot take the job while attempt 1's session lives, and takes it at
     once when that session ends."""
-    from api.worker import AttemptLease, TakeoverTimeout
+    from api.worker.attempt import AttemptLease, TakeoverTimeout
 
     job_id = str(uuid.uuid4())
     first = AttemptLease(db.engine, job_id, 1)
@@ -183,8 +183,8 @@ def test_a_broken_lease_session_is_taken_back_only_while_the_row_is_its_own(ctx)
     the attempt is superseded (the watchdog then stops the training) instead of taking anything back."""
     from sqlalchemy import text as sql
 
-    from api import locks
-    from api.worker import AttemptLease
+    from api.record import locks
+    from api.worker.attempt import AttemptLease
 
     def holder(namespace: locks.Namespace, key: int) -> int | None:
         pid = db.session.execute(sql("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted"

@@ -7,10 +7,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
-from api import auth
-from api.extensions import db
 from api.queue import fetch
-from api.status import Actor, JobStatus, transition, utcnow
+from api.record.status import Actor, JobStatus, transition, utcnow
+from api.stores import db
+from api.web import auth
 from tests.support import lose, submit
 
 

@@ -13,7 +13,7 @@ import urllib.request
 import psutil
 from rq.worker import Worker
 
-from api.local import free_port
+from api.dev.servers import free_port
 from tests.support import REPO, process_gone, wait_for
 
 
@@ -38,7 +38,7 @@ def _get(url: str, token: str | None = None) -> dict:
 def test_make_run_supervises_its_worker_and_stops_cleanly(settings, ctx, redis, tmp_path):
     port = free_port()
     env = {**os.environ, **settings, "PORT": str(port)}
-    supervisor = subprocess.Popen([sys.executable, "-m", "api.local"], cwd=tmp_path, env=env,
+    supervisor = subprocess.Popen([sys.executable, "-m", "api.dev.servers"], cwd=tmp_path, env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         health = f"http://127.0.0.1:{port}/api/health"

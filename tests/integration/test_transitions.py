@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 
-from api import auth
-from api.extensions import db
-from api.models import JobEvent, TrainingJob
-from api.status import Actor, JobNotFound, JobStatus, create, transition
+from api.record.status import Actor, JobNotFound, JobStatus, create, transition
+from api.record.tables import JobEvent, TrainingJob
+from api.stores import db
+from api.web import auth
 
 
 def new_job() -> uuid.UUID:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import stat
 import uuid
 
-from api import auth
-from api.extensions import db
+from api.stores import db
+from api.web import auth
 from tests.support import SHORT, submit
 
 
@@ -88,7 +88,7 @@ def test_local_admin_makes_an_admin_and_keeps_a_working_token(ctx, tmp_path):
 
 
 def test_a_database_it_cannot_use_is_one_line_naming_it(settings):
-    from api.local import free_port
+    from api.dev.servers import free_port
     from tests.conftest import make_app
 
     app = make_app(settings, DATABASE_URL=f"postgresql://postgres:secret@127.0.0.1:{free_port()}/nothing")

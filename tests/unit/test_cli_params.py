@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.config import TrainingConfig
+from builtin_tasks.config import TrainingConfig
 from trainq.cli import parse_param
 from trainq.client import ClientError
 

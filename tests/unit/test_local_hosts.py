@@ -1,6 +1,6 @@
 """make run's allowed Host names: the loopback names, plus the address HOST binds when it names one."""
 
-from api.local import allowed_hosts_for
+from api.dev.servers import allowed_hosts_for
 
 
 def test_loopback_by_default():

@@ -1,6 +1,6 @@
 """The README's configuration table is the config module's, row for row."""
 
-from api.config import describe
+from api.settings import describe
 from tests.support import REPO
 
 

@@ -5,8 +5,8 @@ import uuid
 import pytest
 
 from api.queue import RQState
-from api.reconcile import CANCELLED_IN_RQ, DELETED_IN_RQ, ENDED_SESSION, Policy, RowView, decide
-from api.status import JobStatus
+from api.record.status import JobStatus
+from api.service.reconcile import CANCELLED_IN_RQ, DELETED_IN_RQ, ENDED_SESSION, Policy, RowView, decide
 
 POLICY = Policy(enqueue_grace_s=5, heartbeat_timeout_s=10, max_queue_age_s=3600)
 R, Q = JobStatus.RUNNING, JobStatus.QUEUED

@@ -134,7 +134,7 @@ def test_should_stop_follows_the_sink_and_remembers_why(tmp_path):
 
 
 def test_the_second_builtin_learns_the_diabetes_data(tmp_path):
-    from training.tasks import DiabetesParams, diabetes_regression
+    from builtin_tasks.tasks import DiabetesParams, diabetes_regression
 
     ctx = TaskContext.local(tmp_path, device="cpu")
     final = diabetes_regression(ctx, DiabetesParams(epochs=30, seed=1))
@@ -146,7 +146,7 @@ def test_the_second_builtin_learns_the_diabetes_data(tmp_path):
 
 
 def test_the_worker_imports_what_torch_loads_lazily_without_initialising_cuda():
-    from api.worker import import_lazy_modules
+    from api.worker.attempt import import_lazy_modules
 
     assert import_lazy_modules() == ["torch._dynamo"]
     assert "torch._dynamo" in sys.modules and not torch.cuda.is_initialized()

@@ -2,7 +2,17 @@
 
 import pytest
 
-from api.status import ACTIVE, INITIAL, RESTARTS, TERMINAL, TRANSITIONS, Actor, JobStatus, allowed_from, transition
+from api.record.status import (
+    ACTIVE,
+    INITIAL,
+    RESTARTS,
+    TERMINAL,
+    TRANSITIONS,
+    Actor,
+    JobStatus,
+    allowed_from,
+    transition,
+)
 
 
 def test_every_status_has_a_row():
@@ -70,7 +80,7 @@ def test_groups():
 
 def test_actions_agree_with_the_transition_table():
     """A button is offered exactly where the status module lets the action's transition happen."""
-    from api.status import ACTIONS, Action
+    from api.record.status import ACTIONS, Action
 
     assert ACTIONS[Action.CANCEL] == allowed_from(JobStatus.CANCELLED)
     assert ACTIONS[Action.MARK_FAILED] == allowed_from(JobStatus.FAILED)
@@ -90,6 +100,6 @@ def test_actions_agree_with_the_transition_table():
     (JobStatus.COMPLETED, True, []),
 ])
 def test_actions_for_a_status(status, has_checkpoint, expected):
-    from api.status import actions_for
+    from api.record.status import actions_for
 
     assert [a.value for a in actions_for(status, has_checkpoint)] == expected

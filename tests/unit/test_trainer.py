@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from training import Progress, TrainingConfig, train
+from builtin_tasks import Progress, TrainingConfig, train
 
 SMALL = {"dataset": "digits", "epochs": 3, "hidden_sizes": [32], "batch_size": 64, "learning_rate": 0.05, "seed": 7}
 
@@ -88,7 +88,7 @@ BEFORE_THE_SDK = [
 
 @pytest.mark.parametrize(("params", "expected"), BEFORE_THE_SDK)
 def test_the_mlp_task_on_the_sdk_ends_with_the_metrics_it_had_before(params, expected, tmp_path):
-    from training.tasks import mlp
+    from builtin_tasks.tasks import mlp
     from trainq import TaskContext
 
     final = mlp(TaskContext.local(tmp_path, device="cpu"), TrainingConfig.model_validate(params))

@@ -3,8 +3,8 @@ against. Every refusal names its field as a path under ``params``."""
 
 import pytest
 
-from api.tasks import TaskRejected, check_params
-from training.config import TrainingConfig
+from api.service.catalogue import TaskRejected, check_params
+from builtin_tasks.config import TrainingConfig
 
 SCHEMA = TrainingConfig.model_json_schema()
 

@@ -1,0 +1,346 @@
+"""Operations as ``flask --app api <command>``: worker, reconciler, cleanup, users, tokens (``db upgrade`` is
+Flask-Migrate's)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+from redis.exceptions import RedisError
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from api.dev.servers import mask
+from api.record import locks
+from api.record.status import Actor
+from api.stores import db, redis_client, redis_connection, unreachable
+
+log = logging.getLogger(__name__)
+
+
+
+class DependencyDown(RuntimeError):
+    pass
+
+
+def check_dependencies() -> None:
+    """Raise ``DependencyDown`` with a message that says which server is unreachable and where."""
+    errors = unreachable()
+    if "database" in errors:
+        url = db.engine.url.render_as_string(hide_password=True)
+        reason = getattr(errors["database"], "orig", None) or errors["database"]
+        raise DependencyDown(f"cannot reach PostgreSQL at {url} (DATABASE_URL): {reason}")
+    if "redis" in errors:
+        url = mask(current_app.config["REDIS_URL"])
+        raise DependencyDown(f"cannot reach Redis at {url} (REDIS_URL): {errors['redis']}")
+
+
+def reconcile_once(actor: Actor) -> None:
+    from api.service.reconcile import cleanup_orphaned_training_jobs
+
+    try:
+        cleanup_orphaned_training_jobs(actor=actor)
+    except (RedisError, SQLAlchemyError) as exc:
+        db.session.rollback()
+        log.warning("reconcile skipped: %s", exc)
+
+
+@click.command("worker")
+@click.option("--name", default=None, help="Worker name (default: RQ's random name).")
+@click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
+def worker_command(name: str | None, burst: bool) -> None:
+    """Run an RQ worker for the tasks installed here (run as many as you like, on any host).
+
+    Task modules are imported once, now (entry points in the group ``trainq.tasks``, and the modules named
+    in ``TRAINQ_TASKS``); what they offer is published for the API, and the worker drains only those tasks'
+    queues. A module that fails to import is logged with its traceback and offers nothing."""
+    import uuid
+
+    import trainq
+    from api.queue import SERIALIZER, ServiceJob, clear_dead_worker, get_queue
+    from api.service import catalogue
+    from api.worker.attempt import TrainingWorker, import_lazy_modules
+
+    cfg = current_app.config
+    name = name or uuid.uuid4().hex
+    before = clear_dead_worker(name, cfg["WORKER_HEARTBEAT_TTL"] + 1)
+    if before == "alive":
+        raise click.ClickException(f"a live worker named {name!r} is running (its heartbeat is fresh): stop it "
+                                   "first, or give this one another --name")
+    if before == "cleared":
+        log.warning("worker %s: a worker of this name died without a goodbye (no heartbeat); its registration "
+                    "is cleared", name)
+    loaded = trainq.load_task_modules()  # once, here: never per job (torch is imported once too)
+    for module, trace in loaded.errors.items():
+        log.error("task module %s failed to import; its tasks are not offered:\n%s", module, trace)
+    import_lazy_modules()
+    offered = loaded.tasks
+    if not offered:
+        raise click.ClickException(
+            "no task to offer: install a package with a 'trainq.tasks' entry point or name modules in TRAINQ_TASKS")
+    catalogue.publish(name, [task.spec() for task in offered.values()])
+    log.info("worker %s offers %s", name, ", ".join(offered))
+    reconcile_once(Actor.WORKER)
+    db.session.remove()
+    db.engine.dispose()  # the horse must start without the parent's pooled connections
+    worker = TrainingWorker(
+        [get_queue(task) for task in offered], connection=redis_connection.get(), name=name,
+        heartbeat_redis=redis_client(cfg["REDIS_URL"], cfg["REDIS_TIMEOUT"]),
+        heartbeat_interval=cfg["HEARTBEAT_INTERVAL"], heartbeat_ttl=cfg["WORKER_HEARTBEAT_TTL"],
+        serializer=SERIALIZER, job_class=ServiceJob,
+    )
+    worker.work(burst=burst, logging_level=current_app.config["LOG_LEVEL"], with_scheduler=False)
+
+
+@click.command("reconciler")
+@click.option("--interval", type=float, default=None, help="Seconds between passes (RECONCILE_INTERVAL).")
+@click.option("--once", is_flag=True, help="Run one pass and exit.")
+def reconciler_command(interval: float | None, once: bool) -> None:
+    """Reconcile job rows with RQ every few seconds; of several reconcilers, one is active at a time. It refuses
+    to go on while PostgreSQL has a ``trust`` rule (checked before every full pass)."""
+    from api.ops.pg_trust import TrustRuleError, refuse_trust
+
+    period = interval if interval is not None else current_app.config["RECONCILE_INTERVAL"]
+    try:
+        _reconcile(period, once, lambda: refuse_trust(db.engine))
+    except TrustRuleError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _reconcile(period: float, once: bool, check: Callable[[], None]) -> None:
+    if once:
+        try:
+            check()
+        except SQLAlchemyError as exc:  # as reconcile_once does when the database is down
+            log.warning("reconcile skipped: %s", exc)
+            return
+        reconcile_once(Actor.RECONCILER)
+        return
+    from api.service.reconcile import cleanup_orphaned_training_jobs
+
+    fast = current_app.config["LIVENESS_INTERVAL"]
+    lock_conn, next_pass = None, 0.0
+    while True:
+        try:
+            if lock_conn is not None:
+                lock_conn.execute(text("SELECT 1"))  # still holding it? (a PostgreSQL restart drops the lock)
+            else:
+                lock_conn = db.engine.connect()
+                if not locks.try_lock(lock_conn, locks.Namespace.RECONCILER, locks.RECONCILER_KEY):
+                    lock_conn.close()
+                    lock_conn = None
+                    log.debug("another reconciler is active; standing by")
+            if lock_conn is not None:
+                if time.monotonic() >= next_pass:
+                    next_pass = time.monotonic() + period
+                    check()
+                    reconcile_once(Actor.RECONCILER)
+                else:  # between passes: only the running attempts whose database session has ended
+                    cleanup_orphaned_training_jobs(ended_sessions_only=True)
+        except SQLAlchemyError as exc:
+            log.warning("reconciler: database unreachable (%s); retrying", exc.__class__.__name__)
+            if lock_conn is not None:
+                lock_conn.invalidate()
+                lock_conn = None
+        db.session.remove()
+        time.sleep(min(fast, period) if lock_conn is not None else period)
+
+
+def run_cleanup(dry_run: bool, as_json: bool) -> int:
+    """The cron entry point's body: exit 0 on success, 2 when a dependency is unreachable."""
+    from api.service.reconcile import cleanup_orphaned_training_jobs
+
+    try:
+        check_dependencies()
+        report = cleanup_orphaned_training_jobs(dry_run=dry_run, actor=Actor.CLEANUP_SCRIPT)
+    except DependencyDown as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (RedisError, SQLAlchemyError) as exc:
+        print(f"error: cleanup interrupted, a dependency failed mid-run: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict()) if as_json else report.summary())
+    return 0
+
+
+@click.command("cleanup")
+@click.option("--dry-run", is_flag=True, help="Report what would change; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def cleanup_command(dry_run: bool, as_json: bool) -> None:
+    """Run cleanup_orphaned_training_jobs() once (what cron runs)."""
+    sys.exit(run_cleanup(dry_run, as_json))
+
+
+def cleanup_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="cleanup_orphaned_jobs.py",
+        description="Reconcile training-job rows in PostgreSQL with RQ in Redis, once. Uses DATABASE_URL "
+        "and REDIS_URL like the API. Exit 0 on success, 2 when PostgreSQL or Redis is unreachable.",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="report what would change; write nothing")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    from api.app import create_app
+
+    app = create_app()
+    with app.app_context():
+        return run_cleanup(args.dry_run, args.json)
+
+
+users_group = AppGroup("users", help="Manage users: create, list, disable, enable.")
+tokens_group = AppGroup("tokens", help="Manage API tokens: create (printed once), list, revoke.")
+
+
+def _management(action: Callable[..., None]) -> Callable[..., None]:
+    """Run a management action; a refusal (unknown user, name taken, ...) is a one-line error, exit 1."""
+    from api.web.auth import UserError
+
+    @wraps(action)
+    def wrapped(*args: Any, **kwargs: Any) -> None:
+        try:
+            return action(*args, **kwargs)
+        except UserError as exc:
+            raise click.ClickException(str(exc)) from None
+        except SQLAlchemyError as exc:  # most often: the environment names no database (or the wrong one)
+            raise click.ClickException(
+                f"cannot use the database at {mask(current_app.config['DATABASE_URL'])}: "
+                f"{str(getattr(exc, 'orig', exc)).strip().splitlines()[0]} (after make run: set -a; . var/local.env; "
+                "set +a)") from None
+
+    return wrapped
+
+
+@users_group.command("create")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="An admin acts on every job and reaches /rq, /metrics and cleanup.")
+@click.option("--max-queued-jobs", type=click.IntRange(0), default=None,
+              help="This user's queued-jobs limit (default: MAX_QUEUED_JOBS).")
+@click.option("--job-disk-limit-mb", type=click.IntRange(0), default=None,
+              help="This user's per-job disk limit in MB, 0 = none (default: JOB_DISK_LIMIT_MB).")
+@_management
+def users_create(name: str, admin: bool, max_queued_jobs: int | None, job_disk_limit_mb: int | None) -> None:
+    """Create a user (then give them a token: flask --app api tokens create NAME)."""
+    from api.web import auth
+
+    user = auth.create_user(name, admin, max_queued_jobs, job_disk_limit_mb)
+    click.echo(f"created user {user.name} (id {user.id}{', admin' if user.is_admin else ''})")
+
+
+@users_group.command("list")
+@_management
+def users_list() -> None:
+    """Every user: id, name, admin, disabled, own limits."""
+    from api.web import auth
+
+    for user in auth.list_users():
+        flags = [flag for flag, on in (("admin", user.is_admin), ("disabled", user.disabled)) if on]
+        own = [f"{key}={value}" for key, value in (("max_queued_jobs", user.max_queued_jobs),
+                                                   ("job_disk_limit_mb", user.job_disk_limit_mb)) if value is not None]
+        click.echo("\t".join([str(user.id), user.name, ",".join(flags) or "-", " ".join(own) or "-"]))
+
+
+@users_group.command("disable")
+@click.argument("name")
+@_management
+def users_disable(name: str) -> None:
+    """Disable a user: their tokens and monitor sessions stop working at once; their jobs stay."""
+    from api.web import auth
+
+    user = auth.set_disabled(name, True)
+    click.echo(f"disabled user {user.name}")
+
+
+@users_group.command("enable")
+@click.argument("name")
+@_management
+def users_enable(name: str) -> None:
+    """Enable a disabled user again (their tokens that are neither revoked nor expired work again)."""
+    from api.web import auth
+
+    user = auth.set_disabled(name, False)
+    click.echo(f"enabled user {user.name}")
+
+
+@users_group.command("local-admin")
+@click.argument("token_file", type=click.Path(dir_okay=False, path_type=Path))
+def users_local_admin(token_file: Path) -> None:
+    """make run's first start: make sure an admin exists and TOKEN_FILE (mode 0600) holds a working token of
+    one; a token already there that still works is kept. Prints nothing secret."""
+    from api.dev.servers import write_private
+    from api.web import auth
+
+    if token_file.exists():
+        from api.dev.servers import read_secret
+
+        token, _ = auth.check_token(read_secret(token_file))
+        if token is not None and token.user.is_admin and token.scope == "all":
+            click.echo(f"admin {token.user.name}: token in {token_file} still works")
+            return
+    admin = auth.first_admin()
+    if admin is None:
+        taken = {user.name for user in auth.list_users()}
+        name = next(candidate for candidate in ("admin", *(f"admin{i}" for i in range(2, 1000)))
+                    if candidate not in taken)
+        admin = auth.create_user(name, admin=True)
+        click.echo(f"created admin {admin.name}")
+    _, raw = auth.create_token(admin, "make run")
+    write_private(token_file, raw + "\n")
+    click.echo(f"admin {admin.name}: a new token in {token_file}")
+
+
+@tokens_group.command("create")
+@click.argument("user")
+@click.option("--expires-in", "expires_in", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="DAYS", help="Days until it expires (default: never).")
+@click.option("--name", "label", default="token", help="A label to tell tokens apart.")
+@click.option("--scope", type=click.Choice(["all", "metrics"]), default="all",
+              help="metrics: reads /metrics and nothing else (for Prometheus).")
+@_management
+def tokens_create(user: str, expires_in: float | None, label: str, scope: str) -> None:
+    """Create a token for USER. It is printed once, as the last line; only its hash is kept."""
+    from api.web import auth
+
+    token, raw = auth.create_token(auth.find_user(user), label, expires_in, scope)
+    expires = token.expires_at.isoformat() if token.expires_at else "never"
+    click.echo(f"token {token.id} ({token.name}) for {token.user.name}, scope {token.scope}, expires {expires}; "
+               "it is shown once, now:")
+    click.echo(raw)
+
+
+@tokens_group.command("list")
+@click.argument("user")
+@_management
+def tokens_list(user: str) -> None:
+    """USER's tokens (never the tokens themselves): id, name, scope, created, expires, last used, revoked."""
+    from api.web import auth
+
+    for token in auth.list_tokens(auth.find_user(user)):
+        row = token.to_dict()
+        click.echo("\t".join(str(row[key] or "-") for key in
+                              ("id", "name", "scope", "created_at", "expires_at", "last_used_at", "revoked_at")))
+
+
+@tokens_group.command("revoke")
+@click.argument("token_id", type=int)
+@_management
+def tokens_revoke(token_id: int) -> None:
+    """Revoke a token (by the id that tokens list shows): it, and monitor sessions made with it, stop working."""
+    from api.web import auth
+
+    token = auth.revoke_token(token_id)
+    click.echo(f"revoked token {token.id} ({token.name}) of {token.user.name}")
+
+
+def init_app(app: Flask) -> None:
+    for command in (worker_command, reconciler_command, cleanup_command, users_group, tokens_group):
+        app.cli.add_command(command)

@@ -1,0 +1,123 @@
+"""The tasks workers offer: what each worker published when it started, and params validated against the
+published JSON Schema. The API never imports a task's code (it may run where the task's dependencies or
+GPUs are not): it knows a task only by what a worker published."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from redis.exceptions import RedisError
+from sqlalchemy import delete, select
+
+from api import queue
+from api.record.status import utcnow
+from api.record.tables import TaskOffer
+from api.stores import db
+
+
+class TaskRejected(ValueError):
+    """An unknown task or params its schema refuses (a 422); ``field`` names what to fix."""
+
+    def __init__(self, code: str, message: str, field: str) -> None:
+        super().__init__(message)
+        self.code, self.message, self.field = code, message, field
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task as the newest worker to offer it published it, and how many live workers offer it now."""
+
+    name: str
+    description: str
+    params_schema: dict[str, Any]
+    params_order: list[str]  # the params as the model declares them (JSONB keeps no key order)
+    code_version: str
+    module: str
+    workers: int | None  # None: unknown (Redis unreachable)
+    published_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "params_schema": self.params_schema,
+                "params_order": self.params_order, "workers": self.workers, "code_version": self.code_version,
+                "module": self.module, "published_at": self.published_at}
+
+
+def publish(worker_name: str, specs: Iterable[dict[str, Any]]) -> None:
+    """Record what ``worker_name`` offers (replacing what it offered before)."""
+    now, host = utcnow(), socket.gethostname()
+    db.session.execute(delete(TaskOffer).where(TaskOffer.worker_name == worker_name))
+    for spec in specs:
+        db.session.add(TaskOffer(worker_name=worker_name, task=spec["name"], description=spec["description"],
+                                 params_schema=spec["params_schema"],
+                                 params_order=list(spec["params_schema"].get("properties", {})),
+                                 code_version=spec["code_version"],
+                                 module=spec["module"], hostname=host, published_at=now))
+    db.session.commit()
+
+
+def catalog() -> dict[str, TaskSpec]:
+    """Every task any worker ever offered, by name: its newest published spec and its live workers."""
+    offers = db.session.scalars(select(TaskOffer).order_by(TaskOffer.task, TaskOffer.published_at)).all()
+    db.session.commit()
+    try:
+        live: set[str] | None = queue.live_worker_names()
+    except RedisError:  # the catalog is PostgreSQL's; only the live counts are unknown while Redis is down
+        live = None
+    newest: dict[str, TaskOffer] = {}
+    workers: dict[str, int | None] = {}
+    for offer in offers:
+        newest[offer.task] = offer
+        workers[offer.task] = None if live is None else (workers.get(offer.task) or 0) + (offer.worker_name in live)
+    return {name: TaskSpec(name, o.description, o.params_schema, o.params_order, o.code_version, o.module,
+                           workers[name], o.published_at.isoformat()) for name, o in sorted(newest.items())}
+
+
+def _path(parts: Iterable[Any]) -> str:
+    return ".".join(["params", *(str(part) for part in parts)])
+
+
+def validate(task: Any, params: Any) -> tuple[TaskSpec, dict[str, Any]]:
+    """The task's spec and ``params`` with its top-level defaults filled in; a 422 naming the field otherwise
+    (``task``, or ``params.<path>``)."""
+    if not isinstance(task, str) or not task:
+        raise TaskRejected("invalid_task", "task must be the name of a task (GET /api/tasks lists them)", "task")
+    known = catalog()
+    spec = known.get(task)
+    if spec is None:
+        names = ", ".join(known) or "none yet: start a worker"
+        raise TaskRejected("unknown_task", f"unknown task {task[:100]!r}; known tasks: {names}", "task")
+    return spec, check_params(spec.name, spec.params_schema, params)
+
+
+def check_params(task: str, schema: dict[str, Any], params: Any) -> dict[str, Any]:
+    """``params`` checked against ``schema`` (JSON Schema 2020-12, as pydantic writes it), with its top-level
+    defaults filled in; ``TaskRejected`` whose ``field`` is the path (``params.lr``) otherwise."""
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise TaskRejected("invalid_params", "params: must be a JSON object", "params")
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:  # a worker published something that is not a schema
+        raise TaskRejected("invalid_task", f"task {task!r} published an invalid params schema: {exc.message}",
+                           "task") from None
+    errors = sorted(Draft202012Validator(schema).iter_errors(params),
+                    key=lambda e: (len(e.absolute_path), [str(part) for part in e.absolute_path]))
+    if errors:
+        error = errors[0]
+        path, message = list(error.absolute_path), error.message
+        if error.validator == "required" and isinstance(error.instance, dict):
+            path += [name for name in error.validator_value if name not in error.instance][:1]
+        properties = schema.get("properties", {})
+        unknown = sorted(set(params) - set(properties))
+        if error.validator == "additionalProperties" and not path and unknown:
+            path, message = unknown[:1], f"unknown field (task {task} takes: {', '.join(properties)})"
+        raise TaskRejected("invalid_params", f"{_path(path)}: {message}", _path(path))
+    defaults = {name: prop["default"] for name, prop in schema.get("properties", {}).items()
+                if "default" in prop and name not in params}
+    return {**defaults, **params}

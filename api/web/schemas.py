@@ -1,0 +1,473 @@
+"""The JSON API's requests and answers as pydantic models: routes parse with them (``parse``) and shape every
+answer through them (``shape``), and ``/api/openapi.json`` is generated from them (``api.openapi``), so the
+spec cannot drift from the code. Pure data: no Flask, no database.
+
+A request that does not fit gets the API's one error shape, ``field`` being the path to fix (``params.lr``,
+``limit``): a body's errors are 422s, a query's 400s."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal, TypeVar
+from uuid import UUID
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
+
+from api.record.status import JobStatus
+
+M = TypeVar("M", bound=BaseModel)
+
+MAX_PAGE = 200
+CONTROL = r"\x00-\x1f\x7f-\x9f"  # C0 and C1 control characters (tabs, newlines, escapes), as a regex range
+
+
+class ApiError(Exception):
+    """Bad request data; ``field`` names what to fix."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- pieces
+
+
+def _text(max_length: int, description: str, controls: bool = False) -> Any:
+    """A string of 1 to ``max_length`` characters with something other than whitespace (stored stripped);
+    without ``controls``, no control characters."""
+    banned = r"\x00" if controls else CONTROL  # PostgreSQL stores no NUL character
+    pattern = rf"^[^{banned}]*[^\s{banned}][^{banned}]*$"
+    return Annotated[str, Field(min_length=1, max_length=max_length, pattern=pattern, description=description)]
+
+
+Name = _text(200, "what the job is called in lists (no control characters)")
+Reason = _text(500, "why, as the job's status reason", controls=True)
+Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
+JobId = Annotated[str, WithJsonSchema({"type": "string", "format": "uuid"})]
+_DIGITS = re.compile(r"[0-9]{1,10}")  # not int(): it takes "+5", " 5", "5_0" and "²"
+
+
+def _digits(value: Any) -> Any:
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        raise ValueError("must be a whole number written in digits")
+    return value
+
+
+def _json_int(value: Any) -> Any:
+    """A JSON integer: ``3`` or ``3.0`` (JSON Schema's integers), never ``true`` or ``"3"``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Attempts = Annotated[int, Field(ge=1, le=100), BeforeValidator(_json_int)]
+
+
+def _count(ge: int, le: int, description: str = "") -> Any:
+    """A query parameter's integer: digits only, within ``ge..le``."""
+    return Annotated[int, Field(ge=ge, le=le, description=description), BeforeValidator(_digits)]
+
+
+PageSize = _count(1, MAX_PAGE, "jobs per page")
+LineNumber = _count(0, 10**9, "the last line number you have (next_cursor)")
+LineCount = _count(1, 5000, "lines per answer")
+Minutes = _count(1, 525_600, "also fail queued jobs older than this, this pass only")
+
+
+PATTERN_HELP = {
+    "name": "must have a character other than whitespace, and no control characters (tabs, newlines, escapes)",
+    "reason": "must have a character other than whitespace",
+    "cursor": "must be a next_cursor this API returned",
+    "sort": "a metric's name (lowest first), or -name (highest first)",
+    "id_prefix": "must be the start of a job id (hexadecimal, with dashes where the id has them)",
+}
+"""What a field's ``pattern`` means, said in words when a value does not match it."""
+
+
+# ---------------------------------------------------------------- requests
+
+
+class SubmitRequest(Model):
+    """``POST /api/training``. The spec lists one form per task, its ``params`` that task's schema."""
+
+    task: str | None = Field(None, min_length=1, max_length=64, description="a task from GET /api/tasks")
+    params: dict[str, Any] | None = Field(None, description="the task's params; left out: its defaults")
+    name: Name | None = None
+    max_attempts: Attempts | None = Field(None, description="attempts before the job stays failed (default 1)")
+    cloned_from: UUID | None = Field(None, description="the job this one runs again (Run again); linked back")
+    config: dict[str, Any] | None = Field(None, json_schema_extra={"deprecated": True},
+                                          description="the old form of {task: mlp, params}: the mlp task's params")
+
+    def task_and_params(self, legacy_task: str) -> tuple[str, dict[str, Any] | None]:
+        if self.config is not None:
+            if self.task is not None or self.params is not None:
+                raise ApiError(422, "invalid_field", "config: the old form of params; send task and params, not "
+                               "config", "config")
+            return legacy_task, self.config
+        if self.task is None:
+            raise ApiError(422, "missing_field", "task: required (GET /api/tasks lists the tasks)", "task")
+        return self.task, self.params
+
+
+class MarkFailedRequest(Model):
+    reason: Reason = "no reason given"
+
+
+class EmptyRequest(Model):
+    """State-changing calls with nothing to say take an empty body or ``{}``."""
+
+
+def _id_prefixes(groups: tuple[int, ...] = (8, 4, 4, 4, 12)) -> str:
+    """A regex of every start of a job id's text: hex digits, with dashes where the id has them."""
+    hexes = "[0-9a-fA-F]"
+    if len(groups) == 1:
+        return f"{hexes}{{0,{groups[0]}}}"
+    return f"{hexes}{{0,{groups[0] - 1}}}|{hexes}{{{groups[0]}}}(-({_id_prefixes(groups[1:])}))?"
+
+
+IdPrefix = Annotated[str, Field(max_length=36, pattern=f"^({_id_prefixes()})$",
+                                description="the start of a job id (as git takes a commit's)")]
+
+
+def _when(value: Any) -> Any:
+    """An ISO date (``2026-11-26``) or date-time (UTC unless it says); the datetime of its start."""
+    if not isinstance(value, str):
+        return value
+    try:
+        when = datetime.fromisoformat(value)  # Python 3.11 reads a trailing Z too
+        # in UTC: PostgreSQL takes no offset beyond 15:59 (ISO allows up to 23:59)
+        return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):  # OverflowError: year 1 moved across midnight
+        raise ValueError("must be an ISO date (2026-11-26) or date-time (2026-11-26T08:00:00Z)") from None
+
+
+When = Annotated[datetime, BeforeValidator(_when),
+                 WithJsonSchema({"anyOf": [{"type": "string", "format": "date"},
+                                           {"type": "string", "format": "date-time"}]})]
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+METRIC_SORT = r"^-?[A-Za-z0-9_.:/][A-Za-z0-9_.:/-]{0,99}$"
+
+
+class ListQuery(Model):
+    """``GET /api/training``: newest first (or by a final metric), one page at a time, narrowed by any of the
+    filters (all of them together)."""
+
+    status: JobStatus | None = None
+    task: str | None = Field(None, max_length=64)
+    owner: str | None = Field(None, max_length=64, description="a user's name")
+    name: str | None = Field(None, max_length=200, description="a part of the job's name, any case")
+    since: When | None = Field(None, description="created at or after (an ISO date or date-time)")
+    until: When | None = Field(None, description="created before; a plain date takes in that whole day")
+    sort: str | None = Field(None, pattern=METRIC_SORT,
+                             description="a final metric: lowest first, or -metric highest first (only jobs with it)")
+    id_prefix: IdPrefix | None = None
+    limit: PageSize = 50
+    cursor: str | None = Field(None, max_length=200, pattern=r"^[A-Za-z0-9_-]*=*$",
+                               description="next_cursor of the page before (opaque)")
+
+    @field_validator("until", mode="before")
+    @classmethod
+    def _whole_day(cls, value: Any) -> Any:
+        """A plain date ``until`` takes in that whole day: before the next one starts."""
+        if isinstance(value, str) and _DATE.fullmatch(value):
+            try:
+                return datetime.fromisoformat(value).replace(tzinfo=UTC) + timedelta(days=1)
+            except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31
+                raise ValueError("must be an ISO date (2026-11-26) before 9999-12-31, or a date-time") from None
+        return value
+
+
+class HistoryQuery(Model):
+    format: Literal["json", "csv"] = Field("json", description="csv: a download, one row per report")
+
+
+class LogsQuery(Model):
+    after: LineNumber = 0
+    limit: LineCount = 500
+
+
+class CleanupQuery(Model):
+    max_age_minutes: Minutes | None = None
+
+
+# ---------------------------------------------------------------- answers
+
+
+class ErrorDetail(Model):
+    code: str
+    message: str
+    field: str | None = Field(None, description="the path to what to fix: params.hidden_sizes.1, limit, Host")
+    job_status: str | None = None
+
+
+class Error(Model):
+    error: ErrorDetail
+
+
+class Check(Model):
+    ok: bool
+    error: str | None = None
+
+
+class Health(Model):
+    healthy: bool
+    checks: dict[Literal["database", "redis"], Check] | None = Field(None, description="with a credential only")
+    workers: int | None = Field(None, description="live workers (with a credential; null when Redis is down)")
+
+
+class UserOut(Model):
+    id: int
+    name: str
+    is_admin: bool
+    disabled: bool
+    max_queued_jobs: int | None
+    job_disk_limit_mb: int | None
+    created_at: Timestamp
+
+
+class TokenOut(Model):
+    id: int
+    user: str
+    name: str
+    scope: Literal["all", "metrics"]
+    created_at: Timestamp
+    expires_at: Timestamp | None
+    last_used_at: Timestamp | None
+    revoked_at: Timestamp | None
+
+
+class Me(Model):
+    user: UserOut
+    token: TokenOut
+    via: Literal["bearer", "session"]
+
+
+class Task(Model):
+    name: str
+    description: str
+    params_schema: dict[str, Any] = Field(description="JSON Schema (2020-12) of the task's params")
+    params_order: list[str]
+    workers: int | None = Field(description="live workers offering it (null: Redis unreachable)")
+    code_version: str
+    module: str
+    published_at: Timestamp
+
+
+class TaskList(Model):
+    tasks: list[Task]
+
+
+class JobSummary(Model):
+    """A job as lists show it."""
+
+    id: JobId
+    name: str
+    owner_id: int
+    owner: str | None
+    status: JobStatus
+    status_reason: str | None
+    task: str
+    params: dict[str, Any]
+    epoch: int
+    step: int
+    total_steps: int | None
+    loss: float | None
+    metrics: dict[str, Any] | None = Field(description="the newest reported metrics; the final ones once ended")
+    rq_job_id: str | None
+    worker_name: str | None
+    worker_pid: int | None
+    hostname: str | None
+    attempts: int
+    max_attempts: int
+    resume_from: str | None
+    checkpoint_path: str | None
+    error_message: str | None
+    created_at: Timestamp
+    queued_at: Timestamp | None
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    updated_at: Timestamp
+    heartbeat_at: Timestamp | None
+    log_truncated: bool
+    cloned_from: JobId | None = Field(description="the job this one was run again from")
+    heartbeat_age_seconds: float | None
+    stale: bool = Field(description="running, but its heartbeat is older than HEARTBEAT_TIMEOUT")
+
+
+class History(Model):
+    """A job's metric history: its columns (epoch, step, then each metric by name) and every report."""
+
+    job_id: JobId
+    name: str
+    task: str
+    columns: list[str]
+    history: list[dict[str, Any]]
+
+
+class Job(JobSummary):
+    """A job as a single read shows it: with its history of reports."""
+
+    history: list[dict[str, Any]] = Field(description="every report with an epoch, step-only reports sampled")
+
+
+class JobDetail(Job):
+    actions: list[str] = Field(description="what its status allows now: cancel, pause, resume, ...")
+
+
+class JobList(Model):
+    jobs: list[JobSummary]
+    next_cursor: str | None
+
+
+class Submitted(Model):
+    job: Job
+    enqueued: bool = Field(description="false: saved queued while Redis is unreachable, enqueued when it is back")
+    message: str
+    warning: str | None = None
+
+
+class ActionResult(Model):
+    success: bool
+    message: str
+    job: Job
+
+
+class Restarted(ActionResult):
+    job_id: JobId
+    previous_status: str
+    new_status: str
+    queue_position: int | None
+
+
+class CleanupReport(Model):
+    checked: int
+    dry_run: bool
+    counts: dict[str, int]
+    actions: dict[str, list[str]]
+    duration_s: float
+
+
+class Cancelled(ActionResult):
+    rq_cancelled: bool
+    cleanup: CleanupReport | None
+
+
+class TrainingHealth(Model):
+    healthy: bool
+    orphaned_jobs: list[str]
+    stale_jobs: list[str]
+    total_running_db: int
+    total_running_rq: int | None
+    workers: int | None
+    actions_pending: dict[str, int]
+
+
+class Event(Model):
+    id: int
+    job_id: JobId
+    from_status: str | None
+    to_status: str
+    reason: str | None
+    actor: str
+    user: str | None
+    at: Timestamp
+
+
+class Events(Model):
+    events: list[Event]
+
+
+class LogLine(Model):
+    n: int
+    line: str
+
+
+class Logs(Model):
+    lines: list[LogLine]
+    next_cursor: int
+    truncated: bool
+
+
+class Checkpoint(Model):
+    seq: int
+    epoch: int | None
+    step: int | None
+    path: str
+    size_bytes: int
+    resume_point: bool
+
+
+class Checkpoints(Model):
+    checkpoints: list[Checkpoint]
+
+
+class Artifact(Model):
+    name: str
+    size: int
+    sha256: str
+    attempt: int
+    created_at: Timestamp
+    url: str
+
+
+class Artifacts(Model):
+    artifacts: list[Artifact]
+
+
+# ---------------------------------------------------------------- parsing and shaping
+
+
+def parse(model: type[M], data: Mapping[str, Any], *, query: bool = False) -> M:
+    """``data`` as ``model``, or an ``ApiError`` naming the first field to fix: 422 for a body, 400 for a
+    query string."""
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        raise _error(model, exc.errors(include_url=False, include_input=False), query) from None
+
+
+def _error(model: type[BaseModel], errors: list[Any], query: bool) -> ApiError:
+    first = errors[0]
+    path = ".".join(str(part) for part in first["loc"])
+    kind = first["type"]
+    status = 400 if query else 422
+    noun = "parameter" if query else "field"
+    if kind == "extra_forbidden":
+        allowed = ", ".join(name for name, f in model.model_fields.items()
+                            if not (f.json_schema_extra or {}).get("deprecated"))
+        return ApiError(status, f"unknown_{noun}", f"{path}: unknown {noun} (allowed: {allowed})", path)
+    if kind == "missing":
+        return ApiError(status, f"missing_{noun}", f"{path}: required", path)
+    message = first["msg"]
+    if kind == "string_pattern_mismatch":
+        message = PATTERN_HELP.get(str(first["loc"][-1]), message)
+    elif kind == "value_error":
+        message = message.removeprefix("Value error, ")
+    elif kind == "enum":
+        message = "must be one of " + ", ".join(s.value for s in JobStatus) if path == "status" else message
+    return ApiError(status, f"invalid_{noun}", f"{path}: {message[0].lower()}{message[1:]}", path)
+
+
+def shape(model: type[BaseModel], data: Mapping[str, Any]) -> dict[str, Any]:
+    """An answer through its model: a key the model does not declare, or a value of the wrong type, is the
+    server's bug and fails loudly here (never a silently different answer from the one the spec promises)."""
+    return model.model_validate(data).model_dump(mode="json", exclude_unset=True)
+
+
+class OpenApiDocument(BaseModel):
+    """The OpenAPI 3.1 document of this API."""
+
+    model_config = ConfigDict(extra="allow")
+
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, Any]
+    components: dict[str, Any]
