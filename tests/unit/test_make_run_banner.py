@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from api.dev.servers import banner
+from api.dev.supervisor import banner
 from api.dev.serving import bind_address, gunicorn_command
 
 
