@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from trainq import safe_state
 from trainq.checkpoints import checkpoint_name, list_checkpoints, newest_checkpoint, prune, write_atomically
 
 ARTIFACT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -238,12 +239,14 @@ class TaskContext:
     # -- state
 
     def checkpoint(self, state: Any) -> Path:
-        """Save ``state`` (anything ``torch.save`` takes) atomically as this job's newest checkpoint, and keep
-        only the newest ``keep_checkpoints``. ``restore()`` returns it, in this attempt or a later one."""
+        """Save ``state`` (tensors, state dicts, numbers, strings, and lists, tuples and dicts of them:
+        ``safe_state.ALLOWED``) atomically as this job's newest checkpoint, and keep only the newest
+        ``keep_checkpoints``. ``restore()`` returns it, in this attempt or a later one."""
         import torch
 
+        safe_state.check_state(state, "checkpoint()")
         self.flush_reports()  # the row written with the checkpoint shows the newest step
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        safe_state.make_folder(self.checkpoint_dir, "checkpoints")
         newest = newest_checkpoint(self.checkpoint_dir)
         path = self.checkpoint_dir / checkpoint_name((newest.seq + 1) if newest else 1, self._last_epoch,
                                                      self._last_step)
@@ -253,14 +256,15 @@ class TaskContext:
         return path
 
     def restore(self) -> Any | None:
-        """The newest checkpoint's state of this job (across attempts, pauses and resumes), or None."""
+        """The newest checkpoint's state of this job (across attempts, pauses and resumes), or None. Loaded as
+        data only: a checkpoint that names code (a planted pickle), or a folder that is a link or others may
+        write in, raises ``safe_state.UnsafeStateError`` saying which, and nothing in it runs."""
+        safe_state.check_folder(self.checkpoint_dir, "checkpoints")
         newest = newest_checkpoint(self.checkpoint_dir)
         if newest is None:
             return None
-        import torch
-
         self.log.info("restoring %s", newest.path.name)
-        return torch.load(newest.path, map_location="cpu", weights_only=False)
+        return safe_state.load(newest.path)
 
     def checkpoints(self) -> list[Path]:
         return [c.path for c in list_checkpoints(self.checkpoint_dir)]
@@ -278,9 +282,12 @@ class TaskContext:
 
     def save_artifact(self, name: str, obj: Any) -> Path:
         """Keep ``obj`` as the job's artifact ``name``: bytes as they are, a ``pathlib.Path`` by copying the file,
-        anything else with ``torch.save``. Listed and downloadable through the API."""
+        anything else (``safe_state.ALLOWED``: it loads with ``weights_only=True``) with ``torch.save``. Listed and
+        downloadable through the API."""
         check_artifact_name(name)
-        self.artifact_dir.mkdir(parents=True, exist_ok=True)
+        if not isinstance(obj, bytes | bytearray | memoryview | Path):
+            safe_state.check_state(obj, f"save_artifact({name!r})")
+        safe_state.make_folder(self.artifact_dir, "artifacts")
         path = self.artifact_dir / name
         if isinstance(obj, bytes | bytearray | memoryview):
             write_atomically(path, lambda file: file.write(bytes(obj)))

@@ -30,18 +30,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from api.dev.errors import EmbeddedServerError
+from api.dev.pg_account import service_account
+
 log = logging.getLogger("trainq.local")
 
 PG_ACCOUNT_ENV = "TRAINQ_PG_USER"  # the unprivileged account PostgreSQL runs as when we are root
 PG_HOME_ENV = "TRAINQ_PG_HOME"  # where, when we are root, PostgreSQL's folders live (outside the project)
-DEFAULT_PG_ACCOUNT, DEFAULT_PG_HOME = "nobody", "/var/lib/trainq"
+DEFAULT_PG_HOME = "/var/lib/trainq"
 
 
 DISABLED_REDIS_COMMANDS = ("CONFIG", "MODULE", "DEBUG", "REPLICAOF", "SLAVEOF", "MIGRATE")
-
-
-class EmbeddedServerError(RuntimeError):
-    """An embedded server could not start; the message says why and what to do (no traceback needed)."""
 
 
 def mask(url: str) -> str:
@@ -246,11 +245,12 @@ class PostgresServer:
     folder only its account can enter; fsync off unless asked (throwaway data).
 
     As an ordinary user the cluster lives in ``data_dir``. PostgreSQL refuses to run as root, so as root it
-    runs as ``TRAINQ_PG_USER`` (default ``nobody``) in a folder of its own that account can reach whatever
-    the project folder's modes: ``TRAINQ_PG_HOME``/pg-<hash of data_dir> (default under /var/lib/trainq), or
-    a fresh temporary folder, removed at stop, when ``ephemeral``. That folder is root's (mode 755) and holds a
-    copy of the binaries (the installed ones may sit under a folder only root can enter) and, owned by the
-    account, ``pgdata`` and ``socket``. Only folders created here, just now, are ever chowned or chmodded.
+    runs as ``TRAINQ_PG_USER`` (default ``trainq-pg``, created for it: ``api/dev/pg_account.py``) in a folder
+    of its own that account can reach whatever the project folder's modes: ``TRAINQ_PG_HOME``/pg-<hash of
+    data_dir> (default under /var/lib/trainq), or a fresh temporary folder, removed at stop, when
+    ``ephemeral``. That folder is root's (mode 755) and holds a copy of the binaries (the installed ones may
+    sit under a folder only root can enter) and, owned by the account, ``pgdata`` and ``socket``. Only
+    folders created here, just now, are ever chowned or chmodded.
     ``data_dir`` always holds the server's log.
     """
 
@@ -358,6 +358,12 @@ class PostgresServer:
         for folder in (pgdata, sockets):
             if not os.path.lexists(folder):
                 make_folder(folder, 0o700, self.account)
+            elif self.account and (owner := folder.lstat().st_uid) != self.account.pw_uid:
+                raise EmbeddedServerError(
+                    f"{folder} belongs to {_account_name(owner)}, not to {self.account.pw_name}, which PostgreSQL "
+                    f"runs as now (an older trainq ran it as nobody, or {PG_ACCOUNT_ENV} changed): remove "
+                    f"{self.home} to have a new cluster made (its jobs are lost, and var/postgres.password with it), "
+                    f"or set {PG_ACCOUNT_ENV}={_account_name(owner)} to keep it (a shared account: see the README)")
         if not (pgdata / "PG_VERSION").exists():
             self._initdb(bindir, pgdata)
             if self.clients:
@@ -458,14 +464,4 @@ class PostgresServer:
 
 
 def _service_account() -> pwd.struct_passwd:
-    name = os.environ.get(PG_ACCOUNT_ENV) or DEFAULT_PG_ACCOUNT
-    try:
-        account = pwd.getpwnam(name)
-    except KeyError:
-        raise EmbeddedServerError(
-            f"PostgreSQL refuses to run as root and there is no account {name!r} to run it as: set "
-            f"{PG_ACCOUNT_ENV} to an unprivileged account, run as an ordinary user, or set DATABASE_URL to a "
-            "PostgreSQL server of your own") from None
-    if account.pw_uid == 0:
-        raise EmbeddedServerError(f"{PG_ACCOUNT_ENV}={name} is root; PostgreSQL needs an unprivileged account")
-    return account
+    return service_account()  # trainq-pg, made for it alone

@@ -1,6 +1,6 @@
 """``make run`` in one process: embedded Redis/PostgreSQL when no URLs are given (``api.dev.servers``), then the
-API, a worker and the reconciler as supervised children (a child that dies is restarted), all stopped cleanly
-on Ctrl-C or SIGTERM."""
+API (under gunicorn: ``api.dev.serving``), a worker and the reconciler as supervised children (a child that dies
+is restarted), all stopped cleanly on Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
@@ -55,12 +55,8 @@ class Child:
             self.process.wait()
 
 
-def _flask_app(app: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "flask", "--app", app, *args]
-
-
 def _flask(*args: str) -> list[str]:
-    return _flask_app("api", *args)
+    return [sys.executable, "-m", "flask", "--app", "api", *args]
 
 
 def run(var_dir: Path = Path("var")) -> int:
@@ -121,7 +117,32 @@ def login_url(base: str, token: str) -> str:
     return f"{base}/login#token={token}"
 
 
+def banner(base: str, token: str, token_file: Path, tty: bool) -> str:
+    """What ``make run`` prints at start. The login link carries the admin's token: it goes only to a terminal,
+    never to a file or pipe that stdout was redirected to (a log someone else may read); there, where the token
+    file is instead."""
+    if tty:
+        monitor = (f"{login_url(base, token)}\n              (logs you in as the admin; the token is in "
+                   f"{token_file}, mode 0600)")
+    else:
+        monitor = (f"{base}/login\n              (log in with the admin's token, kept in {token_file}, mode 0600; "
+                   "stdout is not a terminal, so no login link with the token is printed)")
+    return (
+        f"\n  Monitor:    {monitor}\n"
+        f"  API:        {base}/api/training (send Authorization: Bearer <token>)\n"
+        f"  Health:     {base}/api/health\n"
+        f"  Dashboard:  {base}/rq\n  Servers:    var/local.env (source it to run more workers)\n\n"
+        f"  Submit a first job:\n    curl -s -X POST {base}/api/training -H 'Content-Type: application/json' \\\n"
+        f"      -H \"Authorization: Bearer $(cat var/admin.token)\" \\\n"
+        f"      -d '{{\"name\": \"first\", \"task\": \"mlp\", \"params\": {{\"epochs\": 20}}}}'\n\n"
+        f"  Tasks on offer: {base}/api/tasks\n\n"
+        "  Ctrl-C stops everything.\n"
+    )
+
+
 def supervise(env: dict[str, str], var_dir: Path = Path("var")) -> int:
+    from api.dev.serving import gunicorn_command  # gunicorn, not Werkzeug's development server
+
     port = env.get("PORT", "5000")
     host = env.get("HOST", "127.0.0.1")
     token_file = var_dir / "admin.token"
@@ -139,26 +160,14 @@ def supervise(env: dict[str, str], var_dir: Path = Path("var")) -> int:
         subprocess.run(_flask("users", "local-admin", str(token_file)), env=env, check=True)
         token = read_secret(token_file)
         children = [
-            Child("api", _flask_app("api.wsgi", "run", "--host", host, "--port", port, "--no-reload"), env),
+            Child("api", gunicorn_command("api.wsgi:app", host, port), env),
             Child("worker", _flask("worker"), env),
             Child("reconciler", _flask("reconciler"), env),
         ]
         for child in children:
             child.start()
         base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-        print(
-            f"\n  Monitor:    {login_url(base, token)}\n"
-            f"              (logs you in as the admin; the token is in var/admin.token, mode 0600)\n"
-            f"  API:        {base}/api/training (send Authorization: Bearer <token>)\n"
-            f"  Health:     {base}/api/health\n"
-            f"  Dashboard:  {base}/rq\n  Servers:    var/local.env (source it to run more workers)\n\n"
-            f"  Submit a first job:\n    curl -s -X POST {base}/api/training -H 'Content-Type: application/json' \\\n"
-            f"      -H \"Authorization: Bearer $(cat var/admin.token)\" \\\n"
-            f"      -d '{{\"name\": \"first\", \"task\": \"mlp\", \"params\": {{\"epochs\": 20}}}}'\n\n"
-            f"  Tasks on offer: {base}/api/tasks\n\n"
-            "  Ctrl-C stops everything.\n",
-            flush=True,
-        )
+        print(banner(base, token, token_file, sys.stdout.isatty()), flush=True)
         while not stopping:
             for child in children:
                 if child.process and child.process.poll() is not None and not stopping:

@@ -105,9 +105,24 @@ def worker_command(name: str | None, burst: bool) -> None:
 @click.option("--interval", type=float, default=None, help="Seconds between passes (RECONCILE_INTERVAL).")
 @click.option("--once", is_flag=True, help="Run one pass and exit.")
 def reconciler_command(interval: float | None, once: bool) -> None:
-    """Reconcile job rows with RQ every few seconds; of several reconcilers, one is active at a time."""
+    """Reconcile job rows with RQ every few seconds; of several reconcilers, one is active at a time. It refuses
+    to go on while PostgreSQL has a ``trust`` rule (checked before every full pass)."""
+    from api.ops.pg_trust import TrustRuleError, refuse_trust
+
     period = interval if interval is not None else current_app.config["RECONCILE_INTERVAL"]
+    try:
+        _reconcile(period, once, lambda: refuse_trust(db.engine))
+    except TrustRuleError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _reconcile(period: float, once: bool, check: Callable[[], None]) -> None:
     if once:
+        try:
+            check()
+        except SQLAlchemyError as exc:  # as reconcile_once does when the database is down
+            log.warning("reconcile skipped: %s", exc)
+            return
         reconcile_once(Actor.RECONCILER)
         return
     from api.service.reconcile import run_pass
@@ -127,6 +142,7 @@ def reconciler_command(interval: float | None, once: bool) -> None:
             if lock_conn is not None:
                 if time.monotonic() >= next_pass:
                     next_pass = time.monotonic() + period
+                    check()
                     reconcile_once(Actor.RECONCILER)
                 else:  # between passes: only the running attempts whose database session has ended
                     run_pass(ended_sessions_only=True)
