@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from api.dev.supervisor import banner
 from api.dev.serving import bind_address, gunicorn_command
+from api.dev.supervisor import banner
 
 
 def test_the_login_link_goes_to_a_terminal_only():
