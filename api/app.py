@@ -32,6 +32,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from api.ops import commands
     from api.web import auth, dashboard, errors, hosts, metrics, security
     from api.web.routes import catalogue, docs, health, jobs, pages
+    from api.web.routes import hosts as host_routes
     from api.web.routes import login as login_routes
 
     errors.register_error_handlers(app)
@@ -43,6 +44,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(login_routes.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(catalogue.bp)
+    app.register_blueprint(host_routes.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(docs.bp)

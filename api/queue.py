@@ -32,7 +32,7 @@ from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 from sqlalchemy import select, update
 
 from api.record.status import JobStatus
-from api.record.tables import TrainingJob
+from api.record.tables import Host, Reservation, TrainingJob
 from api.stores import db, redis_connection
 
 JOB_FUNCTION = "api.worker.run_training_job"
@@ -148,17 +148,26 @@ def control_key(job_id: str) -> str:
 
 
 def queue_name(task: str) -> str:
-    """One RQ queue per task, so a worker only ever dequeues jobs of the tasks it offers."""
+    """The queue of a task's jobs before the scheduler (``<prefix>.<task>``): jobs enqueued there by an older
+    trainq are moved to their host's queue once placed (``ensure_enqueued``)."""
     return f"{current_app.config['QUEUE_NAME']}.{task}"
 
 
-def get_queue(task: str, connection: Redis | None = None) -> Queue:
-    return Queue(queue_name(task), connection=connection or redis_connection.get(), serializer=SERIALIZER,
-                 job_class=ServiceJob)
+def host_queue_name(host: str) -> str:
+    """One RQ queue per host: the scheduler puts a job there once it holds the host's devices for it, and only
+    that host's workers dequeue from it."""
+    return f"{current_app.config['QUEUE_NAME']}.host.{host}"
+
+
+def get_queue(name_or_task: str, connection: Redis | None = None) -> Queue:
+    """The RQ queue named ``name_or_task``, or the task queue of a task name."""
+    name = name_or_task if name_or_task.startswith(f"{current_app.config['QUEUE_NAME']}.") else \
+        queue_name(name_or_task)
+    return Queue(name, connection=connection or redis_connection.get(), serializer=SERIALIZER, job_class=ServiceJob)
 
 
 def task_queues(connection: Redis | None = None) -> list[Queue]:
-    """Every task's queue RQ knows of."""
+    """Every queue of the service RQ knows of (hosts' and, from an older trainq, tasks')."""
     prefix = queue_name("")
     return [q for q in Queue.all(connection=connection or redis_connection.get(), serializer=SERIALIZER,
                                  job_class=ServiceJob) if q.name.startswith(prefix)]
@@ -198,13 +207,13 @@ def _is_job_id(value: Any) -> bool:
         return False
 
 
-def enqueue(job_id: str, attempt: int, task: str) -> Job:
+def enqueue(job_id: str, attempt: int, queue_name: str) -> Job:
     """Enqueue attempt ``attempt`` of row ``job_id`` under ``rq_job_id_for(job_id, attempt)`` in its task's
     queue. RQ's fields carry no user text (rq-dashboard shows them to admins): the description is the id and
     attempt only. Callers go through ``ensure_enqueued``, which holds the row and checks RQ first."""
     cfg = current_app.config
     rq_id = rq_job_id_for(job_id, attempt)
-    queue = get_queue(task)
+    queue = get_queue(queue_name)
     with queue.connection.pipeline() as pipe:
         pipe.multi()
         job = queue.enqueue_call(
@@ -440,25 +449,39 @@ def fetch_states(rq_job_ids: Iterable[str]) -> dict[str, RQState]:
     return states
 
 
+def placed_queue(job_id: str, attempt: int) -> str | None:
+    """The queue of the host holding the reservation of the job's attempt (None: not placed)."""
+    host = db.session.scalar(select(Host.name).join(Reservation, Reservation.host_id == Host.id).where(
+        Reservation.job_id == uuid.UUID(job_id), Reservation.attempt == attempt))
+    return host_queue_name(host) if host else None
+
+
 def ensure_enqueued(job_id: str, attempt: int, reason: str | None = None) -> bool:
     """The one way a row's attempt reaches RQ: under the row's lock, only while the row is queued on that
-    attempt, and only if RQ has no live job for it. Concurrent callers (API, reconcilers) enqueue it once.
-    Returns True when this call enqueued it."""
+    attempt and placed (the scheduler wrote its reservation), on its host's queue, and only if RQ has no live job
+    for it there. Concurrent callers (the scheduler, the API, reconcilers) enqueue it once. An RQ job an older
+    trainq left in its task's queue is moved. Returns True when this call enqueued it."""
     found = db.session.execute(
-        select(TrainingJob.task)
-        .where(TrainingJob.id == uuid.UUID(job_id), TrainingJob.status == JobStatus.QUEUED,
-               TrainingJob.attempts == attempt)
-        .with_for_update()
+        select(TrainingJob.id).where(TrainingJob.id == uuid.UUID(job_id), TrainingJob.status == JobStatus.QUEUED,
+                                     TrainingJob.attempts == attempt).with_for_update()
     ).one_or_none()
-    if found is None:
+    target = placed_queue(job_id, attempt) if found is not None else None
+    if target is None:  # not queued on this attempt any more, or not placed yet: the scheduler's
         db.session.rollback()
         return False
     rq_id = rq_job_id_for(job_id, attempt)
     try:
-        if fetch_states([rq_id])[rq_id].status in ("queued", "started", "deferred", "scheduled"):
+        status = fetch_states([rq_id])[rq_id].status
+        if status == "started":
             db.session.rollback()
             return False
-        enqueue(job_id, attempt, found.task)
+        if status in ("queued", "deferred", "scheduled"):
+            stale = fetch(rq_id)
+            if stale.origin == target:
+                db.session.rollback()
+                return False
+            stale.delete()  # waiting in a task's queue (an older trainq): it moves to its host's
+        enqueue(job_id, attempt, target)
     except BaseException:
         db.session.rollback()
         raise

@@ -105,6 +105,11 @@ class Settings(BaseSettings):
         10240,
         description="MB a job's checkpoints and artifacts may use; past it the job fails (0: none)",
     )
+    MAX_BACKFILL_WAIT: float = Field(
+        600.0,
+        description="a queued job passed over this long by smaller jobs that fit gets the devices it needs held "
+                    "for it, on the host where it fits soonest, as they free up (s)",
+    )
     SESSION_DAYS: int = Field(
         14,
         description="days a monitor login lasts (the token it was made with must stay valid too)",

@@ -152,3 +152,25 @@ def reconcilers(settings: dict[str, str], ctx: Flask, tmp_path: Path) -> Iterato
     yield start
     for process in started:
         process.kill()
+
+
+PLACEHOLDER_HOST = "published-by-the-test-session"  # the name the session published the built-in tasks under
+
+
+@pytest.fixture
+def placeholder_host(app: Flask) -> Iterator[str]:
+    """A host registered for the test (its agent's lock held by a connection of the test's) offering the built-in
+    tasks with room for everything: jobs are placed on it and enqueued on its queue, and no one runs them. For
+    tests without a worker that need jobs in RQ; with real workers it would take jobs they should run."""
+    from api.scheduler.hosts import Inventory, register
+
+    with app.app_context():
+        conn = db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        register(conn, Inventory(name=PLACEHOLDER_HOST, hostname="the-tests", cpus=1024, memory_mb=2**22,
+                                 slots=1024))
+        try:
+            yield PLACEHOLDER_HOST
+        finally:
+            conn.invalidate()  # closed for good, never back to the pool with the host's lock held
+            conn.close()
+

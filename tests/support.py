@@ -112,7 +112,7 @@ def start_gunicorn(env: dict[str, str], log_path: Path, *options: str) -> tuple[
 
 def start_worker(env: dict[str, str], name: str, log_dir: Path, redis_conn: Any) -> WorkerProcess:
     """Start ``flask --app api worker`` as a real process and wait until RQ lists it."""
-    worker = start_flask(env, name, log_dir, "worker", "--name", name)
+    worker = start_flask({"TRAINQ_SLOTS": "1", **env}, name, log_dir, "worker", "--name", name)  # one job at a time
     process = worker.process
 
     def ready() -> bool:

@@ -8,5 +8,7 @@ torch (the context imports torch only when a task saves or restores state).
 from trainq.context import TaskContext
 from trainq.process import loader_worker_init
 from trainq.registry import Task, TaskError, load_task_modules, registry, task
+from trainq.resources import Resources
 
-__all__ = ["Task", "TaskContext", "TaskError", "load_task_modules", "loader_worker_init", "registry", "task"]
+__all__ = ["Resources", "Task", "TaskContext", "TaskError", "load_task_modules", "loader_worker_init", "registry",
+           "task"]

@@ -21,6 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from trainq.resources import Resources
+
 ENTRY_POINT_GROUP = "trainq.tasks"
 MODULES_VARIABLE = "TRAINQ_TASKS"
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -40,6 +42,7 @@ class Task:
     module: str
     metric: str | None = None  # the primary metric: the list's main column and default sort
     mode: str = "min"  # "min": lower is better; "max": higher is better
+    resources: Resources | None = None  # what its jobs need unless a submit says otherwise
 
     def params_schema(self) -> dict[str, Any]:
         """The params' JSON Schema, as pydantic writes it (what the API validates a submission against)."""
@@ -59,7 +62,8 @@ class Task:
         """What a worker publishes about this task."""
         return {"name": self.name, "description": self.description, "params_schema": self.params_schema(),
                 "code_version": self.code_version(), "module": self.module,
-                "metric": {"name": self.metric, "mode": self.mode} if self.metric else None}
+                "metric": {"name": self.metric, "mode": self.mode} if self.metric else None,
+                "resources": self.resources.given() if self.resources else {}}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
@@ -73,14 +77,15 @@ def registry() -> dict[str, Task]:
     return dict(_registry)
 
 
-def task(name: str, *, params: type[BaseModel], metric: str | None = None,
-         mode: str = "min") -> Callable[[Callable[..., Any]], Task]:
+def task(name: str, *, params: type[BaseModel], metric: str | None = None, mode: str = "min",
+         resources: Resources | None = None) -> Callable[[Callable[..., Any]], Task]:
     """Register ``func(ctx, params) -> dict`` as the task ``name``; its docstring is the description.
 
     ``params`` is a pydantic model: the service publishes its JSON Schema and validates submissions
     against it, and the worker builds the model from the submitted params before calling ``func``.
     ``metric`` names the task's primary metric (one it reports) and ``mode`` which way is better ("min" or
-    "max"): the jobs list shows it as its main column and sorts a task's jobs by it.
+    "max"): the jobs list shows it as its main column and sorts a task's jobs by it. ``resources`` are its jobs'
+    defaults (``Resources(gpus=1)``): a submit's own values come first.
     """
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise TaskError(f"task name {name!r}: use 1 to 64 of a-z, 0-9, '.', '_', '-', starting with a letter or digit")
@@ -88,6 +93,8 @@ def task(name: str, *, params: type[BaseModel], metric: str | None = None,
         raise TaskError(f"task {name!r}: params must be a pydantic BaseModel subclass, got {params!r}")
     if metric is not None and not (isinstance(metric, str) and METRIC.fullmatch(metric)):
         raise TaskError(f"task {name!r}: metric {metric!r} is not a metric name (letters, digits, '_', '.', '/', ':')")
+    if resources is not None and not isinstance(resources, Resources):
+        raise TaskError(f"task {name!r}: resources must be a trainq.Resources, got {resources!r}")
     if mode not in ("min", "max"):
         raise TaskError(f"task {name!r}: mode must be 'min' (lower is better) or 'max', not {mode!r}")
 
@@ -96,7 +103,7 @@ def task(name: str, *, params: type[BaseModel], metric: str | None = None,
         if existing and (existing.module, existing.func.__qualname__) != (func.__module__, func.__qualname__):
             raise TaskError(f"task {name!r} is declared twice: in {existing.module} and in {func.__module__}")
         description = inspect.cleandoc(func.__doc__ or "").split("\n\n")[0].replace("\n", " ")
-        registered = Task(name, func, params, description, func.__module__, metric, mode)
+        registered = Task(name, func, params, description, func.__module__, metric, mode, resources)
         _registry[name] = registered
         return registered
 

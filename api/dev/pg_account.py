@@ -37,6 +37,13 @@ def _ours(exe: str) -> bool:
     return "/pginstall/" in exe and os.path.basename(exe.removesuffix(" (deleted)")) in ("postgres", "initdb")
 
 
+def _exe(pid: str) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return ""
+
+
 def why_shared(account: pwd.struct_passwd) -> str | None:
     """Why ``account`` is not trainq's alone (the first reason found), or None. Looks at what can be seen cheaply:
     its name, the processes running as it (other than trainq's clusters), its home folder, and what it owns at
@@ -48,13 +55,13 @@ def why_shared(account: pwd.struct_passwd) -> str | None:
             continue
         try:
             with open(f"/proc/{entry.name}/status") as status:
-                uids = next(line for line in status if line.startswith("Uid:")).split()[1:]
-            if str(account.pw_uid) not in uids:
+                fields = dict(line.split(":", 1) for line in status if ":" in line)
+            if str(account.pw_uid) not in fields["Uid"].split():
                 continue
             exe = os.readlink(f"/proc/{entry.name}/exe")
-        except (OSError, StopIteration):
+        except (OSError, KeyError, ValueError):
             continue
-        if not _ours(exe):
+        if not _ours(exe) and not _ours(_exe(fields.get("PPid", "").strip())):  # initdb's shell is its own
             return f"process {entry.name} ({exe}) runs as it"
     home = Path(account.pw_dir or "/nonexistent")
     try:

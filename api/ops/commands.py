@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import select
 import sys
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import psycopg2
 from flask import Flask, current_app
 from flask.cli import AppGroup
 from redis.exceptions import RedisError
@@ -55,30 +57,53 @@ def reconcile_once(actor: Actor) -> None:
 
 
 @click.command("worker")
-@click.option("--name", default=None, help="Worker name (default: RQ's random name).")
-@click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
-def worker_command(name: str | None, burst: bool) -> None:
-    """Run an RQ worker for the tasks installed here (run as many as you like, on any host).
+@click.option("--name", default=None, help="The agent's name, unique (default: random). One slot: its RQ worker's "
+              "name too; more: its workers are <name>-<n>.")
+@click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
+@click.option("--gpus", envvar="TRAINQ_GPUS", default=None, metavar="0,2|none",
+              help="Offer only these GPUs (NVML indices), or none (TRAINQ_GPUS; default: every GPU found).")
+@click.option("--fake-gpus", envvar="TRAINQ_FAKE_GPUS", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="Declare N pretend GPUs on a host without any (tests, demos, CI): scheduled like real ones; a job "
+                   "on them sees CUDA_VISIBLE_DEVICES and trains on the CPU (TRAINQ_FAKE_GPUS).")
+@click.option("--cpus", envvar="TRAINQ_CPUS", type=click.IntRange(1, 1024), default=None,
+              help="CPU cores to offer (TRAINQ_CPUS; default: the cores this process may use).")
+@click.option("--memory", envvar="TRAINQ_MEMORY", default=None, metavar="64G",
+              help="Memory to offer (TRAINQ_MEMORY; default: the host's).")
+@click.option("--slots", envvar="TRAINQ_SLOTS", type=click.IntRange(1, 256), default=None,
+              help="Jobs to run at once (TRAINQ_SLOTS; default: one per CPU offered).")
+@click.option("--host-name", envvar="TRAINQ_HOST_NAME", default=None,
+              help="The host's name as trainq shows it and names its fake GPUs (default: the machine's).")
+def worker_command(name: str | None, burst: bool, gpus: str | None, fake_gpus: int, cpus: int | None,
+                   memory: str | None, slots: int | None, host_name: str | None) -> None:
+    """Run this host's agent: it registers what the host has (GPUs through NVML, CPUs, memory), offers the tasks
+    installed here, and runs as many jobs at once as it has slots, each on the devices the scheduler reserved.
 
     Task modules are imported once, now (entry points in the group ``trainq.tasks``, and the modules named
-    in ``TRAINQ_TASKS``); what they offer is published for the API, and the worker drains only those tasks'
-    queues. A module that fails to import is logged with its traceback and offers nothing."""
+    in ``TRAINQ_TASKS``); what they offer is published for the API. A module that fails to import is logged with
+    its traceback and offers nothing."""
     import uuid
 
     import trainq
-    from api.queue import SERIALIZER, ServiceJob, clear_dead_worker, get_queue
+    from api.queue import SERIALIZER, ServiceJob, clear_dead_worker, get_queue, host_queue_name
+    from api.scheduler.hosts import HostRefused
     from api.service import catalogue
-    from api.worker.agent import TrainingWorker, import_lazy_modules
+    from api.worker.agent import HostLease, TrainingWorker, import_lazy_modules, run_workers, schedule_now
+    from api.worker.inventory import InventoryError, take_stock
 
     cfg = current_app.config
     name = name or uuid.uuid4().hex
-    before = clear_dead_worker(name, cfg["WORKER_HEARTBEAT_TTL"] + 1)
-    if before == "alive":
-        raise click.ClickException(f"a live worker named {name!r} is running (its heartbeat is fresh): stop it "
-                                   "first, or give this one another --name")
-    if before == "cleared":
-        log.warning("worker %s: a worker of this name died without a goodbye (no heartbeat); its registration "
-                    "is cleared", name)
+    try:
+        inventory = take_stock(name, gpus, fake_gpus, cpus, memory, slots, host_name)
+    except InventoryError as exc:
+        raise click.ClickException(str(exc)) from None
+    for worker_name in [name] if inventory.slots == 1 else [f"{name}-{i}" for i in range(inventory.slots)]:
+        before = clear_dead_worker(worker_name, cfg["WORKER_HEARTBEAT_TTL"] + 1)
+        if before == "alive":
+            raise click.ClickException(f"a live worker named {worker_name!r} is running (its heartbeat is fresh): "
+                                       "stop it first, or give this one another --name")
+        if before == "cleared":
+            log.warning("worker %s: a worker of this name died without a goodbye (no heartbeat); its registration "
+                        "is cleared", worker_name)
     loaded = trainq.load_task_modules()  # once, here: never per job (torch is imported once too)
     for module, trace in loaded.errors.items():
         log.error("task module %s failed to import; its tasks are not offered:\n%s", module, trace)
@@ -87,18 +112,35 @@ def worker_command(name: str | None, burst: bool) -> None:
     if not offered:
         raise click.ClickException(
             "no task to offer: install a package with a 'trainq.tasks' entry point or name modules in TRAINQ_TASKS")
-    catalogue.publish(name, [task.spec() for task in offered.values()])
-    log.info("worker %s offers %s", name, ", ".join(offered))
-    reconcile_once(Actor.WORKER)
-    db.session.remove()
-    db.engine.dispose()  # the horse must start without the parent's pooled connections
-    worker = TrainingWorker(
-        [get_queue(task) for task in offered], connection=redis_connection.get(), name=name,
-        heartbeat_redis=redis_client(cfg["REDIS_URL"], cfg["REDIS_TIMEOUT"]),
-        heartbeat_interval=cfg["HEARTBEAT_INTERVAL"], heartbeat_ttl=cfg["WORKER_HEARTBEAT_TTL"],
-        serializer=SERIALIZER, job_class=ServiceJob,
-    )
-    worker.work(burst=burst, logging_level=current_app.config["LOG_LEVEL"], with_scheduler=False)
+    lease = HostLease(db.engine, inventory)
+    try:
+        lease.acquire()
+    except HostRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    lease.start()
+    try:
+        catalogue.publish(name, [task.spec() for task in offered.values()])
+        devices = ", ".join(f"{g.index} ({g.name})" for g in inventory.gpus) or "none"
+        log.info("agent %s on %s offers %s: %d CPUs, %d MB, GPUs %s%s, %d slot(s)", name, inventory.hostname,
+                 ", ".join(offered), inventory.cpus, inventory.memory_mb, devices,
+                 " (fake)" if inventory.fake else "", inventory.slots)
+        reconcile_once(Actor.WORKER)
+        schedule_now(name)
+        db.session.remove()
+        db.engine.dispose()  # the workers and horses must start without the parent's pooled connections
+        queue_name = host_queue_name(name)
+
+        def make(worker_name: str) -> TrainingWorker:
+            return TrainingWorker(
+                [get_queue(queue_name)], connection=redis_connection.get(), name=worker_name,
+                heartbeat_redis=redis_client(cfg["REDIS_URL"], cfg["REDIS_TIMEOUT"]),
+                heartbeat_interval=cfg["HEARTBEAT_INTERVAL"], heartbeat_ttl=cfg["WORKER_HEARTBEAT_TTL"],
+                serializer=SERIALIZER, job_class=ServiceJob,
+            )
+
+        run_workers(make, name, inventory.slots, burst, current_app.config["LOG_LEVEL"])
+    finally:
+        lease.release()
 
 
 @click.command("reconciler")
@@ -128,22 +170,30 @@ def _reconcile(period: float, once: bool, check: Callable[[], None]) -> None:
     from api.service.reconcile import run_pass
 
     fast = current_app.config["LIVENESS_INTERVAL"]
-    lock_conn, next_pass = None, 0.0
+    lock_conn, next_pass, listening = None, 0.0, None
     while True:
         try:
             if lock_conn is not None:
                 lock_conn.execute(text("SELECT 1"))  # still holding it? (a PostgreSQL restart drops the lock)
+                lock_conn.commit()  # idle outside a transaction: PostgreSQL delivers NOTIFYs only then
             else:
                 lock_conn = db.engine.connect()
-                if not locks.try_lock(lock_conn, locks.Namespace.RECONCILER, locks.RECONCILER_KEY):
+                held = locks.try_lock(lock_conn, locks.Namespace.RECONCILER, locks.RECONCILER_KEY)
+                lock_conn.commit()
+                if not held:
                     lock_conn.close()
                     lock_conn = None
                     log.debug("another reconciler is active; standing by")
             if lock_conn is not None:
+                if listening is not lock_conn:  # the scheduler's wake-ups: every submit, release, re-queue
+                    lock_conn.execute(text("LISTEN trainq_scheduler"))
+                    lock_conn.commit()
+                    listening = lock_conn
                 if time.monotonic() >= next_pass:
                     next_pass = time.monotonic() + period
                     check()
                     reconcile_once(Actor.RECONCILER)
+                    _schedule_once()
                 else:  # between passes: only the running attempts whose database session has ended
                     run_pass(ended_sessions_only=True)
         except SQLAlchemyError as exc:
@@ -152,7 +202,34 @@ def _reconcile(period: float, once: bool, check: Callable[[], None]) -> None:
                 lock_conn.invalidate()
                 lock_conn = None
         db.session.remove()
-        time.sleep(min(fast, period) if lock_conn is not None else period)
+        if lock_conn is None:
+            time.sleep(period)
+        elif _woken(lock_conn, min(fast, period)):
+            _schedule_once()
+            db.session.remove()
+
+
+def _woken(conn: Any, timeout: float) -> bool:
+    """Wait up to ``timeout`` for a NOTIFY on ``trainq_scheduler``; True when one came."""
+    raw = conn.connection.dbapi_connection
+    try:
+        if not select.select([raw], [], [], timeout)[0]:
+            return False
+        raw.poll()
+    except (OSError, psycopg2.Error):
+        return False
+    woken = bool(raw.notifies)
+    raw.notifies.clear()
+    return woken
+
+
+def _schedule_once() -> None:
+    from api.scheduler.schedule import schedule
+
+    try:
+        schedule()
+    except (SQLAlchemyError, RedisError) as exc:
+        log.warning("scheduling pass failed (%s); the next one retries", exc.__class__.__name__)
 
 
 def pass_once(dry_run: bool, as_json: bool) -> int:

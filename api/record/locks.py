@@ -10,10 +10,17 @@ so a job's liveness lock can never collide with a recovery action's lock or the 
 - ``TRAINING``: one per job (``job_key``), held by the same session beside its ``ATTEMPT`` lock. A new
   attempt takes it before its row says running, waiting while an older attempt's session still holds it:
   two attempts of one job never train at once, even if the reconciler gave the job away too early.
+- ``SCHEDULER``: one scheduling pass at a time (transaction-scoped), wherever it runs: the API after a submit,
+  an agent after a job, the reconciler's periodic pass.
+- ``HOST``: held by a host's agent in its own database session while it lives (key: the host's id), as
+  ``ATTEMPT`` is for an attempt: its absence says the agent is gone.
+- ``GPU``: held by the agent that offers the GPU (key: ``gpu_key`` of its UUID): a second agent claiming the same
+  device is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from enum import IntEnum
 from typing import Any
@@ -28,9 +35,18 @@ class Namespace(IntEnum):
     ATTEMPT = 0x7471_0003
     USER_SUBMIT = 0x7471_0004
     TRAINING = 0x7471_0005
+    SCHEDULER = 0x7471_0006
+    HOST = 0x7471_0007
+    GPU = 0x7471_0008
 
 
 RECONCILER_KEY = 1  # the one key in its namespace
+SCHEDULER_KEY = 1  # the one key in its namespace
+
+
+def gpu_key(uuid_text: str) -> int:
+    """A GPU's key: 31 bits of a hash of its UUID (NVML's ``GPU-…``, or a fake device's name)."""
+    return int.from_bytes(hashlib.blake2b(uuid_text.encode(), digest_size=4).digest(), "big") & 0x7FFF_FFFF
 
 
 def job_key(job_id: uuid.UUID | str) -> int:

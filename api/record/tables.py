@@ -1,5 +1,5 @@
-"""The record: one row per training job, an append-only log of its status transitions, and the users and
-tokens that own and act on jobs."""
+"""The record: one row per training job, an append-only log of its status transitions, the users and tokens that
+own and act on jobs, the hosts that run them and the scheduler's reservations on them."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     String,
@@ -21,7 +22,7 @@ from sqlalchemy import (
     Uuid,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from api.record.status import TERMINAL, JobStatus
@@ -79,7 +80,7 @@ class ApiToken(db.Model):
                 "last_used_at": iso(self.last_used_at), "revoked_at": iso(self.revoked_at)}
 
 
-INTERNAL_COLUMNS = frozenset({"liveness_key", "liveness_since"})  # the reconciler's, not shown in the API
+INTERNAL_COLUMNS = frozenset({"liveness_key", "liveness_since", "hold_host_id"})  # the service's, not the API's
 
 
 class TrainingJob(db.Model):
@@ -133,8 +134,27 @@ class TrainingJob(db.Model):
     log_truncated: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     # the job this one was submitted as a copy of ("Run again"); NULL again if that row is deleted
     cloned_from: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("training_jobs.id", ondelete="SET NULL"))
+    # what it needs ({gpus, cpus, memory_gb}: the submit's, then its task's, then the defaults)
+    resources: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # waited past MAX_BACKFILL_WAIT: the host whose devices are held for it as they free up (the scheduler's)
+    hold_host_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("hosts.id", ondelete="SET NULL"))
 
     owner: Mapped[User] = relationship(foreign_keys=[owner_id])
+    # the scheduler's reservation for the current attempt (None while it waits to be placed)
+    reservation: Mapped[Reservation | None] = relationship(
+        primaryjoin="and_(TrainingJob.id == foreign(Reservation.job_id), "
+                    "TrainingJob.attempts == foreign(Reservation.attempt))",
+        viewonly=True, uselist=False, lazy="selectin")
+
+    def placement(self) -> dict[str, Any] | None:
+        """Where its current attempt runs: host, worker, GPUs (indices and UUIDs), CPUs; None while it waits."""
+        r = self.reservation
+        if r is None:
+            return None
+        uuids = {g.idx: g.uuid for g in r.host.gpus}
+        return {"host": r.host.name, "worker": self.worker_name if self.status == JobStatus.RUNNING else None,
+                "gpus": list(r.gpus), "gpu_uuids": [uuids.get(i, "") for i in r.gpus], "cpus": r.cpus,
+                "cpu_ids": list(r.cpu_ids), "memory_gb": r.memory_mb / 1024 if r.memory_mb else None}
 
     def to_dict(self, now: datetime | None = None, stale_after: float | None = None,
                 exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -143,6 +163,9 @@ class TrainingJob(db.Model):
         data = {column.name: getattr(self, column.name) for column in self.__table__.columns
                 if column.name not in exclude and column.name not in INTERNAL_COLUMNS}
         data["id"] = str(self.id)
+        if "resources" in data and data["resources"] is not None:
+            data["resources"] = {"gpus": 0, "cpus": 1, "memory_gb": None, **data["resources"]}
+        data["placement"] = self.placement()
         if "metrics" in data:  # deprecated, kept for older clients: the newest train_loss or loss
             data["loss"] = (self.metrics or {}).get("train_loss", (self.metrics or {}).get("loss"))
         if "cloned_from" in data:
@@ -228,6 +251,7 @@ class TaskOffer(db.Model):
     module: Mapped[str] = mapped_column(String(200))
     metric: Mapped[str | None] = mapped_column(String(100))  # the task's primary metric, if it declares one
     metric_mode: Mapped[str | None] = mapped_column(String(3))
+    resources: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # the task's declared defaults
     hostname: Mapped[str] = mapped_column(String(255))
     published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
@@ -249,3 +273,68 @@ class JobArtifact(db.Model):
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "size": self.size, "sha256": self.sha256, "attempt": self.attempt,
                 "created_at": self.created_at.isoformat()}
+
+
+class Host(db.Model):
+    """A worker host as its agent registered it: what it has, and when the database last heard from it. Its
+    agent's database session holds the host's advisory lock (``locks.Namespace.HOST``) while it lives."""
+
+    __tablename__ = "hosts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)  # the agent's name; its RQ workers' prefix
+    hostname: Mapped[str] = mapped_column(String(255))
+    cpus: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    slots: Mapped[int] = mapped_column(Integer)  # jobs it runs at once
+    fake_gpus: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    pid: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # the database's clock
+
+    gpus: Mapped[list[HostGpu]] = relationship(order_by="HostGpu.idx", lazy="selectin", cascade="all, delete-orphan")
+
+
+class HostGpu(db.Model):
+    __tablename__ = "host_gpus"
+
+    host_id: Mapped[int] = mapped_column(Integer, ForeignKey("hosts.id", ondelete="CASCADE"), primary_key=True)
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True)  # NVML's index (PCI bus order)
+    uuid: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(200))
+    memory_mb: Mapped[int] = mapped_column(Integer)
+
+
+class Reservation(db.Model):
+    """What the scheduler gave one attempt of a job on one host. Written before the job is enqueued; deleted,
+    with its GPU holds, by a trigger the moment the row leaves queued/running or moves to another attempt."""
+
+    __tablename__ = "reservations"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("training_jobs.id", ondelete="CASCADE"),
+                                              primary_key=True)
+    host_id: Mapped[int] = mapped_column(Integer, ForeignKey("hosts.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    gpus: Mapped[list[int]] = mapped_column(ARRAY(Integer), default=list, server_default="{}")
+    cpus: Mapped[int] = mapped_column(Integer)
+    cpu_ids: Mapped[list[int]] = mapped_column(ARRAY(Integer), default=list, server_default="{}")
+    memory_mb: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+
+    host: Mapped[Host] = relationship(lazy="joined")
+
+
+class GpuHold(db.Model):
+    """One held GPU. Its primary key, (host, GPU), is the rule that no device is ever held twice."""
+
+    __tablename__ = "gpu_holds"
+    __table_args__ = (
+        ForeignKeyConstraint(["job_id", "host_id"], ["reservations.job_id", "reservations.host_id"],
+                             ondelete="CASCADE"),
+        ForeignKeyConstraint(["host_id", "gpu"], ["host_gpus.host_id", "host_gpus.idx"], ondelete="CASCADE"),
+    )
+
+    host_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    gpu: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+

@@ -42,11 +42,13 @@ class TaskSpec:
     published_at: str
     metric: str | None = None  # the primary metric the task declares, and which way is better
     metric_mode: str | None = None
+    resources: dict[str, Any] | None = None  # its jobs' defaults, as the task declares them (@task(resources=))
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "params_schema": self.params_schema,
                 "params_order": self.params_order, "workers": self.workers, "code_version": self.code_version,
                 "module": self.module, "metric": self.metric, "metric_mode": self.metric_mode,
+                "resources": self.resources or {},
                 "published_at": self.published_at}
 
 
@@ -60,7 +62,8 @@ def publish(worker_name: str, specs: Iterable[dict[str, Any]]) -> None:
                                  params_order=list(spec["params_schema"].get("properties", {})),
                                  code_version=spec["code_version"],
                                  module=spec["module"], metric=(spec.get("metric") or {}).get("name"),
-                                 metric_mode=(spec.get("metric") or {}).get("mode"), hostname=host, published_at=now))
+                                 metric_mode=(spec.get("metric") or {}).get("mode"),
+                                 resources=spec.get("resources") or {}, hostname=host, published_at=now))
     db.session.commit()
 
 
@@ -78,7 +81,7 @@ def catalog() -> dict[str, TaskSpec]:
         newest[offer.task] = offer
         workers[offer.task] = None if live is None else (workers.get(offer.task) or 0) + (offer.worker_name in live)
     return {name: TaskSpec(name, o.description, o.params_schema, o.params_order, o.code_version, o.module,
-                           workers[name], o.published_at.isoformat(), o.metric, o.metric_mode)
+                           workers[name], o.published_at.isoformat(), o.metric, o.metric_mode, o.resources)
             for name, o in sorted(newest.items())}
 
 

@@ -19,15 +19,18 @@ from typing import Any
 from flask import current_app
 from redis.exceptions import RedisError
 from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
 
 from api import queue
 from api.record import locks
 from api.record.status import ACTIONS, TERMINAL, Action, Actor, JobNotFound, JobStatus, actions_for
 from api.record.status_writer import TransitionResult, create, transition
 from api.record.tables import TrainingJob, User
-from api.service import catalogue, limits, reconcile, timings, users
+from api.scheduler import schedule
+from api.service import capacity, catalogue, limits, reconcile, timings, users
 from api.service.queries import get_job, latest_checkpoint, parse_id
 from api.stores import db
+from trainq.resources import resolve
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +69,14 @@ class CloneSourceNotFound(LookupError):
 
 
 def submit(task: str, params: dict[str, Any] | None, name: str | None = None,
-           max_attempts: int | None = None, owner: User | None = None, cloned_from: str | None = None) -> SubmitResult:
-    """Check ``params`` against the task's published schema and ``owner``'s queued-jobs limit, insert the row as
-    queued, then enqueue. Redis down: the row stays queued, with a reason, and the reconciler enqueues it later.
-    ``owner`` defaults to the first admin (for in-process callers). ``cloned_from``: the
-    job this one is a copy of ("Run again"), recorded on the row."""
+           max_attempts: int | None = None, owner: User | None = None, cloned_from: str | None = None,
+           resources: dict[str, Any] | None = None) -> SubmitResult:
+    """Check ``params`` against the task's published schema, ``resources`` against the hosts offering it, and
+    ``owner``'s queued-jobs limit; insert the row as queued; then a scheduling pass places it (and enqueues it on
+    its host's queue) if it fits somewhere now. Redis down: the row stays queued, with a reason, and the
+    reconciler enqueues it later. ``owner`` defaults to the first admin (for in-process callers). ``cloned_from``:
+    the job this one is a copy of ("Run again"), recorded on the row. ``resources``: what the submit asks
+    ({gpus, cpus, memory_gb}, any of them), before the task's declared defaults and ``trainq.resources.DEFAULTS``."""
     owner = owner or users.first_admin()
     if owner is None:
         raise ValueError("a job needs an owner: create an admin first (flask --app api users create NAME --admin)")
@@ -81,9 +87,11 @@ def submit(task: str, params: dict[str, Any] | None, name: str | None = None,
         except JobNotFound:
             raise CloneSourceNotFound(f"cloned_from: no job {cloned_from}") from None
     spec, checked = catalogue.validate(task, params)
+    needs = resolve(resources, spec.resources)
+    warning = capacity.refuse_impossible(spec.name, needs)
     limits.check_queued_jobs(owner)
-    warning = None if spec.workers != 0 else (
-        f"no live worker offers task {spec.name} right now; the job waits queued until one does")
+    if warning is None and spec.workers == 0:
+        warning = f"no live worker offers task {spec.name} right now; the job waits queued until one does"
     job_id = uuid.uuid4()
     job = TrainingJob(
         id=job_id,
@@ -97,17 +105,28 @@ def submit(task: str, params: dict[str, Any] | None, name: str | None = None,
         cloned_from=source,
         metric=spec.metric,
         metric_mode=spec.metric_mode,
+        resources=needs,
     )
     create(job, actor=Actor.API, reason="submitted", user_id=owner.id)
-    try:
-        queue.ensure_enqueued(str(job_id), 1)
-    except RedisError as exc:
-        log.warning("job %s: not enqueued, Redis unreachable (%s); the reconciler will enqueue it", job_id, exc)
-        _set_columns(job_id, status_reason=f"waiting for Redis: enqueue failed ({exc.__class__.__name__}); "
-                     "the reconciler will enqueue it")
+    report = _schedule()
+    if report is not None and str(job_id) in report.enqueue_failed:
+        _set_columns(job_id, status_reason="waiting for Redis: placed, but the enqueue failed; the reconciler "
+                     "will enqueue it")
         return SubmitResult(get_job(job_id), enqueued=False, warning=warning)
-    log.info("job %s: task %s submitted and enqueued", job_id, spec.name)
+    log.info("job %s: task %s submitted (%s)", job_id, spec.name,
+             "placed" if report and str(job_id) in report.placed else "waiting")
+    db.session.expire_all()
     return SubmitResult(get_job(job_id), enqueued=True, warning=warning)
+
+
+def _schedule() -> schedule.Report | None:
+    """A scheduling pass now (the job just written, a job just restarted). Its failure is only logged: the row is
+    written, and the reconciler's passes place it later."""
+    try:
+        return schedule.schedule()
+    except (SQLAlchemyError, RedisError) as exc:
+        log.warning("scheduling pass failed (%s); the reconciler's next pass places the job", exc.__class__.__name__)
+        return None
 
 
 def _set_columns(job_id: uuid.UUID, **values: Any) -> None:
@@ -210,9 +229,15 @@ def restart(job: TrainingJob, reason: str, resume_from: str | None, user: User |
 
 
 def enqueue_current(job: TrainingJob) -> tuple[bool, int | None]:
-    """Make sure the row's current attempt is in RQ; (whether this call enqueued it, its queue position)."""
-    enqueued = queue.ensure_enqueued(str(job.id), job.attempts)
-    return enqueued, queue.get_queue(job.task).get_job_position(queue.rq_job_id_for(str(job.id), job.attempts))
+    """Make sure the row's current attempt is placed and in RQ; (whether it is enqueued now, its position in its
+    host's queue: None while it waits to be placed)."""
+    report = _schedule()
+    enqueued = bool(report and str(job.id) in report.placed) or queue.ensure_enqueued(str(job.id), job.attempts)
+    target = queue.placed_queue(str(job.id), job.attempts)
+    db.session.commit()
+    if target is None:
+        return enqueued, None
+    return enqueued, queue.get_queue(target).get_job_position(queue.rq_job_id_for(str(job.id), job.attempts))
 
 
 def force_start(job_id: str | uuid.UUID, user: User | None = None) -> RestartResult:

@@ -52,6 +52,9 @@ class RowView(NamedTuple):
     # a running attempt's own database session (api.locks): True while it holds its liveness lock, False once
     # PostgreSQL freed it (the process died), None when unknown (no lock recorded, or the server restarted)
     session: bool | None = None
+    # a queued row: whether the scheduler placed its current attempt (a reservation); an unplaced one waits for
+    # devices, which is the scheduler's to mend, never a loss
+    placed: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ def decide(row: RowView, state: RQState | None, policy: Policy) -> Decision | No
     lost whatever RQ and the heartbeats say (a worker that looks dead, a Redis that lost the job); ended, it
     is lost at once, unless its heartbeat key in Redis is fresh (a process cut off from PostgreSQL only). RQ's own
     word on how the job ended still comes first."""
+    if row.status == JobStatus.QUEUED and row.placed is False and not (state and state.status):
+        return None  # waits for devices: the scheduler's (nothing of it is in RQ to mend)
     decision = _by_rq_and_heartbeats(row, state, policy)
     if row.status != JobStatus.RUNNING or row.session is None or (state and state.status in _ENDED_IN_RQ):
         return decision
@@ -181,6 +186,8 @@ def _age_s(column: Any) -> Any:
 
 # Whether a running attempt's session still holds its liveness lock: one scan of pg_locks for the pass (an
 # uncorrelated IN), unknown for a lock taken before the server last started (a restart frees every lock).
+_PLACED = literal_column(
+    "EXISTS (SELECT 1 FROM reservations r WHERE r.job_id = training_jobs.id AND r.attempt = training_jobs.attempts)")
 _SESSION = literal_column(
     "CASE WHEN training_jobs.status <> 'running' OR training_jobs.liveness_key IS NULL"
     " OR training_jobs.liveness_since IS NULL OR training_jobs.liveness_since <= pg_postmaster_start_time()"
@@ -193,7 +200,7 @@ def _active_rows_query(ended_sessions_only: bool = False) -> Any:
     query = select(
         cast(TrainingJob.id, String), TrainingJob.status, TrainingJob.attempts, TrainingJob.max_attempts,
         TrainingJob.rq_job_id, _age_s(func.coalesce(TrainingJob.queued_at, TrainingJob.created_at)),
-        _age_s(TrainingJob.heartbeat_at), TrainingJob.checkpoint_path, TrainingJob.name, _SESSION,
+        _age_s(TrainingJob.heartbeat_at), TrainingJob.checkpoint_path, TrainingJob.name, _SESSION, _PLACED,
     )
     if ended_sessions_only:  # the cheap check between passes: running rows whose session is gone
         return query.where(TrainingJob.status == JobStatus.RUNNING.value, _SESSION.is_(False))

@@ -69,6 +69,10 @@ def _json_int(value: Any) -> Any:
 
 
 Attempts = Annotated[int, Field(ge=1, le=100), BeforeValidator(_json_int)]
+Gpus = Annotated[int, Field(ge=0, le=64, description="whole GPUs, each to the job alone (no sharing, no fractions)"),
+                 BeforeValidator(_json_int)]
+Cpus = Annotated[int, Field(ge=1, le=1024, description="CPU cores: the job's threads and affinity follow them"),
+                 BeforeValidator(_json_int)]
 
 
 def _count(ge: int, le: int, description: str = "") -> Any:
@@ -95,6 +99,14 @@ PATTERN_HELP = {
 # ---------------------------------------------------------------- requests
 
 
+class ResourcesRequest(Model):
+    """What a job needs; every field optional (the task's declared defaults, then {gpus: 0, cpus: 1})."""
+
+    gpus: Gpus | None = None
+    cpus: Cpus | None = None
+    memory_gb: float | None = Field(None, gt=0, le=65536, description="memory its processes may use, in GB")
+
+
 class SubmitRequest(Model):
     """``POST /api/training``. The spec lists one form per task, its ``params`` that task's schema."""
 
@@ -103,6 +115,7 @@ class SubmitRequest(Model):
     name: Name | None = None
     max_attempts: Attempts | None = Field(None, description="attempts before the job stays failed (default 1)")
     cloned_from: UUID | None = Field(None, description="the job this one runs again (Run again); linked back")
+    resources: ResourcesRequest | None = Field(None, description="what it needs of a host")
 
     def task_and_params(self) -> tuple[str, dict[str, Any] | None]:
         if self.task is None:
@@ -258,11 +271,61 @@ class Task(Model):
     metric: str | None = Field(description="the task's primary metric (@task(metric=...)): the list's main column, "
                                "its default sort")
     metric_mode: Literal["min", "max"] | None = Field(description="min: lower is better; max: higher is better")
+    resources: dict[str, Any] = Field(description="its jobs' resources as the task declares them (a submit's own "
+                                      "come first)")
     published_at: Timestamp
+
+
+class HostGpu(Model):
+    index: int
+    uuid: str
+    name: str
+    memory_mb: int
+    job: JobId | None = Field(description="the job holding it, if any")
+    job_name: str | None
+
+
+class Amount(Model):
+    total: int
+    reserved: int
+
+
+class Host(Model):
+    name: str = Field(description="its agent's name")
+    hostname: str
+    fake_gpus: bool = Field(description="pretend devices (--fake-gpus): scheduled like real ones, trained on the CPU")
+    slots: int = Field(description="jobs it runs at once")
+    gpus: list[HostGpu]
+    cpus: Amount
+    memory_mb: Amount
+    jobs: int = Field(description="jobs holding a reservation on it")
+    tasks: list[str] = Field(description="the tasks it offers")
+    started_at: Timestamp
+    seen_at: Timestamp
+
+
+class HostList(Model):
+    hosts: list[Host]
 
 
 class TaskList(Model):
     tasks: list[Task]
+
+
+class Resources(Model):
+    gpus: int
+    cpus: int
+    memory_gb: float | None
+
+
+class Placement(Model):
+    host: str
+    worker: str | None = Field(description="the RQ worker running it (null until one took it)")
+    gpus: list[int] = Field(description="its GPUs' indices on the host (CUDA_VISIBLE_DEVICES, in PCI bus order)")
+    gpu_uuids: list[str]
+    cpus: int
+    cpu_ids: list[int]
+    memory_gb: float | None
 
 
 class JobSummary(Model):
@@ -301,6 +364,8 @@ class JobSummary(Model):
     heartbeat_at: Timestamp | None
     log_truncated: bool
     cloned_from: JobId | None = Field(description="the job this one was run again from")
+    resources: Resources | None = Field(description="what it needs: the submit's, then its task's, then defaults")
+    placement: Placement | None = Field(description="where it runs: null while it waits to be placed")
     heartbeat_age_seconds: float | None
     stale: bool = Field(description="running, but its heartbeat is older than HEARTBEAT_TIMEOUT")
 

@@ -1,5 +1,9 @@
-"""The host's agent: RQ's forking worker, plus a heartbeat key and what a horse needs before it touches
-anything shared; it runs only the service's own job function (``api.queue.refusal``)."""
+"""The host's agent: it registers what the host has (``inventory``) and holds the host's lease while it lives
+(``HostLease``), and runs the host's RQ workers on its queue: one, or a pool of ``slots`` forked from it
+(``run_workers``), so a host runs several jobs at once, each on the devices the scheduler reserved for it. Each
+worker is RQ's forking worker, plus a heartbeat key and what a horse needs before it touches anything shared; it
+runs only the service's own job function (``api.queue.refusal``), and after each job it runs a scheduling pass
+(what it freed is placed again at once)."""
 
 from __future__ import annotations
 
@@ -7,14 +11,22 @@ import gc
 import importlib
 import logging
 import os
+import signal
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
 from rq.worker import Worker
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from api import queue
+from api.scheduler import hosts as host_registry
+from api.scheduler.hosts import HostRefused, Inventory
+from api.scheduler.schedule import schedule
 from api.stores import db
 from api.worker.attempt import remove_workdirs
 from api.worker.liveness import Beat
@@ -57,6 +69,7 @@ class TrainingWorker(Worker):
             super().execute_job(job, queue_)
         finally:  # a horse that was killed could not remove its scratch folder
             remove_workdirs(*job.args)
+            schedule_now(self.name)
 
     def fork_work_horse(self, job: Any, queue_: Any) -> None:
         # Move the parent's objects out of the collector's sight before forking: otherwise every full
@@ -84,3 +97,118 @@ def import_lazy_modules() -> list[str]:
     for name in LAZY_IMPORTS:
         importlib.import_module(name)
     return list(LAZY_IMPORTS)
+
+
+def schedule_now(who: str) -> None:
+    """A scheduling pass (a job of this worker just ended: its devices are free); a failure is only logged."""
+    try:
+        schedule()
+    except (SQLAlchemyError, RedisError) as exc:
+        log.warning("worker %s: scheduling pass failed (%s); the reconciler's next one places what waits", who,
+                    exc.__class__.__name__)
+    finally:
+        db.session.remove()
+
+
+class HostLease:
+    """The agent's own database session: it registered the host and holds the host's lock and its GPUs' locks
+    (``api.scheduler.hosts``) for as long as the agent lives, and renews ``seen_at`` from a thread. A broken
+    session is replaced by a new one that registers again (the locks are free once the old one is gone)."""
+
+    def __init__(self, engine: Engine, inventory: Inventory, every: float = 1.0) -> None:
+        self.engine, self.inventory, self.every = engine, inventory, every
+        self.conn: Any = None
+        self.host_id: int | None = None
+        self._beat = Beat(f"host-lease-{inventory.name}", every, self._renew)
+
+    def acquire(self) -> int:
+        conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            self.host_id = host_registry.register(conn, self.inventory)
+        except BaseException:
+            conn.invalidate()
+            conn.close()
+            raise
+        self.conn = conn
+        return self.host_id
+
+    def start(self) -> None:
+        self._beat.start()
+
+    def _renew(self) -> None:
+        try:
+            if self.conn is None:
+                self.acquire()
+                log.info("host %s: lease taken back with a new database session", self.inventory.name)
+            host_registry.seen(self.conn, self.host_id)
+        except (SQLAlchemyError, HostRefused) as exc:
+            log.warning("host %s: lease unconfirmed (%s)", self.inventory.name, exc.__class__.__name__)
+            if self.conn is not None:
+                try:
+                    self.conn.invalidate()
+                    self.conn.close()
+                except Exception:  # noqa: BLE001 - a broken connection may fail to close too
+                    pass
+                self.conn = None
+
+    def release(self) -> None:
+        self._beat.stop()
+        if self.conn is not None:
+            self.conn.invalidate()  # the session ends, its locks with it (never back to the pool holding them)
+            self.conn.close()
+
+
+def run_workers(make: Callable[[str], TrainingWorker], name: str, slots: int, burst: bool, level: str) -> None:
+    """The host's RQ workers: with one slot, one worker named ``name`` in this process (as before the scheduler);
+    with more, that many forked from this process (``<name>-<n>``, sharing its imported modules page for page),
+    each restarted if it dies, all stopped with it (a SIGTERM is passed on: RQ's warm shutdown)."""
+    if slots == 1:
+        make(name).work(burst=burst, logging_level=level, with_scheduler=False)
+        return
+    children: dict[int, int] = {}
+    stopping = False
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker: it dies with the agent, and opens its own database connections
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            die_with_parent()
+            db.engine.dispose(close=False)
+            code = 0
+            try:
+                make(f"{name}-{index}").work(burst=burst, logging_level=level, with_scheduler=False)
+            except BaseException:  # noqa: BLE001 - reported, and the agent starts another
+                log.exception("worker %s-%s failed", name, index)
+                code = 1
+            finally:
+                os._exit(code)
+        children[pid] = index
+
+    def stop(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for index in range(slots):
+        spawn(index)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        index = children.pop(pid, None)
+        if index is None:
+            continue
+        if not stopping and not burst:
+            log.warning("worker %s-%s exited (%s); starting another", name, index, status)
+            time.sleep(1.0)
+            spawn(index)

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -34,6 +35,7 @@ from api.record.status import Actor, JobStatus, utcnow
 from api.record.status_writer import TransitionResult, transition
 from api.record.tables import JobArtifact, TrainingJob
 from api.stores import db, redis_client
+from api.worker import devices
 from api.worker.disk import DiskLimited
 from api.worker.liveness import AttemptLease, JobHeartbeat, TakeoverTimeout
 from api.worker.progress import ProgressWriter
@@ -191,10 +193,16 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
     except ValidationError as exc:  # the task's code changed since the submit
         write(JobStatus.FAILED, f"params no longer valid for task {job.task}: {exc}"[:1000])
         return {"failed": "invalid params"}
+    reservation = devices.reserved(job_id, attempt)
+    if reservation is None:  # every enqueue follows a reservation: this attempt's was released meanwhile
+        write(JobStatus.FAILED, f"attempt {attempt} has no reservation on this host (the scheduler did not place it, "
+              "or released it)")
+        return {"failed": "not placed"}
+    placed = devices.apply(reservation)
     checkpoints = Path(cfg["CHECKPOINT_DIR"]) / job_id
     newest = newest_checkpoint(checkpoints)
-    jlog.info("running (attempt %s, pid %s, task %s%s)", attempt, os.getpid(), job.task,
-              f", newest checkpoint {newest.path.name}" if newest else "")
+    jlog.info("running (attempt %s, pid %s, task %s%s) %s", attempt, os.getpid(), job.task,
+              f", newest checkpoint {newest.path.name}" if newest else "", placed.describe())
     writer = ProgressWriter(job_id, attempt, cfg["PROGRESS_INTERVAL"], db.engine, jlog)
     heartbeat = JobHeartbeat(job_id, attempt, redis, db.engine, cfg["HEARTBEAT_INTERVAL"], cfg["HEARTBEAT_TIMEOUT"])
     workdir = Path(tempfile.mkdtemp(prefix=workdir_prefix(job_id, attempt)))
@@ -204,6 +212,18 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
                       keep_checkpoints=cfg["KEEP_CHECKPOINTS"],
                       device=getattr(params, "device", None) or cfg["DEVICE"] or None)
     started = time.perf_counter()
+    watch = None
+    if placed.memory_mb:
+        def out_of_memory(used: float) -> None:
+            why = (f"out of memory: used {used / 1024:.2f} GB of the {placed.memory_mb / 1024:g} GB it asked "
+                   "(resources.memory_gb)")
+            jlog.error("%s; stopping the attempt", why)
+            write(JobStatus.FAILED, why, **writer.progress_fields())
+            group = os.getpgrp()  # RQ's horse leads a process group of its own (its DataLoader workers in it)
+            os.killpg(group, signal.SIGKILL) if group == os.getpid() else os.kill(os.getpid(), signal.SIGKILL)
+
+        watch = devices.MemoryWatch(placed.memory_mb, out_of_memory)
+        watch.start()
     # Beating until the attempt's end is recorded: a worker still retrying its final write (PostgreSQL down) is
     # alive, and the reconciler must not take it for lost even if Redis lost its RQ job meanwhile.
     with heartbeat:
@@ -221,6 +241,8 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
                   error_message=traceback.format_exc()[-4000:], **writer.progress_fields())
             raise
         finally:
+            if watch is not None:
+                watch.stop()
             shutil.rmtree(workdir, ignore_errors=True)
         if ctx.stop_reason == "pause":
             return _paused(job_id, checkpoints, writer, jlog, partial(write, user_id=heartbeat.paused_by))

@@ -15,14 +15,14 @@ HOSTILE = '<img src=x onerror="window.__xss=(window.__xss||0)+1"><script>window.
 REGISTRIES = ("queued", "failed", "started", "deferred", "finished", "canceled", "scheduled")
 
 
-def test_a_hostile_job_name_runs_no_script_on_any_rq_dashboard_page(page: Page, client, redis):
+def test_a_hostile_job_name_runs_no_script_on_any_rq_dashboard_page(page: Page, client, redis, placeholder_host):
     from rq.registry import FailedJobRegistry
 
-    from api.queue import get_queue
+    from api.queue import fetch, get_queue
 
     queued = submit(client, LONG, name=HOSTILE)
     failed = submit(client, LONG, name=HOSTILE)
-    queue = get_queue("mlp")
+    queue = get_queue(fetch(failed).origin)  # the queue of the host it was placed on
     redis.hset(f"rq:job:{failed}", "description", HOSTILE)  # as RQ held it before the fix
     queue.remove(failed)
     FailedJobRegistry(queue=queue).add(queue.fetch_job(failed), ttl=600)

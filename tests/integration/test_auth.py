@@ -64,11 +64,11 @@ def _urls(app, job_id: str) -> list[tuple[str, str, str]]:
 def test_every_route_refuses_or_changes_nothing_without_credentials(app, client, redis, credentials):
     from rq.registry import FailedJobRegistry
 
-    from api.queue import get_queue
+    from api.queue import fetch, get_queue
 
     job_id = submit(client, SHORT)
     failed_id = submit(client, SHORT)  # failed in RQ: what rq-dashboard's requeue-all would requeue
-    queue = get_queue("mlp")
+    queue = get_queue(fetch(failed_id).origin)  # the queue of the host it was placed on
     rq_job = queue.fetch_job(failed_id)
     queue.remove(rq_job)
     FailedJobRegistry(queue=queue).add(rq_job, ttl=600)
@@ -265,10 +265,10 @@ def test_pages_hide_admin_links_from_users(ctx, make_user):
 def test_rq_dashboard_actions_never_run_from_a_get(ctx, client, redis):
     from rq.registry import FailedJobRegistry
 
-    from api.queue import get_queue
+    from api.queue import fetch, get_queue
 
     job_id = submit(client, SHORT)
-    queue = get_queue("mlp")
+    queue = get_queue(fetch(job_id).origin)  # the queue of the host it was placed on
     rq_job = queue.fetch_job(job_id)
     queue.remove(rq_job)
     FailedJobRegistry(queue=queue).add(rq_job, ttl=600)

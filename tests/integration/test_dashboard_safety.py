@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import pytest
 
+from api.queue import fetch
 from tests.support import SHORT, submit
 
 HOSTILE = '<img src=x onerror="window.__xss=1">'
 
 
 def test_rq_fields_carry_no_user_text(client, redis):
-    from api.queue import get_queue
+    from api.queue import fetch
 
     job_id = submit(client, SHORT, name=HOSTILE)
-    rq_job = get_queue("mlp").fetch_job(job_id)
+    rq_job = fetch(job_id)
     assert rq_job.description == f"training job {job_id} (attempt 1)"
     assert HOSTILE not in str(redis.hgetall(f"rq:job:{job_id}"))
 
@@ -25,7 +26,7 @@ def test_rq_dashboard_json_is_html_escaped(client, redis):
     redis.hset(f"rq:job:{job_id}", "description", HOSTILE)  # as a job enqueued before the fix has it
     data = client.get(f"/rq/0/data/job/{job_id}.json").get_json()
     assert data["description"] == "&lt;img src=x onerror=&quot;window.__xss=1&quot;&gt;"
-    listed = client.get("/rq/0/data/jobs/training.mlp/queued/8/asc/1.json").get_json()
+    listed = client.get(f"/rq/0/data/jobs/{fetch(job_id).origin}/queued/8/asc/1.json").get_json()
     assert listed["jobs"] and all("<img" not in job["description"] for job in listed["jobs"])
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
+from api.queue import host_queue_name
 from api.record.status import Actor, JobStatus
 from api.record.status_writer import transition
 from api.service.reconcile import run_pass
 from api.stores import db
+from tests.conftest import PLACEHOLDER_HOST
 from tests.support import lose, submit
 
 
@@ -28,7 +30,7 @@ def test_metrics_reflect_jobs_transitions_orphans_and_latencies(client, redis):
                        {"i": lost})
     db.session.commit()
     lose(redis, lost)
-    redis.lrem("rq:queue:training.mlp", 0, lost)  # gone from Redis altogether
+    redis.lrem(f"rq:queue:{host_queue_name(PLACEHOLDER_HOST)}", 0, lost)  # gone from Redis altogether
     assert run_pass().actions["worker_lost"] == [lost]
 
     m = scrape(client)

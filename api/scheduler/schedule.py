@@ -1,0 +1,131 @@
+"""The scheduling pass: read the live hosts, what their reservations hold and which queued jobs wait unplaced;
+``placement.plan`` decides; its reservations (and GPU holds) are written in one transaction, under the scheduler's
+lock, before anything is enqueued; then each placed job is enqueued on its host's queue.
+
+One pass runs at a time (``locks.Namespace.SCHEDULER``, transaction-scoped), wherever it is called from: the API
+right after a submit, an agent right after a job of its own ends, the reconciler at every wake-up (a NOTIFY on
+``trainq_scheduler`` from the reservations' trigger, or its period). A pass that waits for the lock sees what the
+one before it wrote. Whatever a pass misses (Redis down at the enqueue, a host gone), the next one, or the
+reconciler, mends: the reservation is the record.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import current_app
+from redis.exceptions import RedisError
+from sqlalchemy import and_, extract, func, insert, select, text, update
+
+from api import queue
+from api.record import locks
+from api.record.status import JobStatus
+from api.record.tables import GpuHold, Reservation, TrainingJob
+from api.scheduler import hosts as host_registry
+from api.scheduler.placement import HostState, Placement, Waiting, plan
+from api.stores import db
+from trainq.resources import resolve
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Report:
+    placed: list[str] = field(default_factory=list)
+    waiting: int = 0
+    enqueue_failed: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"placed": self.placed, "waiting": self.waiting, "enqueue_failed": self.enqueue_failed,
+                "duration_s": round(self.duration_s, 4)}
+
+
+def _hosts() -> list[HostState]:
+    offered = host_registry.offered_tasks()
+    states = {h.id: HostState.empty(h.id, h.name, h.cpus, h.memory_mb, h.slots, [g.idx for g in h.gpus],
+                                    offered.get(h.name, ())) for h in host_registry.live_hosts()}
+    for r in db.session.scalars(select(Reservation).where(Reservation.host_id.in_(list(states)))):
+        states[r.host_id].take(r.gpus, r.cpu_ids, r.memory_mb)
+    return list(states.values())
+
+
+def _waiting() -> list[Waiting]:
+    placed = select(Reservation.job_id).where(and_(Reservation.job_id == TrainingJob.id,
+                                                   Reservation.attempt == TrainingJob.attempts))
+    waited = extract("epoch", func.now() - func.coalesce(TrainingJob.queued_at, TrainingJob.created_at))
+    rows = db.session.execute(
+        select(TrainingJob.id, TrainingJob.attempts, TrainingJob.task, TrainingJob.resources, TrainingJob.hold_host_id,
+               waited.label("waited"))
+        .where(TrainingJob.status == JobStatus.QUEUED, ~placed.exists())
+        .order_by(func.coalesce(TrainingJob.queued_at, TrainingJob.created_at), TrainingJob.id)).all()
+    waiting = []
+    for row in rows:
+        need = resolve(row.resources)
+        memory = int(need["memory_gb"] * 1024) if need.get("memory_gb") else None
+        waiting.append(Waiting(str(row.id), row.attempts, row.task, need["gpus"], need["cpus"], memory,
+                               float(row.waited), row.hold_host_id))
+    return waiting
+
+
+def _write(placement: Placement) -> None:
+    job_id = uuid.UUID(placement.job_id)
+    db.session.execute(insert(Reservation).values(
+        job_id=job_id, host_id=placement.host_id, attempt=placement.attempt, gpus=list(placement.gpus),
+        cpus=placement.cpus, cpu_ids=list(placement.cpu_ids), memory_mb=placement.memory_mb))
+    if placement.gpus:
+        db.session.execute(insert(GpuHold), [{"host_id": placement.host_id, "gpu": gpu, "job_id": job_id}
+                                             for gpu in placement.gpus])
+
+
+def schedule() -> Report:
+    """One pass. Raises what PostgreSQL raises (nothing is written then); Redis being down only delays the
+    enqueue of what it placed (the reconciler enqueues reserved jobs RQ does not have)."""
+    started = time.monotonic()
+    report = Report()
+    session = db.session
+    try:
+        locks.lock_for_transaction(session, locks.Namespace.SCHEDULER, locks.SCHEDULER_KEY)
+        hosts = _hosts()
+        names = {h.id: h.name for h in hosts}
+        waiting = _waiting()
+        result = plan(waiting, hosts, current_app.config["MAX_BACKFILL_WAIT"])
+        for placement in result.placements:
+            _write(placement)
+        for job_id, host_id in result.holds.items():
+            session.execute(update(TrainingJob).where(TrainingJob.id == uuid.UUID(job_id))
+                            .values(hold_host_id=host_id))
+        for job_id, reason in result.reasons.items():
+            session.execute(update(TrainingJob).where(
+                TrainingJob.id == uuid.UUID(job_id), TrainingJob.status == JobStatus.QUEUED,
+                TrainingJob.status_reason.is_distinct_from(reason)).values(status_reason=reason))
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    report.waiting = len(result.reasons)
+    for placement in result.placements:
+        report.placed.append(placement.job_id)
+        gpus = f", GPUs {','.join(map(str, placement.gpus))}" if placement.gpus else ""
+        try:
+            queue.ensure_enqueued(placement.job_id, placement.attempt,
+                                  reason=f"placed on {names[placement.host_id]}{gpus}; waiting for its worker")
+        except RedisError as exc:
+            session.rollback()
+            report.enqueue_failed.append(placement.job_id)
+            log.warning("job %s: placed on %s, not enqueued (Redis: %s); the reconciler will enqueue it",
+                        placement.job_id, names[placement.host_id], exc.__class__.__name__)
+    report.duration_s = time.monotonic() - started
+    if report.placed:
+        log.info("schedule: placed %s; %d waiting (%.1f ms)", ", ".join(p[:8] for p in report.placed),
+                 report.waiting, report.duration_s * 1000)
+    return report
+
+
+def wake(conn: Any) -> None:
+    """Ask the active scheduler for a pass (what the reservations' trigger does on every release)."""
+    conn.execute(text("SELECT pg_notify('trainq_scheduler', 'wake')"))

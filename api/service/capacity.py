@@ -1,0 +1,43 @@
+"""A submit's resources against the hosts that exist: a job no registered host offering its task could ever run
+(it asks 16 GPUs, the biggest such host has 8) is refused at once, naming that host; with no host registered
+yet, it is accepted with a warning and waits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from api.record.tables import Host, TaskOffer
+from api.service.catalogue import TaskRejected
+from api.stores import db
+
+
+def _size(host: Host) -> dict[str, float]:
+    return {"gpus": len(host.gpus), "cpus": host.cpus, "memory_gb": host.memory_mb / 1024}
+
+
+_WORDS = {"gpus": "GPUs", "cpus": "CPUs", "memory_gb": "GB of memory"}
+
+
+def refuse_impossible(task: str, needs: dict[str, Any]) -> str | None:
+    """Raise ``TaskRejected`` (a 422 whose field is ``resources.<what>``) when no registered host offering ``task``
+    is big enough for ``needs`` in one of them; the warning to give when no host is registered at all."""
+    hosts = list(db.session.scalars(select(Host).where(Host.name.in_(
+        select(TaskOffer.worker_name).where(TaskOffer.task == task)))))
+    db.session.commit()
+    if not hosts:
+        if db.session.scalar(select(Host.id).limit(1)) is None:
+            return "no host has registered yet: the job waits queued until one that can run it does"
+        return None
+    for what in ("gpus", "cpus", "memory_gb"):
+        asked = needs.get(what)
+        if not asked:
+            continue
+        biggest = max(hosts, key=lambda h: _size(h)[what])
+        if _size(biggest)[what] < asked:
+            raise TaskRejected(
+                "too_big", f"resources.{what}: asks {asked:g} {_WORDS[what]}, and no registered host offering task "
+                f"{task} has that many: the biggest, {biggest.name}, has {_size(biggest)[what]:g}",
+                f"resources.{what}")
+    return None
