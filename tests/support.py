@@ -118,7 +118,7 @@ def start_worker(env: dict[str, str], name: str, log_dir: Path, redis_conn: Any)
     def ready() -> bool:
         if process.poll() is not None:
             raise AssertionError(f"worker {name} exited with {process.returncode}:\n{worker.log()}")
-        return bool(redis_conn.exists(f"rq:worker:{name}"))
+        return bool(redis_conn.exists(f"rq:worker:{name}") or redis_conn.exists(f"rq:worker:{name}-0"))  # or a pool
 
     wait_for(ready, 60, f"worker {name} to register with RQ")
     return worker

@@ -1,14 +1,15 @@
-"""A submit's resources against the hosts that exist: a job no registered host offering its task could ever run
-(it asks 16 GPUs, the biggest such host has 8) is refused at once, naming that host; with no host registered
-yet, it is accepted with a warning and waits."""
+"""A submit's resources against the hosts there are: a job no live host offering its task could ever run (it asks
+16 GPUs, the biggest such host has 8) is refused at once, naming that host; with no live host offering it (none
+registered yet, or all down for a moment), it is accepted with a warning and waits."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from api.record.tables import Host, TaskOffer
+from api.scheduler.hosts import live_host_ids_sql
 from api.service.catalogue import TaskRejected
 from api.stores import db
 
@@ -21,15 +22,16 @@ _WORDS = {"gpus": "GPUs", "cpus": "CPUs", "memory_gb": "GB of memory"}
 
 
 def refuse_impossible(task: str, needs: dict[str, Any]) -> str | None:
-    """Raise ``TaskRejected`` (a 422 whose field is ``resources.<what>``) when no registered host offering ``task``
+    """Raise ``TaskRejected`` (a 422 whose field is ``resources.<what>``) when no live host offering ``task``
     is big enough for ``needs`` in one of them; the warning to give when no host is registered at all."""
-    hosts = list(db.session.scalars(select(Host).where(Host.name.in_(
-        select(TaskOffer.worker_name).where(TaskOffer.task == task)))))
+    hosts = list(db.session.scalars(select(Host).where(
+        Host.name.in_(select(TaskOffer.worker_name).where(TaskOffer.task == task)),
+        Host.id.in_(text(live_host_ids_sql())))))
     db.session.commit()
     if not hosts:
         if db.session.scalar(select(Host.id).limit(1)) is None:
             return "no host has registered yet: the job waits queued until one that can run it does"
-        return None
+        return None  # "no live worker offers task ..." says it
     for what in ("gpus", "cpus", "memory_gb"):
         asked = needs.get(what)
         if not asked:
@@ -37,7 +39,7 @@ def refuse_impossible(task: str, needs: dict[str, Any]) -> str | None:
         biggest = max(hosts, key=lambda h: _size(h)[what])
         if _size(biggest)[what] < asked:
             raise TaskRejected(
-                "too_big", f"resources.{what}: asks {asked:g} {_WORDS[what]}, and no registered host offering task "
+                "too_big", f"resources.{what}: asks {asked:g} {_WORDS[what]}, and no live host offering task "
                 f"{task} has that many: the biggest, {biggest.name}, has {_size(biggest)[what]:g}",
                 f"resources.{what}")
     return None

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pytest
 from playwright.sync_api import Page, expect
-from sqlalchemy import update
+from sqlalchemy import func, update
 
 from api.record.status import Actor, JobStatus, utcnow
 from api.record.status_writer import transition
@@ -23,7 +23,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 
 def set_row(job_id: str, **values) -> None:
-    db.session.execute(update(TrainingJob).where(TrainingJob.id == uuid.UUID(job_id)).values(**values))
+    """Write columns as a worker's progress write does: ``updated_at`` with them (the read's ETag is the row's
+    version, all but its history)."""
+    db.session.execute(update(TrainingJob).where(TrainingJob.id == uuid.UUID(job_id))
+                       .values(updated_at=func.now(), **values))
     db.session.commit()
 
 

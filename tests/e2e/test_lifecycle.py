@@ -59,8 +59,8 @@ def test_submit_trains_to_completion(client, workers, settings):
     assert "trainq_workers_live 1.0" in scrape
 
 
-def test_cancel_queued_job(client, redis):
-    job_id = submit(client, SHORT)  # no worker: it stays queued
+def test_cancel_queued_job(client, redis, placeholder_host):
+    job_id = submit(client, SHORT)  # placed on a host whose worker never takes it: it stays queued, in RQ
     response = client.delete(f"/api/training/{job_id}")
     body = response.get_json()
     assert response.status_code == 200, body
@@ -167,3 +167,13 @@ def test_cancel_racing_completion_ends_consistent(client, workers, cancel_at_ste
              in ("finished", "stopped"), 10, "RQ to settle")
     assert row(job_id).status == final.status
     assert_events_chain(job_id)
+
+
+def test_cancel_a_job_waiting_to_be_placed(client, redis):
+    job_id = submit(client, SHORT)  # no host at all: it waits unplaced, and nothing of it is in RQ
+    assert client.get(f"/api/training/{job_id}").get_json()["status_reason"] == \
+        "waiting for a host offering task mlp"
+    body = client.delete(f"/api/training/{job_id}").get_json()
+    assert body["job"]["status"] == "cancelled" and body["rq_cancelled"] is False
+    assert events(job_id)[-1] == ("queued", "cancelled", "api")
+

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from trainq import TaskContext, task
+from trainq import Resources, TaskContext, task
 
 if os.environ.get("SAMPLE_IMPORT_LOG"):  # lets a test count how often a worker imports this module
     with open(os.environ["SAMPLE_IMPORT_LOG"], "a") as log:
@@ -112,3 +112,25 @@ class StrictParams(BaseModel):
 def strict(ctx: TaskContext, params: StrictParams) -> dict:
     """Returns its learning rate."""
     return {"lr": params.lr}
+
+
+class DevicesParams(BaseModel):
+    seconds: float = Field(60, ge=0, le=3600, description="how long it holds its devices (it stops when told)")
+    alloc_mb: int = Field(0, ge=0, le=65536, description="memory it fills and keeps")
+
+
+@task("test-devices", params=DevicesParams, resources=Resources(gpus=1))
+def devices(ctx: TaskContext, params: DevicesParams) -> dict:
+    """Logs the devices it sees, holds them (and ``alloc_mb`` of memory) for a while or until told to stop."""
+    import torch
+
+    kept = bytearray(params.alloc_mb * 2**20)
+    for i in range(0, len(kept), 4096):  # touched: resident, not only reserved
+        kept[i] = 1
+    ctx.log.info("sees CUDA_VISIBLE_DEVICES=%s OMP_NUM_THREADS=%s torch_threads=%d affinity=%s device=%s",
+                 os.environ.get("CUDA_VISIBLE_DEVICES"), os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads(),
+                 ",".join(map(str, sorted(os.sched_getaffinity(0)))), ctx.device)
+    deadline = time.monotonic() + params.seconds
+    while time.monotonic() < deadline and not ctx.should_stop():
+        time.sleep(0.05)
+    return {"held_mb": len(kept) / 2**20}
