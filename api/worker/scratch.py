@@ -5,8 +5,10 @@ The horse makes ``<temp>/trainq-<job id>-a<attempt>-<random>`` and holds an excl
 for its whole life (its DataLoader workers share the lock: they inherit the open file). The kernel lets go of the
 lock when the last of them dies, however it died: SIGKILL of the worker, the horse or its group. A sweep (at worker
 start, and every ``SCRATCH_SWEEP_INTERVAL`` from the reconciler on its own host) removes every such folder whose lock
-it can take, and an unlocked one (made before this rule, or by a horse that died between making and locking it)
-once it is older than ``grace`` seconds. A live attempt's folder is never removed: its lock is held.
+it can take, and one without a lock file once it is older than ``grace`` (a day): such a folder was made by a worker
+of an earlier version, whose live attempts hold no lock to show (a rolling upgrade, or another checkout's tests on
+a shared host), or by a horse that died between making and locking it. A live attempt's folder is never removed:
+its lock is held.
 """
 
 from __future__ import annotations
@@ -56,7 +58,11 @@ def release(folder: Path, fd: int) -> None:
         pass
 
 
-def sweep(base: str | Path | None = None, grace: float = 60.0, clock: Callable[[], float] = time.time) -> list[Path]:
+LOCKLESS_GRACE = 24 * 3600.0
+
+
+def sweep(base: str | Path | None = None, grace: float = LOCKLESS_GRACE,
+          clock: Callable[[], float] = time.time) -> list[Path]:
     """Remove the scratch folders in ``base`` (the temp folder) that no live attempt holds; the removed paths."""
     removed = []
     try:
