@@ -105,10 +105,11 @@ class Settings(BaseSettings):
         10240,
         description="MB a job's checkpoints and artifacts may use; past it the job fails (0: none)",
     )
-    SESSION_DAYS: int = Field(
-        14,
-        description="days a monitor login lasts (the token it was made with must stay valid too)",
+    AUTH_FAILURES: int = Field(
+        10,
+        description="refused bearer tokens one address may send per AUTH_FAILURE_WINDOW; more get a 429",
     )
+    AUTH_FAILURE_WINDOW: int = Field(60, description="seconds over which AUTH_FAILURES counts (and Retry-After's most)")
 
 
 def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
