@@ -164,9 +164,11 @@ async function callApi(method, url, payload) {
 /** Links to the API's files (downloads, /metrics) need the token too: fetched with it, saved from a blob. */
 document.addEventListener("click", async (event) => {
   const link = event.target.closest && event.target.closest("a[download]");
-  if (!link || new URL(link.href).origin !== window.location.origin) return;
+  if (!link || link.protocol === "blob:" || new URL(link.href).origin !== window.location.origin) return;
   event.preventDefault();
-  const response = await fetch(link.href, {headers: authHeaders(), cache: "no-store", credentials: "omit"});
+  const response = await fetch(link.href, {headers: authHeaders(), cache: "no-store", credentials: "omit"})
+    .catch(() => null);
+  if (!response) return;
   if (response.status === 401) return toLogin();
   const save = h("a", {href: URL.createObjectURL(await response.blob()),
     download: link.getAttribute("download") || decodeURIComponent(new URL(link.href).pathname.split("/").pop())});
