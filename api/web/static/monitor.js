@@ -170,8 +170,9 @@ document.addEventListener("click", async (event) => {
     .catch(() => null);
   if (!response) return;
   if (response.status === 401) return toLogin();
-  const save = h("a", {href: URL.createObjectURL(await response.blob()),
-    download: link.getAttribute("download") || decodeURIComponent(new URL(link.href).pathname.split("/").pop())});
+  const named = /filename="?([^";]+)"?/.exec(response.headers.get("Content-Disposition") || "");
+  const save = h("a", {href: URL.createObjectURL(await response.blob()), download: link.getAttribute("download")
+    || (named && named[1]) || decodeURIComponent(new URL(link.href).pathname.split("/").pop())});
   document.body.append(save);
   save.click();
   save.remove();
