@@ -118,10 +118,11 @@ class Settings(BaseSettings):
         2.0,
         description="a worker whose storage is full or unwritable checks it this often (s)",
     )
-    SESSION_DAYS: int = Field(
-        14,
-        description="days a monitor login lasts (the token it was made with must stay valid too)",
+    AUTH_FAILURES: int = Field(
+        10,
+        description="refused bearer tokens one address may send per AUTH_FAILURE_WINDOW; more get a 429",
     )
+    AUTH_FAILURE_WINDOW: int = Field(60, description="seconds over which AUTH_FAILURES counts (and Retry-After's most)")
 
 
 def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -246,7 +246,7 @@ class TokenOut(Model):
 class Me(Model):
     user: UserOut
     token: TokenOut
-    via: Literal["bearer", "session"]
+    via: Literal["bearer"] = Field(description="always bearer: the monitor sends its token as every script does")
 
 
 class Task(Model):
