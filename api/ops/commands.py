@@ -87,6 +87,7 @@ def worker_command(name: str | None, burst: bool, gpus: str | None, fake_gpus: i
     from api.queue import SERIALIZER, ServiceJob, clear_dead_worker, get_queue, host_queue_name
     from api.scheduler.hosts import HostRefused
     from api.service import catalogue
+    from api.worker import scratch
     from api.worker.agent import HostLease, TrainingWorker, import_lazy_modules, run_workers, schedule_now
     from api.worker.inventory import InventoryError, take_stock
 
@@ -104,6 +105,7 @@ def worker_command(name: str | None, burst: bool, gpus: str | None, fake_gpus: i
         if before == "cleared":
             log.warning("worker %s: a worker of this name died without a goodbye (no heartbeat); its registration "
                         "is cleared", worker_name)
+    scratch.sweep()  # scratch folders of attempts that died with an earlier worker on this host (SIGKILL)
     loaded = trainq.load_task_modules()  # once, here: never per job (torch is imported once too)
     for module, trace in loaded.errors.items():
         log.error("task module %s failed to import; its tasks are not offered:\n%s", module, trace)
@@ -135,6 +137,9 @@ def worker_command(name: str | None, burst: bool, gpus: str | None, fake_gpus: i
                 [get_queue(queue_name)], connection=redis_connection.get(), name=worker_name,
                 heartbeat_redis=redis_client(cfg["REDIS_URL"], cfg["REDIS_TIMEOUT"]),
                 heartbeat_interval=cfg["HEARTBEAT_INTERVAL"], heartbeat_ttl=cfg["WORKER_HEARTBEAT_TTL"],
+                storage_folders=(cfg["CHECKPOINT_DIR"], cfg["ARTIFACT_DIR"]),
+                storage_min_free=cfg["STORAGE_MIN_FREE_MB"] * 2**20,
+                storage_check_interval=cfg["STORAGE_CHECK_INTERVAL"],
                 serializer=SERIALIZER, job_class=ServiceJob,
             )
 
@@ -168,10 +173,14 @@ def _reconcile(period: float, once: bool, check: Callable[[], None]) -> None:
         reconcile_once(Actor.RECONCILER)
         return
     from api.service.reconcile import run_pass
+    from api.worker import scratch
 
     fast = current_app.config["LIVENESS_INTERVAL"]
-    lock_conn, next_pass, listening = None, 0.0, None
+    lock_conn, next_pass, next_sweep, listening = None, 0.0, 0.0, None
     while True:
+        if time.monotonic() >= next_sweep:  # this host's scratch folders whose attempts died (api.worker.scratch)
+            next_sweep = time.monotonic() + current_app.config["SCRATCH_SWEEP_INTERVAL"]
+            scratch.sweep()
         try:
             if lock_conn is not None:
                 lock_conn.execute(text("SELECT 1"))  # still holding it? (a PostgreSQL restart drops the lock)
