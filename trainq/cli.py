@@ -264,12 +264,17 @@ def _bounds(prop: dict[str, Any]) -> str:
               help="Params from a JSON (or YAML) file; -p values win.")
 @click.option("--name", help="The job's name (default: the task's).")
 @click.option("--max-attempts", type=int, help="Attempts allowed when a worker is lost.")
+@click.option("--gpus", type=click.IntRange(0, 64), help="Whole GPUs it needs (default: the task's, else 0).")
+@click.option("--cpus", type=click.IntRange(1, 1024), help="CPU cores it needs (default: the task's, else 1).")
+@click.option("--memory", metavar="16G", help="Memory its processes may use (16G, 512M; default: the task's, else "
+              "no limit).")
 @click.option("--follow", "-f", is_flag=True, help="Then follow it until it ends (exit code as `follow`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
 @handled
 def submit(task: str | None, clone_of: str | None, params: tuple[str, ...], params_file: Path | None,
-           name: str | None, max_attempts: int | None, follow: bool, as_json: bool) -> None:
-    """Submit a job of TASK (or, with --clone ID, another run of that job)."""
+           name: str | None, max_attempts: int | None, gpus: int | None, cpus: int | None, memory: str | None,
+           follow: bool, as_json: bool) -> None:
+    """Submit a job of TASK (or, with --clone ID, another run of that job), asking --gpus, --cpus, --memory."""
     api = client()
     source = api.call("GET", f"/api/training/{resolve(api, clone_of)}") if clone_of else None
     task = task or (source["task"] if source else None)
@@ -288,6 +293,9 @@ def submit(task: str | None, clone_of: str | None, params: tuple[str, ...], para
         body["cloned_from"] = source["id"]
     if max_attempts is not None:
         body["max_attempts"] = max_attempts
+    resources = {k: v for k, v in (("gpus", gpus), ("cpus", cpus), ("memory_gb", memory_gb(memory))) if v is not None}
+    if resources:
+        body["resources"] = resources
     answer = api.call("POST", "/api/training", body)
     job = answer["job"]
     if as_json and not follow:
@@ -341,6 +349,60 @@ def list_jobs(status: str | None, task: str | None, name: str | None, owner: str
         click.echo("no jobs")
 
 
+def memory_gb(text: str | None) -> float | None:
+    """``16G`` or ``512M`` (or a number of GB) as GB."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([GgMm]?)[Bb]?\s*", text)
+    if not match:
+        raise ClientError(f"--memory {text!r}: write it as 16G or 512M", field="resources.memory_gb")
+    return float(match[1]) / (1024 if match[2].upper() == "M" else 1)
+
+
+def placement_text(job: dict[str, Any]) -> str:
+    """Where it runs: ``gpu-box-1 GPUs 0,2, 4 CPUs``; empty while it waits."""
+    where = job.get("placement")
+    if not where:
+        return ""
+    gpus = f" GPUs {','.join(map(str, where['gpus']))}" if where.get("gpus") else ""
+    return f"{where['host']}{gpus}, {where['cpus']} CPU{'s' if where['cpus'] != 1 else ''}"
+
+
+def resources_text(job: dict[str, Any]) -> str:
+    asked = job.get("resources") or {}
+    parts = [f"{asked.get('gpus', 0)} GPU(s)", f"{asked.get('cpus', 1)} CPU(s)"]
+    if asked.get("memory_gb"):
+        parts.append(f"{asked['memory_gb']:g} GB")
+    return ", ".join(parts)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@handled
+def hosts(as_json: bool) -> None:
+    """The live hosts: each GPU and the job holding it, CPUs and memory (reserved of total), tasks, last seen."""
+    found = client().call("GET", "/api/hosts")["hosts"]
+    if as_json:
+        emit_json(found)
+        return
+    if not found:
+        click.echo("no live host: start an agent (flask --app api worker) on each machine")
+    for host in found:
+        fake = " (fake GPUs)" if host.get("fake_gpus") else ""
+        console.print(f"[bold]{cell(host['name'])}[/bold]  {cell(host['hostname'])}{fake}  "
+                      f"CPUs {host['cpus']['reserved']}/{host['cpus']['total']}  memory "
+                      f"{host['memory_mb']['reserved'] / 1024:g}/{host['memory_mb']['total'] / 1024:.0f} GB  "
+                      f"{host['jobs']} job(s) in {host['slots']} slot(s)  seen {cell(host['seen_at'][11:19])}")
+        if host["gpus"]:
+            gpus = table("gpu", "name", "memory", "job")
+            for gpu in host["gpus"]:
+                holder = f"{gpu['job'][:8]} {gpu['job_name']}" if gpu.get("job") else "free"
+                gpus.add_row(str(gpu["index"]), cell(gpu["name"]), f"{gpu['memory_mb'] / 1024:.0f} GB", cell(holder))
+            console.print(gpus)
+        console.print(f"  tasks: {cell(', '.join(host['tasks']) or 'none')}")
+        click.echo()
+
+
 @main.command()
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
@@ -354,7 +416,8 @@ def show(job_id: str, as_json: bool) -> None:
         return
     rows = [("id", job["id"]), ("name", job["name"]), ("task", job.get("task")),
             ("status", f"{job['status']}: {job.get('status_reason') or ''}"), ("owner", job.get("owner")),
-            ("params", json.dumps(job.get("params"), sort_keys=True)), ("progress", progress_text(job)),
+            ("params", json.dumps(job.get("params"), sort_keys=True)), ("resources", resources_text(job)),
+            ("placement", placement_text(job)), ("progress", progress_text(job)),
             ("metrics", metrics_text(job.get("metrics"), limit=20)),
             ("attempts", f"{job.get('attempts')} of {job.get('max_attempts')}"), ("worker", job.get("worker_name")),
             ("created", job.get("created_at")), ("started", job.get("started_at")),

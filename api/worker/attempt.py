@@ -220,11 +220,14 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
     started = time.perf_counter()
     watch = None
     if placed.memory_mb:
+        app = current_app._get_current_object()  # the watch's thread writes through the app's session
+
         def out_of_memory(used: float) -> None:
             why = (f"out of memory: used {used / 1024:.2f} GB of the {placed.memory_mb / 1024:g} GB it asked "
                    "(resources.memory_gb)")
             jlog.error("%s; stopping the attempt", why)
-            write(JobStatus.FAILED, why, **writer.progress_fields())
+            with app.app_context():
+                write(JobStatus.FAILED, why, **writer.progress_fields())
             group = os.getpgrp()  # RQ's horse leads a process group of its own (its DataLoader workers in it)
             os.killpg(group, signal.SIGKILL) if group == os.getpid() else os.kill(os.getpid(), signal.SIGKILL)
 

@@ -48,13 +48,16 @@ def test_make_run_supervises_its_worker_and_stops_cleanly(settings, ctx, redis, 
                 body = _get(health, (tmp_path / "var" / "admin.token").read_text().strip())
             except OSError:
                 return None
-            return body if body["workers"] == 1 else None
+            return body if body["workers"] == slots else None
 
-        wait_for(up, 90, "make run's API with one worker")
-        [worker] = Worker.all(connection=redis)
-        os.kill(worker.pid, signal.SIGKILL)
-        wait_for(lambda: [w for w in Worker.all(connection=redis) if w.pid != worker.pid and
-                          not process_gone(w.pid)], 60, "a replacement worker")
+        slots = len(os.sched_getaffinity(0))  # make run's agent runs one worker per CPU
+        wait_for(up, 90, f"make run's API with its agent's {slots} workers")
+        agent = next(p for p in psutil.Process(supervisor.pid).children()
+                     if "worker" in p.cmdline())  # the host's agent, whose workers are forked from it
+        before = {w.pid for w in Worker.all(connection=redis)}
+        os.kill(agent.pid, signal.SIGKILL)  # its workers die with it
+        wait_for(lambda: len([w for w in Worker.all(connection=redis) if w.pid not in before and
+                              not process_gone(w.pid)]) == slots, 90, "a new agent's workers")
         children = psutil.Process(supervisor.pid).children(recursive=True)
         supervisor.send_signal(signal.SIGTERM)
         supervisor.wait(60)
