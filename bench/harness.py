@@ -90,7 +90,8 @@ class Stack:
         process = self.flask("worker", "--name", name, name=name, **env)
         with self.app.app_context():
             conn = redis_connection.get()
-            wait_for(lambda: conn.exists(f"{Worker.redis_worker_namespace_prefix}{name}"), 60, f"worker {name}")
+            prefix = Worker.redis_worker_namespace_prefix  # one worker, or an agent's pool (<name>-0, ...)
+            wait_for(lambda: conn.exists(f"{prefix}{name}") or conn.exists(f"{prefix}{name}-0"), 60, f"worker {name}")
         return process
 
     def gunicorn(self, port: int, workers: int = 2) -> subprocess.Popen:
@@ -119,10 +120,10 @@ def stack(also_listen: tuple[str, ...] = (), clients: tuple[str, ...] = (), **se
     ``clients``: the servers also listen there and admit those (a network namespace's worker, tests/netns.py)."""
     import flask_migrate
 
-    from api import settings
     from api.app import create_app
     from api.dev.servers import PostgresServer, RedisServer
     from api.service import users
+    from api.settings import load as load_settings
 
     workdir = Path(tempfile.mkdtemp(prefix="trainq-bench-"))
     redis = RedisServer(workdir / "redis", also_listen=also_listen).start()
@@ -132,7 +133,7 @@ def stack(also_listen: tuple[str, ...] = (), clients: tuple[str, ...] = (), **se
            "ARTIFACT_DIR": str(workdir / "artifacts"), "LOG_LEVEL": "WARNING",
            "SECRET_KEY": secrets.token_urlsafe(32), "MAX_QUEUED_JOBS": str(10**9),  # load tests queue a lot
            **settings}
-    app = create_app({**settings.load(env), "RECONCILE_ON_START": False})
+    app = create_app({**load_settings(env), "RECONCILE_ON_START": False})
     with app.app_context():
         flask_migrate.upgrade()
         admin = users.create_user("bench", admin=True)
