@@ -21,17 +21,15 @@ def _size(host: Host) -> dict[str, float]:
 _WORDS = {"gpus": "GPUs", "cpus": "CPUs", "memory_gb": "GB of memory"}
 
 
-def refuse_impossible(task: str, needs: dict[str, Any]) -> str | None:
-    """Raise ``TaskRejected`` (a 422 whose field is ``resources.<what>``) when no live host offering ``task``
-    is big enough for ``needs`` in one of them; the warning to give when no host is registered at all."""
+def refuse_impossible(task: str, needs: dict[str, Any]) -> None:
+    """Raise ``TaskRejected`` (a 422 whose field is ``resources.<what>``) when no live host offering ``task`` is big
+    enough for ``needs`` in one of them."""
     hosts = list(db.session.scalars(select(Host).where(
         Host.name.in_(select(TaskOffer.worker_name).where(TaskOffer.task == task)),
         Host.id.in_(text(live_host_ids_sql())))))
     db.session.commit()
     if not hosts:
-        if db.session.scalar(select(Host.id).limit(1)) is None:
-            return "no host has registered yet: the job waits queued until one that can run it does"
-        return None  # "no live worker offers task ..." says it
+        return None  # none registered yet, or none live now: accepted, and "no live worker offers task ..." says so
     for what in ("gpus", "cpus", "memory_gb"):
         asked = needs.get(what)
         if not asked:

@@ -88,10 +88,10 @@ def submit(task: str, params: dict[str, Any] | None, name: str | None = None,
             raise CloneSourceNotFound(f"cloned_from: no job {cloned_from}") from None
     spec, checked = catalogue.validate(task, params)
     needs = resolve(resources, spec.resources)
-    warning = capacity.refuse_impossible(spec.name, needs)
+    capacity.refuse_impossible(spec.name, needs)
     limits.check_queued_jobs(owner)
-    if warning is None and spec.workers == 0:
-        warning = f"no live worker offers task {spec.name} right now; the job waits queued until one does"
+    warning = None if spec.workers != 0 else (
+        f"no live worker offers task {spec.name} right now; the job waits queued until one does")
     job_id = uuid.uuid4()
     job = TrainingJob(
         id=job_id,
