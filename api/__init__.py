@@ -6,6 +6,7 @@ Its parts, each a sub-package whose ``__init__`` says what it owns and what it m
   advisory locks, the task catalogue, job logs.
 - ``queue``: RQ, the delivery: enqueue, stop, batch reads of RQ's state, the one job class workers run.
 - ``service``: what a user can do: submit, actions, queries, limits, users and tokens, the reconcile pass.
+- ``scheduler``: where each queued job runs (placement, reservations, hosts).
 - ``web``: the Flask app's routes, pages, OpenAPI, errors, login, rq-dashboard, /metrics.
 - ``worker``: the RQ worker (the host's agent), the attempt, its lease and fencing, progress, disk limits.
 - ``dev``: ``make run``: embedded Redis and PostgreSQL and the child-process supervisor.
@@ -13,7 +14,7 @@ Its parts, each a sub-package whose ``__init__`` says what it owns and what it m
 - ``app``: ``create_app``, which wires them together; ``wsgi``: the app gunicorn serves.
 
 Imports run one way, checked by ``lint-imports`` in ``make test`` (the contracts are in setup.cfg):
-app, wsgi, ops, dev -> web -> service -> queue -> record -> stores, settings; worker -> queue -> record.
+app, wsgi, ops, dev -> web -> service -> scheduler -> queue -> record -> stores, settings; worker -> scheduler.
 Nothing but the entry points imports ``web``. This module imports nothing at import time, so importing
 ``api.record.status`` (pure data) loads neither Flask nor a database driver.
 """
