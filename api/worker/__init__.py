@@ -5,8 +5,9 @@ one attempt of a job (``attempt``: the task run with a ``TaskContext``, its end 
 (``progress``), its disk limit (``disk``), its scratch folder, locked while it lives, and the sweep of dead ones
 (``scratch``), and the host's storage check: no job taken while it is full or unwritable (``storage``).
 
-May import ``api.scheduler`` (a finished job's pass; the host's registration), ``api.record``, ``api.queue``, ``api.stores``, ``api.settings`` and the SDK ``trainq``; never
-``api.service`` or ``api.web``, nor torch or the built-in tasks (a worker offers whatever tasks are installed).
+May import ``api.scheduler`` (a finished job's pass; the host's registration), ``api.record``, ``api.queue``,
+``api.stores``, ``api.settings`` and the SDK ``trainq``; never ``api.service`` or ``api.web``, nor torch or the
+built-in tasks (a worker offers whatever tasks are installed).
 
 ``api.worker.run_training_job`` is the function every RQ job names (``api.queue.JOB_FUNCTION``), jobs already
 queued included: keep this path.
