@@ -50,8 +50,9 @@ def register(conn: Connection, inventory: Inventory) -> int:
     host's, and each GPU's. Refused, naming the holder, when another live agent holds any of them."""
     existing = conn.execute(select(Host.id, Host.pid, Host.hostname).where(Host.name == inventory.name)).first()
     if existing is not None and not locks.try_lock(conn, locks.Namespace.HOST, existing.id):
-        raise HostRefused(f"an agent named {inventory.name} is already running (pid {existing.pid} on "
-                          f"{existing.hostname}): give this one another --name")
+        raise HostRefused(f"a live worker named {inventory.name!r} is running (its agent, pid {existing.pid} on "
+                          f"{existing.hostname}, holds the host's lease): stop it first, or give this one another "
+                          "--name")
     for gpu in inventory.gpus:
         if not locks.try_lock(conn, locks.Namespace.GPU, locks.gpu_key(gpu.uuid)):
             holder = conn.execute(

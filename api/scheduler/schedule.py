@@ -19,7 +19,7 @@ from typing import Any
 
 from flask import current_app
 from redis.exceptions import RedisError
-from sqlalchemy import and_, extract, func, insert, select, text, update
+from sqlalchemy import and_, case, extract, func, insert, or_, select, text, update
 
 from api import queue
 from api.record import locks
@@ -108,6 +108,13 @@ def schedule() -> Report:
         result = plan(waiting, hosts, current_app.config["MAX_BACKFILL_WAIT"])
         for placement in result.placements:
             _write(placement)
+            gpus = f", GPUs {','.join(map(str, placement.gpus))}" if placement.gpus else ""
+            placed = f"placed on {names[placement.host_id]}{gpus}; waiting for its worker"
+            # what it waited for is over; why it was re-queued (a lost worker, a full disk) stays, placement after
+            session.execute(update(TrainingJob).where(TrainingJob.id == uuid.UUID(placement.job_id)).values(
+                status_reason=case((or_(TrainingJob.status_reason.is_(None), TrainingJob.status_reason == "submitted",
+                                        TrainingJob.status_reason.like("waiting for %")), placed),
+                                   else_=func.concat(TrainingJob.status_reason, "; ", placed))))
         for job_id, host_id in result.holds.items():
             session.execute(update(TrainingJob).where(TrainingJob.id == uuid.UUID(job_id))
                             .values(hold_host_id=host_id))
@@ -122,10 +129,8 @@ def schedule() -> Report:
     report.waiting = len(result.reasons)
     for placement in result.placements:
         report.placed.append(placement.job_id)
-        gpus = f", GPUs {','.join(map(str, placement.gpus))}" if placement.gpus else ""
         try:
-            queue.ensure_enqueued(placement.job_id, placement.attempt,
-                                  reason=f"placed on {names[placement.host_id]}{gpus}; waiting for its worker")
+            queue.ensure_enqueued(placement.job_id, placement.attempt)
         except RedisError as exc:
             session.rollback()
             report.enqueue_failed.append(placement.job_id)

@@ -35,7 +35,7 @@ from api.record.status import Actor, JobStatus
 from api.record.status_writer import TransitionResult, transition
 from api.record.tables import TrainingJob
 from api.scheduler.schedule import schedule
-from api.stores import db, redis_client
+from api.stores import db, redis_client, redis_connection
 from api.worker import devices, scratch, storage
 from api.worker.disk import DiskLimited
 from api.worker.liveness import AttemptLease, JobHeartbeat, TakeoverTimeout
@@ -302,7 +302,12 @@ def _disk_full(job: TrainingJob, attempt: int, full: OSError, checkpoints: Path,
     folder = full.folder if isinstance(full, StorageFull) else Path(full.filename or checkpoints).parent
     what = full.strerror if isinstance(full, StorageFull) else f"{full.strerror} ({full.filename or folder})"
     reason = f"disk full: {what}"
-    storage.note_full(os.environ.get("RQ_WORKER_ID") or "", folder, reason)
+    worker = os.environ.get("RQ_WORKER_ID") or ""
+    storage.note_full(worker, folder, reason)
+    try:  # paused from now on (its worker keeps the key while the disk stays full): no pass places the job back here
+        redis_connection.get().set(queue.paused_key(worker), reason, px=10_000)
+    except RedisError:
+        pass
     fields = {"error_message": traceback.format_exc()[-4000:], **writer.progress_fields()}
     if attempt >= job.max_attempts:
         write(JobStatus.FAILED, reason[:500], **fields)

@@ -265,7 +265,7 @@ def test_rq_registry_cleanup_of_a_dead_attempt_cannot_fail_the_retry(client, wor
     worker = workers()
     job_id = submit(client, {**LONG, "checkpoint_every": 1}, max_attempts=2)
     job = wait_for(lambda: (j := row(job_id)).checkpoint_path and j, 60, "a checkpoint")
-    registry = StartedJobRegistry("training.mlp", connection=redis)
+    registry = StartedJobRegistry(fetch(job_id, redis).origin, connection=redis)  # its host's queue
     [dead_execution] = redis.zrange(registry.key, 0, -1)
     os.kill(worker.pid, signal.SIGKILL)
     wait_for(lambda: process_gone(job.worker_pid), 5, "the horse to die")

@@ -39,6 +39,16 @@ def rq_status(rq_id: str) -> str | None:
         return None
 
 
+def origin(job_id: str) -> str:
+    """The queue its RQ job was enqueued on: the queue of the host it was placed on."""
+    return fetch(job_id).origin
+
+
+@pytest.fixture(autouse=True)
+def _placeholder(placeholder_host: str) -> None:
+    """Jobs no worker of the test takes wait in RQ on the placeholder host's queue (tests/conftest.py)."""
+
+
 def in_rq(job_id: str, status: str) -> str:
     wait_for(lambda: rq_status(job_id) == status, 30, f"RQ to list {job_id} {status}")
     return job_id
@@ -47,7 +57,7 @@ def in_rq(job_id: str, status: str) -> str:
 def moved_by_hand(redis, job_id: str, registry: type, status: str) -> str:
     """A queued row's RQ job moved out of its queue into ``registry``, as a Redis client could (the service itself
     never defers nor schedules a job; rq-dashboard still shows and empties those lists)."""
-    queue = "training.mlp"
+    queue = origin(job_id)
     redis.lrem(f"rq:queue:{queue}", 0, job_id)
     redis.hset(f"rq:job:{job_id}", "status", status)
     redis.zadd(registry(queue, connection=redis).key, {job_id: 9_999_999_999})
@@ -72,18 +82,17 @@ def _ended(client, task: str, status: str, rq: str) -> str:
     return in_rq(job_id, rq)
 
 
-def setups(client, redis) -> dict[str, tuple[str, Callable[[], str], bool]]:
-    """registry -> (its queue, a factory of one row whose current RQ job sits in it, whether that row is active)."""
+def setups(client, redis) -> dict[str, tuple[Callable[[], str], bool]]:
+    """registry -> (a factory of one row whose current RQ job sits in it, whether that row is active); the list is
+    its RQ job's queue's (the queue of the host it was placed on)."""
     return {
-        "queued": ("training.mlp", lambda: in_rq(submit(client, SHORT), "queued"), True),
-        "started": ("training.test-loop", lambda: _training(client), True),
-        "deferred": ("training.mlp",
-                     lambda: moved_by_hand(redis, submit(client, SHORT), DeferredJobRegistry, "deferred"), True),
-        "scheduled": ("training.mlp",
-                      lambda: moved_by_hand(redis, submit(client, SHORT), ScheduledJobRegistry, "scheduled"), True),
-        "failed": ("training.test-raise", lambda: _ended(client, "test-raise", "failed", "failed"), False),
-        "finished": ("training.test-strict", lambda: _ended(client, "test-strict", "completed", "finished"), False),
-        "canceled": ("training.mlp", lambda: in_rq(_cancelled(client), "canceled"), False),
+        "queued": (lambda: in_rq(submit(client, SHORT), "queued"), True),
+        "started": (lambda: _training(client), True),
+        "deferred": (lambda: moved_by_hand(redis, submit(client, SHORT), DeferredJobRegistry, "deferred"), True),
+        "scheduled": (lambda: moved_by_hand(redis, submit(client, SHORT), ScheduledJobRegistry, "scheduled"), True),
+        "failed": (lambda: _ended(client, "test-raise", "failed", "failed"), False),
+        "finished": (lambda: _ended(client, "test-strict", "completed", "finished"), False),
+        "canceled": (lambda: in_rq(_cancelled(client), "canceled"), False),
     }
 
 
@@ -104,15 +113,16 @@ def test_delete_and_empty_on_every_list_rq_dashboard_shows(registry, client, wor
     goes). Neither comes back."""
     if registry in ("started", "failed", "finished"):
         workers(**SAMPLE)
-    queue, make, active = setups(client, redis)[registry]
+    make, active = setups(client, redis)[registry]
     admin = users.first_admin().name
     for action, url, what in (("delete", "/rq/job/{}/delete", "deleted"),
-                              ("empty", f"/rq/queue/{queue}/{registry}/empty", f"deleted ({registry} jobs emptied)")):
+                              ("empty", "/rq/queue/{}/" + registry + "/empty", f"deleted ({registry} jobs emptied)")):
         if registry == "queued" and action == "empty":
             what = "deleted (queue emptied)"
         job_id = make()
+        url = url.format(job_id if action == "delete" else origin(job_id))
         before, evs = row(job_id), events(job_id)
-        response = client.post(url.format(job_id))
+        response = client.post(url)
         assert response.status_code == 200 and response.get_json()["status"] == "OK", (action, response.get_json())
         job = row(job_id)
         if active:
@@ -163,11 +173,12 @@ def test_requeue_all_and_compact_with_nothing_to_do_answer_ok_and_change_no_row(
     queued = in_rq(submit(client, SHORT), "queued")
     gone = in_rq(submit(client, SHORT), "queued")
     redis.delete(f"rq:job:{gone}")  # a hole in the queue's list, which compact removes
-    for url in ("/rq/requeue/training.mlp", "/rq/queue/training.mlp/compact", "/rq/queue/training.none/compact",
+    queue = origin(queued)
+    for url in (f"/rq/requeue/{queue}", f"/rq/queue/{queue}/compact", "/rq/queue/training.none/compact",
                 "/rq/requeue/training.none"):
         response = client.post(url)
         assert response.status_code == 200 and response.get_json()["status"] == "OK", url
-    assert Queue("training.mlp", connection=redis).get_job_ids() == [queued]
+    assert Queue(queue, connection=redis).get_job_ids() == [queued]
     assert (row(queued).status, rq_status(queued), len(events(queued))) == ("queued", "queued", 1)
 
 
@@ -194,7 +205,7 @@ def test_a_deletion_in_redis_is_never_brought_back_but_a_flush_always_is(client,
         assert redis.exists(enqueued_key(job_id))  # re-enqueued with its marker: a deletion is told apart again
     assert row(deleted).status == "cancelled" and rq_status(deleted) is None
 
-    Queue("training.mlp", connection=redis, serializer=JSONSerializer).empty()  # as `rq empty training.mlp` does
+    Queue(origin(emptied), connection=redis, serializer=JSONSerializer).empty()  # as `rq empty <queue>` does
     report = run_pass(now=utcnow() + timedelta(minutes=5))
     assert sorted(report.actions["deleted"]) == sorted([emptied, lost]) and "requeued" not in report.actions
     nothing_comes_back(deleted, emptied, lost)
@@ -224,7 +235,7 @@ def test_a_requeue_the_service_refuses_changes_nothing_and_says_why(client, work
     assert response.status_code == 429, response.get_json()
     assert "not requeued" in response.get_json()["error"]["message"]
     assert "max_queued_jobs=1" in response.get_json()["error"]["message"]
-    every = client.post("/rq/requeue/training.test-raise")
+    every = client.post(f"/rq/requeue/{origin(failing)}")
     assert every.status_code == 200 and every.get_json()["restarted"] == []
     assert "max_queued_jobs=1" in every.get_json()["refused"][failing]
     assert (row(failing).status, row(failing).attempts, len(events(failing))) == before

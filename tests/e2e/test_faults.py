@@ -106,7 +106,7 @@ def test_rqs_abandoned_job_cleanup_by_a_clock_ahead_fails_no_healthy_job(client,
     workers()
     job_id = submit(client, LONG, max_attempts=3)
     job = wait_training(job_id)
-    registry = StartedJobRegistry("training.mlp", connection=redis)
+    registry = StartedJobRegistry(fetch(job.rq_job_id, redis).origin, connection=redis)  # its host's queue
     ahead = time.time() + 120
     monkeypatch.setattr(rq.registry, "current_timestamp", lambda: int(ahead))  # the skewed worker's clock
     assert registry.get_expired_job_ids(int(ahead)), "the started entry should look expired to the skewed clock"

@@ -38,6 +38,7 @@ def _get(url: str, token: str | None = None) -> dict:
 def test_make_run_supervises_its_worker_and_stops_cleanly(settings, ctx, redis, tmp_path):
     port = free_port()
     env = {**os.environ, **settings, "PORT": str(port)}
+    env.pop("TRAINQ_SLOTS")  # make run's default: one slot per CPU
     supervisor = subprocess.Popen([sys.executable, "-m", "api.dev"], cwd=tmp_path, env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
