@@ -11,7 +11,7 @@ from datetime import timedelta
 from rq import Callback, Queue
 from rq.serializers import JSONSerializer
 
-from api.queue import JOB_FUNCTION, fetch
+from api.queue import JOB_FUNCTION, fetch, host_queue_name
 from tests.support import SHORT, process_gone, submit, wait_for, wait_status
 
 
@@ -39,7 +39,7 @@ def refused(redis, rq_id: str) -> str:
 
 def test_jobs_naming_anything_else_are_refused_unrun(client, workers, redis, settings, tmp_path):
     worker = workers()
-    queue = Queue("training.mlp", connection=redis, serializer=JSONSerializer)
+    queue = Queue(host_queue_name(worker.name), connection=redis, serializer=JSONSerializer)  # what it dequeues
     ran = tmp_path / "ran"
 
     by_hand = queue.enqueue("os.system", f"touch {ran}-by-hand")
@@ -102,16 +102,17 @@ def test_callbacks_in_rqs_registries_are_never_called(client, workers, redis):
     # an expired entry in a task queue's started registry, naming a failure callback: RQ's clean-up of the
     # registry (at worker start, and on a count) would import and call it with (job, connection, *exc_info)
     plant(redis, "evil-callback", failure_callback_name="logging.warning")
-    redis.zadd("rq:wip:training.mlp", {"evil-callback": 1})
-    worker = workers()
+    wip = f"rq:wip:{host_queue_name('callbacks-host')}"  # the queue of the worker about to start
+    redis.zadd(wip, {"evil-callback": 1})
+    worker = workers("callbacks-host")
     assert client.get("/api/training/health").status_code == 200
-    wait_for(lambda: not redis.zscore("rq:wip:training.mlp", "evil-callback"), 30, "the registry clean-up")
+    wait_for(lambda: not redis.zscore(wip, "evil-callback"), 30, "the registry clean-up")
     log = worker.log()
     assert "cleanup: evil-callback Moved to FailedJobRegistry" in log  # RQ cleaned it up, and called nothing:
     assert "evil-callback', enqueued_at" not in log  # logging.warning(job, ...) would show the job
 
 
-def test_a_job_deleted_in_rq_dashboard_ends_cancelled_and_never_comes_back(client, workers, redis):
+def test_a_job_deleted_in_rq_dashboard_ends_cancelled_and_never_comes_back(client, workers, redis, placeholder_host):
     """Deleting a queued job (or emptying its queue) in rq-dashboard is a deliberate removal, not Redis losing
     it: the row ends cancelled, saying so, and the reconciler does not re-enqueue it; a running one stops."""
     from api.record.status import utcnow
@@ -119,9 +120,9 @@ def test_a_job_deleted_in_rq_dashboard_ends_cancelled_and_never_comes_back(clien
     from api.service.reconcile import run_pass
     from tests.support import LONG, events, row, wait_training
 
-    one, two, three = (submit(client, SHORT) for _ in range(3))  # no worker yet: all queued
+    one, two, three = (submit(client, SHORT) for _ in range(3))  # on a host whose worker never takes them: queued
     assert client.post(f"/rq/job/{one}/delete").status_code == 200
-    assert client.post("/rq/queue/training.mlp/queued/empty").status_code == 200
+    assert client.post(f"/rq/queue/{fetch(two).origin}/queued/empty").status_code == 200
     admin = users.first_admin().name
     for job_id, what in ((one, "deleted"), (two, "deleted (queue emptied)"), (three, "deleted (queue emptied)")):
         job = row(job_id)
@@ -163,9 +164,10 @@ def test_a_failed_job_requeued_in_rq_dashboard_runs_again_as_a_new_attempt(clien
                for e in client.get(f"/api/training/{one}/events").get_json()["events"])
 
     two, three = failed_job(), failed_job()
-    assert client.post("/rq/requeue/training.test-raise").status_code == 200  # every failed one: one's 2nd too
+    queue = fetch(two).origin  # the worker's host's queue
+    assert client.post(f"/rq/requeue/{queue}").status_code == 200  # every failed one: one's 2nd too
     for job_id, attempts in ((one, 3), (two, 2), (three, 2)):
         wait_for(lambda j=job_id, n=attempts: row(j).attempts == n and row(j).status == "failed", 60,
                  f"attempt {attempts} to run")
-    assert client.post("/rq/queue/training.test-raise/compact").status_code == 200
+    assert client.post(f"/rq/queue/{queue}/compact").status_code == 200
     assert [row(j).attempts for j in (one, two, three)] == [3, 2, 2]
