@@ -132,7 +132,7 @@ class Settings(BaseSettings):
     )
     TENSORBOARD: Flag = Field(
         True,
-        description="workers write every job's reports as TensorBoard event files under ARTIFACT_DIR/<job id>/tensorboard",
+        description="workers write every job's reports as TensorBoard event files (ARTIFACT_DIR/<job id>/tensorboard)",
     )
     MLFLOW_TRACKING_URI: str = Field("", description="workers log each job as an MLflow run there (empty: no MLflow)")
     MLFLOW_EXPERIMENT: str = Field("trainq", description="the MLflow experiment jobs' runs go in")
