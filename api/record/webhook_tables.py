@@ -48,8 +48,8 @@ class Webhook(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
-    owner: Mapped[User] = relationship(foreign_keys=[owner_id], lazy="joined")
-    filter_owner: Mapped[User | None] = relationship(foreign_keys=[filter_owner_id], lazy="joined")
+    owner: Mapped[User] = relationship(foreign_keys=[owner_id])
+    filter_owner: Mapped[User | None] = relationship(foreign_keys=[filter_owner_id])
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "owner": self.owner.name, "url": self.url, "events": list(self.events),
