@@ -34,7 +34,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Engine
 
 from api.record.status import utcnow
-from api.record.tables import TrainingJob
+from api.record.tables import TrainingJob, User
 from api.record.webhook_tables import JobTrackers
 from trainq.context import resolve_entry
 
@@ -79,7 +79,8 @@ class Trackers:
                  jlog: logging.Logger | logging.LoggerAdapter, code_version: str | None = None) -> None:
         self.job_id, self.attempt, self.engine, self.jlog = job.id, attempt, engine, jlog
         self.name, self.task, self.params = job.name, job.task, dict(job.params or {})
-        self.owner = job.owner.name if job.owner else None
+        self.owner_id = job.owner_id
+        self.owner: str | None = None  # read by the tracker thread (the row here is detached)
         self.code_version = code_version
         self.tensorboard = bool(config.get("TENSORBOARD"))
         self.tb_dir = Path(config["ARTIFACT_DIR"]) / str(job.id) / "tensorboard"
@@ -145,6 +146,7 @@ class Trackers:
                 self.jlog.warning("TensorBoard: not written (%s: %s)", exc.__class__.__name__, exc)
                 self.tensorboard = False
         if self.mlflow_uri:
+            self.owner = self._read_owner()
             # an outage must cost a failed call, not minutes of the client's own retries
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
@@ -261,7 +263,10 @@ class Trackers:
             finally:
                 self._writer.close()
         if self._mlflow is not None:
-            self._mlflow_retry_at = 0.0  # one more try at the end, whatever the backoff
+            if not self._mlflow_down:
+                self._mlflow_retry_at = 0.0  # what is left goes now, whatever the batch period
+            elif time.monotonic() + 5.0 < deadline:
+                self._mlflow_retry_at = 0.0  # one more try at the end, if a call's timeout fits in what is left
             self._send_mlflow(deadline)
             if self._run_id is not None and time.monotonic() < deadline:
                 run_id, client = self._run_id, self._mlflow
@@ -281,6 +286,13 @@ class Trackers:
                        f", {self.lost} lost for MLflow" if self.lost else "")
 
     # -- the record
+
+    def _read_owner(self) -> str | None:
+        try:
+            with self.engine.connect() as conn:
+                return conn.scalar(select(User.name).where(User.id == self.owner_id))
+        except Exception:
+            return None
 
     def _read_run_id(self) -> str | None:
         try:

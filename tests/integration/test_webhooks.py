@@ -209,8 +209,8 @@ def test_the_address_is_checked_again_at_send_time(private_ok, client, receiver,
 
 def test_redirects_are_bounded_and_checked(private_ok, receiver):
     """A 307 to the cloud metadata address is refused; a redirect that would drop the POST is not followed."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Redirect(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802

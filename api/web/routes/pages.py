@@ -14,6 +14,7 @@ from api.service import catalogue, history, queries
 from api.web import schemas
 from api.web.openapi import read_query
 from api.web.routes.jobs import detail, list_page, render
+from api.web.routes.webhooks import trackers_of
 from api.web.schemas import ApiError
 
 bp = Blueprint("pages", __name__)
@@ -61,7 +62,8 @@ def job_page(job_id: str):
         except JobNotFound:
             pass
     return render_template("job.html", job=job, task=task, source=source,
-                           params=ordered_params(job["params"] or {}, task))
+                           params=ordered_params(job["params"] or {}, task),
+                           trackers=trackers_of(queries.parse_id(job_id)))
 
 
 @bp.get("/compare")
