@@ -101,7 +101,7 @@ class Trackers:
         self._mlflow_retry_at = 0.0
         self._mlflow_backoff = 1.0
         self._mlflow_down = False
-        self._final_metrics: dict[str, Any] = {}
+        self._stop_at = time.monotonic()
         self.lost = 0
         self.reports = 0
 
@@ -115,6 +115,7 @@ class Trackers:
     def __exit__(self, *exc: object) -> None:
         if not self.enabled:
             return
+        self._stop_at = time.monotonic()
         self._stop.set()
         self._thread.join(self.flush_timeout)
         if self._thread.is_alive():
@@ -246,7 +247,7 @@ class Trackers:
                 self._mlflow_pending.popleft()
 
     def _finish(self) -> None:
-        deadline = time.monotonic() + max(self.flush_timeout - 1.0, 0.5)
+        deadline = self._stop_at + max(self.flush_timeout - 1.0, 0.5)  # within the attempt's wait for us
         status, final = self._read_end()
         if self._writer is not None:
             try:
