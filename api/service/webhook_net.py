@@ -93,7 +93,7 @@ def resolve(host: str, port: int, timeout: float = RESOLVE_TIMEOUT) -> list[str]
     def look_up() -> None:
         try:
             found.extend(dict.fromkeys(info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
-        except OSError as exc:
+        except (OSError, UnicodeError, ValueError) as exc:  # UnicodeError: a name IDNA cannot encode
             error.append(exc)
 
     thread = threading.Thread(target=look_up, name="webhook-resolve", daemon=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -237,5 +236,4 @@ def start_thread(app: Any) -> threading.Event:
             run(app.config, stop)
 
     threading.Thread(target=main, name="webhook-sender", daemon=True).start()
-    time.sleep(0)
     return stop

@@ -111,7 +111,7 @@ def visible(user: User) -> list[Webhook]:
 
 def get(hook_id: int, user: User) -> Webhook:
     """A hook its owner or an admin asks for; to anyone else there is no such hook."""
-    hook = db.session.get(Webhook, hook_id)
+    hook = db.session.get(Webhook, hook_id) if 0 < hook_id < 2**31 else None
     if hook is None or not (user.is_admin or hook.owner_id == user.id):
         raise WebhookNotFound(f"no webhook {hook_id}")
     return hook
