@@ -36,6 +36,7 @@ from sqlalchemy.engine import Engine
 from api.record.status import utcnow
 from api.record.tables import TrainingJob, User
 from api.record.webhook_tables import JobTrackers
+from trainq import safe_state
 from trainq.context import resolve_entry
 
 MLFLOW_BUFFER = 200_000  # metric values held while MLflow is unreachable
@@ -140,7 +141,9 @@ class Trackers:
             try:
                 from tensorboardX import SummaryWriter
 
-                self.tb_dir.mkdir(parents=True, exist_ok=True)
+                # the job's artifact folder as the artifacts make it (never through a link), then ours in it
+                safe_state.make_folder(self.artifact_dir, "artifacts")
+                safe_state.make_folder(self.tb_dir, "TensorBoard files")
                 self._writer = SummaryWriter(logdir=str(self.tb_dir), flush_secs=5,
                                              filename_suffix=f".attempt{self.attempt}")
             except Exception as exc:  # not installed, or a folder it cannot write
@@ -272,7 +275,12 @@ class Trackers:
             if self._run_id is not None and time.monotonic() < deadline:
                 run_id, client = self._run_id, self._mlflow
                 if status == "completed" and self.artifact_dir.is_dir():
-                    files = [p for p in self.artifact_dir.iterdir() if p.is_file()]
+                    try:
+                        safe_state.check_folder(self.artifact_dir, "artifacts")
+                        files = [p for p in self.artifact_dir.iterdir() if p.is_file() and not p.is_symlink()]
+                    except safe_state.UnsafeStateError as exc:
+                        self.jlog.warning("MLflow: artifacts not sent (%s)", exc)
+                        files = []
                     self._mlflow_call("saving artifacts",
                                       lambda: [client.log_artifact(run_id, str(p)) for p in files])
                 self._mlflow_call("ending the run", lambda: (
