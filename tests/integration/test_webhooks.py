@@ -277,3 +277,19 @@ def test_a_sender_killed_between_commit_and_delivery_delivers_after_restart(priv
     assert receiver.acted_on == {str(done.id)}  # at least once; once by its key
     assert json.loads(receiver.received[1].body)["job"]["id"] == str(job_id)
     assert db.session.scalar(select(db.func.count()).select_from(Webhook)) == 1
+
+
+def test_the_monitor_page_lists_hooks_and_their_deliveries(private_ok, client, receiver, make_user):
+    created = register(client, receiver.url)
+    receiver.secret = created["secret"]
+    end(new_job(admin_id()))
+    send_all(private_ok.config)
+    page = client.get("/webhooks")
+    assert page.status_code == 200 and "webhooks.js" in page.get_data(as_text=True)
+    initial = page.get_data(as_text=True).split('id="initial">')[1].split("</script>")[0]
+    data = json.loads(initial)
+    assert [h["url"] for h in data["webhooks"]] == [receiver.url]
+    assert data["deliveries"][str(created["webhook"]["id"])][0]["status"] == "delivered"
+    assert created["secret"] not in page.get_data(as_text=True)
+    _, other, _ = make_user("viewer")
+    assert receiver.url not in other.get("/webhooks").get_data(as_text=True)
