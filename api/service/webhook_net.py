@@ -33,6 +33,10 @@ class UnsafeUrl(ValueError):
     """A URL the sender refuses to reach (the message says why)."""
 
 
+class Unresolvable(UnsafeUrl):
+    """A host that does not resolve now (refused at send time; at registration it may resolve later)."""
+
+
 class DeliveryError(Exception):
     """A delivery that got no HTTP answer (or a refused redirect): the message says what happened."""
 
@@ -100,9 +104,9 @@ def resolve(host: str, port: int, timeout: float = RESOLVE_TIMEOUT) -> list[str]
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
-        raise UnsafeUrl(f"{host} did not resolve within {timeout:.0f} s")
+        raise Unresolvable(f"{host} did not resolve within {timeout:.0f} s")
     if error or not found:
-        raise UnsafeUrl(f"{host} does not resolve ({error[0] if error else 'no address'})")
+        raise Unresolvable(f"{host} does not resolve ({error[0] if error else 'no address'})")
     return found
 
 

@@ -40,6 +40,12 @@ class WebhookRefused(ValueError):
 
 
 class WebhookConflict(RuntimeError):
+    def __init__(self, message: str, code: str = "webhook_disabled") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class UserNotFound(LookupError):
     pass
 
 
@@ -49,12 +55,19 @@ class Created:
     secret: str
 
 
+class UrlRefused(WebhookRefused):
+    """A URL the sender may not reach (an address it refuses, credentials in it): a 403."""
+
+
 def check_destination(url: str) -> None:
-    """The URL's form, and every address its host resolves to now (``WebhookRefused`` naming why)."""
+    """The URL's form, and every address its host resolves to now (``UrlRefused`` naming why). A name that does
+    not resolve now is taken: every send resolves and checks it again."""
     try:
         webhook_net.safe_target(url, bool(current_app.config["WEBHOOK_ALLOW_PRIVATE"]))
+    except webhook_net.Unresolvable:
+        pass
     except webhook_net.UnsafeUrl as exc:
-        raise WebhookRefused(f"url: {exc}", "url") from None
+        raise UrlRefused(f"url: {exc}", "url") from None
 
 
 def _events(events: Iterable[str]) -> list[str]:
@@ -77,7 +90,7 @@ def _filter_owner(user: User, owner: str | None) -> User | None:
         return None
     found = db.session.scalar(select(User).where(User.name == owner))
     if found is None:
-        raise WebhookRefused(f"filter.owner: no user named {owner!r}", "filter.owner")
+        raise UserNotFound(f"filter.owner: no user named {owner!r}")
     return found
 
 
@@ -89,7 +102,8 @@ def create(user: User, url: str, events: Iterable[str], task: str | None = None,
     filter_owner = _filter_owner(user, owner)
     count = db.session.scalar(select(db.func.count()).select_from(Webhook).where(Webhook.owner_id == user.id))
     if count >= MAX_HOOKS_PER_USER:
-        raise WebhookRefused(f"a user may have at most {MAX_HOOKS_PER_USER} webhooks", None)
+        raise WebhookConflict(f"a user may have at most {MAX_HOOKS_PER_USER} webhooks: delete one first",
+                              "too_many_webhooks")
     check_destination(url)
     secret = "whsec_" + secrets.token_urlsafe(32)
     now = utcnow()

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from api.web.schemas import CONTROL, JobId, Model, Timestamp
 
 EventName = Literal["completed", "failed", "cancelled", "paused", "preempted", "sweep_finished"]
-Url = Annotated[str, Field(min_length=1, max_length=2000, pattern=rf"^[^{CONTROL}\s]+$",
-                           description="http(s) URL the deliveries are POSTed to")]
+Url = Annotated[str, Field(min_length=8, max_length=2000, pattern=rf"^[Hh][Tt][Tt][Pp][Ss]?://[^{CONTROL}\s]+$",
+                           description="http(s) URL the deliveries are POSTed to; one that reaches a refused "
+                                       "address (loopback, private, link-local, metadata) is a 403")]
 
 
 class WebhookFilter(Model):
@@ -34,7 +35,7 @@ class WebhookCreate(Model):
 class WebhookUpdate(Model):
     """``PATCH /api/webhooks/<id>``: enabling forgets its failures and why it was disabled."""
 
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
     events: list[EventName] | None = Field(None, min_length=1, max_length=6)
 
 

@@ -189,11 +189,13 @@ def test_link_local_and_metadata_refused_even_when_private_is_allowed(address):
 def test_registration_refuses_internal_urls(client):
     assert client.application.config["WEBHOOK_ALLOW_PRIVATE"] is False
     for url in ("http://127.0.0.1:5000/api", "http://localhost/", "http://169.254.169.254/latest/meta-data/",
-                "http://[::1]/", "http://10.0.0.5/", "ftp://example.com/", "http://user:pw@example.com/",
-                "http://[fe80::1%25eth0]/"):
+                "http://[::1]/", "http://10.0.0.5/", "http://user:pw@example.com/", "http://[fe80::1%25eth0]/",
+                "HTTP://0.0.0.0/", "http://2130706433/"):
         response = client.post("/api/webhooks", json={"url": url, "events": ["failed"]})
-        assert response.status_code == 422, (url, response.get_json())
-        assert response.get_json()["error"]["field"] == "url"
+        assert response.status_code == 403, (url, response.get_json())
+        assert response.get_json()["error"]["field"] == "url" and response.get_json()["error"]["code"] == "url_refused"
+    response = client.post("/api/webhooks", json={"url": "ftp://example.com/", "events": ["failed"]})
+    assert response.status_code == 422 and response.get_json()["error"]["field"] == "url"
 
 
 def test_the_address_is_checked_again_at_send_time(private_ok, client, receiver, monkeypatch):

@@ -26,14 +26,19 @@ def _call(action: Any, *args: Any, **kwargs: Any) -> Any:
         return action(*args, **kwargs)
     except webhooks.WebhookNotFound as exc:
         raise ApiError(404, "webhook_not_found", str(exc)) from None
+    except webhooks.UrlRefused as exc:
+        raise ApiError(403, "url_refused", exc.message, exc.field) from None
     except webhooks.WebhookRefused as exc:
         raise ApiError(422, "invalid_field", exc.message, exc.field) from None
+    except webhooks.UserNotFound as exc:
+        raise ApiError(404, "user_not_found", str(exc), "filter.owner") from None
     except webhooks.WebhookConflict as exc:
-        raise ApiError(409, "webhook_disabled", str(exc)) from None
+        raise ApiError(409, exc.code, str(exc)) from None
 
 
 @bp.post("/webhooks")
-@operation("Register a webhook (its secret is in this answer only)", {201: w.WebhookCreated}, body=w.WebhookCreate)
+@operation("Register a webhook (its secret is in this answer only)", {201: w.WebhookCreated}, body=w.WebhookCreate,
+           errors=(404, 409))
 def create_webhook(body: w.WebhookCreate):
     where = body.filter or w.WebhookFilter()
     created = _call(webhooks.create, current_user(), body.url, body.events, task=where.task, owner=where.owner,
