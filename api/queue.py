@@ -235,6 +235,24 @@ def live_workers() -> int:
     return len(live_worker_names())
 
 
+PAUSED_PREFIX = "trainq:worker-paused:"
+
+
+def paused_key(worker_name: str) -> str:
+    """Redis key saying why a worker takes no jobs (its storage is full or unwritable: ``api.worker.storage``);
+    it expires unless the waiting worker renews it."""
+    return PAUSED_PREFIX + worker_name
+
+
+def paused_workers(conn: Redis | None = None) -> dict[str, str]:
+    """Workers that take no jobs now, and why (from their ``paused_key``)."""
+    conn = conn or redis_connection.get()
+    keys = list(conn.scan_iter(match=PAUSED_PREFIX + "*", count=1000))
+    values = conn.mget(keys) if keys else []
+    return {key.decode()[len(PAUSED_PREFIX):]: value.decode() for key, value in zip(keys, values, strict=True)
+            if value is not None}
+
+
 def request_pause(job_id: str, user_id: int | None = None) -> None:
     """Ask the running attempt to checkpoint and stop; its heartbeat thread reads this within a beat (and the
     id of the user who asked, for the event of the pause)."""

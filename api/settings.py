@@ -105,10 +105,24 @@ class Settings(BaseSettings):
         10240,
         description="MB a job's checkpoints and artifacts may use; past it the job fails (0: none)",
     )
-    SESSION_DAYS: int = Field(
-        14,
-        description="days a monitor login lasts (the token it was made with must stay valid too)",
+    SCRATCH_SWEEP_INTERVAL: float = Field(
+        60.0,
+        description="the reconciler removes scratch folders of dead attempts on its host this often; a worker does "
+                    "at its start (s)",
     )
+    STORAGE_MIN_FREE_MB: int = Field(
+        16,
+        description="a worker takes no job while CHECKPOINT_DIR or ARTIFACT_DIR has less free (MB)",
+    )
+    STORAGE_CHECK_INTERVAL: float = Field(
+        2.0,
+        description="a worker whose storage is full or unwritable checks it this often (s)",
+    )
+    AUTH_FAILURES: int = Field(
+        10,
+        description="refused bearer tokens one address may send per AUTH_FAILURE_WINDOW; more get a 429",
+    )
+    AUTH_FAILURE_WINDOW: int = Field(60, description="seconds over which AUTH_FAILURES counts (and Retry-After's most)")
     # webhooks and trackers (issue 25; README, Integrations)
     WEBHOOK_ALLOW_PRIVATE: Flag = Field(
         False,

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from trainq import safe_state
-from trainq.checkpoints import checkpoint_name, list_checkpoints, newest_checkpoint, prune, write_atomically
+from trainq.checkpoints import (
+    WriteLimitExceeded,
+    checkpoint_name,
+    list_checkpoints,
+    newest_checkpoint,
+    prune,
+    write_atomically,
+)
 
 ARTIFACT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 STOP_REASONS = ("cancel", "pause", "superseded")
@@ -256,10 +263,26 @@ class TaskContext:
         newest = newest_checkpoint(self.checkpoint_dir)
         path = self.checkpoint_dir / checkpoint_name((newest.seq + 1) if newest else 1, self._last_epoch,
                                                      self._last_step)
-        write_atomically(path, lambda file: torch.save(state, file))
+        existing = list_checkpoints(self.checkpoint_dir)
+        pruned = existing[:len(existing) - (self.keep_checkpoints - 1)] if self.keep_checkpoints > 0 else []
+        self._write(path, lambda file: torch.save(state, file), "checkpoint", sum(c.size_bytes for c in pruned))
         prune(self.checkpoint_dir, self.keep_checkpoints)
         self._sink.checkpointed(path)
         return path
+
+    def _write(self, path: Path, write: Any, what: str, freed: int) -> None:
+        """``write_atomically`` within what the sink allows (``write_budget(freed)``: the bytes this write may take,
+        ``freed`` being what it replaces or lets be pruned; None: no limit). A write that would pass it stops
+        before it does, and the sink says why (``write_refused``)."""
+        budget = getattr(self._sink, "write_budget", None)
+        limit = budget(freed) if budget is not None else None
+        try:
+            write_atomically(path, write, limit=None if limit is None else max(limit, 0), what=what)
+        except WriteLimitExceeded as exc:
+            refused = getattr(self._sink, "write_refused", None)
+            if refused is None:
+                raise
+            raise refused(what, exc) from None
 
     def restore(self) -> Any | None:
         """The newest checkpoint's state of this job (across attempts, pauses and resumes), or None. Loaded as
@@ -295,18 +318,22 @@ class TaskContext:
             safe_state.check_state(obj, f"save_artifact({name!r})")
         safe_state.make_folder(self.artifact_dir, "artifacts")
         path = self.artifact_dir / name
+        try:
+            replaced = path.stat().st_size
+        except FileNotFoundError:
+            replaced = 0
         if isinstance(obj, bytes | bytearray | memoryview):
-            write_atomically(path, lambda file: file.write(bytes(obj)))
+            self._write(path, lambda file: file.write(bytes(obj)), "artifact", replaced)
         elif isinstance(obj, Path):
             def copy(file: IO[bytes]) -> None:
                 with open(obj, "rb") as source:
                     shutil.copyfileobj(source, file, 1 << 20)
 
-            write_atomically(path, copy)
+            self._write(path, copy, "artifact", replaced)
         else:
             import torch
 
-            write_atomically(path, lambda file: torch.save(obj, file))
+            self._write(path, lambda file: torch.save(obj, file), "artifact", replaced)
         digest = hashlib.sha256()
         with open(path, "rb") as file:
             for chunk in iter(lambda: file.read(1 << 20), b""):

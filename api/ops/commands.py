@@ -68,6 +68,7 @@ def worker_command(name: str | None, burst: bool) -> None:
     import trainq
     from api.queue import SERIALIZER, ServiceJob, clear_dead_worker, get_queue
     from api.service import catalogue
+    from api.worker import scratch
     from api.worker.agent import TrainingWorker, import_lazy_modules
 
     cfg = current_app.config
@@ -79,6 +80,7 @@ def worker_command(name: str | None, burst: bool) -> None:
     if before == "cleared":
         log.warning("worker %s: a worker of this name died without a goodbye (no heartbeat); its registration "
                     "is cleared", name)
+    scratch.sweep()  # scratch folders of attempts that died with an earlier worker on this host (SIGKILL)
     loaded = trainq.load_task_modules()  # once, here: never per job (torch is imported once too)
     for module, trace in loaded.errors.items():
         log.error("task module %s failed to import; its tasks are not offered:\n%s", module, trace)
@@ -96,6 +98,8 @@ def worker_command(name: str | None, burst: bool) -> None:
         [get_queue(task) for task in offered], connection=redis_connection.get(), name=name,
         heartbeat_redis=redis_client(cfg["REDIS_URL"], cfg["REDIS_TIMEOUT"]),
         heartbeat_interval=cfg["HEARTBEAT_INTERVAL"], heartbeat_ttl=cfg["WORKER_HEARTBEAT_TTL"],
+        storage_folders=(cfg["CHECKPOINT_DIR"], cfg["ARTIFACT_DIR"]),
+        storage_min_free=cfg["STORAGE_MIN_FREE_MB"] * 2**20, storage_check_interval=cfg["STORAGE_CHECK_INTERVAL"],
         serializer=SERIALIZER, job_class=ServiceJob,
     )
     worker.work(burst=burst, logging_level=current_app.config["LOG_LEVEL"], with_scheduler=False)
@@ -130,10 +134,14 @@ def _reconcile(period: float, once: bool, check: Callable[[], None]) -> None:
         reconcile_once(Actor.RECONCILER)
         return
     from api.service.reconcile import run_pass
+    from api.worker import scratch
 
     fast = current_app.config["LIVENESS_INTERVAL"]
-    lock_conn, next_pass = None, 0.0
+    lock_conn, next_pass, next_sweep = None, 0.0, 0.0
     while True:
+        if time.monotonic() >= next_sweep:  # this host's scratch folders whose attempts died (api.worker.scratch)
+            next_sweep = time.monotonic() + current_app.config["SCRATCH_SWEEP_INTERVAL"]
+            scratch.sweep()
         try:
             if lock_conn is not None:
                 lock_conn.execute(text("SELECT 1"))  # still holding it? (a PostgreSQL restart drops the lock)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
-from api.record.status import INITIAL, Actor, JobNotFound, JobStatus, allowed_from, utcnow
+from api.record.status import INITIAL, Actor, JobNotFound, JobStatus, allowed_from
 from api.record.tables import JobEvent, TrainingJob
 from api.stores import db
 
@@ -42,7 +42,7 @@ def create(job: TrainingJob, *, actor: Actor, reason: str, now: datetime | None 
            user_id: int | None = None) -> TrainingJob:
     """Insert a new row as ``queued`` with its first event (the ``None -> queued`` transition); ``user_id`` is
     the user who submitted it."""
-    now = now or utcnow()
+    now = now or db.session.scalar(select(func.now()))  # the database's clock, as every age
     job.status = INITIAL
     job.status_reason = reason
     job.created_at = job.updated_at = job.queued_at = now
@@ -73,17 +73,17 @@ def transition(
     ``user_id`` is the user who asked for the change (the event records it); workers and reconcilers have none."""
     if restart and (actor != Actor.API or not fields or "attempts" not in fields):
         raise ValueError("a restart is the API's, and always starts a new attempt")
-    now = now or utcnow()
     sources = allowed_from(to, restart)
     if expected_from is not None:
         sources = sources & frozenset(JobStatus(s) for s in expected_from)
     job_id = uuid.UUID(str(job_id))
     try:
-        row = db.session.execute(
-            select(TrainingJob).where(TrainingJob.id == job_id).with_for_update()
-        ).scalar_one_or_none()
-        if row is None:
+        found = db.session.execute(  # stamped with the database's clock (every age is read on it) unless given
+            select(TrainingJob, func.now()).where(TrainingJob.id == job_id).with_for_update(of=TrainingJob)
+        ).one_or_none()
+        if found is None:
             raise JobNotFound(str(job_id))
+        row, now = found[0], now or found[1]
         if row.status not in sources or (attempt is not None and row.attempts != attempt):
             db.session.commit()
             return TransitionResult(row, False, JobStatus(row.status))

@@ -12,10 +12,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from redis.exceptions import RedisError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from api import queue
-from api.record.status import utcnow
 from api.record.tables import TaskOffer
 from api.stores import db
 
@@ -52,7 +51,7 @@ class TaskSpec:
 
 def publish(worker_name: str, specs: Iterable[dict[str, Any]]) -> None:
     """Record what ``worker_name`` offers (replacing what it offered before)."""
-    now, host = utcnow(), socket.gethostname()
+    now, host = db.session.scalar(select(func.now())), socket.gethostname()  # the database's clock, as every age
     db.session.execute(delete(TaskOffer).where(TaskOffer.worker_name == worker_name))
     for spec in specs:
         db.session.add(TaskOffer(worker_name=worker_name, task=spec["name"], description=spec["description"],

@@ -19,8 +19,8 @@ from sqlalchemy import DateTime, Float, String, bindparam, cast, extract, func, 
 
 from api import queue
 from api.queue import RQState
-from api.record import locks
-from api.record.status import ACTIVE, Actor, JobStatus, utcnow
+from api.record import locks, outcome
+from api.record.status import ACTIVE, Actor, JobStatus
 from api.record.status_writer import transition
 from api.record.tables import TrainingJob
 from api.service import timings
@@ -96,6 +96,11 @@ def decide(row: RowView, state: RQState | None, policy: Policy) -> Decision | No
     is lost at once, unless its heartbeat key in Redis is fresh (a process cut off from PostgreSQL only). RQ's own
     word on how the job ended still comes first."""
     decision = _by_rq_and_heartbeats(row, state, policy)
+    if row.status == JobStatus.RUNNING and row.session and state and state.status == "failed":
+        # RQ's "failed" for a started job whose attempt still holds its lock is RQ's abandoned-job clean-up (any
+        # worker's, by its own wall clock: a skewed one expires healthy jobs), not the job's end: the attempt
+        # lives, and writes its own end. A task that raised writes failed itself first; a killed horse lets go.
+        return None
     if row.status != JobStatus.RUNNING or row.session is None or (state and state.status in _ENDED_IN_RQ):
         return decision
     if row.session or (state and state.job_beat_fresh):  # held, or cut off from PostgreSQL but beating
@@ -221,7 +226,7 @@ def run_pass(
     Safe beside itself and live jobs: a row that changed since it was read is left alone (``raced``).
     """
     started = time.monotonic()
-    now = now or utcnow()
+    now = now or db_now()  # ages on the clock that wrote them (heartbeat_at, queued_at), never a host's
     policy = Policy.from_config(current_app.config, max_queue_age)
     rows = active_rows(now, ended_sessions_only)
     if ended_sessions_only and not rows:
@@ -236,6 +241,9 @@ def run_pass(
         decision = decide(row, states.get(row.rq_job_id) if row.rq_job_id else None, policy)
         if decision is None:
             continue
+        if row.status == JobStatus.RUNNING and decision.to in (JobStatus.FAILED, JobStatus.QUEUED) \
+                and _finished_outcome(row):  # it finished; only the record of it was missed
+            decision = Decision("completed", JobStatus.COMPLETED, outcome.RECORDED_FROM_FILE)
         job_id = row.id
         if dry_run:
             report.actions[decision.action].append(job_id)
@@ -251,6 +259,13 @@ def run_pass(
     return report
 
 
+def db_now() -> datetime:
+    """PostgreSQL's ``now()``: the one clock ages are written and compared on."""
+    now = db.session.scalar(select(func.now()))
+    db.session.commit()
+    return now
+
+
 def _apply(row: RowView, decision: Decision, actor: Actor, now: datetime) -> bool:
     if decision.to is None:
         return queue.ensure_enqueued(row.id, row.attempts, decision.reason)
@@ -260,8 +275,11 @@ def _apply(row: RowView, decision: Decision, actor: Actor, now: datetime) -> boo
     if decision.retry:
         fields.update(attempts=row.attempts + 1, resume_from=row.checkpoint_path, worker_pid=None,
                       rq_job_id=queue.rq_job_id_for(row.id, row.attempts + 1))
+    kept = _finished_outcome(row) if decision.to == JobStatus.COMPLETED else None
     if decision.to == JobStatus.COMPLETED:
-        fields.update(_final_result(row.rq_job_id))
+        fields.update(_final_result(row.rq_job_id) or (outcome.completion_fields(kept) if kept else {}))
+        if kept and kept.get("artifacts"):  # rows the attempt could not write while PostgreSQL was down
+            outcome.upsert_artifacts([outcome.artifact_row(row.id, row.attempts, a) for a in kept["artifacts"]])
     if decision.action in ("cancelled", "deleted"):
         actor = Actor.DASHBOARD_SYNC  # the stop was made in RQ; this pass only copies it to the row
     result = transition(
@@ -270,7 +288,15 @@ def _apply(row: RowView, decision: Decision, actor: Actor, now: datetime) -> boo
     )
     if result.changed and decision.retry:
         queue.ensure_enqueued(row.id, row.attempts + 1)
+    if result.changed and kept:
+        outcome.remove_outcome(current_app.config["CHECKPOINT_DIR"], row.id, row.attempts)
     return result.changed
+
+
+def _finished_outcome(row: RowView) -> dict[str, Any] | None:
+    """The attempt's outcome file (``api.record.outcome``), when it says the attempt completed."""
+    kept = outcome.read_outcome(current_app.config["CHECKPOINT_DIR"], row.id, row.attempts)
+    return kept if kept and kept.get("status") == JobStatus.COMPLETED.value else None
 
 
 def _final_result(job_id: str) -> dict[str, Any]:
@@ -293,7 +319,8 @@ def run_pass_now(max_age_minutes: int | None = None) -> dict[str, Any]:
 def health() -> dict[str, Any]:
     """What the reconciler would fix right now (dry run), which running rows are stale, and counts."""
     report = run_pass(dry_run=True)
-    stale_before = utcnow() - timedelta(seconds=current_app.config["HEARTBEAT_TIMEOUT"])
+    # the database's clock, on which heartbeat_at is written
+    stale_before = func.now() - timedelta(seconds=current_app.config["HEARTBEAT_TIMEOUT"])
     stale = db.session.scalars(
         select(TrainingJob.id).where(TrainingJob.status == JobStatus.RUNNING, TrainingJob.heartbeat_at < stale_before)
     ).all()

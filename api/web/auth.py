@@ -1,12 +1,16 @@
-"""Who is asking: the checks every request passes (bearer token or the monitor's session login, CSRF), and
-the request's user for the service's functions (users, tokens and who may act on a job: ``api.service.users``).
+"""Who is asking: the checks every request passes (a bearer token), and the request's user for the service's
+functions (users, tokens and who may act on a job: ``api.service.users``).
 
-- Every request needs a user (``Authorization: Bearer <token>``, or the monitor's session cookie made by
-  logging in with a token), except the endpoints in ``PUBLIC_ENDPOINTS``. The check runs before every
-  request (``authenticate_request``), so a new route is closed until someone adds it to that list.
-- A state-changing request made with the session cookie must carry the session's CSRF token
-  (``X-CSRF-Token`` header, or a ``csrf_token`` form field); one with a bearer token needs none (no browser
-  adds that header by itself).
+- Every request needs a user (``Authorization: Bearer <token>``), except the endpoints in ``PUBLIC_ENDPOINTS``.
+  The check runs before every request (``authenticate_request``), so a new route is closed until someone adds it
+  to that list. There is no cookie and no other credential a browser adds by itself, so no CSRF check either:
+  browsers send cookies to every port of a host, so a session cookie would reach any server another local account
+  runs on another port of 127.0.0.1 (issue 21, item 2).
+- The monitor keeps its token in ``sessionStorage`` (per origin, port included) and adds the header itself. A page
+  (``PAGES``) asked for without an ``Authorization`` header, as a browser's navigation is, answers a shell with no
+  data (``shell.html``) whose script fetches the same URL with the header and shows what comes back.
+- A bearer token that is refused counts against the caller's address (``api.web.throttle``): past a few, the
+  answer is a 429 with ``Retry-After``; a valid token is never refused for it.
 - Any user reads every job; only its owner or an admin changes it (``api.service.users.check_owner``).
   Admins alone reach /rq, /metrics and the cleanup endpoint (``admin_required``); a token with scope ``metrics``
   reads /metrics and nothing else (what Prometheus sends).
@@ -14,34 +18,29 @@ the request's user for the service's functions (users, tokens and who may act on
 
 from __future__ import annotations
 
-import hmac
-import secrets
-import time
 from collections.abc import Callable
-from datetime import timedelta
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Flask, g, has_request_context, redirect, request, session, url_for
-from flask.sessions import SecureCookieSessionInterface
+from flask import Flask, g, has_request_context, render_template, request
 
-from api.record.status import utcnow
-from api.record.tables import ApiToken, User
+from api.record.tables import User
 from api.service import users
 from api.service.users import Forbidden
-from api.stores import db
+from api.web import throttle
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-CSRF_HEADER = "X-CSRF-Token"
 PUBLIC_ENDPOINTS = frozenset({
     "health.health",  # a minimal liveness answer; details only with a user
-    "auth.login",  # the login page and its form
+    "auth.login",  # the login page (the token never reaches the server but in an Authorization header)
     "static",  # the monitor's CSS and JS
+    "rq_dashboard.static",  # rq-dashboard's CSS and JS
 })
 """Endpoints that answer without a user. Everything else needs one: keep this list short."""
 
-CSRF_WITHOUT_SESSION = frozenset({"auth.login"})
-"""Anonymous forms that still carry the CSRF token of the page that showed them (no login CSRF)."""
+PAGES = frozenset({"docs.docs_page", "rq_dashboard.queues_overview", "rq_dashboard.workers_overview",
+                   "rq_dashboard.jobs_overview", "rq_dashboard.job_view"})
+"""HTML pages besides the monitor's own (blueprint ``pages``): without an Authorization header, a shell."""
 
 SCOPED_ENDPOINTS: dict[str, frozenset[str]] = {"metrics": frozenset({"metrics.metrics"})}
 """What a token of a narrower scope than ``all`` may reach."""
@@ -54,11 +53,17 @@ class Unauthorized(Exception):
 # ---------------------------------------------------------------- every request
 
 
+def is_page() -> bool:
+    return request.blueprint == "pages" or request.endpoint in PAGES
+
+
 def authenticate_request() -> Any:
-    """Set ``g.user`` and ``g.token`` (``g.via``: "bearer" or "session"); check CSRF; refuse what needs a user."""
+    """Set ``g.user`` and ``g.token``; answer a page's shell to a navigation; refuse what needs a user."""
     g.user, g.token, g.via = None, None, None
     why = None
     header = request.headers.get("Authorization")
+    if header is None and request.method in SAFE_METHODS and is_page():
+        return shell()
     if header is not None:
         scheme, _, raw = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not raw.strip():
@@ -67,16 +72,8 @@ def authenticate_request() -> Any:
             token, why = users.check_token(raw.strip())
             if token is not None:
                 g.user, g.token, g.via = token.user, token, "bearer"
-    elif "token_id" in session:
-        token = db.session.get(ApiToken, session["token_id"])
-        if users.refusal(token) is None and token is not None and token.scope == "all" and not _logged_out(token):
-            users.touch(token)
-            g.user, g.token, g.via = token.user, token, "session"
-        else:  # revoked, expired or disabled since the login: the session ends
-            session.pop("token_id", None)
-    if request.method not in SAFE_METHODS and g.via != "bearer" and (
-            g.via == "session" or request.endpoint in CSRF_WITHOUT_SESSION):
-        check_csrf()
+        if why:
+            throttle.refused(why)  # a 429 once this address has failed too often
     if request.endpoint in PUBLIC_ENDPOINTS:
         if g.token is not None and g.token.scope != "all":  # a scoped token reads only its scope: anonymous here
             g.user = g.token = g.via = None
@@ -84,8 +81,6 @@ def authenticate_request() -> Any:
     if why:
         raise Unauthorized(why)
     if g.user is None:
-        if request.blueprint == "pages" and request.method in SAFE_METHODS:
-            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
         raise Unauthorized("authentication required: send 'Authorization: Bearer <token>' "
                            "(an admin makes one with: flask --app api tokens create USER)")
     allowed = SCOPED_ENDPOINTS.get(g.token.scope)
@@ -94,46 +89,9 @@ def authenticate_request() -> Any:
     return None
 
 
-def csrf_token() -> str:
-    """The session's CSRF token (made on first use); pages put it in a meta tag, forms in a hidden field."""
-    if "csrf" not in session:
-        session["csrf"] = secrets.token_urlsafe(32)
-    return session["csrf"]
-
-
-def check_csrf() -> None:
-    sent = request.headers.get(CSRF_HEADER)
-    if sent is None and request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        sent = request.form.get("csrf_token")
-    expected = session.get("csrf")
-    if not sent or not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
-        raise Forbidden(f"CSRF check failed: a state-changing request made with the session cookie must send "
-                        f"the page's CSRF token in the {CSRF_HEADER} header (or use a bearer token)", "csrf_failed")
-
-
-def login(token: ApiToken) -> None:
-    """Start a monitor session for ``token``'s user: a fresh session (and CSRF token), bound to the token, so
-    revoking the token, or disabling the user, ends it."""
-    session.clear()
-    session.permanent = True
-    session["token_id"] = token.id
-    session["since"] = time.time()
-    session["csrf"] = secrets.token_urlsafe(32)
-
-
-def _logged_out(token: ApiToken) -> bool:
-    ended = token.sessions_ended_at
-    return ended is not None and session.get("since", 0.0) <= ended.timestamp()
-
-
-def logout() -> None:
-    """End this session and every other monitor session made with its token before now (a copy of the cookie
-    included): the cookie lives in the browser, so the server remembers when its token logged out."""
-    token = g.get("token")
-    if token is not None and g.get("via") == "session":
-        token.sessions_ended_at = utcnow()
-        db.session.commit()
-    session.clear()
+def shell() -> str:
+    """A page without its data: its script reads the token from sessionStorage and fetches this URL with it."""
+    return render_template("shell.html")
 
 
 # ---------------------------------------------------------------- who may do what
@@ -167,20 +125,16 @@ def current_user_id() -> int | None:
     return user.id if user is not None else None
 
 
-class SessionInterface(SecureCookieSessionInterface):
-    """Flask's signed cookie session, its cookie marked Secure whenever the request came over HTTPS."""
-
-    def get_cookie_secure(self, app: Flask) -> bool:
-        return bool(app.config["SESSION_COOKIE_SECURE"]) or (has_request_context() and request.is_secure)
-
-
 def init_app(app: Flask) -> None:
-    app.session_interface = SessionInterface()
-    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
-                      SESSION_COOKIE_NAME="trainq_session",
-                      PERMANENT_SESSION_LIFETIME=timedelta(days=app.config["SESSION_DAYS"]))
     app.before_request(authenticate_request)
+
+    @app.after_request
+    def _vary(response: Any) -> Any:  # a page answers a shell or itself, by the Authorization header
+        if is_page():
+            response.headers["Vary"] = "Authorization"
+            response.headers["Cache-Control"] = "no-store"
+        return response
 
     @app.context_processor
     def _identity() -> dict[str, Any]:
-        return {"current_user": g.get("user"), "csrf_token": csrf_token}
+        return {"current_user": g.get("user")}

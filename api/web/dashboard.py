@@ -1,22 +1,21 @@
 """rq-dashboard mounted at ``/rq`` on the app's Redis, for admins only.
 
 rq-dashboard 0.9 has no authentication of its own, and its requeue-all runs on a plain GET. Here every /rq
-route needs an admin (``auth``'s checks run first), its state-changing routes (delete, requeue, requeue-all,
-empty, compact) answer only POST, and a POST made with the monitor's session cookie passes the same CSRF
-check as the API's: its pages get the session's CSRF token added to their jQuery calls. A GET to one of
-them is a 405 JSON answer saying so; a cross-site form post has no CSRF token and gets a 403.
+route but its static files needs an admin's bearer token (``auth``'s checks run first): its pages come through
+the monitor's shell (``auth.shell``) and its jQuery calls send the tab's token (``static/rq_auth.js``, added by
+``templates/rq_dashboard/base.html``). Its state-changing routes (delete, requeue, requeue-all, empty, compact)
+answer only POST: a GET to one of them is a 405 JSON answer saying so.
 """
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from typing import Any
 
 from flask import Flask, Response, request
 from rq.worker import Worker
 
-from api.web import auth, dashboard_input, security
+from api.web import auth, dashboard_input
 
 ACTIONS = frozenset({"delete_job_view", "requeue_job_view", "requeue_all", "empty_queue", "compact_queue"})
 """rq-dashboard's view functions that change Redis."""
@@ -123,6 +122,8 @@ def _honor(response: Response) -> Response:
 
 
 def _guard() -> Response | None:
+    if request.endpoint in auth.PUBLIC_ENDPOINTS:
+        return None
     auth.require_admin()
     if (refused := dashboard_input.refusal(request.endpoint, request.view_args or {})) is not None:
         return refused  # type: ignore[return-value]
@@ -130,8 +131,7 @@ def _guard() -> Response | None:
         from api.web.errors import error_response
 
         response, status = error_response(405, "method_not_allowed",
-                                          "rq-dashboard's actions run only from a POST (with the CSRF token when "
-                                          "made with the session cookie); a GET changes nothing")
+                                          "rq-dashboard's actions run only from a POST; a GET changes nothing")
         response.headers["Allow"] = "POST"
         return response, status  # type: ignore[return-value]
     view = (request.endpoint or "").split(".")[-1]
@@ -176,15 +176,6 @@ def _requeue(rq_job_ids: list[str], single: bool) -> Response:
     return jsonify(status="OK", restarted=restarted, refused=refused)
 
 
-def _csrf_for_jquery(response: Response) -> Response:
-    """Its pages post with jQuery: send the session's CSRF header with every one of those calls."""
-    if response.mimetype == "text/html" and not response.direct_passthrough and auth.current_user() is not None:
-        script = (f'<script nonce="{security.csp_nonce()}">$.ajaxSetup({{headers: {{"{auth.CSRF_HEADER}": '
-                  f'{json.dumps(auth.csrf_token())}}}}});</script></body>')
-        response.set_data(response.get_data(as_text=True).replace("</body>", script, 1))
-    return response
-
-
 def init_app(app: Flask) -> None:
     import rq_dashboard
     from rq import requeue_job
@@ -205,6 +196,5 @@ def init_app(app: Flask) -> None:
         # first, before rq-dashboard's own (which answers a bad instance number with a 500)
         blueprint.before_request_funcs.setdefault(None, []).insert(0, _guard)
         blueprint.after_request(dashboard_input.escape_json)
-        blueprint.after_request(_csrf_for_jquery)
         blueprint.after_request(_honor)
     app.register_blueprint(blueprint, url_prefix="/rq")

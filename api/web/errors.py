@@ -20,6 +20,7 @@ from api.service.queries import ArtifactNotFound, BadCursor
 from api.service.users import Forbidden
 from api.web.auth import Unauthorized
 from api.web.schemas import ApiError, Error, shape
+from api.web.throttle import TooManyFailures
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,12 @@ def register_error_handlers(app: Flask) -> None:
     def _unauthorized(exc: Unauthorized):
         response, status = error_response(401, "unauthorized", str(exc))
         response.headers["WWW-Authenticate"] = 'Bearer realm="trainq"'
+        return response, status
+
+    @app.errorhandler(TooManyFailures)
+    def _too_many_failures(exc: TooManyFailures):
+        response, status = error_response(429, "too_many_failures", str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after)
         return response, status
 
     @app.errorhandler(Forbidden)

@@ -161,13 +161,14 @@ _ERROR_TEXT = {
     304: "Not modified since the ETag in If-None-Match",
     400: "Bad query string, JSON or Host header (field names it)",
     401: "No credential, or an unknown, expired or revoked token",
-    403: "Not allowed: not the job's owner, an admin-only operation, a token's scope, or no CSRF token",
+    403: "Not allowed: not the job's owner, an admin-only operation, or a token's scope",
     404: "No such job (or artifact); for a submit, no job with the id in cloned_from",
     409: "The job's status does not allow this now (job_status says what it is)",
     413: "The body is over MAX_CONTENT_LENGTH",
     415: "The body is not JSON",
     422: "A field of the body is wrong (field is its path)",
-    429: "Over the user's limit of queued jobs",
+    429: "Too many refused credentials from this address (Retry-After says when to try again); for a submit, "
+         "also over the user's limit of queued jobs",
     503: "PostgreSQL or Redis is unreachable; try again shortly",
 }
 
@@ -265,7 +266,8 @@ def _links_to_the_job(ops: list[tuple[str, str, str, Operation]]) -> dict[str, A
 
 
 def _errors(path: str, method: str, spec: Operation) -> set[int]:
-    found = {400, 401, 403, 503, *spec.errors}  # any request: a bad Host header, its credential, the database
+    found = {400, 401, 403, 429, 503, *spec.errors}  # any request: a bad Host header, its credential (refused too
+    # often from one address: 429), the database
     if spec.conditional:
         found.add(304)
     if "{" in path or spec.body is schemas.SubmitRequest:  # a job in the path, or the one cloned_from names

@@ -218,6 +218,8 @@ class Health(Model):
     healthy: bool
     checks: dict[Literal["database", "redis"], Check] | None = Field(None, description="with a credential only")
     workers: int | None = Field(None, description="live workers (with a credential; null when Redis is down)")
+    workers_paused: dict[str, str] | None = Field(
+        None, description="workers that take no jobs now, and why (storage full or unwritable); with a credential")
 
 
 class UserOut(Model):
@@ -244,7 +246,7 @@ class TokenOut(Model):
 class Me(Model):
     user: UserOut
     token: TokenOut
-    via: Literal["bearer", "session"]
+    via: Literal["bearer"] = Field(description="always bearer: the monitor sends its token as every script does")
 
 
 class Task(Model):

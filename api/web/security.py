@@ -4,14 +4,19 @@ The monitor's pages run only the service's own script files (``script-src 'self'
 ``eval``). rq-dashboard's pages (``/rq``) also run their one inline script, which carries a nonce made for that
 answer, and ``eval`` (underscore's templates compile with ``new Function``); what those templates show is
 HTML-escaped by ``api.dashboard`` before it reaches them. No page may be framed (``frame-ancestors 'none'``).
+
+A page is fetched by its shell (``auth.shell``), whose document's policy is the one that counts: the shell sends
+its nonce (``X-Shell-Nonce``) and the page it fetches is made with the same one.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 
 from flask import Flask, Response, g, request
 
+_NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _COMMON = ("default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; object-src 'none'; "
            "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
@@ -19,7 +24,9 @@ _COMMON = ("default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self'
 def csp_nonce() -> str:
     """This answer's script nonce (made on first use)."""
     if "csp_nonce" not in g:
-        g.csp_nonce = secrets.token_urlsafe(18)
+        sent = request.headers.get("X-Shell-Nonce", "")
+        shell_fetch = "Authorization" in request.headers and _NONCE.fullmatch(sent)
+        g.csp_nonce = sent if shell_fetch else secrets.token_urlsafe(18)
     return g.csp_nonce
 
 

@@ -8,6 +8,7 @@ import importlib
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 from redis import Redis
@@ -16,22 +17,55 @@ from rq.worker import Worker
 
 from api import queue
 from api.stores import db
-from api.worker.attempt import remove_workdirs
+from api.worker import storage
 from api.worker.liveness import Beat
+from api.worker.scratch import remove_workdirs
 from trainq.process import die_with_parent
 
 log = logging.getLogger(__name__)
 
 
 class TrainingWorker(Worker):
-    """RQ's forking worker, plus a heartbeat key and what a horse needs before it touches anything shared."""
+    """RQ's forking worker, plus a heartbeat key, a storage check before each job, and what a horse needs before it
+    touches anything shared."""
 
     def __init__(self, *args: Any, heartbeat_redis: Redis, heartbeat_interval: float = 1.0,
-                 heartbeat_ttl: float = 4.0, **kwargs: Any) -> None:
+                 heartbeat_ttl: float = 4.0, storage_folders: tuple[str, ...] = (), storage_min_free: int = 0,
+                 storage_check_interval: float = 2.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Its own client: a lock held by the heartbeat thread at fork time must not be one the horse needs.
         self.heartbeat_redis = heartbeat_redis
         self.heartbeat_interval, self.heartbeat_ttl = heartbeat_interval, heartbeat_ttl
+        self.storage_folders, self.storage_min_free = storage_folders, storage_min_free
+        self.storage_check_interval = storage_check_interval
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        """RQ's dequeue, but only while this host can write checkpoints and artifacts (``api.worker.storage``): a
+        worker whose storage is full or unwritable takes no job (it would fail it), says why, and resumes by
+        itself."""
+        said = None
+        while self.storage_folders:
+            why = storage.blocked(self.name, self.storage_folders, self.storage_min_free)
+            key = queue.paused_key(self.name)
+            if why is None:
+                if said is not None:
+                    self.log.warning("Worker %s: storage writable again; taking jobs", self.name)
+                    self.heartbeat_redis.delete(key)
+                break
+            if why != said:
+                self.log.error("Worker %s: takes no jobs: %s", self.name, why)
+                said = why
+            try:
+                self.heartbeat_redis.set(key, why, px=int(max(4 * self.storage_check_interval, 10) * 1000))
+                self.heartbeat()  # RQ's registration stays alive while it waits
+            except RedisError:
+                pass
+            if self._stop_requested:
+                return None
+            time.sleep(self.storage_check_interval)
+            if self._stop_requested:
+                return None
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         beat_redis = self.heartbeat_redis

@@ -10,9 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import socket
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -23,37 +21,30 @@ from typing import Any, TypeVar
 from flask import current_app
 from pydantic import ValidationError
 from redis import Redis
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from redis.exceptions import RedisError
+from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_before_delay, wait_exponential
 
 import trainq
+from api import queue
+from api.record import outcome
 from api.record.joblog import JobLogCapture
-from api.record.status import Actor, JobStatus, utcnow
+from api.record.status import Actor, JobStatus
 from api.record.status_writer import TransitionResult, transition
-from api.record.tables import JobArtifact, TrainingJob
+from api.record.tables import TrainingJob
 from api.stores import db, redis_client
+from api.worker import scratch, storage
 from api.worker.disk import DiskLimited
 from api.worker.liveness import AttemptLease, JobHeartbeat, TakeoverTimeout
 from api.worker.progress import ProgressWriter
 from api.worker.trackers import Trackers
-from trainq.checkpoints import newest_checkpoint
+from trainq.checkpoints import StorageFull, disk_full_error, newest_checkpoint
 from trainq.context import TaskContext
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-def workdir_prefix(job_id: str, attempt: int) -> str:
-    """``ctx.workdir`` of a job's attempt is a fresh folder in the temp folder named with this prefix."""
-    return f"trainq-{job_id}-a{attempt}-"
-
-
-def remove_workdirs(job_id: str, attempt: int) -> None:
-    for path in Path(tempfile.gettempdir()).glob(workdir_prefix(job_id, attempt) + "*"):
-        shutil.rmtree(path, ignore_errors=True)
 
 
 class JobLogger(logging.LoggerAdapter):
@@ -96,7 +87,8 @@ def retry_db(action: Callable[[], T], what: str, seconds: float, jlog: logging.L
 
 class WorkerSink:
     """The worker's side of a ``TaskContext``: reports and checkpoints go to the ``ProgressWriter``, artifacts
-    to ``job_artifacts``; stop requests come from the heartbeat thread and refused writes."""
+    to ``job_artifacts`` (or wait for the attempt's last write while PostgreSQL is down); stop requests come from
+    the heartbeat thread and refused writes."""
 
     coalesce_seconds = 0.05  # the context hands on step-only reports at most this often (the writer samples them)
 
@@ -105,6 +97,7 @@ class WorkerSink:
         self.job_id, self.attempt, self.writer, self.heartbeat = job.id, attempt, writer, heartbeat
         self.report = writer.report  # no frame of its own on the way
         self.track = track  # every report, unsampled, to the trackers (api.worker.trackers)
+        self.pending_artifacts: list[dict[str, Any]] = []
 
     def progress_total(self, steps: int | None, epochs: int | None) -> None:
         self.writer.totals(steps, epochs)
@@ -113,14 +106,26 @@ class WorkerSink:
         self.writer.checkpointed(str(path))
 
     def artifact_saved(self, artifact: dict[str, Any]) -> None:
-        row = {"job_id": self.job_id, "name": artifact["name"], "size": artifact["size"],
-               "sha256": artifact["sha256"], "attempt": self.attempt, "path": artifact["path"],
-               "created_at": utcnow()}
-        statement = pg_insert(JobArtifact).values(**row)
-        db.session.execute(statement.on_conflict_do_update(
-            index_elements=[JobArtifact.job_id, JobArtifact.name],
-            set_={k: statement.excluded[k] for k in ("size", "sha256", "attempt", "path", "created_at")}))
-        db.session.commit()
+        """Its row now if PostgreSQL answers, else kept for the attempt's last write (``flush_artifacts``): a
+        database outage never becomes the task's failure."""
+        try:
+            outcome.upsert_artifacts([outcome.artifact_row(self.job_id, self.attempt, artifact)])
+        except (OperationalError, InterfaceError) as exc:
+            db.session.rollback()
+            self.pending_artifacts.append(artifact)
+            log.warning("job %s: artifact %s saved; its row waits for PostgreSQL (%s)", self.job_id,
+                        artifact["name"], exc.__class__.__name__)
+
+    def flush_artifacts(self) -> None:
+        """Write the artifact rows PostgreSQL missed (raises while it is still down; they stay pending)."""
+        if self.pending_artifacts:
+            try:
+                outcome.upsert_artifacts([outcome.artifact_row(self.job_id, self.attempt, artifact)
+                                          for artifact in self.pending_artifacts])
+            except BaseException:
+                db.session.rollback()
+                raise
+            self.pending_artifacts = []
 
     def stop_reason(self) -> str | None:
         if self.heartbeat.pause_requested:
@@ -162,7 +167,7 @@ def run_training_job(job_id: str, attempt: int) -> dict[str, Any]:
                 job_id, JobStatus.RUNNING, reason=f"started by worker {worker_name} (attempt {attempt})",
                 actor=Actor.WORKER, expected_from=[JobStatus.QUEUED], attempt=attempt,
                 fields={"worker_name": worker_name, "worker_pid": os.getpid(), "hostname": socket.gethostname(),
-                        "heartbeat_at": utcnow(), **lease.acquire()},
+                        "heartbeat_at": func.now(), **lease.acquire()},
             ),
             "mark running", cfg["DB_RETRY_SECONDS"], jlog,
         )
@@ -201,10 +206,11 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
     writer = ProgressWriter(job_id, attempt, cfg["PROGRESS_INTERVAL"], db.engine, jlog)
     heartbeat = JobHeartbeat(job_id, attempt, redis, db.engine, cfg["HEARTBEAT_INTERVAL"], cfg["HEARTBEAT_TIMEOUT"])
     trackers = Trackers(job, attempt, cfg, db.engine, jlog, code_version=task.code_version())
-    workdir = Path(tempfile.mkdtemp(prefix=workdir_prefix(job_id, attempt)))
+    workdir, workdir_lock = scratch.make_workdir(job_id, attempt)  # locked while this attempt lives
+    sink = WorkerSink(job, attempt, writer, heartbeat, trackers.track)
     ctx = TaskContext(job_id=job_id, attempt=attempt, checkpoint_dir=checkpoints,
                       artifact_dir=Path(cfg["ARTIFACT_DIR"]) / job_id, workdir=workdir, log=jlog,
-                      sink=DiskLimited(WorkerSink(job, attempt, writer, heartbeat, trackers.track)),
+                      sink=DiskLimited(sink),
                       keep_checkpoints=cfg["KEEP_CHECKPOINTS"],
                       device=getattr(params, "device", None) or cfg["DEVICE"] or None)
     started = time.perf_counter()
@@ -222,11 +228,15 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
                     ctx.flush_reports()  # the newest step, for the attempt's last write
         except Exception as exc:
             jlog.exception("task %s raised", job.task)
+            full = disk_full_error(exc)
+            if full is not None:  # not the job's fault: this host's storage; another worker may have room
+                _disk_full(job, attempt, full, checkpoints, writer, write, jlog)
+                raise
             write(JobStatus.FAILED, f"{exc.__class__.__name__}: {exc}"[:500],
                   error_message=traceback.format_exc()[-4000:], **writer.progress_fields())
             raise
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            scratch.release(workdir, workdir_lock)
         if ctx.stop_reason == "pause":
             return _paused(job_id, checkpoints, writer, jlog, partial(write, user_id=heartbeat.paused_by))
         if writer.refused or heartbeat.refused or ctx.stop_reason:
@@ -238,15 +248,56 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
             write(JobStatus.FAILED, f"task {job.task} returned {problem}; a task returns a dict of numbers",
                   **writer.progress_fields())
             return {"failed": problem}
+        # Durable first (beside the checkpoints): if PostgreSQL stays down past DB_RETRY_SECONDS and Redis loses the
+        # RQ job's result too, the reconciler records the completion from this file instead of calling it lost.
+        kept = outcome.write_outcome(cfg["CHECKPOINT_DIR"], job_id, attempt, {
+            "status": JobStatus.COMPLETED.value, "artifacts": sink.pending_artifacts,
+            **writer.outcome_fields(metrics)})
+        fields = {"heartbeat_at": func.now(), **writer.progress_fields(metrics)}
+
+        def complete() -> TransitionResult:
+            sink.flush_artifacts()
+            return transition(job_id, JobStatus.COMPLETED, reason="training finished", actor=Actor.WORKER,
+                              attempt=attempt, fields=fields)
+
         try:
-            done = write(JobStatus.COMPLETED, "training finished", heartbeat_at=utcnow(),
-                         **writer.progress_fields(metrics))
+            done = retry_db(complete, f"mark {JobStatus.COMPLETED}", cfg["DB_RETRY_SECONDS"], jlog)
             jlog.info("finished in %.2fs: %s (row %s)", time.perf_counter() - started, metrics, done.job.status)
+            if kept:
+                outcome.remove_outcome(cfg["CHECKPOINT_DIR"], job_id, attempt)
         except DBAPIError:
-            # RQ keeps this return value; the reconciler records it when PostgreSQL is back.
+            # RQ keeps this return value, and the outcome file keeps it too: the reconciler records it when
+            # PostgreSQL is back, even if Redis lost the RQ job meanwhile.
             jlog.error("finished, but the database stayed unreachable; the reconciler will record the result")
         return {"metrics": metrics, "checkpoint_path": writer.checkpoint_path,
                 "epochs_completed": writer.latest.get("epoch"), "steps": writer.latest.get("step")}
+
+
+def _disk_full(job: TrainingJob, attempt: int, full: OSError, checkpoints: Path, writer: ProgressWriter,
+               write: Callable[..., TransitionResult], jlog: logging.LoggerAdapter) -> None:
+    """The task met a full (or over-quota) device: this worker takes no job until space returns
+    (``api.worker.storage``), and the job keeps its attempts: re-queued to run elsewhere (from its newest
+    checkpoint) if it has any left, else failed; either way the reason names the cause."""
+    job_id = str(job.id)
+    folder = full.folder if isinstance(full, StorageFull) else Path(full.filename or checkpoints).parent
+    what = full.strerror if isinstance(full, StorageFull) else f"{full.strerror} ({full.filename or folder})"
+    reason = f"disk full: {what}"
+    storage.note_full(os.environ.get("RQ_WORKER_ID") or "", folder, reason)
+    fields = {"error_message": traceback.format_exc()[-4000:], **writer.progress_fields()}
+    if attempt >= job.max_attempts:
+        write(JobStatus.FAILED, reason[:500], **fields)
+        return
+    newest = newest_checkpoint(checkpoints)
+    resume = str(newest.path) if newest else None
+    requeued = write(JobStatus.QUEUED, f"{reason}; re-queued to run elsewhere (attempt {attempt + 1} of "
+                     f"{job.max_attempts}{', from ' + newest.path.name if newest else ''})"[:500],
+                     **fields, attempts=attempt + 1, resume_from=resume, worker_pid=None,
+                     rq_job_id=queue.rq_job_id_for(job_id, attempt + 1))
+    if requeued.changed:
+        try:
+            queue.ensure_enqueued(job_id, attempt + 1)  # the one way an attempt reaches RQ
+        except (RedisError, SQLAlchemyError) as exc:  # the reconciler enqueues it (a queued row RQ lacks)
+            jlog.warning("re-queued, not yet enqueued (%s); the reconciler will", exc.__class__.__name__)
 
 
 def _paused(job_id: str, checkpoints: Path, writer: ProgressWriter, jlog: logging.LoggerAdapter,

@@ -1,7 +1,8 @@
-"""``JOB_DISK_LIMIT_MB``: a job whose checkpoints and artifacts pass it fails, with a reason that names it
+"""``JOB_DISK_LIMIT_MB``: a job whose checkpoints and artifacts would pass it fails, with a reason that names it
 (its owner's own ``job_disk_limit_mb`` overrides the setting). The worker wraps the task's sink in
-``DiskLimited``, so the check runs right after each checkpoint (``KEEP_CHECKPOINTS`` has pruned older ones by
-then) and each artifact."""
+``DiskLimited``: before each checkpoint and artifact, ``TaskContext`` asks it how many bytes the write may take
+(``write_budget``: what it replaces, and the checkpoints ``KEEP_CHECKPOINTS`` prunes after it, count as freed) and
+stops the write there, keeping nothing; a check after each write stays."""
 
 from __future__ import annotations
 
@@ -75,6 +76,20 @@ class DiskLimited:
     def artifact_saved(self, artifact: dict[str, Any]) -> None:
         self._sink.artifact_saved(artifact)
         self.check()
+
+    def write_budget(self, freed: int) -> int | None:
+        """Bytes the next checkpoint or artifact may take (``freed``: what it replaces or lets be pruned); None: no
+        limit. ``TaskContext`` stops a write at this many bytes, before it passes the limit."""
+        if self._limit is None:
+            return None
+        return self._limit - (job_disk_usage(self._sink.job_id) - freed)
+
+    def write_refused(self, what: str, exc: Exception) -> JobDiskLimitExceeded:
+        return JobDiskLimitExceeded(
+            f"refused to write {what} {getattr(exc, 'path', Path('?')).name}: it would take the job's checkpoints and "
+            f"artifacts over its disk limit of {self._limit / 2**20:.0f} MB (JOB_DISK_LIMIT_MB, or the owner's "
+            f"job_disk_limit_mb; KEEP_CHECKPOINTS={current_app.config['KEEP_CHECKPOINTS']} keeps only the newest "
+            "checkpoints)")
 
     def check(self) -> None:
         if self._limit is None:

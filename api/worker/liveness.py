@@ -27,7 +27,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from api import queue
 from api.record import locks
-from api.record.status import JobStatus, utcnow
+from api.record.status import JobStatus
 from api.record.tables import TrainingJob
 from api.stores import SERVER_KEEPALIVES
 
@@ -96,7 +96,7 @@ class JobHeartbeat:
             try:
                 with self.engine.begin() as conn:
                     written = conn.execute(
-                        this_attempts_row(self.job_id, self.attempt).values(heartbeat_at=utcnow())
+                        this_attempts_row(self.job_id, self.attempt).values(heartbeat_at=func.now())
                     ).rowcount
                 self._last_db = time.monotonic()
                 self.refused = self.refused or not written

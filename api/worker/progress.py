@@ -8,11 +8,10 @@ import threading
 import uuid
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import func, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.record.status import utcnow
 from api.worker.liveness import Beat, this_attempts_row
 from trainq.context import resolve_entry
 
@@ -68,7 +67,7 @@ class ProgressWriter:
         with self._write_lock:
             with self._lock:  # take what is there; reading CUDA values (waits for the GPU) happens outside
                 sent, latest, self._pending, self._changed = self._pending, dict(self.latest), [], False
-            values = {**self._fields(sent, latest), "heartbeat_at": utcnow(), "updated_at": utcnow()}
+            values = {**self._fields(sent, latest), "heartbeat_at": func.now(), "updated_at": func.now()}
             try:
                 with self.engine.begin() as conn:
                     written = conn.execute(this_attempts_row(self.job_id, self.attempt).values(**values)).rowcount
@@ -94,6 +93,15 @@ class ProgressWriter:
         with self._lock:
             pending, latest = list(self._pending), dict(self.latest)
         return self._fields(pending, latest, final)
+
+    def outcome_fields(self, final: dict[str, Any]) -> dict[str, Any]:
+        """What ``progress_fields`` writes, as plain JSON (``api.record.outcome``): the history entries not yet
+        written."""
+        with self._lock:
+            pending, latest = list(self._pending), dict(self.latest)
+        fields = self._fields([], latest, final)
+        fields["history"] = [resolve_entry(entry) for entry in pending]
+        return fields
 
     def _fields(self, pending: list[dict[str, Any]], latest: dict[str, Any],
                 final: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The per-job disk limit: a job whose checkpoints and artifacts pass it fails, with a reason naming the limit
 (a real worker and the built-in mlp task); the check counts checkpoints (after KEEP_CHECKPOINTS pruned them) and
-artifacts."""
+artifacts, and runs before a write too (a write that would pass the limit stops there, keeping nothing)."""
 
 from __future__ import annotations
 
@@ -68,3 +68,32 @@ def test_zero_means_no_limit(ctx, make_user, settings):
     folder.mkdir(parents=True)
     (folder / "huge").write_bytes(b"x" * (2 * 1024 * 1024))
     DiskLimited(FakeSink(job_id)).checkpointed(folder / "huge")
+
+
+def test_a_write_that_would_pass_the_limit_is_refused_before_it_lands(ctx, make_user, settings, tmp_path):
+    """Issue 21 item 6: the limit is checked before a write, not after: a checkpoint or artifact that would take the
+    job past it stops before it does, nothing of it is kept, and the sink never records it."""
+    import logging
+
+    import torch
+
+    from api.worker.disk import job_disk_usage
+    from trainq import TaskContext
+
+    _, user_client, _ = make_user("precheck", job_disk_limit_mb=1)
+    job_id = submit(user_client, SHORT)
+    sink = FakeSink(job_id)
+    artifacts = Path(settings["ARTIFACT_DIR"]) / job_id
+    checkpoints = Path(settings["CHECKPOINT_DIR"]) / job_id
+    context = TaskContext(job_id=job_id, attempt=1, checkpoint_dir=checkpoints, artifact_dir=artifacts,
+                          workdir=tmp_path, log=logging.getLogger("precheck"), sink=DiskLimited(sink))
+    context.save_artifact("small.bin", b"x" * 1000)
+    with pytest.raises(JobDiskLimitExceeded, match="refused to write artifact big.bin"):
+        context.save_artifact("big.bin", b"x" * (1024 * 1024))
+    assert [p.name for p in artifacts.iterdir()] == ["small.bin"]
+    with pytest.raises(JobDiskLimitExceeded, match="refused to write checkpoint"):
+        context.checkpoint({"weights": torch.zeros(400_000)})  # about 1.6 MB: stopped at the limit, in torch.save
+    assert list(checkpoints.iterdir()) == [] and job_disk_usage(job_id) == 1000
+    assert sink.calls == ["small.bin"]  # neither refused write was recorded
+    context.checkpoint({"weights": torch.zeros(1000)})  # what fits is written as before
+    assert len(sink.calls) == 2

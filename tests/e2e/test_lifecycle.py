@@ -13,7 +13,7 @@ from rq.command import send_stop_job_command
 
 from api.queue import fetch
 from api.service.reconcile import run_pass
-from api.worker.attempt import workdir_prefix
+from api.worker.scratch import workdir_prefix
 from tests.support import (
     LONG,
     SHORT,

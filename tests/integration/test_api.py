@@ -149,7 +149,8 @@ def test_events_endpoint(client):
 
 def test_health_ok_with_worker_count(client):
     body = client.get("/api/health").get_json()
-    assert body == {"healthy": True, "checks": {"database": {"ok": True}, "redis": {"ok": True}}, "workers": 0}
+    assert body == {"healthy": True, "checks": {"database": {"ok": True}, "redis": {"ok": True}}, "workers": 0,
+                    "workers_paused": {}}
 
 
 def test_dashboard_is_mounted(client):

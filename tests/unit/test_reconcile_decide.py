@@ -120,7 +120,17 @@ def test_a_held_session_is_alive_even_with_a_stale_heartbeat_and_a_dead_looking_
                                                (RQState("failed", error="x"), "worker_lost")])
 def test_rq_saying_how_it_ended_comes_before_the_session(state, action):
     assert run(state, session=False).action == action
-    assert run(state, session=True).action == action
+    if state.status != "failed":
+        assert run(state, session=True).action == action
+
+
+def test_a_held_session_outranks_rqs_abandoned_job_verdict():
+    """RQ's registry clean-up (any worker's, by its own clock) moves a started job it thinks abandoned to failed;
+    while the attempt's session holds its lock, the attempt lives and writes its own end (issue 26, case 3)."""
+    abandoned = RQState("failed", error="rq.exceptions.AbandonedJobError: ...")
+    assert run(abandoned, session=True) is None
+    assert run(abandoned, session=True, heartbeat_age_s=3600, **CKPT) is None
+    assert run(abandoned, session=False).action == "worker_lost"
 
 
 def test_an_unknown_session_leaves_the_heartbeat_rules():

@@ -1,14 +1,14 @@
-"""The monitor's login: paste a token (or open the login URL ``make run`` prints, which carries one in its
-#fragment, never sent to the server or its logs), get a session cookie; log out. ``/api/me`` says who you are."""
+"""The monitor's login page: paste a token (or open the login URL ``make run`` prints, which carries one in its
+#fragment, never sent to the server or its logs). Its script checks the token with ``/api/me`` and keeps it in
+``sessionStorage``; no cookie is ever set. ``/api/me`` says who you are."""
 
 from __future__ import annotations
 
 import re
 
-from flask import Blueprint, g, redirect, render_template, request, url_for
+from flask import Blueprint, g, render_template, request, url_for
 
-from api.service import users
-from api.web import auth, schemas
+from api.web import schemas
 from api.web.openapi import operation
 
 bp = Blueprint("auth", __name__)
@@ -26,25 +26,9 @@ def _safe_next(target: str | None) -> str:
     return url_for("pages.jobs_page")
 
 
-@bp.route("/login", methods=["GET", "POST"])
+@bp.get("/login")
 def login():
-    next_url = _safe_next(request.values.get("next"))
-    if request.method == "GET":
-        return render_template("login.html", next_url=next_url, error=None)
-    raw = (request.form.get("token") or "").strip()
-    token, why = users.check_token(raw) if raw else (None, "paste a token")
-    if token is not None and token.scope != "all":
-        token, why = None, f"a token with scope {token.scope!r} cannot log in to the monitor"
-    if token is None:
-        return render_template("login.html", next_url=next_url, error=f"Not logged in: {why}."), 401
-    auth.login(token)
-    return redirect(next_url)
-
-
-@bp.post("/logout")
-def logout():
-    auth.logout()
-    return redirect(url_for("auth.login"))
+    return render_template("login.html", next_url=_safe_next(request.args.get("next")))
 
 
 @bp.get("/api/me")

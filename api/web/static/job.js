@@ -105,7 +105,8 @@ function renderJob(job) {
   renderCurves(curveHistory(job));
   if (job.history_truncated && !state.sampling && performance.now() - state.sampledAt > SAMPLE_EVERY_MS) {
     state.sampling = true;
-    fetch(`${base}/history?format=json&points=${SAMPLE_POINTS}`, {headers: {Accept: "application/json"}, cache: "no-store"})
+    fetch(`${base}/history?format=json&points=${SAMPLE_POINTS}`, {headers: {...authHeaders(), Accept: "application/json"}, cache: "no-store",
+      credentials: "omit"})
       .then((response) => (response.ok ? response.json() : null))
       .then((body) => {
         if (body) {

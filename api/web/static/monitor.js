@@ -112,9 +112,9 @@ class Resource {
   }
 
   async fetch() {
-    const headers = {Accept: "application/json"};
+    const headers = {...authHeaders(), Accept: "application/json"};
     if (this.etag) headers["If-None-Match"] = this.etag;
-    const response = await fetch(this.url, {headers, cache: "no-store"});
+    const response = await fetch(this.url, {headers, cache: "no-store", credentials: "omit"});
     if (response.status === 304) return null;
     if (response.status === 401) toLogin();
     const body = await response.json();
@@ -133,18 +133,23 @@ class ApiError extends Error {
   }
 }
 
-/** The session's CSRF token (the page's meta tag): every state-changing call made with the cookie sends it. */
-const CSRF_TOKEN = (document.querySelector("meta[name=csrf-token]") || {}).content || "";
+/** This tab's token: kept by the login page in sessionStorage (per origin, port included; no cookie). */
+const TOKEN_KEY = "trainq.token";
 
-/** The session ended (logged out elsewhere, token revoked or expired): log in again, then come back here. */
+function authHeaders() {
+  const token = window.sessionStorage.getItem(TOKEN_KEY);
+  return token ? {Authorization: `Bearer ${token}`} : {};
+}
+
+/** No token, or it was refused (revoked, expired, its user disabled): log in again, then come back here. */
 function toLogin() {
+  window.sessionStorage.removeItem(TOKEN_KEY);
   window.location.assign(`/login?next=${encodeURIComponent(window.location.pathname + window.location.search)}`);
 }
 
-/** A state-changing call: JSON in (so no cross-site form can make it), with the CSRF header, JSON out;
-    throws ApiError. */
+/** A state-changing call: JSON in, the token in its header, JSON out; throws ApiError. */
 async function callApi(method, url, payload) {
-  const init = {method, headers: {Accept: "application/json", "X-CSRF-Token": CSRF_TOKEN}};
+  const init = {method, headers: {...authHeaders(), Accept: "application/json"}, credentials: "omit"};
   if (payload !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(payload);
@@ -154,6 +159,32 @@ async function callApi(method, url, payload) {
   const body = await response.json().catch(() => ({}));
   if (!response.ok) throw new ApiError(response.status, body);
   return body;
+}
+
+/** Links to the API's files (downloads, /metrics) need the token too: fetched with it, saved from a blob. */
+document.addEventListener("click", async (event) => {
+  const link = event.target.closest && event.target.closest("a[download]");
+  if (!link || link.protocol === "blob:" || new URL(link.href).origin !== window.location.origin) return;
+  event.preventDefault();
+  const response = await fetch(link.href, {headers: authHeaders(), cache: "no-store", credentials: "omit"})
+    .catch(() => null);
+  if (!response) return;
+  if (response.status === 401) return toLogin();
+  const named = /filename="?([^";]+)"?/.exec(response.headers.get("Content-Disposition") || "");
+  const save = h("a", {href: URL.createObjectURL(await response.blob()), download: link.getAttribute("download")
+    || (named && named[1]) || decodeURIComponent(new URL(link.href).pathname.split("/").pop())});
+  document.body.append(save);
+  save.click();
+  save.remove();
+  setTimeout(() => URL.revokeObjectURL(save.href), 60_000);
+});
+
+const logout = document.getElementById("logout");
+if (logout) {
+  logout.addEventListener("click", () => {
+    window.sessionStorage.removeItem(TOKEN_KEY);
+    window.location.assign("/login");
+  });
 }
 
 /** Run ``tick`` now and then every POLL_MS after each finishes (never two at once); show a banner while
