@@ -47,7 +47,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(docs.bp)
     app.register_blueprint(webhooks.bp)
-    app.register_blueprint(webhooks.pages_bp)
     dashboard.init_app(app)
     metrics.init_app(app)
     commands.init_app(app)

@@ -1,5 +1,6 @@
-"""``/api/webhooks`` (register, list, change, delete hooks; their deliveries, "send again"), the monitor's
-``/webhooks`` page, and ``/api/training/<id>/trackers`` (a job's TensorBoard folder and MLflow run)."""
+"""``/api/webhooks`` (register, list, change, delete hooks; their deliveries, "send again"), the data of the
+monitor's ``/webhooks`` page (served by ``pages``), and ``/api/training/<id>/trackers`` (a job's TensorBoard
+folder and MLflow run)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import shlex
 import uuid
 from typing import Any
 
-from flask import Blueprint, render_template
+from flask import Blueprint
 
 from api.service import queries, webhooks
 from api.web import schemas as s
@@ -17,7 +18,6 @@ from api.web.openapi import operation
 from api.web.schemas import ApiError
 
 bp = Blueprint("webhooks", __name__, url_prefix="/api")
-pages_bp = Blueprint("webhook_pages", __name__)
 
 
 def _call(action: Any, *args: Any, **kwargs: Any) -> Any:
@@ -102,10 +102,11 @@ def trackers_of(job_id: uuid.UUID) -> dict[str, Any]:
             "lost_reports": found.get("lost_reports", 0)}
 
 
-@pages_bp.get("/webhooks")
-def webhooks_page():
+def page_data() -> dict[str, Any]:
+    """What the monitor's ``/webhooks`` page starts with (the page itself is in ``pages``, so a navigation without a
+    token gets its shell as the other pages do): the caller's hooks (an admin's: everyone's), each one's newest
+    deliveries, and the events a hook may ask for."""
     user = current_user()
     hooks = [hook.to_dict() for hook in webhooks.visible(user)]
     recent = {hook["id"]: [d.to_dict() for d in webhooks.deliveries(hook["id"], user, 20)] for hook in hooks}
-    return render_template("webhooks.html", initial={"webhooks": hooks, "deliveries": recent,
-                                                     "events": list(w.EventName.__args__)})
+    return {"webhooks": hooks, "deliveries": recent, "events": list(w.EventName.__args__)}

@@ -1,5 +1,6 @@
 // The webhooks page: register a hook (its secret shown once), enable, disable or delete one, see each hook's
-// deliveries and send one again. Every change goes through the JSON API (callApi: JSON, CSRF header).
+// deliveries and send one again. Every call goes through the JSON API with the tab's token (monitor.js's callApi:
+// JSON, Authorization: Bearer from sessionStorage, no cookie; a refused token goes to the login page and back).
 "use strict";
 
 const initialHooks = JSON.parse(document.getElementById("initial").textContent);
