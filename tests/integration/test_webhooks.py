@@ -281,7 +281,7 @@ def test_a_sender_killed_between_commit_and_delivery_delivers_after_restart(priv
     assert db.session.scalar(select(db.func.count()).select_from(Webhook)) == 1
 
 
-def test_the_monitor_page_lists_hooks_and_their_deliveries(private_ok, client, receiver, make_user):
+def test_the_monitor_page_lists_hooks_and_their_deliveries(private_ok, client, anon, receiver, make_user):
     created = register(client, receiver.url)
     receiver.secret = created["secret"]
     end(new_job(admin_id()))
@@ -295,3 +295,7 @@ def test_the_monitor_page_lists_hooks_and_their_deliveries(private_ok, client, r
     assert created["secret"] not in page.get_data(as_text=True)
     _, other, _ = make_user("viewer")
     assert receiver.url not in other.get("/webhooks").get_data(as_text=True)
+    shell = anon.get("/webhooks")  # a navigation (no Authorization header): the shell, no data
+    html = shell.get_data(as_text=True)
+    assert shell.status_code == 200 and 'id="shell-status"' in html and "shell.js" in html
+    assert receiver.url not in html and "webhooks.js" not in html and shell.headers["Vary"] == "Authorization"
