@@ -123,7 +123,7 @@ def test_a_new_route_is_closed_until_it_is_allowed(app):
 
 
 def test_health_details_need_a_user(client, anon):
-    assert set(client.get("/api/health").get_json()) == {"healthy", "checks", "workers"}
+    assert set(client.get("/api/health").get_json()) == {"healthy", "checks", "workers", "workers_paused"}
     assert anon.get("/api/health").get_json() == {"healthy": True}
 
 
