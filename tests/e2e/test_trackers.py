@@ -99,8 +99,10 @@ def test_every_step_reaches_tensorboard_and_a_real_mlflow_server(client, workers
     assert len(tags["trainq.code_version"]) == 16 and tags["trainq.status"] == "completed"
     assert [a.path for a in mlflow.list_artifacts(run.info.run_id)] == ["counts.bin"]
     assert trackers["mlflow_url"] == f"{mlflow_server}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
-    page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    page = client.get(f"/jobs/{job_id}").get_data(as_text=True)  # as the shell fetches it: with the tab's token
     assert trackers["mlflow_url"] in page and trackers["tensorboard_dir"] in page
+    shell = client.application.test_client(token=None).get(f"/jobs/{job_id}").get_data(as_text=True)  # a navigation
+    assert 'id="shell-status"' in shell and run.info.run_id not in shell and trackers["tensorboard_dir"] not in shell
 
 
 def test_an_mlflow_that_never_answers_neither_fails_nor_delays_the_job(client, workers, tmp_path):
