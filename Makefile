@@ -15,7 +15,7 @@ $(PY):
 # torch is pinned to the CPU build that installs from local disk; see README.
 $(STAMP): setup.cfg pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[server,train,dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[server,train,dev,trackers]"
 	touch $(STAMP)
 
 run: install
@@ -33,7 +33,7 @@ lint: install
 # Benchmarks: not part of `make test`; run by hand, results committed (see BENCHMARKS.md).
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[server,train,dev,bench]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[server,train,dev,trackers,bench]"
 	touch $(BENCH_STAMP)
 bench-install: $(BENCH_STAMP)
 

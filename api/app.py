@@ -29,9 +29,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     redis_connection.init_app(app)
 
-    from api.ops import commands
+    from api.ops import commands, webhook_commands
     from api.web import auth, dashboard, errors, hosts, metrics, security
-    from api.web.routes import catalogue, docs, health, jobs, pages
+    from api.web.routes import catalogue, docs, health, jobs, pages, webhooks
     from api.web.routes import hosts as host_routes
     from api.web.routes import login as login_routes
 
@@ -48,9 +48,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(docs.bp)
+    app.register_blueprint(webhooks.bp)
     dashboard.init_app(app)
     metrics.init_app(app)
     commands.init_app(app)
+    webhook_commands.init_app(app)
     return app
 
 

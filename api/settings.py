@@ -128,6 +128,37 @@ class Settings(BaseSettings):
         description="refused bearer tokens one address may send per AUTH_FAILURE_WINDOW; more get a 429",
     )
     AUTH_FAILURE_WINDOW: int = Field(60, description="seconds over which AUTH_FAILURES counts (and Retry-After's most)")
+    # webhooks and trackers (issue 25; README, Integrations)
+    WEBHOOK_ALLOW_PRIVATE: Flag = Field(
+        False,
+        description="webhooks may reach loopback and private addresses (never link-local or the cloud metadata "
+                    "address); an admin's choice, off by default (SSRF)",
+    )
+    WEBHOOK_TIMEOUT: float = Field(10.0, description="a webhook delivery's time limit: connect, send and answer (s)")
+    WEBHOOK_MAX_ATTEMPTS: int = Field(8, description="tries of one webhook delivery before it is marked failed")
+    WEBHOOK_RETRY_BASE: float = Field(
+        10.0,
+        description="wait before a webhook delivery's second try; doubled after each, at most an hour (s)",
+    )
+    WEBHOOK_DISABLE_AFTER: int = Field(
+        20,
+        description="a webhook whose deliveries failed this many tries in a row is disabled, with the reason",
+    )
+    WEBHOOK_POLL_INTERVAL: float = Field(1.0, description="the webhook sender looks for new events this often (s)")
+    MONITOR_URL: str = Field(
+        "http://127.0.0.1:5000",
+        description="the monitor's address as people reach it: webhook deliveries link to job pages under it",
+    )
+    TENSORBOARD: Flag = Field(
+        True,
+        description="workers write every job's reports as TensorBoard event files (ARTIFACT_DIR/<job id>/tensorboard)",
+    )
+    MLFLOW_TRACKING_URI: str = Field("", description="workers log each job as an MLflow run there (empty: no MLflow)")
+    MLFLOW_EXPERIMENT: str = Field("trainq", description="the MLflow experiment jobs' runs go in")
+    TRACKER_FLUSH_TIMEOUT: float = Field(
+        10.0,
+        description="after a job's end is recorded, its trackers get this long to send what they hold (s)",
+    )
 
 
 def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:

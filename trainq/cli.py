@@ -587,5 +587,10 @@ def _detached(job_id: str) -> None:
     sys.exit(130)
 
 
+from trainq.cli_integrations import tensorboard_command, webhooks_group  # noqa: E402 - added to the group above
+
+main.add_command(webhooks_group)
+main.add_command(tensorboard_command)
+
 if __name__ == "__main__":
     main()

@@ -33,7 +33,9 @@ STOP_REASONS = ("cancel", "pause", "superseded")
 
 class Sink(Protocol):
     """Where a context's reports go and where its stop requests come from. A sink may set ``coalesce_seconds``:
-    the context then hands it step-only reports (merged, the newest values) at most that often."""
+    the context then hands it step-only reports (merged, the newest values) at most that often. A sink may have a
+    ``track`` callable (or None): it gets every report as it is made, none merged (on the training thread: it
+    must only queue it)."""
 
     def report(self, entry: dict[str, Any]) -> None:
         """Called on the training thread, so it must be quick. ``entry`` may hold ``Deferred`` values (CUDA
@@ -163,6 +165,8 @@ class TaskContext:
         self._last_epoch: int | None = None
         self._last_step: int | None = None
         self._coalesce: float = getattr(sink, "coalesce_seconds", 0.0)
+        # a sink's trackers (TensorBoard, MLflow) get every report, before any is coalesced or sampled
+        self._track = getattr(sink, "track", None)
         self._steps: dict[str, Any] = {}  # step-only reports not yet handed on (merged)
         self._hand_on_at = 0.0
 
@@ -223,6 +227,8 @@ class TaskContext:
             entry["epoch"] = self._last_epoch = int(epoch)
         for name, value in metrics.items():
             entry[name] = _number(name, value)
+        if self._track is not None:
+            self._track(entry)
         if epoch is None and self._coalesce:
             # step-only: merged into the newest one, handed on at most every ``coalesce_seconds`` (the sink keeps
             # only the newest step-only report per write anyway)

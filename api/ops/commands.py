@@ -157,6 +157,10 @@ def reconciler_command(interval: float | None, once: bool) -> None:
     from api.ops.pg_trust import TrustRuleError, refuse_trust
 
     period = interval if interval is not None else current_app.config["RECONCILE_INTERVAL"]
+    if not once:  # webhook deliveries too, from a thread (api.service.webhook_sender)
+        from api.service import webhook_sender
+
+        webhook_sender.start_thread(current_app._get_current_object())
     try:
         _reconcile(period, once, lambda: refuse_trust(db.engine))
     except TrustRuleError as exc:

@@ -2,6 +2,8 @@
 status is ``create()``): a conditional UPDATE (``WHERE status IN allowed_from``, plus the attempt number for
 writes from a worker) and an event row, in one transaction. A write that loses a race changes nothing and
 returns the row as it is now. The rules come from ``api.record.status``; nothing else writes ``status``.
+Webhook events come from this commit: a trigger on ``job_events`` adds their outbox row in the same transaction
+(``api.record.webhook_tables``).
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ from api.worker import devices, scratch, storage
 from api.worker.disk import DiskLimited
 from api.worker.liveness import AttemptLease, JobHeartbeat, TakeoverTimeout
 from api.worker.progress import ProgressWriter
+from api.worker.trackers import Trackers
 from trainq.checkpoints import StorageFull, disk_full_error, newest_checkpoint
 from trainq.context import TaskContext
 
@@ -93,9 +94,11 @@ class WorkerSink:
 
     coalesce_seconds = 0.05  # the context hands on step-only reports at most this often (the writer samples them)
 
-    def __init__(self, job: TrainingJob, attempt: int, writer: ProgressWriter, heartbeat: JobHeartbeat) -> None:
+    def __init__(self, job: TrainingJob, attempt: int, writer: ProgressWriter, heartbeat: JobHeartbeat,
+                 track: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.job_id, self.attempt, self.writer, self.heartbeat = job.id, attempt, writer, heartbeat
         self.report = writer.report  # no frame of its own on the way
+        self.track = track  # every report, unsampled, to the trackers (api.worker.trackers)
         self.pending_artifacts: list[dict[str, Any]] = []
 
     def progress_total(self, steps: int | None, epochs: int | None) -> None:
@@ -210,8 +213,9 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
               f", newest checkpoint {newest.path.name}" if newest else "", placed.describe())
     writer = ProgressWriter(job_id, attempt, cfg["PROGRESS_INTERVAL"], db.engine, jlog)
     heartbeat = JobHeartbeat(job_id, attempt, redis, db.engine, cfg["HEARTBEAT_INTERVAL"], cfg["HEARTBEAT_TIMEOUT"])
+    trackers = Trackers(job, attempt, cfg, db.engine, jlog, code_version=task.code_version())
     workdir, workdir_lock = scratch.make_workdir(job_id, attempt)  # locked while this attempt lives
-    sink = WorkerSink(job, attempt, writer, heartbeat)
+    sink = WorkerSink(job, attempt, writer, heartbeat, trackers.track)
     ctx = TaskContext(job_id=job_id, attempt=attempt, checkpoint_dir=checkpoints,
                       artifact_dir=Path(cfg["ARTIFACT_DIR"]) / job_id, workdir=workdir, log=jlog,
                       sink=DiskLimited(sink),
@@ -234,8 +238,9 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
         watch = devices.MemoryWatch(placed.memory_mb, out_of_memory)
         watch.start()
     # Beating until the attempt's end is recorded: a worker still retrying its final write (PostgreSQL down) is
-    # alive, and the reconciler must not take it for lost even if Redis lost its RQ job meanwhile.
-    with heartbeat:
+    # alive, and the reconciler must not take it for lost even if Redis lost its RQ job meanwhile. The trackers'
+    # last flush comes after the end is recorded (a tracker's outage never delays it).
+    with trackers, heartbeat:
         try:
             with writer:
                 try:

@@ -16,6 +16,7 @@ from sqlalchemy import func, select, text, update
 from api.record.status import Actor, JobStatus, utcnow
 from api.record.status_writer import transition
 from api.record.tables import ApiToken, JobEvent, User
+from api.record.webhook_tables import Webhook, WebhookDelivery
 from api.service import users
 from api.stores import db
 from api.web import auth
@@ -38,7 +39,9 @@ def _state(job_id: str, redis) -> tuple:
     """Everything a request could change: the rows, events, users, tokens and every key in Redis."""
     db.session.expire_all()
     jobs = db.session.execute(text("SELECT id, status, attempts, updated_at FROM training_jobs ORDER BY id")).all()
-    counts = tuple(db.session.scalar(select(func.count()).select_from(model)) for model in (JobEvent, User, ApiToken))
+    counts = tuple(db.session.scalar(select(func.count()).select_from(model))
+                   for model in (JobEvent, User, ApiToken, Webhook, WebhookDelivery))
+    hooks = db.session.execute(text("SELECT id, enabled, events, updated_at FROM webhooks ORDER BY id")).all()
     tokens = db.session.execute(text("SELECT id, revoked_at FROM api_tokens ORDER BY id")).all()
     db.session.commit()
     read = {b"string": redis.get, b"hash": redis.hgetall, b"list": lambda k: redis.lrange(k, 0, -1),
@@ -46,13 +49,14 @@ def _state(job_id: str, redis) -> tuple:
             b"stream": lambda k: redis.xrange(k)}
     values = {key: read[redis.type(key)](key) for key in sorted(redis.keys("*"))
               if not key.startswith(b"trainq:auth-failures:")}  # the count of refused credentials (test_backoff)
-    return jobs, counts, tokens, values
+    return jobs, counts, tokens, hooks, values
 
 
-def _urls(app, job_id: str) -> list[tuple[str, str, str]]:
+def _urls(app, job_id: str, hook_id: int) -> list[tuple[str, str, str]]:
     out = []
+    given = {**URL_VALUES, "hook_id": hook_id, "delivery_id": uuid.UUID(int=1)}  # issue 25's webhook routes
     for rule in app.url_map.iter_rules():
-        values = {arg: URL_VALUES.get(arg, job_id) for arg in rule.arguments}
+        values = {arg: given.get(arg, job_id) for arg in rule.arguments}
         with app.test_request_context():
             from flask import url_for
 
@@ -76,8 +80,10 @@ def test_every_route_refuses_or_changes_nothing_without_credentials(app, client,
     FailedJobRegistry(queue=queue).add(rq_job, ttl=600)
     headers = {"none": {}, "bad token": {"Authorization": "Bearer tq_not-a-token"},
                "not bearer": {"Authorization": f"Basic {TOKENS['admin']}"}}[credentials]
+    hook = client.post("/api/webhooks", json={"url": "https://93.184.216.34/hook", "events": ["failed"]})
+    assert hook.status_code == 201, hook.get_json()
     anonymous = app.test_client(token=None)
-    urls = _urls(app, job_id)
+    urls = _urls(app, job_id, hook.get_json()["webhook"]["id"])
     assert len(urls) > 40  # the walk covers the whole app: API, pages, rq-dashboard, metrics
     before = _state(job_id, redis)
     for endpoint, method, url in urls:
@@ -94,6 +100,7 @@ def test_every_route_refuses_or_changes_nothing_without_credentials(app, client,
         if response.status_code in (301, 302, 303, 307, 308):
             assert "/login" in response.headers["Location"], (endpoint, method, response.headers["Location"])
         assert _state(job_id, redis) == before, (endpoint, method, url)
+    assert client.delete(f"/api/webhooks/{hook.get_json()['webhook']['id']}").status_code == 200
     if credentials == "none":
         health = anonymous.get("/api/health")
         assert health.status_code == 200 and health.get_json() == {"healthy": True}  # no details
@@ -116,7 +123,7 @@ def test_a_new_route_is_closed_until_it_is_allowed(app):
 
 
 def test_health_details_need_a_user(client, anon):
-    assert set(client.get("/api/health").get_json()) == {"healthy", "checks", "workers"}
+    assert set(client.get("/api/health").get_json()) == {"healthy", "checks", "workers", "workers_paused"}
     assert anon.get("/api/health").get_json() == {"healthy": True}
 
 

@@ -1,4 +1,5 @@
-"""The web monitor: ``/`` (jobs), ``/jobs/<id>`` (one job) and ``/compare?ids=`` (several jobs side by side).
+"""The web monitor: ``/`` (jobs), ``/jobs/<id>`` (one job), ``/compare?ids=`` (several jobs side by side) and
+``/webhooks`` (the caller's hooks).
 Server-rendered shells with the first data inlined; the pages' JavaScript then polls the same JSON API a script
 would. What a status allows comes from the server (each job's ``actions``; the compare page gets the terminal
 statuses, after which it stops polling), never from a rule of the JavaScript's own.
@@ -14,6 +15,8 @@ from api.service import catalogue, history, queries
 from api.web import schemas
 from api.web.openapi import read_query
 from api.web.routes.jobs import detail, list_page, render
+from api.web.routes.webhooks import page_data as webhooks_page_data
+from api.web.routes.webhooks import trackers_of
 from api.web.schemas import ApiError
 
 bp = Blueprint("pages", __name__)
@@ -61,7 +64,15 @@ def job_page(job_id: str):
         except JobNotFound:
             pass
     return render_template("job.html", job=job, task=task, source=source,
-                           params=ordered_params(job["params"] or {}, task))
+                           params=ordered_params(job["params"] or {}, task),
+                           trackers=trackers_of(queries.parse_id(job_id)))
+
+
+@bp.get("/webhooks")
+def webhooks_page():
+    """The caller's webhooks (an admin's: everyone's) with their newest deliveries; the page's script changes them
+    through ``/api/webhooks``."""
+    return render_template("webhooks.html", initial=webhooks_page_data())
 
 
 @bp.get("/compare")
