@@ -66,6 +66,16 @@ def _paused(host: str, paused: set[str]) -> bool:
                                  for worker in paused)
 
 
+def _release_on_lost_hosts() -> None:
+    """A job placed on a host whose agent is gone before its worker took it waits again, to be placed anew (its RQ
+    job, left on the dead host's queue, moves with it: ``queue.ensure_enqueued``). A running job's reservation is
+    the attempt's: it ends when the reconciler finds the attempt lost."""
+    session = db.session
+    session.execute(text(
+        "DELETE FROM reservations r USING training_jobs j WHERE r.job_id = j.id AND j.status = 'queued'"
+        f" AND r.host_id NOT IN ({host_registry.live_host_ids_sql()})"))
+
+
 def _waiting() -> list[Waiting]:
     placed = select(Reservation.job_id).where(and_(Reservation.job_id == TrainingJob.id,
                                                    Reservation.attempt == TrainingJob.attempts))
@@ -102,6 +112,7 @@ def schedule() -> Report:
     session = db.session
     try:
         locks.lock_for_transaction(session, locks.Namespace.SCHEDULER, locks.SCHEDULER_KEY)
+        _release_on_lost_hosts()
         hosts = _hosts()
         names = {h.id: h.name for h in hosts}
         waiting = _waiting()

@@ -20,6 +20,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 from rq.worker import Worker
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -27,7 +28,7 @@ from api import queue
 from api.scheduler import hosts as host_registry
 from api.scheduler.hosts import HostRefused, Inventory
 from api.scheduler.schedule import schedule
-from api.stores import db
+from api.stores import SERVER_KEEPALIVES, db
 from api.worker import storage
 from api.worker.liveness import Beat
 from api.worker.scratch import remove_workdirs
@@ -157,6 +158,8 @@ class HostLease:
     def acquire(self) -> int:
         conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
+            for setting, value in SERVER_KEEPALIVES.items():  # a cut-off host's session (and locks) go in ~11 s
+                conn.execute(text(f"SET {setting} = {int(value)}"))
             self.host_id = host_registry.register(conn, self.inventory)
         except BaseException:
             conn.invalidate()
