@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from playwright.sync_api import Page, expect
 
+from api.queue import fetch
 from tests.support import LONG, submit
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
@@ -51,7 +52,8 @@ def other_server() -> Iterator[tuple[str, list[dict]]]:
     server.server_close()
 
 
-def test_another_loopback_port_never_receives_a_credential(page: Page, other_server, client, admin_token):
+def test_another_loopback_port_never_receives_a_credential(page: Page, other_server, client, admin_token,
+                                                           placeholder_host):
     url, seen = other_server
     job_id = submit(client, LONG, name="kept")
     for path in ("/", f"/jobs/{job_id}", "/rq/", "/rq/0/view/workers"):  # every kind of page, logged in
@@ -71,5 +73,5 @@ def test_another_loopback_port_never_receives_a_credential(page: Page, other_ser
     expect(page.locator("#job-rows")).to_contain_text("kept")
     page.goto(f"/jobs/{job_id}")
     expect(page.locator("#job-title")).to_have_text("kept")
-    page.goto("/rq/0/view/jobs/training.mlp/queued/8/asc/1")
+    page.goto(f"/rq/0/view/jobs/{fetch(job_id).origin}/queued/8/asc/1")  # the queue of the host it was placed on
     expect(page.locator("body")).to_contain_text(job_id)  # rq-dashboard's own script fetched its data

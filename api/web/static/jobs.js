@@ -190,11 +190,12 @@ function applyFilters() {
   if (listUrl() !== before || view.cursors.length) navigate();
 }
 
-/** Listing one task's jobs, with no sort chosen: sort by the task's primary metric, best first (its mode). */
+/** Listing one task's jobs: its primary metric is the sort offered first (the metric input's suggestion, the order
+    its mode says is best), never applied by itself: a metric sort lists only the jobs that reported it. */
 function defaultSort() {
   const declared = (catalog.tasks || []).find((t) => t.name === taskFilter.value);
+  sortMetric.placeholder = declared && declared.metric ? `e.g. ${declared.metric}` : "";
   if (!declared || !declared.metric || sortMetric.value.trim()) return;
-  sortMetric.value = declared.metric;
   sortOrder.value = declared.metric_mode === "max" ? "-" : "";
 }
 taskFilter.addEventListener("change", defaultSort);
