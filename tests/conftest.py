@@ -174,6 +174,7 @@ def placeholder_host(app: Flask) -> Iterator[str]:
         try:
             yield PLACEHOLDER_HOST
         finally:
-            conn.invalidate()  # closed for good, never back to the pool with the host's lock held
+            conn.execute(text("SELECT pg_advisory_unlock_all()"))  # free now: the next test registers it again
+            conn.invalidate()  # closed for good, never back to the pool
             conn.close()
 

@@ -129,10 +129,13 @@ def schedule() -> Report:
         for job_id, host_id in result.holds.items():
             session.execute(update(TrainingJob).where(TrainingJob.id == uuid.UUID(job_id))
                             .values(hold_host_id=host_id))
-        for job_id, reason in result.reasons.items():
+        for job_id, reason in result.reasons.items():  # why a re-queued job was re-queued stays until it is placed
             session.execute(update(TrainingJob).where(
                 TrainingJob.id == uuid.UUID(job_id), TrainingJob.status == JobStatus.QUEUED,
-                TrainingJob.status_reason.is_distinct_from(reason)).values(status_reason=reason))
+                TrainingJob.status_reason.is_distinct_from(reason),
+                or_(TrainingJob.status_reason.is_(None), TrainingJob.status_reason == "submitted",
+                    TrainingJob.status_reason.like("waiting for %"), TrainingJob.status_reason.like("placed on %")),
+            ).values(status_reason=reason))
         session.commit()
     except BaseException:
         session.rollback()

@@ -98,6 +98,7 @@ def _no_constant(name: str) -> Any:
 
 
 _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")  # PostgreSQL stores neither a NUL nor a lone UTF-16 surrogate
+TEXT = r"^[^\x00\ud800-\udfff]*$"  # the same rule, as a JSON Schema pattern for a task's free-text params
 
 
 def _check_text(value: Any, path: str, depth: int = 0) -> None:
@@ -322,9 +323,12 @@ def _embed(schema: dict[str, Any], name: str) -> dict[str, dict[str, Any]]:
 
     def point(value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: (REF.format(model=f"{name}.{v.removeprefix('#/$defs/')}") if k == "$ref"
-                        and isinstance(v, str) and v.startswith("#/$defs/") else point(v))
-                    for k, v in value.items() if k not in ("$defs", "$schema")}
+            pointed = {k: (REF.format(model=f"{name}.{v.removeprefix('#/$defs/')}") if k == "$ref"
+                           and isinstance(v, str) and v.startswith("#/$defs/") else point(v))
+                       for k, v in value.items() if k not in ("$defs", "$schema")}
+            if pointed.get("type") == "string" and not pointed.keys() & {"enum", "const", "pattern", "format"}:
+                pointed["pattern"] = TEXT  # what PostgreSQL stores: the API refuses the rest (a 400 naming it)
+            return pointed
         if isinstance(value, list):
             return [point(v) for v in value]
         return value

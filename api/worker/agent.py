@@ -190,6 +190,10 @@ class HostLease:
     def release(self) -> None:
         self._beat.stop()
         if self.conn is not None:
+            try:
+                self.conn.execute(text("SELECT pg_advisory_unlock_all()"))  # free at once for the next agent
+            except SQLAlchemyError:
+                pass
             self.conn.invalidate()  # the session ends, its locks with it (never back to the pool holding them)
             self.conn.close()
 
