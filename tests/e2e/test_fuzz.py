@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import delete
 
 from tests.support import REPO, start_gunicorn
 
@@ -24,6 +25,15 @@ SKIPPED_CHECKS = {
 
 @pytest.fixture(scope="module")
 def api(app, settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
+    # The API's own schemas are fuzzed, with the built-in tasks' params: tests before this one publish test tasks
+    # whose free-text params the fuzzer fills with NULs, which PostgreSQL cannot store (a 400 naming the field; the
+    # document's pattern says so, but the fuzzer's generator does not honour it for every case). Their offers go.
+    from api.record.tables import TaskOffer
+    from api.stores import db
+
+    with app.app_context():
+        db.session.execute(delete(TaskOffer).where(~TaskOffer.module.like("builtin_tasks%")))
+        db.session.commit()
     log = tmp_path_factory.mktemp("fuzz-gunicorn") / "gunicorn.log"
     # schemathesis's ignored_auth check sends a refused token to every operation, all from 127.0.0.1: past
     # AUTH_FAILURES a minute those answer 429 (tests/integration/test_backoff.py tests that), not the 401 it checks
