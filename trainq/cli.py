@@ -8,7 +8,6 @@ nor the server's packages.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import re
 import sys
@@ -24,34 +23,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Column, Table
 
 from trainq.client import Client, ClientError, save_login
+from trainq.terminal import clean, emit_json, handled
 
 # follow's exit codes, by the status it stopped at: the terminal ones, and paused (it waits for a resume)
 FOLLOW_EXIT = {"completed": 0, "failed": 1, "cancelled": 2, "paused": 3}
 POLL_SECONDS = 1.0
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 console = Console(highlight=False)
-
-
-def handled(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The API's message (and field) on stderr and exit status 1 instead of a traceback; Ctrl-C says so."""
-
-    @functools.wraps(command)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except ClientError as exc:
-            click.echo(f"error: {clean(exc)}", err=True)
-            sys.exit(1)
-
-    return run
-
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def clean(value: Any) -> str:
-    """Text from the service, safe for a terminal: control characters (escape sequences) shown, not sent."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
 
 
 def cell(value: Any) -> str:
@@ -69,10 +47,6 @@ def table(*columns: str) -> Table:
 
 def client() -> Client:
     return Client.from_environment()
-
-
-def emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True))
 
 
 def resolve(api: Client, job_id: str) -> str:

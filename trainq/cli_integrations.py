@@ -3,51 +3,26 @@ Added to ``trainq.cli``'s group; they use only the API client."""
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import re
 import shutil
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
 from trainq.client import Client, ClientError
+from trainq.terminal import clean, emit_json, handled
 
 EVENTS = ("completed", "failed", "cancelled", "paused", "preempted", "sweep_finished")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-def _clean(value: Any) -> str:
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
-
-
-def _handled(command: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(command)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except ClientError as exc:
-            click.echo(f"error: {_clean(exc)}", err=True)
-            sys.exit(1)
-
-    return run
-
-
-def _emit(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True))
-
-
 def _events(text: str) -> list[str]:
     chosen = [e.strip() for e in text.split(",") if e.strip()]
     unknown = [e for e in chosen if e not in EVENTS]
     if unknown or not chosen:
         raise click.BadParameter(f"choose from {', '.join(EVENTS)} (comma-separated)", param_hint="--on")
     return chosen
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def _job_id(api: Client, prefix: str) -> str:
@@ -74,38 +49,38 @@ def webhooks_group() -> None:
                               "everyone's).")
 @click.option("--slack", is_flag=True, help="Send Slack (or Mattermost) incoming-webhook messages.")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
-@_handled
+@handled
 def webhooks_add(url: str, events: str, task: str | None, owner: str | None, slack: bool, as_json: bool) -> None:
     """Register URL; prints the secret that signs its deliveries, once."""
     where = {k: v for k, v in {"task": task, "owner": owner}.items() if v}
     created = Client.from_environment().call("POST", "/api/webhooks", {
         "url": url, "events": _events(events), "filter": where, "format": "slack" if slack else "json"})
     if as_json:
-        _emit(created)
+        emit_json(created)
         return
     hook = created["webhook"]
-    click.echo(f"webhook {hook['id']}: {_clean(hook['url'])} on {', '.join(hook['events'])}")
+    click.echo(f"webhook {hook['id']}: {clean(hook['url'])} on {', '.join(hook['events'])}")
     click.echo(f"secret (shown once; verify X-Trainq-Signature with it): {created['secret']}")
 
 
 @webhooks_group.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
-@_handled
+@handled
 def webhooks_ls(as_json: bool) -> None:
     """Your webhooks (an admin's: everyone's)."""
     hooks = Client.from_environment().call("GET", "/api/webhooks")["webhooks"]
     if as_json:
-        _emit(hooks)
+        emit_json(hooks)
         return
     for hook in hooks:
         state = "enabled" if hook["enabled"] else f"disabled: {hook['disabled_reason']}"
-        click.echo(f"{hook['id']}\t{_clean(hook['url'])}\t{','.join(hook['events'])}\t{hook['owner']}\t"
-                   f"{hook['format']}\t{_clean(state)}")
+        click.echo(f"{hook['id']}\t{clean(hook['url'])}\t{','.join(hook['events'])}\t{hook['owner']}\t"
+                   f"{hook['format']}\t{clean(state)}")
 
 
 @webhooks_group.command("rm")
 @click.argument("hook_id", type=int)
-@_handled
+@handled
 def webhooks_rm(hook_id: int) -> None:
     """Delete a webhook and its deliveries."""
     click.echo(Client.from_environment().call("DELETE", f"/api/webhooks/{hook_id}")["message"])
@@ -113,7 +88,7 @@ def webhooks_rm(hook_id: int) -> None:
 
 @webhooks_group.command("enable")
 @click.argument("hook_id", type=int)
-@_handled
+@handled
 def webhooks_enable(hook_id: int) -> None:
     """Enable a webhook (its failures forgotten)."""
     Client.from_environment().call("PATCH", f"/api/webhooks/{hook_id}", {"enabled": True})
@@ -122,7 +97,7 @@ def webhooks_enable(hook_id: int) -> None:
 
 @webhooks_group.command("disable")
 @click.argument("hook_id", type=int)
-@_handled
+@handled
 def webhooks_disable(hook_id: int) -> None:
     """Disable a webhook (its deliveries wait)."""
     Client.from_environment().call("PATCH", f"/api/webhooks/{hook_id}", {"enabled": False})
@@ -132,22 +107,22 @@ def webhooks_disable(hook_id: int) -> None:
 @webhooks_group.command("deliveries")
 @click.argument("hook_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
-@_handled
+@handled
 def webhooks_deliveries(hook_id: int, as_json: bool) -> None:
     """A webhook's deliveries, newest first: status, tries, last code and error."""
     found = Client.from_environment().call("GET", f"/api/webhooks/{hook_id}/deliveries")["deliveries"]
     if as_json:
-        _emit(found)
+        emit_json(found)
         return
     for d in found:
         click.echo(f"{d['id']}\t{d['event']}\t{(d['job_id'] or '-')[:8]}\t{d['status']}\t{d['attempts']} tries\t"
-                   f"{d['last_status_code'] or '-'}\t{_clean(d['last_error'] or '')}")
+                   f"{d['last_status_code'] or '-'}\t{clean(d['last_error'] or '')}")
 
 
 @webhooks_group.command("send-again")
 @click.argument("hook_id", type=int)
 @click.argument("delivery_id")
-@_handled
+@handled
 def webhooks_send_again(hook_id: int, delivery_id: str) -> None:
     """Send a delivery again (the same idempotency key, fresh tries)."""
     Client.from_environment().call("POST", f"/api/webhooks/{hook_id}/deliveries/{delivery_id}/send-again", {})
@@ -158,7 +133,7 @@ def webhooks_send_again(hook_id: int, delivery_id: str) -> None:
 @click.argument("job_ids", nargs=-1, required=True)
 @click.option("--port", type=int, default=6006, show_default=True)
 @click.option("--print", "only_print", is_flag=True, help="Print the tensorboard command instead of running it.")
-@_handled
+@handled
 def tensorboard_command(job_ids: tuple[str, ...], port: int, only_print: bool) -> None:
     """Show one job's TensorBoard, or several side by side (their folders must be on this machine, as on the
     service's host or shared storage; else it prints where they are)."""
