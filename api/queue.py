@@ -233,6 +233,13 @@ def enqueue(job_id: str, attempt: int, queue_name: str) -> Job:
     return job
 
 
+def any_worker_of(agent: str, workers: set[str]) -> bool:
+    """Whether ``workers`` (names) holds one of the agent's RQ workers: itself (one slot) or one of its pool's
+    (``<agent>-<n>``)."""
+    return agent in workers or any(name.startswith(f"{agent}-") and name[len(agent) + 1:].isdigit()
+                                   for name in workers)
+
+
 def live_worker_names() -> set[str]:
     """Workers whose heartbeat key exists: the project's one definition of a live worker (RQ's own registry
     keeps a killed worker for minutes)."""

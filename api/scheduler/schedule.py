@@ -54,16 +54,11 @@ def _hosts() -> list[HostState]:
     except RedisError:
         paused = set()
     states = {h.id: HostState.empty(h.id, h.name, h.cpus, h.memory_mb, h.slots, [g.idx for g in h.gpus],
-                                    () if _paused(h.name, paused) else offered.get(h.name, ()))
+                                    () if queue.any_worker_of(h.name, paused) else offered.get(h.name, ()))
               for h in host_registry.live_hosts()}
     for r in db.session.scalars(select(Reservation).where(Reservation.host_id.in_(list(states)))):
         states[r.host_id].take(r.gpus, r.cpu_ids, r.memory_mb)
     return list(states.values())
-
-
-def _paused(host: str, paused: set[str]) -> bool:
-    return host in paused or any(worker.startswith(f"{host}-") and worker[len(host) + 1:].isdigit()
-                                 for worker in paused)
 
 
 def _release_on_lost_hosts() -> None:

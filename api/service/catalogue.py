@@ -78,16 +78,13 @@ def catalog() -> dict[str, TaskSpec]:
     workers: dict[str, int | None] = {}
     for offer in offers:
         newest[offer.task] = offer
-        workers[offer.task] = None if live is None else (workers.get(offer.task) or 0) + _live(offer.worker_name, live)
+        if live is None:
+            workers[offer.task] = None
+        else:
+            workers[offer.task] = (workers.get(offer.task) or 0) + queue.any_worker_of(offer.worker_name, live)
     return {name: TaskSpec(name, o.description, o.params_schema, o.params_order, o.code_version, o.module,
                            workers[name], o.published_at.isoformat(), o.metric, o.metric_mode, o.resources)
             for name, o in sorted(newest.items())}
-
-
-def _live(agent: str, live: set[str]) -> bool:
-    """Whether the agent that published offers runs: its worker (one slot) or one of its pool's (``<agent>-<n>``)
-    is live."""
-    return agent in live or any(name.startswith(f"{agent}-") and name[len(agent) + 1:].isdigit() for name in live)
 
 
 def _path(parts: Iterable[Any]) -> str:
