@@ -23,12 +23,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Column, Table
 
 from trainq.client import Client, ClientError, save_login
-from trainq.terminal import clean, emit_json, handled
+from trainq.terminal import clean, emit_json, handled, resolve
 
 # follow's exit codes, by the status it stopped at: the terminal ones, and paused (it waits for a resume)
 FOLLOW_EXIT = {"completed": 0, "failed": 1, "cancelled": 2, "paused": 3}
 POLL_SECONDS = 1.0
-UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 console = Console(highlight=False)
 
 
@@ -47,23 +46,6 @@ def table(*columns: str) -> Table:
 
 def client() -> Client:
     return Client.from_environment()
-
-
-def resolve(api: Client, job_id: str) -> str:
-    """A job id from a unique prefix of it, as git takes commit ids."""
-    job_id = job_id.strip().lower()
-    if UUID_TEXT.fullmatch(job_id):
-        return job_id
-    if not re.fullmatch(r"[0-9a-f-]{1,36}", job_id):
-        raise ClientError(f"{job_id!r} is not a job id (or a prefix of one): ids are hexadecimal")
-    matches = api.call("GET", "/api/training", id_prefix=job_id, limit=11)["jobs"]
-    if not matches:
-        raise ClientError(f"no job id starts with {job_id!r}")
-    if len(matches) > 1:
-        listed = "\n".join(f"  {j['id']}  {clean(j['name'])}  {j['status']}" for j in matches[:10])
-        more = "\n  ..." if len(matches) > 10 else ""
-        raise ClientError(f"{job_id!r} is ambiguous; it starts these jobs:\n{listed}{more}")
-    return matches[0]["id"]
 
 
 def progress_text(job: dict[str, Any]) -> str:

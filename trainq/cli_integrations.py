@@ -4,14 +4,13 @@ Added to ``trainq.cli``'s group; they use only the API client."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 
 import click
 
 from trainq.client import Client, ClientError
-from trainq.terminal import clean, emit_json, handled
+from trainq.terminal import clean, emit_json, handled, resolve
 
 EVENTS = ("completed", "failed", "cancelled", "paused", "preempted", "sweep_finished")
 def _events(text: str) -> list[str]:
@@ -20,19 +19,6 @@ def _events(text: str) -> list[str]:
     if unknown or not chosen:
         raise click.BadParameter(f"choose from {', '.join(EVENTS)} (comma-separated)", param_hint="--on")
     return chosen
-
-
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-def _job_id(api: Client, prefix: str) -> str:
-    prefix = prefix.strip().lower()
-    if _UUID.fullmatch(prefix):
-        return prefix
-    matches = api.call("GET", "/api/training", id_prefix=prefix, limit=2)["jobs"]
-    if len(matches) != 1:
-        raise ClientError(f"{prefix!r} names {'no job' if not matches else 'several jobs'}: give more of the id")
-    return matches[0]["id"]
 
 
 @click.group("webhooks")
@@ -140,7 +126,7 @@ def tensorboard_command(job_ids: tuple[str, ...], port: int, only_print: bool) -
     api = Client.from_environment()
     spec, missing = [], []
     for given in job_ids:
-        job_id = _job_id(api, given)
+        job_id = resolve(api, given)
         trackers = api.call("GET", f"/api/training/{job_id}/trackers")
         folder = trackers.get("tensorboard_dir")
         if not folder:

@@ -1,5 +1,5 @@
-"""What the trainq commands write to a terminal: the service's text with control characters shown, not sent;
-the API's refusals as one line and exit status 1; JSON for scripts."""
+"""What the trainq commands share: the service's text with control characters shown, not sent; the API's
+refusals as one line and exit status 1; JSON for scripts; a job named by a unique prefix of its id."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from trainq.client import ClientError
+from trainq.client import Client, ClientError
 
 
 def handled(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -39,3 +39,23 @@ def clean(value: Any) -> str:
 
 def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def resolve(api: Client, job_id: str) -> str:
+    """A job id from a unique prefix of it, as git takes commit ids."""
+    job_id = job_id.strip().lower()
+    if UUID_TEXT.fullmatch(job_id):
+        return job_id
+    if not re.fullmatch(r"[0-9a-f-]{1,36}", job_id):
+        raise ClientError(f"{job_id!r} is not a job id (or a prefix of one): ids are hexadecimal")
+    matches = api.call("GET", "/api/training", id_prefix=job_id, limit=11)["jobs"]
+    if not matches:
+        raise ClientError(f"no job id starts with {job_id!r}")
+    if len(matches) > 1:
+        listed = "\n".join(f"  {j['id']}  {clean(j['name'])}  {j['status']}" for j in matches[:10])
+        more = "\n  ..." if len(matches) > 10 else ""
+        raise ClientError(f"{job_id!r} is ambiguous; it starts these jobs:\n{listed}{more}")
+    return matches[0]["id"]
