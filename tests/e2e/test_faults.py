@@ -80,6 +80,10 @@ def test_a_long_outage_plus_a_redis_flush_keeps_the_completion(app, client, work
     try:
         wait_for(lambda: "finished, but the database stayed unreachable" in worker.log(), 180,
                  "the worker to give up its final write")
+        # the horse logs that, then returns, and RQ writes the job's end to Redis after it: flush once that is in,
+        # or the flush races RQ and the result survives it
+        wait_for(lambda: fetch(job_id).get_status(refresh=True) in ("finished", "failed"), 60,
+                 "RQ to record the job's end")
         redis.flushall()
     finally:
         postgres_server.start()
