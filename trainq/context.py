@@ -64,7 +64,7 @@ class LocalSink:
     def report(self, entry: dict[str, Any]) -> None:
         entry = resolve_entry(entry)
         self.entries.append(entry)
-        self.log.info("report %s", entry)
+        self.log.info("report %s", " ".join(f"{name}={value}" for name, value in entry.items()))
 
     def progress_total(self, steps: int | None, epochs: int | None) -> None:
         self.total_steps, self.total_epochs = steps, epochs
@@ -77,6 +77,23 @@ class LocalSink:
 
     def stop_reason(self) -> str | None:
         return None
+
+
+LOCAL_FORMAT = "%(asctime)s %(name)s: %(message)s"
+
+
+def show_on_stderr(log: logging.Logger) -> None:
+    """Make ``log``'s INFO lines (a local context's reports) visible without any logging configuration: a
+    handler on stderr, unless some handler (the program's own logging setup) already takes its records. A
+    program that configures logging itself keeps its own format and level."""
+    if log.hasHandlers():
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(LOCAL_FORMAT, "%H:%M:%S"))
+    log.addHandler(handler)
+    if log.getEffectiveLevel() > logging.INFO:
+        log.setLevel(logging.INFO)
+    log.propagate = False  # a later logging.basicConfig() must not print each line twice
 
 
 def check_artifact_name(name: str) -> str:
@@ -171,11 +188,14 @@ class TaskContext:
         self._hand_on_at = 0.0
 
     @classmethod
-    def local(cls, folder: Path | None = None, device: str | None = None, job_id: str = "local") -> TaskContext:
+    def local(cls, folder: Path | None = None, device: str | None = None, job_id: str = "local",
+              show_logs: bool = True) -> TaskContext:
         """A context for running a task by hand (tests, notebooks): state under ``folder`` (a temp folder if
-        None), reports logged, never asked to stop."""
+        None), reports, checkpoints and ``ctx.log`` lines shown on stderr (``show_logs``), never asked to stop."""
         base = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="trainq-local-"))
         log = logging.getLogger(f"trainq.task.{job_id}")
+        if show_logs:
+            show_on_stderr(log)
         return cls(job_id=job_id, attempt=1, checkpoint_dir=base / "checkpoints", artifact_dir=base / "artifacts",
                    workdir=base / "work", log=log, sink=LocalSink(log), device=device)
 

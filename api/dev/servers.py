@@ -54,6 +54,39 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def port_is_free(port: int) -> bool:
+    """Whether 127.0.0.1:``port`` can be bound now (nothing listens there, nor holds it)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME_WAIT is no user
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def previous_port(ports_file: Path, name: str) -> int | None:
+    """The port ``name`` had at the last start (kept in ``ports_file``), when it is free now; else None (a new
+    one is picked). So ``var/local.env`` stays valid across restarts of ``make run``."""
+    try:
+        port = json.loads(ports_file.read_text()).get(name)
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(port, int) and 1024 <= port <= 65535 and port_is_free(port):
+        return port
+    return None
+
+
+def keep_port(ports_file: Path, name: str, port: int) -> None:
+    """Remember ``name``'s port for the next start (``previous_port``)."""
+    try:
+        ports = json.loads(ports_file.read_text())
+        ports = ports if isinstance(ports, dict) else {}
+    except (OSError, ValueError):
+        ports = {}
+    write_private(ports_file, json.dumps({**ports, name: port}) + "\n")
+
+
 def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
     """Poll ``check`` until it returns something truthy (and return that); TimeoutError naming ``what``
     after ``timeout`` seconds. Used here, by the tests and by the benchmarks: waits have deadlines."""

@@ -16,8 +16,10 @@ from api.dev.servers import (
     EmbeddedServerError,
     PostgresServer,
     RedisServer,
+    keep_port,
     mask,
     own_folder,
+    previous_port,
     read_secret,
     write_private,
 )
@@ -88,14 +90,19 @@ def start_servers(var_dir: Path, servers: list[RedisServer | PostgresServer]) ->
     environment the children get. ``var/local.env`` (0600) has the URLs for other commands."""
     env = dict(os.environ)
     own_folder(var_dir, "make run's folder")
+    ports = var_dir / "ports.json"  # each server's port at the last start, taken again when free
     if not env.get("REDIS_URL"):
-        redis = RedisServer(var_dir / "redis", password=read_secret(var_dir / "redis.password"))
+        redis = RedisServer(var_dir / "redis", port=previous_port(ports, "redis"),
+                            password=read_secret(var_dir / "redis.password"))
         servers.append(redis.start())
+        keep_port(ports, "redis", redis.port)
         env["REDIS_URL"] = redis.url
         log.info("embedded Redis at %s (its log in %s)", mask(redis.url), redis.data_dir)
     if not env.get("DATABASE_URL"):
-        postgres = PostgresServer(var_dir / "postgres", fsync=True, password=read_secret(var_dir / "postgres.password"))
+        postgres = PostgresServer(var_dir / "postgres", port=previous_port(ports, "postgres"), fsync=True,
+                                  password=read_secret(var_dir / "postgres.password"))
         servers.append(postgres.start())
+        keep_port(ports, "postgres", postgres.port)
         env["DATABASE_URL"] = postgres.create_database("trainq")
         who = f", running as {postgres.account.pw_name}" if postgres.account else ""
         log.info("embedded PostgreSQL at %s (data in %s%s; its log in %s)", mask(env["DATABASE_URL"]),
