@@ -1,10 +1,13 @@
-# Two commands: `make run` and `make test`. Both create .venv and install everything when needed.
+# Two commands: `make run` and `make test`. Both create .venv and install what they need: `make run` the service,
+# the built-in tasks and the trackers (`make install`); `make test` also the test tooling (`make install-dev`).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+LOGS := var/log/api.log var/log/worker.log var/log/reconciler.log var/log/access.log
 
-.PHONY: install run test test-unit lint clean bench bench-install bench-cancel bench-orphans bench-reconcile \
+.PHONY: install install-dev run logs test test-unit lint clean bench bench-install bench-cancel bench-orphans bench-reconcile \
 	bench-api bench-overhead bench-pages bench-tasks bench-report screenshots cli-recording
 
 install: $(STAMP)
@@ -15,24 +18,35 @@ $(PY):
 # torch is pinned to the CPU build that installs from local disk; see README.
 $(STAMP): setup.cfg pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[server,train,dev,trackers]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[server,train,trackers]"
 	touch $(STAMP)
+
+# The test tooling (pytest, Playwright, schemathesis, ruff, import-linter): only `make test` and its kin need it.
+install-dev: $(DEV_STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[server,train,trackers,dev]"
+	touch $(DEV_STAMP)
 
 run: install
 	$(PY) -m api.dev
 
-test: install
+# What `make run` writes to files rather than to its terminal: access log, job output, every child's lines.
+logs:
+	tail -n 20 -F $(LOGS)
+
+test: install-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: install
+test-unit: install-dev
 	$(PY) -m pytest tests/unit
 
-lint: install
+lint: install-dev
 	$(VENV)/bin/ruff check .
 
 # Benchmarks: not part of `make test`; run by hand, results committed (see BENCHMARKS.md).
 BENCH_STAMP := $(VENV)/.bench-installed
-$(BENCH_STAMP): $(STAMP)
+$(BENCH_STAMP): $(DEV_STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[server,train,dev,trackers,bench]"
 	touch $(BENCH_STAMP)
 bench-install: $(BENCH_STAMP)

@@ -251,6 +251,24 @@ def live_workers() -> int:
     return len(live_worker_names())
 
 
+# An agent that is starting (importing its task modules) and has not yet published its tasks: a submit of a task
+# no worker has published yet is then "retry in a few seconds" (503), not "unknown task" (422). The agent renews
+# the key until it has published, then deletes it; one killed meanwhile leaves it for STARTING_TTL seconds.
+STARTING_PREFIX = "trainq:agent-starting:"
+STARTING_TTL = 30
+
+
+def starting_key(agent: str) -> str:
+    return STARTING_PREFIX + agent
+
+
+def agents_starting(conn: Redis | None = None) -> list[str]:
+    """The agents that said they are starting and have not published their tasks yet."""
+    conn = conn or redis_connection.get()
+    return sorted(key.decode()[len(STARTING_PREFIX):] for key in conn.scan_iter(match=STARTING_PREFIX + "*",
+                                                                                  count=1000))
+
+
 PAUSED_PREFIX = "trainq:worker-paused:"
 
 

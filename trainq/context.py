@@ -54,17 +54,30 @@ class Sink(Protocol):
 
 
 class LocalSink:
-    """For running a task by hand: reports go to the log, nothing ever asks it to stop."""
+    """For running a task by hand: reports go to the log (every epoch's; step-only ones at most every
+    ``step_line_seconds``, the others at DEBUG), nothing ever asks it to stop. ``entries`` keeps every report."""
+
+    step_line_seconds = 2.0
 
     def __init__(self, log: logging.Logger | logging.LoggerAdapter) -> None:
         self.log, self.entries = log, []  # type: ignore[var-annotated]
         self.total_steps: int | None = None
         self.total_epochs: int | None = None
+        self._next_step_line = 0.0
 
     def report(self, entry: dict[str, Any]) -> None:
         entry = resolve_entry(entry)
         self.entries.append(entry)
-        self.log.info("report %s", " ".join(f"{name}={value}" for name, value in entry.items()))
+        level = logging.INFO
+        if "epoch" not in entry:
+            now = time.monotonic()
+            if now < self._next_step_line:
+                level = logging.DEBUG
+            else:
+                self._next_step_line = now + self.step_line_seconds
+        if self.log.isEnabledFor(level):
+            self.log.log(level, "report %s", " ".join(
+                f"{name}={value:.4g}" if type(value) is float else f"{name}={value}" for name, value in entry.items()))
 
     def progress_total(self, steps: int | None, epochs: int | None) -> None:
         self.total_steps, self.total_epochs = steps, epochs

@@ -83,6 +83,44 @@ def worker_command(name: str | None, burst: bool, gpus: str | None, fake_gpus: i
     its traceback and offers nothing."""
     import uuid
 
+    name = name or uuid.uuid4().hex
+    starting = StartingBeat(name)  # until it has published: a submit of a task not offered yet is "retry soon"
+    try:
+        _run_agent(name, burst, gpus, fake_gpus, cpus, memory, slots, host_name, starting)
+    finally:
+        starting.done()
+
+
+class StartingBeat:
+    """Says in Redis that agent ``name`` is starting (``api.queue.starting_key``), renewed from a thread until
+    ``done()``: once it has published its tasks, or when it fails before."""
+
+    def __init__(self, name: str) -> None:
+        from api.queue import STARTING_TTL, starting_key
+        from api.worker.liveness import Beat
+
+        self.conn, self.key = redis_connection.get(), starting_key(name)
+
+        def say() -> None:
+            try:
+                self.conn.set(self.key, "starting", ex=STARTING_TTL)
+            except RedisError:
+                pass
+
+        self.beat = Beat(f"agent-starting-{name}", STARTING_TTL / 6, say)
+        self.beat.start()
+
+    def done(self) -> None:
+        if self.beat.is_alive():
+            self.beat.stop()
+            try:
+                self.conn.delete(self.key)
+            except RedisError:
+                pass
+
+
+def _run_agent(name: str, burst: bool, gpus: str | None, fake_gpus: int, cpus: int | None, memory: str | None,
+               slots: int | None, host_name: str | None, starting: StartingBeat) -> None:
     import trainq
     from api.queue import SERIALIZER, ServiceJob, clear_dead_worker, get_queue, host_queue_name
     from api.scheduler.hosts import HostRefused
@@ -92,7 +130,6 @@ def worker_command(name: str | None, burst: bool, gpus: str | None, fake_gpus: i
     from api.worker.inventory import InventoryError, take_stock
 
     cfg = current_app.config
-    name = name or uuid.uuid4().hex
     try:
         inventory = take_stock(name, gpus, fake_gpus, cpus, memory, slots, host_name)
     except InventoryError as exc:
@@ -122,6 +159,7 @@ def worker_command(name: str | None, burst: bool, gpus: str | None, fake_gpus: i
     lease.start()
     try:
         catalogue.publish(name, [task.spec() for task in offered.values()])
+        starting.done()
         devices = ", ".join(f"{g.index} ({g.name})" for g in inventory.gpus) or "none"
         log.info("agent %s on %s offers %s: %d CPUs, %d MB, GPUs %s%s, %d slot(s)", name, inventory.hostname,
                  ", ".join(offered), inventory.cpus, inventory.memory_mb, devices,

@@ -27,6 +27,19 @@ class TaskRejected(ValueError):
         self.code, self.message, self.field = code, message, field
 
 
+class WorkersStarting(RuntimeError):
+    """A task no worker has published yet, while an agent is starting (it may be the one to offer it): a 503 with
+    ``Retry-After``, not an unknown task."""
+
+    retry_after = 3
+
+    def __init__(self, task: str, agents: list[str]) -> None:
+        super().__init__(f"task {task[:100]!r} is not offered yet, and {len(agents)} worker(s) are starting (they "
+                         f"publish their tasks once they have imported them): workers are starting; retry in a few "
+                         f"seconds")
+        self.field = "task"
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """A task as the newest worker to offer it published it, and how many live workers offer it now."""
@@ -99,6 +112,12 @@ def validate(task: Any, params: Any) -> tuple[TaskSpec, dict[str, Any]]:
     known = catalog()
     spec = known.get(task)
     if spec is None:
+        try:
+            starting = queue.agents_starting()
+        except RedisError:
+            starting = []
+        if starting:
+            raise WorkersStarting(task, starting)
         names = ", ".join(known) or "none yet: start a worker"
         raise TaskRejected("unknown_task", f"unknown task {task[:100]!r}; known tasks: {names}", "task")
     return spec, check_params(spec.name, spec.params_schema, params)

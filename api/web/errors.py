@@ -13,7 +13,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from api.record.status import JobNotFound
-from api.service.catalogue import TaskRejected
+from api.service.catalogue import TaskRejected, WorkersStarting
 from api.service.jobs import JobConflict
 from api.service.limits import LimitExceeded
 from api.service.queries import ArtifactNotFound, BadCursor
@@ -70,6 +70,12 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(TaskRejected)
     def _task_rejected(exc: TaskRejected):
         return error_response(422, exc.code, exc.message, exc.field)
+
+    @app.errorhandler(WorkersStarting)
+    def _workers_starting(exc: WorkersStarting):
+        response, status = error_response(503, "workers_starting", str(exc), exc.field)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response, status
 
     @app.errorhandler(JobNotFound)
     def _not_found(exc: JobNotFound):

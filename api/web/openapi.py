@@ -170,7 +170,8 @@ _ERROR_TEXT = {
     422: "A field of the body is wrong (field is its path)",
     429: "Too many refused credentials from this address (Retry-After says when to try again); for a submit, "
          "also over the user's limit of queued jobs",
-    503: "PostgreSQL or Redis is unreachable; try again shortly",
+    503: "PostgreSQL or Redis is unreachable; try again shortly. For a submit, also a task no worker has published "
+         "yet while workers are starting (Retry-After says when to try again)",
 }
 
 

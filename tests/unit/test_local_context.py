@@ -24,7 +24,9 @@ def test_the_readme_snippet_shows_each_report_without_logging_setup(tmp_path):
     result = _run(_readme_snippet(), tmp_path)
     assert result.returncode == 0, result.stderr
     reports = [line for line in result.stderr.splitlines() if "trainq.task.local: report" in line]
-    assert [re.search(r"report epoch=(\d+)", line).group(1) for line in reports] == ["1", "2"], result.stderr
+    epochs = [re.search(r" epoch=(\d+)", line) for line in reports]
+    assert [found.group(1) for found in epochs if found] == ["1", "2"], result.stderr
+    assert len(reports) < 10, result.stderr  # step-only reports at most every 2 s: the epochs stay readable
     assert "val_loss=" in reports[-1]
     assert "'val_loss'" in result.stdout  # the task's final metrics
 
