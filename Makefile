@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 LOGS := var/log/api.log var/log/worker.log var/log/reconciler.log var/log/access.log
 
-.PHONY: install install-dev run logs test test-unit lint clean bench bench-install bench-cancel bench-orphans bench-reconcile \
+.PHONY: install install-dev run logs reload test test-unit lint clean bench bench-install bench-cancel bench-orphans bench-reconcile \
 	bench-api bench-overhead bench-pages bench-tasks bench-report screenshots cli-recording
 
 install: $(STAMP)
@@ -34,6 +34,10 @@ run: install
 # What `make run` writes to files rather than to its terminal: access log, job output, every child's lines.
 logs:
 	tail -n 20 -F $(LOGS)
+
+# After editing a task: `make run` restarts only its worker, which imports the task modules again (SIGHUP).
+reload:
+	kill -HUP $$(cat var/make-run.pid)
 
 test: install-dev
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -130,7 +130,7 @@ def make_folder(path: Path, mode: int, owner: pwd.struct_passwd | None = None) -
     return path
 
 
-def _open_own_file(path: Path, flags: int) -> int:
+def open_own_file(path: Path, flags: int) -> int:
     """Open a file of ours, never through a link; refuse another account's file."""
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -147,7 +147,7 @@ def _open_own_file(path: Path, flags: int) -> int:
 
 def write_private(path: Path, text: str, *, exclusive: bool = False) -> None:
     """Write ``text`` to ``path`` with mode 0600 (it may hold passwords)."""
-    fd = _open_own_file(path, os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else 0))
+    fd = open_own_file(path, os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else 0))
     with os.fdopen(fd, "w") as file:
         os.fchmod(fd, 0o600)
         os.ftruncate(fd, 0)
@@ -157,7 +157,7 @@ def write_private(path: Path, text: str, *, exclusive: bool = False) -> None:
 def read_secret(path: Path) -> str:
     """The secret kept in ``path``, generated (32 random bytes) the first time. The file must be ours, mode 0600."""
     try:
-        fd = _open_own_file(path, os.O_RDONLY)
+        fd = open_own_file(path, os.O_RDONLY)
     except FileNotFoundError:
         value = secrets.token_urlsafe(32)
         write_private(path, value + "\n", exclusive=True)
@@ -407,7 +407,7 @@ class PostgresServer:
                 "-k", str(sockets), "-c", "max_connections=200"]
         if not self.fsync:
             args += ["-F", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-        log_fd = _open_own_file(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        log_fd = open_own_file(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         try:
             self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
                                             start_new_session=True, **self._as_account())

@@ -55,9 +55,10 @@ def bind_address(host: str, port: str | int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def gunicorn_command(app: str, host: str, port: str | int, *extra: Any) -> list[str]:
-    """The command line that serves ``app`` (``module:variable``) on ``host``:``port``, as ``make run`` does."""
+def gunicorn_command(app: str, host: str, port: str | int, *extra: Any, access_log: str = "-") -> list[str]:
+    """The command line that serves ``app`` (``module:variable``) on ``host``:``port``, as ``make run`` does;
+    its access log to ``access_log`` (``-``: stdout)."""
     return [sys.executable, "-m", "gunicorn", "--worker-class", f"{__name__}.IdleSafeThreadWorker",
             "--workers", str(WORKERS), "--threads", str(THREADS), "--worker-connections", str(WORKER_CONNECTIONS),
             "--timeout", str(TIMEOUT), "--keep-alive", str(KEEPALIVE), "--graceful-timeout", str(GRACEFUL_TIMEOUT),
-            "--bind", bind_address(host, port), "--access-logfile", "-", *map(str, extra), app]
+            "--bind", bind_address(host, port), "--access-logfile", access_log, *map(str, extra), app]

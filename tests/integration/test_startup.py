@@ -65,7 +65,7 @@ def test_make_run_supervises_its_worker_and_stops_cleanly(settings, ctx, redis, 
         wait_for(lambda: all(process_gone(c.pid) for c in children), 15, "every child to stop")
         output = supervisor.stdout.read()
         assert "worker exited with -9; restarting" in output
-        assert f"curl -s -X POST http://127.0.0.1:{port}/api/training" in output
+        assert f"curl -sS -X POST http://127.0.0.1:{port}/api/training" in output
         token = (tmp_path / "var" / "admin.token").read_text().strip()
         # stdout is a pipe, not a terminal: where the token is, never the token (the login link is for terminals)
         assert token not in output and f"kept in {tmp_path / 'var' / 'admin.token'}" in output
