@@ -36,8 +36,9 @@ logs:
 	tail -n 20 -F $(LOGS)
 
 # After editing a task: `make run` restarts only its worker, which imports the task modules again (SIGHUP).
+PID_FILE ?= var/make-run.pid
 reload:
-	kill -HUP $$(cat var/make-run.pid)
+	kill -HUP $$(cat $(PID_FILE))
 
 test: install-dev
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -24,11 +24,16 @@ def api_answers(base: str) -> bool:
 
 
 def published_tasks(base: str, token: str, agent: str) -> list[str] | None:
-    """The tasks ``agent`` offers, once it has published them (None before, or while the API does not answer)."""
+    """The tasks ``agent`` offers, once it has published them and its workers take jobs (a live worker for each:
+    a submit then gets no "no live worker offers it" warning); None before, or while the API does not answer."""
     status, body = _get(f"{base}/api/hosts", token)
     if status != 200 or not isinstance(body, dict):
         return None
-    for host in body.get("hosts", []):
-        if host.get("name") == agent and host.get("tasks"):
-            return list(host["tasks"])
-    return None
+    tasks = next((list(host["tasks"]) for host in body.get("hosts", []) if host.get("name") == agent), None)
+    if not tasks:
+        return None
+    status, body = _get(f"{base}/api/tasks", token)
+    if status != 200 or not isinstance(body, dict):
+        return None
+    live = {task.get("name"): task.get("workers") or 0 for task in body.get("tasks", [])}
+    return tasks if all(live.get(name, 0) >= 1 for name in tasks) else None

@@ -247,11 +247,12 @@ def supervise(env: dict[str, str], var_dir: Path = Path("var")) -> int:
         else:
             reload = True
 
-    def worker_args() -> list[str]:
+    def new_agent() -> None:
+        """A new name for the next worker, said to be starting before anything else happens (a reload's submits
+        of a task it adds are "retry soon" from now on)."""
         nonlocal agent
         agent = agent_name()
         say_starting(env, agent)
-        return _flask("worker", "--name", agent)
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
@@ -267,7 +268,7 @@ def supervise(env: dict[str, str], var_dir: Path = Path("var")) -> int:
         token = read_secret(token_file)
         os.close(open_log(log_paths["access"]))  # made ours (0600, never a link) before gunicorn appends to it
         write_private(var_dir / "make-run.pid", f"{os.getpid()}\n")  # `make reload` signals it
-        worker = Child("worker", worker_args, env, log_paths["worker"])
+        worker = Child("worker", lambda: _flask("worker", "--name", agent), env, log_paths["worker"])
         children = [
             Child("api", lambda: gunicorn_command("api.wsgi:app", host, port,
                                                   access_log=str(log_paths["access"])), env, log_paths["api"]),
@@ -275,6 +276,7 @@ def supervise(env: dict[str, str], var_dir: Path = Path("var")) -> int:
             Child("reconciler", lambda: _flask("reconciler"), env, log_paths["reconciler"]),
         ]
         echo.start()
+        new_agent()
         for child in children:
             child.start()
         base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
@@ -285,6 +287,7 @@ def supervise(env: dict[str, str], var_dir: Path = Path("var")) -> int:
                 reload, ready, waiting_since, warned = False, False, time.monotonic(), False
                 log.info("SIGHUP: restarting the worker (it imports its task modules again); a job it runs now is "
                          "stopped as a lost worker's is")
+                new_agent()
                 worker.stop()
                 worker.start()
             for child in children:
@@ -293,9 +296,10 @@ def supervise(env: dict[str, str], var_dir: Path = Path("var")) -> int:
                     log.warning("%s exited with %s; restarting (restart #%d; its log: %s)", child.name,
                                 child.process.returncode, child.restarts, child.log_path)
                     time.sleep(min(child.restarts, 5))
-                    child.start()
                     if child is worker:
+                        new_agent()
                         ready, waiting_since, warned = False, time.monotonic(), False
+                    child.start()
             if not ready and readiness.api_answers(base):
                 tasks = readiness.published_tasks(base, token, agent)
                 if tasks:

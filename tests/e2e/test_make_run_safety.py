@@ -96,7 +96,8 @@ class MakeRun:
 def _readme_quick_start_submits(run: MakeRun) -> None:
     """The README's first curl, as written (its token read from var/admin.token), on this run's port."""
     readme = (REPO / "README.md").read_text()
-    command = re.search(r"```sh\n(curl -sS -X POST http://127\.0\.0\.1:5000/api/training .*?)```", readme, re.S).group(1)
+    command = re.search(r"```sh\n(curl -sS -X POST http://127\.0\.0\.1:5000/api/training .*?)```", readme,
+                        re.S).group(1)
     assert "$(cat var/admin.token)" in command
     result = subprocess.run(["bash", "-c", command.replace(":5000/", f":{run.port}/")], cwd=run.project,
                             capture_output=True, text=True, timeout=30)
