@@ -76,7 +76,9 @@ def _flask(*args: str) -> list[str]:
 
 def run(var_dir: Path = Path("var")) -> int:
     """Start everything, print where it is, supervise until Ctrl-C / SIGTERM, then stop it all."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [make run] %(message)s")
+    # its own lines at INFO (starts and stops); the libraries it imports only from WARNING on
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s [make run] %(message)s")
+    log.setLevel(logging.INFO)
     servers: list[RedisServer | PostgresServer] = []
     try:
         return supervise(start_servers(var_dir.absolute(), servers), var_dir.absolute())
