@@ -164,8 +164,9 @@ def banner(base: str, token: str, token_file: Path, tty: bool) -> str:
     )
 
 
-def ready_line(tasks: list[str], reload: bool) -> str:
-    what = "workers reloaded" if reload else "ready"
+def ready_line(tasks: list[str], again: bool) -> str:
+    """The line that says ``make run`` is ready, first (after the banner) or again (after a reload or a restart)."""
+    what = "worker ready again" if again else "ready"
     return f"{what}: the API answers and the worker offers {', '.join(tasks)}"
 
 
@@ -308,7 +309,7 @@ def supervise(env: dict[str, str], var_dir: Path = Path("var")) -> int:
                     ready = True
                     if not announced:
                         print(banner(base, token, token_file, sys.stdout.isatty()), flush=True)
-                    print(ready_line(tasks, reload=announced), flush=True)
+                    print(ready_line(tasks, again=announced), flush=True)
                     announced = True
             if not ready and not warned and time.monotonic() - waiting_since > WAIT_WARNING:
                 warned = True

@@ -218,6 +218,8 @@ def run_workers(make: Callable[[str], TrainingWorker], name: str, slots: int, bu
             code = 0
             try:
                 make(f"{name}-{index}").work(burst=burst, logging_level=level, with_scheduler=False)
+            except SystemExit as exc:  # RQ's cold shutdown (a second SIGTERM): a stop, not a failure
+                code = exc.code if isinstance(exc.code, int) else 0
             except BaseException:  # noqa: BLE001 - reported, and the agent starts another
                 log.exception("worker %s-%s failed", name, index)
                 code = 1

@@ -124,10 +124,10 @@ def test_make_run_is_ready_when_it_says_so_keeps_its_terminal_readable_and_reloa
         assert reload.returncode == 0, reload.stderr
         wait_for(lambda: alive() or "SIGHUP: restarting the worker" in terminal(), 30, "the reload to begin")
         status, body, headers = _call(f"{base}/api/training", token, {"name": "early", "task": "added-later"})
-        if "workers reloaded" not in terminal():  # still importing: not published yet, so "retry soon"
+        if "worker ready again" not in terminal():  # still importing: not published yet, so "retry soon"
             assert status == 503 and "workers are starting; retry in a few seconds" in body["error"]["message"], body
             assert int(headers["Retry-After"]) > 0
-        wait_for(lambda: alive() or "workers reloaded: the API answers and the worker offers" in terminal(), 240,
+        wait_for(lambda: alive() or "worker ready again: the API answers and the worker offers" in terminal(), 240,
                  "the reloaded worker to publish")
         children = {p.pid: p.cmdline() for p in psutil.Process(supervisor.pid).children()}
         assert sum("worker" in cmd for cmd in children.values()) == 1

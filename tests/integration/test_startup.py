@@ -39,8 +39,10 @@ def test_make_run_supervises_its_worker_and_stops_cleanly(settings, ctx, redis, 
     port = free_port()
     env = {**os.environ, **settings, "PORT": str(port)}
     env.pop("TRAINQ_SLOTS")  # make run's default: one slot per CPU
-    supervisor = subprocess.Popen([sys.executable, "-m", "api.dev"], cwd=tmp_path, env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out_path = tmp_path / "make-run.out"
+    with open(out_path, "wb") as out:
+        supervisor = subprocess.Popen([sys.executable, "-m", "api.dev"], cwd=tmp_path, env=env, stdout=out,
+                                      stderr=subprocess.STDOUT)
     try:
         health = f"http://127.0.0.1:{port}/api/health"
 
@@ -53,18 +55,21 @@ def test_make_run_supervises_its_worker_and_stops_cleanly(settings, ctx, redis, 
 
         slots = len(os.sched_getaffinity(0))  # make run's agent runs one worker per CPU
         wait_for(up, 90, f"make run's API with its agent's {slots} workers")
+        wait_for(lambda: "\nready: " in out_path.read_text(), 60, "make run's ready line")
         agent = next(p for p in psutil.Process(supervisor.pid).children()
                      if "worker" in p.cmdline())  # the host's agent, whose workers are forked from it
         before = {w.pid for w in Worker.all(connection=redis)}
         os.kill(agent.pid, signal.SIGKILL)  # its workers die with it
         wait_for(lambda: len([w for w in Worker.all(connection=redis) if w.pid not in before and
                               not process_gone(w.pid)]) == slots, 90, "a new agent's workers")
+        wait_for(lambda: "\nworker ready again: " in out_path.read_text(), 60, "make run's line: ready again")
         children = psutil.Process(supervisor.pid).children(recursive=True)
         supervisor.send_signal(signal.SIGTERM)
         supervisor.wait(60)
         wait_for(lambda: all(process_gone(c.pid) for c in children), 15, "every child to stop")
-        output = supervisor.stdout.read()
+        output = out_path.read_text()
         assert "worker exited with -9; restarting" in output
+        assert "Traceback" not in output  # a pool's workers stop without one
         assert f"curl -sS -X POST http://127.0.0.1:{port}/api/training" in output
         token = (tmp_path / "var" / "admin.token").read_text().strip()
         # stdout is a pipe, not a terminal: where the token is, never the token (the login link is for terminals)
