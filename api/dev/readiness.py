@@ -8,8 +8,19 @@ import urllib.error
 import urllib.request
 
 
-def _get(url: str, token: str | None = None) -> tuple[int, object]:
+def host_header(allowed_hosts: str, port: str | int) -> str | None:
+    """The ``Host`` to send when ``ALLOWED_HOSTS`` leaves out 127.0.0.1 (make run behind a proxy that names it):
+    the first name it allows; None (the URL's own) otherwise."""
+    names = [name.strip() for name in allowed_hosts.split(",") if name.strip()]
+    if not names or "*" in names or "127.0.0.1" in names:
+        return None
+    return f"[{names[0]}]:{port}" if ":" in names[0] else f"{names[0]}:{port}"
+
+
+def _get(url: str, token: str | None = None, host: str | None = None) -> tuple[int, object]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if host:
+        headers["Host"] = host
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2) as response:
             return response.status, json.loads(response.read())
@@ -19,20 +30,20 @@ def _get(url: str, token: str | None = None) -> tuple[int, object]:
         return 0, None
 
 
-def api_answers(base: str) -> bool:
-    return _get(f"{base}/api/health")[0] == 200
+def api_answers(base: str, host: str | None = None) -> bool:
+    return _get(f"{base}/api/health", host=host)[0] == 200
 
 
-def published_tasks(base: str, token: str, agent: str) -> list[str] | None:
+def published_tasks(base: str, token: str, agent: str, host: str | None = None) -> list[str] | None:
     """The tasks ``agent`` offers, once it has published them and its workers take jobs (a live worker for each:
     a submit then gets no "no live worker offers it" warning); None before, or while the API does not answer."""
-    status, body = _get(f"{base}/api/hosts", token)
+    status, body = _get(f"{base}/api/hosts", token, host)
     if status != 200 or not isinstance(body, dict):
         return None
     tasks = next((list(host["tasks"]) for host in body.get("hosts", []) if host.get("name") == agent), None)
     if not tasks:
         return None
-    status, body = _get(f"{base}/api/tasks", token)
+    status, body = _get(f"{base}/api/tasks", token, host)
     if status != 200 or not isinstance(body, dict):
         return None
     live = {task.get("name"): task.get("workers") or 0 for task in body.get("tasks", [])}

@@ -282,7 +282,9 @@ def supervise(env: dict[str, str], var_dir: Path = Path("var")) -> int:
         new_agent()
         for child in children:
             child.start()
-        base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        connect = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        base = f"http://{f'[{connect}]' if ':' in connect else connect}:{port}"
+        probe_as = readiness.host_header(env.get("ALLOWED_HOSTS", ""), port)
         log.info("waiting for the API to answer and the worker to publish its tasks (`make logs` shows their logs)")
         ready, announced, waiting_since, warned = False, False, time.monotonic(), False
         while not stopping:
@@ -303,8 +305,8 @@ def supervise(env: dict[str, str], var_dir: Path = Path("var")) -> int:
                         new_agent()
                         ready, waiting_since, warned = False, time.monotonic(), False
                     child.start()
-            if not ready and readiness.api_answers(base):
-                tasks = readiness.published_tasks(base, token, agent)
+            if not ready and readiness.api_answers(base, probe_as):
+                tasks = readiness.published_tasks(base, token, agent, probe_as)
                 if tasks:
                     ready = True
                     if not announced:

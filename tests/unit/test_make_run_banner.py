@@ -21,3 +21,12 @@ def test_gunicorn_binds_the_host_asked_for_with_bounded_threads_and_timeouts():
     for option in ("--threads", "--worker-connections", "--timeout", "--keep-alive"):
         assert int(command[command.index(option) + 1]) > 0
     assert command[command.index("--bind") + 1] == "[::]:5000" and bind_address("127.0.0.1", 80) == "127.0.0.1:80"
+
+
+def test_readiness_probes_with_a_host_the_service_answers_to():
+    from api.dev.readiness import host_header
+
+    assert host_header("localhost,127.0.0.1,::1", 5000) is None  # make run's own default
+    assert host_header("*", 5000) is None and host_header("", 5000) is None
+    assert host_header("trainq.example.com,other.example.com", 5000) == "trainq.example.com:5000"
+    assert host_header("::1", 80) == "[::1]:80"
