@@ -38,6 +38,7 @@ logs:
 # After editing a task: `make run` restarts only its worker, which imports the task modules again (SIGHUP).
 PID_FILE ?= var/make-run.pid
 reload:
+	@test -f $(PID_FILE) || { echo "make run is not running here (no $(PID_FILE))" >&2; exit 1; }
 	kill -HUP $$(cat $(PID_FILE))
 
 test: install-dev
