@@ -5,6 +5,7 @@ page's first load; gunicorn with 2 sync workers, the load from a second process 
 from __future__ import annotations
 
 import argparse
+import os
 
 from sqlalchemy import text
 
@@ -29,12 +30,14 @@ def main() -> None:
                 "'epoch', i, 'step', i * 45, 'train_loss', 1.0 / i, 'val_loss', 1.1 / i, 'val_accuracy', "
                 "1 - 1.0 / i, 'epoch_seconds', 0.02) ORDER BY i) FROM generate_series(1, :n) AS i) WHERE id = :id"),
                 {"n": args.epochs, "id": job_id})
-            size = db.session.scalar(text("SELECT pg_column_size(history) FROM training_jobs"))
+            size, recent = db.session.execute(text("SELECT pg_column_size(history), pg_column_size(history_recent) "
+                                                   "FROM training_jobs")).one()
             db.session.commit()
         port = free_port()
         s.gunicorn(port, workers=2)
         url = f"http://127.0.0.1:{port}"
         results = {}
+        load_before = os.getloadavg()
         for label, path, mode in (("poll, full answer", f"/api/training/{job_id}", []),
                                   ("poll, 304", f"/api/training/{job_id}", ["conditional"]),
                                   ("job page", f"/jobs/{job_id}", [])):
@@ -43,12 +46,17 @@ def main() -> None:
             results[label] = {"path": path, "samples_s": samples, "summary": percentiles(samples)}
             print(f"{label}: p50 {results[label]['summary']['p50'] * 1000:.2f} ms, "
                   f"p99 {results[label]['summary']['p99'] * 1000:.2f} ms")
+        load_after = os.getloadavg()
+    print(f"load average (1, 5, 15 min): {load_before} before, {load_after} after")
     write_result("history_poll", {
-        "description": f"one job with {args.epochs} epochs of history ({size} bytes stored); gunicorn -w 2 (sync); "
+        "description": f"one job with {args.epochs} epochs of history ({size} bytes stored, its last 1,000 apart in "
+                       f"{recent} bytes); gunicorn -w 2 (sync); "
                        f"{args.requests} sequential GETs each from a second process",
         "targets": {"poll_full_p99_s": "<= 0.050", "poll_304_p99_s": "<= 0.005"},
         "epochs": args.epochs,
         "results": results,
+        "load_average_before": load_before,
+        "load_average_after": load_after,
     })
 
 

@@ -4,11 +4,13 @@ A job's ``history`` grows by one entry an epoch (100k epochs: 13 MB of JSON), an
 every second. So:
 
 - ``GET /api/training/<id>`` carries only the last ``INLINE_POINTS`` entries (``history_truncated`` and
-  ``history_length`` say what was left out), cut in PostgreSQL (``jsonb_path_query_array``): the rest never
-  leaves the database.
-- Its ETag is the row's version: a hash of every column but ``history`` (``updated_at`` changes with every
-  write, history included), whether it is stale, and who asks (the actions are theirs). A poll that finds
-  nothing changed reads those columns only and answers 304 without building the job.
+  ``history_length`` say what was left out). They are stored apart, in the row's ``history_recent`` (and the
+  count in ``history_length``), which a trigger keeps equal to the end of ``history`` in every write of it
+  (migration 0012): the read never reads ``history`` itself, which PostgreSQL would detoast whole to cut it.
+- Its ETag is the row's version: a hash of every column but ``history`` and ``history_recent`` (``updated_at``
+  changes with every write, history included, and ``history_length`` with every report), whether it is stale,
+  and who asks (the actions are theirs). A poll that finds nothing changed reads those columns only and
+  answers 304 without building the job.
 - ``GET .../history`` keeps the full series, a page at a time (``offset``, ``limit``), or downsampled
   (``points``): min/max per bucket, i.e. the entries split into ``points / 2`` equal buckets of consecutive
   entries, and from each bucket the entries holding each metric's lowest and highest value, in order (every
@@ -24,20 +26,21 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, literal, select
-from sqlalchemy.orm import defer
+from sqlalchemy import select
+from sqlalchemy.orm import defer, undefer
 
 from api.record.status import JobNotFound, JobStatus, utcnow
 from api.record.tables import TrainingJob, User
 from api.stores import db
 
 INLINE_POINTS = 1000
-_VERSION_COLUMNS = [column for column in TrainingJob.__table__.columns if column.name != "history"]
+_VERSION_COLUMNS = [column for column in TrainingJob.__table__.columns
+                    if column.name not in ("history", "history_recent")]
 
 
 def version_tag(job_id: uuid.UUID, user: User | None) -> str:
     """The weak ETag of ``GET /api/training/<id>`` for ``user`` (the actions shown are theirs), from the row's
-    columns but ``history``: one short query, no history read."""
+    columns but the history's: one short query by the primary key, no history read."""
     row = db.session.execute(select(*_VERSION_COLUMNS).where(TrainingJob.id == job_id)).one_or_none()
     if row is None:
         raise JobNotFound(str(job_id))
@@ -53,15 +56,12 @@ def version_tag(job_id: uuid.UUID, user: User | None) -> str:
 
 def job_without_history(job_id: uuid.UUID) -> tuple[TrainingJob, list[dict[str, Any]], int]:
     """The row (its ``history`` not loaded: don't touch it), the last ``INLINE_POINTS`` entries and how many
-    there are."""
-    job = db.session.get(TrainingJob, job_id, options=[defer(TrainingJob.history, raiseload=True)])
+    there are, from ``history_recent`` and ``history_length``."""
+    job = db.session.get(TrainingJob, job_id, options=[defer(TrainingJob.history, raiseload=True),
+                                                       undefer(TrainingJob.history_recent)])
     if job is None:
         raise JobNotFound(str(job_id))
-    length, tail = db.session.execute(
-        select(func.jsonb_array_length(TrainingJob.history),
-               func.jsonb_path_query_array(TrainingJob.history, literal(f"$[last - {INLINE_POINTS - 1} to last]")))
-        .where(TrainingJob.id == job_id)).one()
-    return job, list(tail or []), int(length or 0)
+    return job, list(job.history_recent or []), int(job.history_length or 0)
 
 
 def downsample(entries: list[dict[str, Any]], points: int) -> list[dict[str, Any]]:

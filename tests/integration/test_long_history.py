@@ -3,9 +3,10 @@ row's version (a 304 reads no history), and the whole series stays at /history, 
 
 from __future__ import annotations
 
+import re
 import time
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from api.stores import db
 from tests.support import SHORT, submit
@@ -59,6 +60,29 @@ def test_the_etag_is_the_rows_version_and_a_304_is_cheap(client):
     db.session.commit()
     changed = client.get(f"/api/training/{job_id}", headers={"If-None-Match": etag})
     assert changed.status_code == 200 and changed.headers["ETag"] != etag
+
+
+def test_the_read_and_its_304_never_read_the_whole_history(client):
+    """The recent reports are stored apart (``history_recent``, ``history_length``): neither the full answer nor
+    the 304 names the ``history`` column in any statement (PostgreSQL would detoast all of it to cut its end)."""
+    job_id = submit(client, SHORT)
+    _long_history(job_id)
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        first = client.get(f"/api/training/{job_id}")
+        again = client.get(f"/api/training/{job_id}", headers={"If-None-Match": first.headers["ETag"]})
+    finally:
+        event.remove(db.engine, "before_cursor_execute", seen)
+    assert first.status_code == 200 and again.status_code == 304
+    body = first.get_json()
+    assert body["history_length"] == POINTS and len(body["history"]) == 1000 and body["history"][-1]["epoch"] == POINTS
+    whole = [s for s in statements if re.search(r"\bhistory\b", s)]  # history_recent and history_length may
+    assert statements and not whole, whole
 
 
 def test_the_job_page_inlines_the_capped_history(client):
