@@ -62,9 +62,10 @@ def test_the_etag_is_the_rows_version_and_a_304_is_cheap(client):
     assert changed.status_code == 200 and changed.headers["ETag"] != etag
 
 
-def test_the_read_and_its_304_never_read_the_whole_history(client):
+def test_the_read_its_304_and_the_job_pages_polls_never_read_the_whole_history(client):
     """The recent reports are stored apart (``history_recent``, ``history_length``): neither the full answer nor
-    the 304 names the ``history`` column in any statement (PostgreSQL would detoast all of it to cut its end)."""
+    the 304 names the ``history`` column in any statement (PostgreSQL would detoast all of it to cut its end), nor
+    does the job page or anything else it polls (the column is deferred: only an explicit read loads it)."""
     job_id = submit(client, SHORT)
     _long_history(job_id)
     statements: list[str] = []
@@ -76,9 +77,13 @@ def test_the_read_and_its_304_never_read_the_whole_history(client):
     try:
         first = client.get(f"/api/training/{job_id}")
         again = client.get(f"/api/training/{job_id}", headers={"If-None-Match": first.headers["ETag"]})
+        polled = [client.get(f"/api/training/{job_id}/{part}").status_code
+                  for part in ("events", "logs", "checkpoints", "artifacts", "trackers")]
+        page = client.get(f"/jobs/{job_id}")
     finally:
         event.remove(db.engine, "before_cursor_execute", seen)
-    assert first.status_code == 200 and again.status_code == 304
+    assert first.status_code == 200 and again.status_code == 304 and page.status_code == 200
+    assert polled == [200] * 5
     body = first.get_json()
     assert body["history_length"] == POINTS and len(body["history"]) == 1000 and body["history"][-1]["epoch"] == POINTS
     whole = [s for s in statements if re.search(r"\bhistory\b", s)]  # history_recent and history_length may
