@@ -27,7 +27,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import select
-from sqlalchemy.orm import defer, undefer
+from sqlalchemy.orm import defer, joinedload, undefer
 
 from api.record.status import JobNotFound, JobStatus, utcnow
 from api.record.tables import TrainingJob, User
@@ -57,8 +57,9 @@ def version_tag(job_id: uuid.UUID, user: User | None) -> str:
 def job_without_history(job_id: uuid.UUID) -> tuple[TrainingJob, list[dict[str, Any]], int]:
     """The row (its ``history`` not loaded: don't touch it), the last ``INLINE_POINTS`` entries and how many
     there are, from ``history_recent`` and ``history_length``."""
-    job = db.session.get(TrainingJob, job_id, options=[defer(TrainingJob.history, raiseload=True),
-                                                       undefer(TrainingJob.history_recent)])
+    job = db.session.get(TrainingJob, job_id, options=[  # one query: the owner and placement the read shows joined
+        defer(TrainingJob.history, raiseload=True), undefer(TrainingJob.history_recent),
+        joinedload(TrainingJob.owner), joinedload(TrainingJob.reservation)])
     if job is None:
         raise JobNotFound(str(job_id))
     return job, list(job.history_recent or []), int(job.history_length or 0)
