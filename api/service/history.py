@@ -26,8 +26,8 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select
-from sqlalchemy.orm import defer, joinedload, undefer
+from sqlalchemy import Text, cast, select
+from sqlalchemy.orm import defer, joinedload
 
 from api.record.status import JobNotFound, JobStatus, utcnow
 from api.record.tables import TrainingJob, User
@@ -54,15 +54,23 @@ def version_tag(job_id: uuid.UUID, user: User | None) -> str:
     return hashlib.blake2b(seed.encode(), digest_size=12).hexdigest()
 
 
-def job_without_history(job_id: uuid.UUID) -> tuple[TrainingJob, list[dict[str, Any]], int]:
-    """The row (its ``history`` not loaded: don't touch it), the last ``INLINE_POINTS`` entries and how many
-    there are, from ``history_recent`` and ``history_length``."""
-    job = db.session.get(TrainingJob, job_id, options=[  # one query: the owner and placement the read shows joined
-        defer(TrainingJob.history, raiseload=True), undefer(TrainingJob.history_recent),
-        joinedload(TrainingJob.owner), joinedload(TrainingJob.reservation)])
-    if job is None:
+def job_and_recent(job_id: uuid.UUID) -> tuple[TrainingJob, str, int]:
+    """The row (its ``history`` not loaded: don't touch it), the last ``INLINE_POINTS`` entries as the JSON text
+    PostgreSQL writes for ``history_recent`` (a JSON array: a read passes it on as it is, since parsing 1,000
+    reports and writing them again costs a poll more than the rest of it), and how many entries there are."""
+    found = db.session.execute(
+        select(TrainingJob, cast(TrainingJob.history_recent, Text)).where(TrainingJob.id == job_id)
+        .options(defer(TrainingJob.history, raiseload=True),  # one query: the owner and placement joined
+                 joinedload(TrainingJob.owner), joinedload(TrainingJob.reservation))).one_or_none()
+    if found is None:
         raise JobNotFound(str(job_id))
-    return job, list(job.history_recent or []), int(job.history_length or 0)
+    job, recent = found
+    return job, recent or "[]", int(job.history_length or 0)
+
+
+def truncated(length: int) -> bool:
+    """Whether the read's history (``history_recent``) leaves out older entries of a history of ``length``."""
+    return length > INLINE_POINTS
 
 
 def downsample(entries: list[dict[str, Any]], points: int) -> list[dict[str, Any]]:
