@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from sqlalchemy import text
 
@@ -14,6 +15,12 @@ from api.stores import db
 from bench.api_latency import client
 from bench.harness import percentiles, stack, write_result
 from bench.reconcile_pass import load
+
+
+def cpu_times() -> tuple[int, int]:
+    """(idle, total) jiffies of every CPU so far (/proc/stat): how busy the machine was between two reads."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields)
 
 
 def main() -> None:
@@ -37,7 +44,7 @@ def main() -> None:
         s.gunicorn(port, workers=2)
         url = f"http://127.0.0.1:{port}"
         results = {}
-        load_before = os.getloadavg()
+        load_before, cpu_before = os.getloadavg(), cpu_times()
         for label, path, mode in (("poll, full answer", f"/api/training/{job_id}", []),
                                   ("poll, 304", f"/api/training/{job_id}", ["conditional"]),
                                   ("job page", f"/jobs/{job_id}", [])):
@@ -46,8 +53,9 @@ def main() -> None:
             results[label] = {"path": path, "samples_s": samples, "summary": percentiles(samples)}
             print(f"{label}: p50 {results[label]['summary']['p50'] * 1000:.2f} ms, "
                   f"p99 {results[label]['summary']['p99'] * 1000:.2f} ms")
-        load_after = os.getloadavg()
-    print(f"load average (1, 5, 15 min): {load_before} before, {load_after} after")
+        load_after, cpu_after = os.getloadavg(), cpu_times()
+    idle = (cpu_after[0] - cpu_before[0]) / max(1, cpu_after[1] - cpu_before[1])
+    print(f"load average (1, 5, 15 min): {load_before} before, {load_after} after; CPUs idle {idle:.0%} meanwhile")
     write_result("history_poll", {
         "description": f"one job with {args.epochs} epochs of history ({size} bytes stored, its last 1,000 apart in "
                        f"{recent} bytes); gunicorn -w 2 (sync); "
@@ -57,6 +65,7 @@ def main() -> None:
         "results": results,
         "load_average_before": load_before,
         "load_average_after": load_after,
+        "cpu_idle_share": idle,  # of all CPUs' time while the requests ran (/proc/stat), this benchmark's included
     })
 
 
