@@ -27,8 +27,7 @@ _RECENT_OF = ("CASE WHEN jsonb_array_length({h}) <= {n} THEN {h} "
 SYNC_FUNCTION = f"""
 CREATE FUNCTION trainq_sync_history_recent() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    NEW.history := COALESCE(NEW.history, '[]'::jsonb);
-    NEW.history_length := jsonb_array_length(NEW.history);
+    NEW.history_length := COALESCE(jsonb_array_length(NEW.history), 0);
     NEW.history_recent := {_RECENT_OF.format(h='NEW.history', n=RECENT_POINTS, m=RECENT_POINTS - 1)};
     RETURN NEW;
 END
