@@ -7,6 +7,9 @@ every second. So:
   ``history_length`` say what was left out). They are stored apart, in the row's ``history_recent`` (and the
   count in ``history_length``), which a trigger keeps equal to the end of ``history`` in every write of it
   (migration 0012): the read never reads ``history`` itself, which PostgreSQL would detoast whole to cut it.
+  ``history_recent`` goes out as the JSON text PostgreSQL writes for it, unparsed (``job_and_recent``).
+  ``history`` is deferred in the mapping, so no other read of a row (a status write, the job page's polls of
+  events, logs, checkpoints, artifacts) loads it either.
 - Its ETag is the row's version: a hash of every column but ``history`` and ``history_recent`` (``updated_at``
   changes with every write, history included, and ``history_length`` with every report), whether it is stale,
   and who asks (the actions are theirs). A poll that finds nothing changed reads those columns only and
