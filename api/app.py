@@ -38,8 +38,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     errors.register_error_handlers(app)
     security.init_app(app)  # CSP and nosniff on every answer
     hosts.init_app(app)  # the Host check runs first: a foreign name gets a 400 before anything else
-    if not app.config["SECRET_KEY"]:
-        app.before_request(refuse_without_secret_key)
     auth.init_app(app)  # then every request needs a user, except a short public list
     app.register_blueprint(login_routes.bp)
     app.register_blueprint(jobs.bp)
@@ -54,28 +52,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     commands.init_app(app)
     webhook_commands.init_app(app)
     return app
-
-
-class MissingSecretKey(RuntimeError):
-    pass
-
-
-SECRET_KEY_MESSAGE = ("SECRET_KEY is not set: the web service refuses to serve without one (it signs the "
-                      "monitor's session cookies). Set it to a long random string, e.g. "
-                      "python -c 'import secrets; print(secrets.token_urlsafe(32))'; make run makes one in var/")
-
-
-def require_secret_key(app: Flask) -> None:
-    """Serving without a SECRET_KEY is refused at start (api/wsgi.py calls this)."""
-    if not app.config["SECRET_KEY"]:
-        raise MissingSecretKey(SECRET_KEY_MESSAGE)
-
-
-def refuse_without_secret_key():
-    """An app made without SECRET_KEY (the CLI's, a worker's) serves nothing if something serves it anyway."""
-    from api.web.errors import error_response
-
-    return error_response(503, "secret_key_missing", SECRET_KEY_MESSAGE)
 
 
 def sqlalchemy_url(url: str) -> str:

@@ -88,10 +88,6 @@ class Settings(BaseSettings):
     )
     REDIS_TIMEOUT: float = Field(2.0, description="socket timeouts, so a dead Redis answers 503 instead of hanging")
     LOG_LEVEL: str = Field("INFO", description="logging level of the API, worker and reconciler")
-    SECRET_KEY: str = Field(
-        "",
-        description="signs the monitor's session cookies; the web service refuses to serve without one",
-    )
     ALLOWED_HOSTS: str = Field(
         "localhost,127.0.0.1,::1",
         description="Host names (any port) the API answers; any other Host header is a 400 (DNS rebinding)",

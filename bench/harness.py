@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import secrets
 import signal
 import statistics
 import subprocess
@@ -131,7 +130,7 @@ def stack(also_listen: tuple[str, ...] = (), clients: tuple[str, ...] = (), **se
     env = {"REDIS_URL": redis.url, "DATABASE_URL": postgres.create_database("bench"),
            "CHECKPOINT_DIR": str(workdir / "checkpoints"),
            "ARTIFACT_DIR": str(workdir / "artifacts"), "LOG_LEVEL": "WARNING",
-           "SECRET_KEY": secrets.token_urlsafe(32), "MAX_QUEUED_JOBS": str(10**9),  # load tests queue a lot
+           "MAX_QUEUED_JOBS": str(10**9),  # load tests queue a lot
            **settings}
     app = create_app({**load_settings(env), "RECONCILE_ON_START": False})
     with app.app_context():

@@ -5,6 +5,8 @@ page's first load; gunicorn with 2 sync workers, the load from a second process 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 from sqlalchemy import text
 
@@ -13,6 +15,12 @@ from api.stores import db
 from bench.api_latency import client
 from bench.harness import percentiles, stack, write_result
 from bench.reconcile_pass import load
+
+
+def cpu_times() -> tuple[int, int]:
+    """(idle, total) jiffies of every CPU so far (/proc/stat): how busy the machine was between two reads."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields)
 
 
 def main() -> None:
@@ -29,12 +37,14 @@ def main() -> None:
                 "'epoch', i, 'step', i * 45, 'train_loss', 1.0 / i, 'val_loss', 1.1 / i, 'val_accuracy', "
                 "1 - 1.0 / i, 'epoch_seconds', 0.02) ORDER BY i) FROM generate_series(1, :n) AS i) WHERE id = :id"),
                 {"n": args.epochs, "id": job_id})
-            size = db.session.scalar(text("SELECT pg_column_size(history) FROM training_jobs"))
+            size, recent = db.session.execute(text("SELECT pg_column_size(history), pg_column_size(history_recent) "
+                                                   "FROM training_jobs")).one()
             db.session.commit()
         port = free_port()
         s.gunicorn(port, workers=2)
         url = f"http://127.0.0.1:{port}"
         results = {}
+        load_before, cpu_before = os.getloadavg(), cpu_times()
         for label, path, mode in (("poll, full answer", f"/api/training/{job_id}", []),
                                   ("poll, 304", f"/api/training/{job_id}", ["conditional"]),
                                   ("job page", f"/jobs/{job_id}", [])):
@@ -43,12 +53,19 @@ def main() -> None:
             results[label] = {"path": path, "samples_s": samples, "summary": percentiles(samples)}
             print(f"{label}: p50 {results[label]['summary']['p50'] * 1000:.2f} ms, "
                   f"p99 {results[label]['summary']['p99'] * 1000:.2f} ms")
+        load_after, cpu_after = os.getloadavg(), cpu_times()
+    idle = (cpu_after[0] - cpu_before[0]) / max(1, cpu_after[1] - cpu_before[1])
+    print(f"load average (1, 5, 15 min): {load_before} before, {load_after} after; CPUs idle {idle:.0%} meanwhile")
     write_result("history_poll", {
-        "description": f"one job with {args.epochs} epochs of history ({size} bytes stored); gunicorn -w 2 (sync); "
+        "description": f"one job with {args.epochs} epochs of history ({size} bytes stored, its last 1,000 apart in "
+                       f"{recent} bytes); gunicorn -w 2 (sync); "
                        f"{args.requests} sequential GETs each from a second process",
         "targets": {"poll_full_p99_s": "<= 0.050", "poll_304_p99_s": "<= 0.005"},
         "epochs": args.epochs,
         "results": results,
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "cpu_idle_share": idle,  # of all CPUs' time while the requests ran (/proc/stat), this benchmark's included
     })
 
 

@@ -42,7 +42,6 @@ def settings(redis_server: RedisServer, postgres_server: PostgresServer, tmp_pat
         "ARTIFACT_DIR": str(tmp_path_factory.mktemp("artifacts")),
         "PROGRESS_INTERVAL": "0.2",
         "LOG_LEVEL": "INFO",
-        "SECRET_KEY": "test-secret-key-not-for-production",
         # each test's agent runs one job at a time, as one RQ worker under its own name, unless the test asks for
         # more slots (tests/e2e/test_gpus.py); make run's test takes the default, one slot per CPU
         "TRAINQ_SLOTS": "1",

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from flask.testing import FlaskClient
+from sqlalchemy.orm import undefer
 
 from api.dev.servers import wait_for  # noqa: F401 - the tests' deadline waits
 from api.queue import pid_alive
@@ -134,9 +135,10 @@ def submit(client, config, name="t", **body):
 
 
 def row(job_id) -> TrainingJob:
-    """A detached snapshot of the row: reading it later opens no transaction (and holds no connection)."""
+    """A detached snapshot of the row, its history included: reading it later opens no transaction (and holds no
+    connection)."""
     db.session.expire_all()
-    job = db.session.get(TrainingJob, job_id)
+    job = db.session.get(TrainingJob, job_id, options=[undefer(TrainingJob.history)])  # deferred in the mapping
     db.session.expunge(job)
     db.session.rollback()
     return job

@@ -124,8 +124,6 @@ def start_servers(var_dir: Path, servers: list[RedisServer | PostgresServer]) ->
                  postgres.home / "pgdata", who, postgres.log_path)
     env.setdefault("CHECKPOINT_DIR", str(var_dir / "checkpoints"))
     env.setdefault("ARTIFACT_DIR", str(var_dir / "artifacts"))
-    if not env.get("SECRET_KEY"):  # signs the monitor's session cookies; kept so logins survive a restart
-        env["SECRET_KEY"] = read_secret(var_dir / "secret_key")
     if not env.get("ALLOWED_HOSTS"):
         env["ALLOWED_HOSTS"] = allowed_hosts_for(env.get("HOST", "127.0.0.1"))
     write_private(var_dir / "local.env", "".join(

@@ -80,7 +80,8 @@ class ApiToken(db.Model):
                 "last_used_at": iso(self.last_used_at), "revoked_at": iso(self.revoked_at)}
 
 
-INTERNAL_COLUMNS = frozenset({"liveness_key", "liveness_since", "hold_host_id"})  # the service's, not the API's
+INTERNAL_COLUMNS = frozenset({"liveness_key", "liveness_since", "hold_host_id",  # the service's, not the API's
+                              "history_recent", "history_length"})  # the read shows them its own way
 
 
 class TrainingJob(db.Model):
@@ -111,8 +112,16 @@ class TrainingJob(db.Model):
     metric: Mapped[str | None] = mapped_column(String(100))
     metric_mode: Mapped[str | None] = mapped_column(String(3))  # min | max: which way is better
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    # what the task reported: every report with an epoch, and step-only reports sampled (one per progress write)
-    history: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default=text("'[]'::jsonb"))
+    # what the task reported: every report with an epoch, and step-only reports sampled (one per progress write);
+    # deferred: a read of the row (a status write, the job page's polls of events, logs, checkpoints) never loads
+    # it (100k epochs: 13 MB to detoast and parse); only touching ``job.history`` does
+    history: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default=text("'[]'::jsonb"),
+                                                          deferred=True)
+    # the last 1,000 entries of history and how many it holds (what the job's read shows: it never reads history),
+    # kept equal to it by the trigger trg_training_jobs_history_recent (migration 0012) in every write of it
+    history_recent: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, server_default=text("'[]'::jsonb"), deferred=True, deferred_raiseload=True)
+    history_length: Mapped[int] = mapped_column(Integer, server_default="0")
     rq_job_id: Mapped[str | None] = mapped_column(String(64))
     worker_name: Mapped[str | None] = mapped_column(String(200))
     worker_pid: Mapped[int | None] = mapped_column(Integer)

@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import select, tuple_
-from sqlalchemy.orm import defer, joinedload, selectinload
+from sqlalchemy.orm import defer, joinedload, selectinload, undefer
 
 from api.record import joblog
 from api.record.status import JobNotFound, JobStatus
@@ -138,10 +138,13 @@ def list_jobs(where: JobFilter = JobFilter(), limit: int = 50, cursor: str | Non
 def metric_history(job_id: str | uuid.UUID) -> tuple[TrainingJob, list[str], list[dict[str, Any]]]:
     """The job, the columns of its metric history (``epoch``, ``step``, then every metric by name: JSONB keeps no
     key order) and the history's entries, oldest first, as ``history`` holds them (the CSV and JSON exports)."""
-    job = get_job(job_id)
-    names = sorted({key for entry in job.history or [] for key in entry} - {"epoch", "step"})
+    job = db.session.get(TrainingJob, parse_id(job_id), options=[undefer(TrainingJob.history)])
+    if job is None:
+        raise JobNotFound(str(job_id))
+    entries = list(job.history or [])  # read once: the commit below expires the row
+    names = sorted({key for entry in entries for key in entry} - {"epoch", "step"})
     db.session.commit()
-    return job, ["epoch", "step", *names], list(job.history or [])
+    return job, ["epoch", "step", *names], entries
 
 
 def list_events(job_id: str | uuid.UUID) -> list[JobEvent]:

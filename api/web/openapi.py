@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
@@ -147,6 +147,20 @@ def conditional(response: Response, payload: dict[str, Any]) -> Response:
         response.set_etag(hashlib.blake2b(canonical.encode(), digest_size=12).hexdigest(), weak=True)
     response.headers["Cache-Control"] = "no-cache"
     return response.make_conditional(request)
+
+
+def with_json_text(model: type[BaseModel], data: dict[str, Any], status: int = 200, **json_text: str) -> Response:
+    """``data`` shaped by ``model`` as ``operation`` shapes an answer, with each field of ``json_text`` added as
+    the JSON text given, unparsed: for a large value that comes from the database as JSON already (a job's recent
+    history), which parsing and writing again would cost more than the rest of the answer. ``data`` holds each
+    such field too, as an empty list (``model`` checks the rest)."""
+    shaped = schemas.shape(model, data)
+    for name in json_text:
+        shaped.pop(name, None)
+    head = current_app.json.dumps(shaped, separators=(",", ":"))
+    tail = "".join(f",{json.dumps(name)}:{text}" for name, text in json_text.items())
+    body = "{" + tail[1:] + "}" if head == "{}" else head[:-1] + tail + "}"
+    return current_app.response_class(body + "\n", status=status, mimetype="application/json")
 
 
 # ---------------------------------------------------------------- the document

@@ -27,7 +27,7 @@ from tests.integration.test_startup import _get
 from tests.support import REPO, wait_for
 
 ROOT = os.geteuid() == 0
-SECRET_FILES = ("local.env", "redis.password", "postgres.password", "secret_key", "admin.token")
+SECRET_FILES = ("local.env", "redis.password", "postgres.password", "admin.token")
 
 
 def _modes(paths: list[Path]) -> dict[str, tuple[int, int, int]]:
@@ -127,8 +127,8 @@ def _start_and_check(run: MakeRun) -> dict[str, str]:
         assert run.stop() == 0, run.read()
     output = run.read()
     kept = {name: (var / name).read_text().strip()
-            for name in ("redis.password", "postgres.password", "secret_key", "admin.token")}
-    for name in ("redis.password", "postgres.password", "secret_key", "admin.token"):
+            for name in ("redis.password", "postgres.password", "admin.token")}
+    for name in ("redis.password", "postgres.password", "admin.token"):
         assert kept[name] not in output  # stdout is a file here: the login link goes only to a terminal
     assert f"http://127.0.0.1:{run.port}/login\n" in output and f"kept in {var / 'admin.token'}" in output
     assert "redis://:***@127.0.0.1" in output and "postgresql://postgres:***@127.0.0.1" in output

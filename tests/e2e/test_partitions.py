@@ -99,7 +99,7 @@ def lab_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[netn
             "DATABASE_URL": postgres.create_database("trainq_netns"), "REDIS_URL": redis_server.url,
             "CHECKPOINT_DIR": str(tmp_path_factory.mktemp("netns-checkpoints")),
             "ARTIFACT_DIR": str(tmp_path_factory.mktemp("netns-artifacts")),
-            "PROGRESS_INTERVAL": "0.2", "LOG_LEVEL": "INFO", "SECRET_KEY": "test-secret-key-not-for-production",
+            "PROGRESS_INTERVAL": "0.2", "LOG_LEVEL": "INFO",
             "TRAINQ_TASKS": "tests.task_modules.sample", "TRAINQ_SLOTS": "1",  # one worker per agent, named as asked
         }
         app = make_app(settings)

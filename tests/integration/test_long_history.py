@@ -3,11 +3,14 @@ row's version (a 304 reads no history), and the whole series stays at /history, 
 
 from __future__ import annotations
 
+import re
 import time
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 
+from api.service.history import INLINE_POINTS
 from api.stores import db
+from api.web import schemas
 from tests.support import SHORT, submit
 
 POINTS = 20_000
@@ -59,6 +62,36 @@ def test_the_etag_is_the_rows_version_and_a_304_is_cheap(client):
     db.session.commit()
     changed = client.get(f"/api/training/{job_id}", headers={"If-None-Match": etag})
     assert changed.status_code == 200 and changed.headers["ETag"] != etag
+
+
+def test_the_read_its_304_and_the_job_pages_polls_never_read_the_whole_history(client):
+    """The recent reports are stored apart (``history_recent``, ``history_length``): neither the full answer nor
+    the 304 names the ``history`` column in any statement (PostgreSQL would detoast all of it to cut its end), nor
+    does the job page or anything else it polls (the column is deferred: only an explicit read loads it)."""
+    job_id = submit(client, SHORT)
+    _long_history(job_id)
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        first = client.get(f"/api/training/{job_id}")
+        again = client.get(f"/api/training/{job_id}", headers={"If-None-Match": first.headers["ETag"]})
+        polled = [client.get(f"/api/training/{job_id}/{part}").status_code
+                  for part in ("events", "logs", "checkpoints", "artifacts", "trackers")]
+        page = client.get(f"/jobs/{job_id}")
+    finally:
+        event.remove(db.engine, "before_cursor_execute", seen)
+    assert first.status_code == 200 and again.status_code == 304 and page.status_code == 200
+    assert polled == [200] * 5
+    body = first.get_json()  # the recent history goes out as PostgreSQL wrote it: still the spec's answer
+    assert first.mimetype == "application/json" and schemas.JobDetail.model_validate(body)
+    assert body["history_length"] == POINTS and body["history"][-1]["epoch"] == POINTS
+    assert len(body["history"]) == INLINE_POINTS  # what migration 0012's trigger keeps: the two must agree
+    whole = [s for s in statements if re.search(r"\bhistory\b", s)]  # history_recent and history_length may
+    assert statements and not whole, whole
 
 
 def test_the_job_page_inlines_the_capped_history(client):

@@ -93,3 +93,38 @@ def test_0008_adds_cloned_from_and_the_search_indexes_and_goes_back(settings, po
         assert shape()[0]
         db.session.remove()
         db.engine.dispose()
+
+
+def test_0012_stores_the_recent_history_apart_backfills_it_and_goes_back(settings, postgres_server):
+    url = postgres_server.create_database(f"migrate_{uuid.uuid4().hex[:8]}")
+    app = make_app(settings, DATABASE_URL=url)
+
+    def columns() -> set[str]:
+        names = set(db.session.scalars(text("SELECT column_name FROM information_schema.columns WHERE table_name = "
+                                            "'training_jobs' AND column_name LIKE 'history%'")))
+        db.session.commit()
+        return names
+
+    with app.app_context():
+        flask_migrate.upgrade(revision="0011")
+        db.session.execute(text("INSERT INTO users (name, is_admin, created_at) VALUES ('old', true, now())"))
+        long_job, short_job = uuid.uuid4(), uuid.uuid4()
+        for job_id, n in ((long_job, 1500), (short_job, 3)):
+            db.session.execute(text(
+                "INSERT INTO training_jobs (id, name, owner_id, status, task, params, epoch, step, attempts, "
+                "created_at, updated_at, history) VALUES (:id, 'old', (SELECT id FROM users), 'completed', 'mlp', "
+                "'{}', 1, 1, 1, now(), now(), (SELECT jsonb_agg(jsonb_build_object('epoch', i) ORDER BY i) "
+                "FROM generate_series(1, :n) AS i))"), {"id": job_id, "n": n})
+        db.session.commit()
+        flask_migrate.upgrade()
+        assert columns() == {"history", "history_recent", "history_length"}
+        rows = {row.id: row for row in db.session.execute(text(
+            "SELECT id, history_recent, history_length FROM training_jobs"))}
+        db.session.commit()
+        long_row, short_row = rows[long_job], rows[short_job]
+        assert long_row.history_length == 1500 and long_row.history_recent == [{"epoch": i} for i in range(501, 1501)]
+        assert short_row.history_length == 3 and short_row.history_recent == [{"epoch": i} for i in (1, 2, 3)]
+        flask_migrate.downgrade(revision="0011")
+        assert columns() == {"history"}
+        db.session.remove()
+        db.engine.dispose()

@@ -226,3 +226,41 @@ def test_a_broken_lease_session_is_taken_back_only_while_the_row_is_its_own(ctx)
         assert not held_by_someone(locks.Namespace.TRAINING, locks.job_key(job_id))
     finally:
         lease.release()
+
+
+def recent_and_length(job_id: str) -> tuple[list, list, int]:
+    db.session.remove()
+    row = db.session.execute(text("SELECT history, history_recent, history_length FROM training_jobs WHERE id = :id"),
+                             {"id": job_id}).one()
+    db.session.commit()
+    return row.history, row.history_recent, row.history_length
+
+
+def test_the_recent_history_follows_every_write_of_the_history(ctx):
+    """``history_recent`` (what the job's read shows) is the last 1,000 entries of ``history`` after every kind
+    of write of it: a new row, a resumed attempt's first write that drops what it trains again, appends, and a
+    completion recorded from an outcome file."""
+    from api.record.outcome import completion_fields
+
+    job_id = running_job(history=[{"epoch": i, "loss": 1 / i} for i in range(1, 1501)])
+    history, recent, length = recent_and_length(job_id)
+    assert length == 1500 and recent == history[-1000:] and recent[0]["epoch"] == 501
+    writer = ProgressWriter(job_id, 1, 0.05, db.engine, jlog)
+    with writer:  # resumed from epoch 1,199: 1,200 on come again
+        writer.report({"epoch": 1200, "loss": 0.5})
+        wait_for(lambda: (stored(job_id).epoch or 0) == 1200, 10, "the resumed attempt's first write")
+        history, recent, length = recent_and_length(job_id)
+        assert length == 1200 and recent == history[-1000:] and recent[-1] == {"epoch": 1200, "loss": 0.5}
+        for epoch in range(1201, 1251):
+            writer.report({"epoch": epoch, "loss": 0.4})
+        wait_for(lambda: (stored(job_id).epoch or 0) == 1250, 10, "the appends")
+    history, recent, length = recent_and_length(job_id)
+    assert length == 1250 and recent == history[-1000:] and recent[0]["epoch"] == 251
+    fields = completion_fields({"history": [{"epoch": 1251, "loss": 0.3}], "epoch": 1251})
+    assert transition(job_id, JobStatus.COMPLETED, reason="from the outcome file", actor=Actor.RECONCILER,
+                      attempt=1, fields=fields).changed
+    history, recent, length = recent_and_length(job_id)
+    assert length == 1251 and recent == history[-1000:] and recent[-1] == {"epoch": 1251, "loss": 0.3}
+    db.session.execute(text("UPDATE training_jobs SET history = '[]' WHERE id = :id"), {"id": job_id})
+    db.session.commit()
+    assert recent_and_length(job_id) == ([], [], 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import json
 import re
 import uuid
 from typing import Any
@@ -17,7 +18,7 @@ from api.record.tables import TrainingJob
 from api.service import history, jobs, queries, reconcile
 from api.web import schemas as s
 from api.web.auth import admin_required, current_user
-from api.web.openapi import BINARY, operation
+from api.web.openapi import BINARY, operation, with_json_text
 from api.web.schemas import ApiError
 
 bp = Blueprint("training", __name__, url_prefix="/api/training")
@@ -86,19 +87,26 @@ def get_job(job_id: uuid.UUID):
     tag = history.version_tag(job_id, current_user())  # the row's version: a poll finding nothing new reads no history
     if request.if_none_match.contains_weak(tag):
         response = Response(status=304)
-        response.set_etag(tag, weak=True)
-        response.headers["Cache-Control"] = "no-cache"
-        return response
-    return detail(job_id), 200, {"ETag": f'W/"{tag}"'}
+    else:  # the recent history as PostgreSQL wrote it (history.job_and_recent)
+        job, recent, length = history.job_and_recent(job_id)
+        response = with_json_text(s.JobDetail, {**detail_fields(job, length), "history": []}, history=recent)
+    response.set_etag(tag, weak=True)
+    response.headers["Cache-Control"] = "no-cache"
+    return response
 
 
 def detail(job_id: uuid.UUID) -> dict[str, Any]:
-    """A job as ``GET /api/training/<id>`` (and the job page's first paint) shows it: its actions, and only the
-    last ``INLINE_POINTS`` reports of its history."""
-    job, tail, length = history.job_without_history(job_id)
+    """A job as ``GET /api/training/<id>`` shows it (the job page's first paint): its actions, and only the last
+    ``INLINE_POINTS`` reports of its history."""
+    job, recent, length = history.job_and_recent(job_id)
+    return {**detail_fields(job, length), "history": json.loads(recent)}
+
+
+def detail_fields(job: TrainingJob, length: int) -> dict[str, Any]:
+    """The read of a job but its history's entries."""
     return {**render(job, exclude=queries.LIST_LEAVES_OUT),
             "actions": [a.value for a in jobs.allowed_actions(job, current_user())],
-            "history": tail, "history_length": length, "history_truncated": length > len(tail)}
+            "history_length": length, "history_truncated": history.truncated(length)}
 
 
 @bp.get("/<uuid:job_id>/events")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from flask import Blueprint, render_template, request
 
 from api.record.status import TERMINAL, JobNotFound, JobStatus
-from api.service import catalogue, history, queries
+from api.service import catalogue, queries
 from api.web import schemas
 from api.web.openapi import read_query
 from api.web.routes.jobs import detail, list_page, render
@@ -59,8 +59,7 @@ def job_page(job_id: str):
     source = None
     if job["cloned_from"]:
         try:
-            source = {"id": job["cloned_from"], "name": history.job_without_history(
-                queries.parse_id(job["cloned_from"]))[0].name}
+            source = {"id": job["cloned_from"], "name": queries.get_job(job["cloned_from"]).name}
         except JobNotFound:
             pass
     return render_template("job.html", job=job, task=task, source=source,
