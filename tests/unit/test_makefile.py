@@ -4,6 +4,7 @@ adds the ``dev`` extra; ``make logs`` follows the files ``make run`` writes."""
 from __future__ import annotations
 
 import configparser
+import os
 import re
 import subprocess
 
@@ -14,8 +15,10 @@ TOOLING = ("pytest", "playwright", "schemathesis", "ruff", "import-linter")
 
 def _dry_run(target: str, tmp_path) -> str:
     """``make -n TARGET`` for a venv that does not exist yet: every command it would run, installs included."""
-    result = subprocess.run(["make", "-n", target, f"VENV={tmp_path / 'venv'}"], cwd=REPO, capture_output=True,
-                            text=True, timeout=60)
+    # run from `make test` too: a sub-make would print "Entering directory" lines and inherit the outer flags
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    result = subprocess.run(["make", "--no-print-directory", "-n", target, f"VENV={tmp_path / 'venv'}"], cwd=REPO,
+                            capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
