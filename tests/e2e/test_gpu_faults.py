@@ -155,47 +155,54 @@ def test_postgres_down_while_a_job_ends_its_gpu_is_released_when_it_is_back_neve
 
 def test_a_killed_agent_releases_its_gpus_within_the_liveness_bound_and_they_are_placed_again(
         client, workers, reconcilers, tmp_path: Path):
+    """Three fake GPUs: a checkpointing 2-GPU job and a 1-GPU job without checkpoints run, a 2-GPU job waits. The
+    agent, its workers and their horses are SIGKILLed together: both reservations go within the liveness bound,
+    the first job is re-queued to resume from its checkpoint, the second fails (worker lost), as without GPUs.
+    The host restarted, its GPUs are placed again: the waiting job, then the resumed one."""
     reconcilers()
-    options = {"TRAINQ_FAKE_GPUS": "2", "TRAINQ_CPUS": "4", "TRAINQ_SLOTS": "2", **SAMPLE}
+    options = {"TRAINQ_FAKE_GPUS": "3", "TRAINQ_CPUS": "4", "TRAINQ_SLOTS": "3", **SAMPLE}
     agent = workers("doomed", **options)
     steps_log = tmp_path / "steps.log"
     moved = submit(client, "test-steps", {"gpus": 2}, max_attempts=2, steps=120, sleep=0.05,
                    step_log=str(steps_log))
+    lost = submit(client, "test-devices", {"gpus": 1}, seconds=600)
     wait_for(lambda: (j := row(moved)).status == "running" and (j.step or 0) >= 5 and j.checkpoint_path, 120,
              "the 2-GPU job to train and checkpoint")
-    waiting = submit(client, "test-devices", {"gpus": 1}, seconds=0)
-    wait_for(lambda: reason(waiting).startswith("waiting for 1 GPU"), 30, "the 1-GPU job to wait")
-    assert assert_never_double_booked() == {moved: {"host": "doomed", "attempt": 1, "gpus": [0, 1]}}
+    wait_status(lost, "running", timeout=120)
+    waiting = submit(client, "test-devices", {"gpus": 2}, seconds=0)
+    wait_for(lambda: reason(waiting).startswith("waiting for 2 GPUs"), 30, "the second 2-GPU job to wait")
+    assert assert_never_double_booked() == {moved: {"host": "doomed", "attempt": 1, "gpus": [0, 1]},
+                                            lost: {"host": "doomed", "attempt": 1, "gpus": [2]}}
 
     victims = family(agent.pid)
-    assert len(victims) >= 4, victims  # the agent, its two workers, the running job's horse
+    assert len(victims) >= 6, victims  # the agent, its three workers, the running jobs' horses
     for process in victims:  # the machine's processes die together: nothing of them writes an end
         try:
             process.send_signal(signal.SIGKILL)
         except psutil.NoSuchProcess:
             pass
     killed = time.monotonic()
-    wait_for(lambda: moved not in assert_never_double_booked() and not holds("doomed"), LIVENESS_BOUND + 10,
-             "the dead host's reservation and GPU holds to be released")
+    wait_for(lambda: not assert_never_double_booked() and not holds("doomed"), LIVENESS_BOUND + 10,
+             "the dead host's reservations and GPU holds to be released")
     took = time.monotonic() - killed
-    print(f"agent SIGKILLed -> its reservation released: {took:.2f} s")
+    print(f"agent SIGKILLed -> its reservations released: {took:.2f} s")
     assert took <= LIVENESS_BOUND + SLACK, took
     job = row(moved)
     assert job.status == "queued" and job.attempts == 2, (job.status, job.status_reason)
     assert "worker lost" in job.status_reason and "re-queued to resume from" in job.status_reason
+    failed = row(lost)
+    assert failed.status == "failed" and failed.status_reason.startswith("worker lost"), failed.status_reason
     wait_for(lambda: reason(waiting) == "waiting for a host offering task test-devices", 30,
              "the waiting job to say no live host offers its task now")
     assert row(waiting).status == "queued" and not holds("doomed")  # nothing placed on the dead host
 
     workers("doomed", **options)  # the host back (as its supervisor restarts it): its GPUs are placed again
-
-    def sample() -> bool:
-        live = assert_never_double_booked()
-        return row(moved).status in ("running", "completed") and waiting not in live
-    wait_for(sample, 180, "the freed GPUs to run both jobs again, one after the other")
-    done = wait_status(moved, "completed", timeout=120)
+    wait_for(lambda: assert_never_double_booked() is not None and row(moved).status == "completed", 240,
+             "both jobs to run on the freed GPUs, checking every look that no GPU is held twice")
+    first, done = row(waiting), row(moved)
+    assert first.status == "completed" and first.attempts == 1
+    assert first.started_at <= done.started_at  # queued before the re-queue: placed first
     assert done.attempts == 2 and done.resume_from and done.step == 120
-    assert wait_status(waiting, "completed", timeout=60).attempts == 1
     lines = assert_never_interleaved(steps_log)
     assert {a for a, _, _ in lines} == {1, 2} and lines[-1][:2] == (2, 120)
     assert ("running", "queued", "reconciler") in events(moved)
