@@ -258,9 +258,16 @@ def test_a_cut_off_host_releases_its_gpus_within_the_partition_bound_after_its_f
         job = row(moved)
         assert job.status == "queued" and job.attempts == 2, (job.status, job.status_reason)
         assert "re-queued to resume from" in job.status_reason  # why it waits again stays until it is placed
-        lab_sample(name, set())  # nothing placed on it while it is cut
+
+        def host_gone() -> bool:  # nothing placed on it while it is cut, until its own session is dropped too
+            lab_sample(name, set())
+            return name not in {h["name"] for h in lab.client().get("/api/hosts").get_json()["hosts"]}
+
+        wait_for(host_gone, PARTITION_BOUND + 30, "the cut-off host's own session to be dropped")
+        lab_sample(name, set())
     finally:
         lab.host.heal()
+    healed = time.monotonic()
     print(f"cut -> fenced {fenced:.2f} s, reservation released {released:.2f} s")
     assert FENCE - 1.5 <= fenced <= FENCE + 1.5, fenced
     assert fenced < released <= PARTITION_BOUND + SLACK * 3, (fenced, released)
@@ -272,6 +279,7 @@ def test_a_cut_off_host_releases_its_gpus_within_the_partition_bound_after_its_f
         return moved in live and live[moved]["attempt"] == 2
 
     wait_for(resumed, 120, "the healed host's freed GPUs to be placed again")
+    print(f"healed -> placed again on its GPUs: {time.monotonic() - healed:.2f} s")
     assert lab_sample(name, {moved})[moved]["gpus"] == [0, 1]
     done = wait_status(moved, "completed", timeout=120)
     assert done.attempts == 2 and done.step == 300 and done.resume_from
