@@ -1,5 +1,6 @@
 """The README's worked example of GPUs and resources, run for real: one agent with four fake GPUs and eight CPUs,
-three jobs of different sizes, and what ``trainq hosts`` and ``trainq ls`` show then; written to
+three jobs of different sizes (2 GPUs with 2 CPUs and 4 GB, the task's 1 GPU, 3 GPUs), and what ``trainq hosts``
+and ``trainq ls`` show then; written to
 docs/gpu-example.txt (``python -m bench.gpu_example``)."""
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def main() -> None:
         s.worker("gpu-box", TRAINQ_TASKS="tests.task_modules.sample", TRAINQ_FAKE_GPUS="4", TRAINQ_CPUS="8",
                  TRAINQ_HOST_NAME="box-1")
         shown = []
-        for args in (["--gpus", "2", "--cpus", "2"], [], ["--gpus", "2"]):
+        for args in (["--gpus", "2", "--cpus", "2", "--memory", "4G"], [], ["--gpus", "3"]):
             command = ["submit", "test-devices", *args, "-p", "seconds=600"]
             shown.append(f"$ trainq {' '.join(command)}\n{trainq(url, *command)}")
         ids = [line.split()[1] for line in "".join(shown).splitlines() if line.startswith("submitted ")]
@@ -39,7 +40,8 @@ def main() -> None:
         wait_for(lambda: "running" in trainq(url, "show", ids[2]), 120, "the third job to start")
         shown.append(f"$ trainq cancel {ids[0][:8]}   # and the third starts on the GPUs it freed\n$ trainq ls\n"
                      f"{trainq(url, 'ls')}")
-        text = "\n".join(shown)
+        shown.append(f"$ trainq hosts\n{trainq(url, 'hosts')}")
+        text = "\n".join(line.rstrip() for line in "\n".join(shown).splitlines()) + "\n"
         (REPO / "docs" / "gpu-example.txt").write_text(text)
         print(text)
 

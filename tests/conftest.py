@@ -164,15 +164,19 @@ def placeholder_host(app: Flask) -> Iterator[str]:
     """A host registered for the test (its agent's lock held by a connection of the test's) offering the built-in
     tasks with room for everything: jobs are placed on it and enqueued on its queue, and no one runs them. For
     tests without a worker that need jobs in RQ; with real workers it would take jobs they should run."""
-    from api.scheduler.hosts import Inventory, register
+    from api.scheduler.hosts import Inventory, register, seen
+    from api.worker.liveness import Beat
 
     with app.app_context():
         conn = db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        register(conn, Inventory(name=PLACEHOLDER_HOST, hostname="the-tests", cpus=1024, memory_mb=2**22,
-                                 slots=1024))
+        host_id = register(conn, Inventory(name=PLACEHOLDER_HOST, hostname="the-tests", cpus=1024, memory_mb=2**22,
+                                           slots=1024))
+        beat = Beat("placeholder-host", 1.0, lambda: seen(conn, host_id))  # heard from, as an agent is
+        beat.start()
         try:
             yield PLACEHOLDER_HOST
         finally:
+            beat.stop()
             conn.execute(text("SELECT pg_advisory_unlock_all()"))  # free now: the next test registers it again
             conn.invalidate()  # closed for good, never back to the pool
             conn.close()

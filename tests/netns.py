@@ -100,7 +100,8 @@ class Host:
 
     def start_worker(self, env: dict[str, str], name: str, log_dir: Path, redis_conn: Any) -> WorkerProcess:
         """``flask --app api worker`` in the namespace, in a pid namespace of its own (as pid 2, its shell is pid
-        1) with the host name ``name``; waits until RQ lists it."""
+        1) with the host name ``name``; waits until RQ lists it (or, an agent with several slots, its first
+        worker, ``<name>-0``)."""
         env = {**env, "DATABASE_URL": self.url(env["DATABASE_URL"]), "REDIS_URL": self.url(env["REDIS_URL"])}
         prefix = ("ip", "netns", "exec", self.name, "unshare", "--pid", "--uts", "--mount-proc", "--fork",
                   "--kill-child", "sh", "-c", 'hostname "$0" && "$@"', name)
@@ -110,7 +111,7 @@ class Host:
         def ready() -> bool:
             if worker.process.poll() is not None:
                 raise AssertionError(f"worker {name} exited with {worker.process.returncode}:\n{worker.log()}")
-            return bool(redis_conn.exists(f"rq:worker:{name}"))
+            return bool(redis_conn.exists(f"rq:worker:{name}") or redis_conn.exists(f"rq:worker:{name}-0"))
 
         wait_for(ready, 60, f"worker {name} in namespace {self.name} to register with RQ")
         return worker

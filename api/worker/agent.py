@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from api import queue
 from api.scheduler import hosts as host_registry
 from api.scheduler.hosts import HostRefused, Inventory
-from api.scheduler.schedule import schedule
+from api.scheduler.schedule import schedule, wake
 from api.stores import SERVER_KEEPALIVES, db
 from api.worker import storage
 from api.worker.liveness import Beat
@@ -153,6 +153,7 @@ class HostLease:
         self.engine, self.inventory, self.every = engine, inventory, every
         self.conn: Any = None
         self.host_id: int | None = None
+        self._unconfirmed = False  # the last renewal failed
         self._beat = Beat(f"host-lease-{inventory.name}", every, self._renew)
 
     def acquire(self) -> int:
@@ -177,7 +178,11 @@ class HostLease:
                 self.acquire()
                 log.info("host %s: lease taken back with a new database session", self.inventory.name)
             host_registry.seen(self.conn, self.host_id)
+            if self._unconfirmed:  # heard from again: what waits may be placed here now, not at the next tick
+                self._unconfirmed = False
+                wake(self.conn)
         except (SQLAlchemyError, HostRefused) as exc:
+            self._unconfirmed = True
             log.warning("host %s: lease unconfirmed (%s)", self.inventory.name, exc.__class__.__name__)
             if self.conn is not None:
                 try:

@@ -112,3 +112,17 @@ def test_jobs_page_keeps_every_filter_and_fills_the_form_to_run_a_job_again(clie
     assert "no job nope to run again" in client.get("/?clone=nope").get_data(as_text=True)
     page = client.get(f"/jobs/{source}").get_data(as_text=True)
     assert f'href="/?clone={source}"' in page and f"/api/training/{source}/history?format=csv" in page
+
+
+def test_hosts_page_inlines_the_live_hosts_as_the_api_gives_them(client, anon):
+    response = client.get("/hosts")
+    assert response.status_code == 200
+    hosts = initial_data(response.get_data(as_text=True))["hosts"]
+    def unseen(listed: list[dict]) -> list[dict]:  # seen_at moves every second (the host's lease)
+        return [{k: v for k, v in h.items() if k != "seen_at"} for h in listed]
+
+    assert unseen(hosts) == unseen(client.get("/api/hosts").get_json()["hosts"])
+    assert [h["name"] for h in hosts] == ["published-by-the-test-session"]  # the placeholder host (conftest)
+    assert 'href="/hosts"' in client.get("/").get_data(as_text=True)  # in every page's menu
+    shell = anon.get("/hosts")  # a navigation without a token: the shell, no data
+    assert shell.status_code == 200 and 'id="initial"' not in shell.get_data(as_text=True)

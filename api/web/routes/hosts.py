@@ -13,6 +13,6 @@ bp = Blueprint("hosts", __name__, url_prefix="/api/hosts")
 
 @bp.get("")
 @operation("The live hosts: GPUs (and the job holding each), CPUs and memory (total, reserved), tasks, last seen",
-           {200: schemas.HostList})
+           {200: schemas.HostList}, conditional=True)
 def list_hosts():
     return {"hosts": hosts.describe()}

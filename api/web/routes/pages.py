@@ -1,5 +1,5 @@
-"""The web monitor: ``/`` (jobs), ``/jobs/<id>`` (one job), ``/compare?ids=`` (several jobs side by side) and
-``/webhooks`` (the caller's hooks).
+"""The web monitor: ``/`` (jobs), ``/jobs/<id>`` (one job), ``/compare?ids=`` (several jobs side by side),
+``/hosts`` (the live hosts, their devices and who holds them) and ``/webhooks`` (the caller's hooks).
 Server-rendered shells with the first data inlined; the pages' JavaScript then polls the same JSON API a script
 would. What a status allows comes from the server (each job's ``actions``; the compare page gets the terminal
 statuses, after which it stops polling), never from a rule of the JavaScript's own.
@@ -11,6 +11,7 @@ from __future__ import annotations
 from flask import Blueprint, render_template, request
 
 from api.record.status import TERMINAL, JobNotFound, JobStatus
+from api.scheduler import hosts
 from api.service import catalogue, queries
 from api.web import schemas
 from api.web.openapi import read_query
@@ -36,7 +37,8 @@ def jobs_page():
     if request.args.get("clone"):
         try:
             source = queries.get_job(request.args["clone"])
-            clone = {"id": str(source.id), "name": source.name, "task": source.task, "params": source.params}
+            clone = {"id": str(source.id), "name": source.name, "task": source.task, "params": source.params,
+                     "resources": source.resources}
         except JobNotFound:
             error = f"no job {request.args['clone']} to run again"
     catalog = {"tasks": [spec.to_dict() for spec in catalogue.catalog().values()]}
@@ -72,6 +74,13 @@ def webhooks_page():
     """The caller's webhooks (an admin's: everyone's) with their newest deliveries; the page's script changes them
     through ``/api/webhooks``."""
     return render_template("webhooks.html", initial=webhooks_page_data())
+
+
+@bp.get("/hosts")
+def hosts_page():
+    """Each live host: its GPUs and the job holding each, CPUs and memory (total, reserved), tasks, last seen; the
+    page's script polls ``/api/hosts`` for the same data."""
+    return render_template("hosts.html", initial={"hosts": hosts.describe()})
 
 
 @bp.get("/compare")

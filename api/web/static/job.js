@@ -82,6 +82,26 @@ function detail(term, value, id) {
   return [h("dt", {}, term), h("dd", {id}, value === null || value === undefined || value === "" ? "–" : value)];
 }
 
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+/** What the job asked: "2 GPUs, 4 CPUs, 16 GB of memory". */
+function resourcesText(resources) {
+  if (!resources) return null;
+  const parts = [plural(resources.gpus, "GPU"), plural(resources.cpus, "CPU")];
+  parts.push(resources.memory_gb ? `${resources.memory_gb} GB of memory` : "no memory limit");
+  return parts.join(", ");
+}
+
+/** Where it runs (null while it waits): its host (linked to the hosts page), worker and GPUs. */
+function placementValue(placement) {
+  if (!placement) return null;
+  const gpus = placement.gpus.length ? ` · GPU${placement.gpus.length === 1 ? "" : "s"} ${placement.gpus.join(", ")}` : "";
+  return h("span", {}, h("a", {href: "/hosts"}, placement.host), placement.worker ? ` (${placement.worker})` : "",
+    gpus, ` · ${plural(placement.cpus, "CPU")}`);
+}
+
 function renderJob(job) {
   document.getElementById("status-badge").replaceChildren(statusBadge(job.status));
   document.getElementById("stale-badge").replaceChildren(staleBadge(job) || "");
@@ -90,6 +110,9 @@ function renderJob(job) {
   renderActions(job);
   document.getElementById("details").replaceChildren(...[
     detail("Task", job.task), detail("Owner", job.owner, "d-owner"),
+    detail("Resources", resourcesText(job.resources), "d-resources"),
+    detail("Placement", placementValue(job.placement) || (job.status === "queued" ? "waiting to be placed" : null),
+      "d-placement"),
     detail("Worker", job.worker_name), detail("Host", job.hostname), detail("PID", job.worker_pid),
     detail("Attempts", `${job.attempts} of ${job.max_attempts}`), detail("RQ job", job.rq_job_id),
     detail("Created", fmtTime(job.created_at)), detail("Started", fmtTime(job.started_at)),

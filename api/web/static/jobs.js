@@ -1,6 +1,6 @@
 /* The jobs page: the list (live, filtered and sorted as the API allows, paged by its cursor, jobs selected for the
    compare page) and the submit form, generated from the params JSON Schema the chosen task's workers published
-   (GET /api/tasks), filled in from another job for "Run again". */
+   (GET /api/tasks), with the job's resources (GPUs, CPUs, memory), filled in from another job for "Run again". */
 "use strict";
 
 const rows = document.getElementById("job-rows");
@@ -444,6 +444,7 @@ function showTask(rebuild) {
     note.hidden = true;
   }
   document.getElementById("job-name").placeholder = task ? task.name : "";
+  showResourceDefaults(task);
   const schema = task ? canonical(task.params_schema) : null;
   if (rebuild || schema !== catalog.shownSchema) {
     document.getElementById("param-list").replaceChildren(...(task ? paramFields(task) : []));
@@ -451,6 +452,39 @@ function showTask(rebuild) {
     catalog.shownSchema = schema;
   }
   form.dataset.task = task ? task.name : "";
+}
+
+// ---------------------------------------------------------------- resources: GPUs, CPUs, memory
+
+/** What a job gets when a resource field is left empty (trainq.resources.DEFAULTS), unless its task declares it. */
+const RESOURCE_DEFAULTS = {gpus: 0, cpus: 1, memory_gb: null};
+const RESOURCE_WORDS = {gpus: "whole GPUs, each to the job alone", cpus: "CPU cores: its threads follow them",
+  memory_gb: "its processes are held to it"};
+const resourceInputs = [...form.querySelectorAll("[data-resource]")];
+
+/** Each resource field's placeholder and hint: what an empty field means for this task (its declared default). */
+function showResourceDefaults(task) {
+  const declared = (task && task.resources) || {};
+  for (const input of resourceInputs) {
+    const key = input.dataset.resource;
+    const own = declared[key] !== undefined && declared[key] !== null;
+    const value = own ? declared[key] : RESOURCE_DEFAULTS[key];
+    input.placeholder = value === null ? "no limit" : String(value);
+    const meaning = value === null ? "no limit" : String(value);
+    document.getElementById(`hint-res-${key}`).textContent =
+      `${RESOURCE_WORDS[key]} · empty: ${meaning}${own ? `, as task ${task.name} declares` : ""}`;
+  }
+}
+
+/** The resource fields filled in, as the submit's ``resources`` (null when all are empty: the task's, then the
+    defaults, apply). A value is sent as typed: the API judges it, and names the field. */
+function resourcesPayload() {
+  const resources = {};
+  for (const input of resourceInputs) {
+    const raw = input.value.trim();
+    if (raw !== "") resources[input.dataset.resource] = Number(raw);
+  }
+  return Object.keys(resources).length ? resources : null;
 }
 
 function renderTaskOptions() {
@@ -529,7 +563,9 @@ function formPayload() {
   const params = {};
   for (const input of form.querySelectorAll("[data-param]")) params[input.dataset.param] = fieldValue(input);
   const name = document.getElementById("job-name").value.trim();
-  return {task: taskSelect.value, params, ...(name ? {name} : {}), ...(clone ? {cloned_from: clone.id} : {})};
+  const resources = resourcesPayload();
+  return {task: taskSelect.value, params, ...(name ? {name} : {}), ...(resources ? {resources} : {}),
+    ...(clone ? {cloned_from: clone.id} : {})};
 }
 
 // ---------------------------------------------------------------- "Run again": the form filled in from a job
@@ -563,6 +599,10 @@ if (clone) {
       `No worker has published task ${clone.task} (any more): the job cannot run again until one does.`;
   }
   document.getElementById("job-name").value = clone.name;
+  for (const input of resourceInputs) {  // what the job asked, as it was resolved at its submit
+    const value = (clone.resources || {})[input.dataset.resource];
+    input.value = value === undefined || value === null ? "" : String(value);
+  }
   panel.scrollIntoView();
 }
 
@@ -572,10 +612,15 @@ function clearErrors() {
 }
 
 /** The input and error slot an API error's ``field`` names: ``params.<name>`` and ``params.<name>.<index>``
-    (a list's item) are the param ``<name>``; ``task`` and ``name`` are theirs. */
+    (a list's item) are the param ``<name>``; ``resources.<key>`` is that resource's; ``task`` and ``name`` are
+    theirs. */
 function slotFor(field, message) {
   if (field === "task") return [taskSelect, document.getElementById("err-task")];
   if (field === "name") return [document.getElementById("job-name"), document.getElementById("err-name")];
+  const resource = /^resources\.([a-z_]+)$/.exec(field || "");
+  if (resource && document.getElementById(`err-res-${resource[1]}`)) {
+    return [document.getElementById(`res-${resource[1]}`), document.getElementById(`err-res-${resource[1]}`)];
+  }
   let param = null;
   const match = /^params\.([^.]+)/.exec(field || "");
   if (match) param = match[1];
