@@ -330,6 +330,11 @@ class Placement(Model):
     memory_gb: float | None
 
 
+class Position(Model):
+    epoch: int | None
+    step: int | None
+
+
 class JobSummary(Model):
     """A job as lists show it."""
 
@@ -370,6 +375,7 @@ class JobSummary(Model):
     placement: Placement | None = Field(description="where it runs: null while it waits to be placed")
     heartbeat_age_seconds: float | None
     stale: bool = Field(description="running, but its heartbeat is older than HEARTBEAT_TIMEOUT")
+    resumes_at: Position | None = Field(description="paused: the epoch and step of the checkpoint it resumes from")
 
 
 class History(Model):
@@ -389,8 +395,22 @@ class Job(JobSummary):
     history: list[dict[str, Any]] = Field(description="every report with an epoch, step-only reports sampled")
 
 
+class Run(Model):
+    """One time the job trained: from entering running to leaving it."""
+
+    attempt: int
+    worker: str | None
+    started_at: Timestamp
+    ended_at: Timestamp | None = Field(description="null while it runs")
+    ended_as: JobStatus | None = Field(description="the status it left running for")
+    seconds: float = Field(description="to its end, or (still running) to the time of the answer")
+
+
 class JobDetail(Job):
     actions: list[str] = Field(description="what its status allows now: cancel, pause, resume, ...")
+    runs: list[Run] = Field(description="each time it trained (attempts, resumes), oldest first")
+    first_started_at: Timestamp | None = Field(description="when it first started training")
+    training_seconds: float | None = Field(description="the time it spent training, over every run")
     history: list[dict[str, Any]] = Field(description="the last 1,000 reports (the whole series: .../history)")
     history_length: int = Field(description="how many reports the job has in all")
     history_truncated: bool = Field(description="true when history holds only the last of them")

@@ -12,19 +12,22 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request, send_file, url_for
 
-from api.record.status import utcnow
+from api.record.status import JobStatus, utcnow
 from api.record.tables import TrainingJob
-from api.service import history, jobs, queries, reconcile
+from api.service import attempts, history, jobs, queries, reconcile
 from api.web import schemas as s
 from api.web.auth import admin_required, current_user
 from api.web.openapi import BINARY, operation
 from api.web.schemas import ApiError
+from trainq.checkpoints import position
 
 bp = Blueprint("training", __name__, url_prefix="/api/training")
 
 def render(job: TrainingJob, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
     data = job.to_dict(now=utcnow(), stale_after=current_app.config["HEARTBEAT_TIMEOUT"], exclude=exclude)
     data["owner"] = job.owner.name if job.owner else None
+    # a paused job resumes from its checkpoint, which may be behind the step it reached: say where
+    data["resumes_at"] = position(job.resume_from) if job.resume_from and job.status == JobStatus.PAUSED else None
     return data
 
 
@@ -98,7 +101,8 @@ def detail(job_id: uuid.UUID) -> dict[str, Any]:
     job, tail, length = history.job_without_history(job_id)
     return {**render(job, exclude=queries.LIST_LEAVES_OUT),
             "actions": [a.value for a in jobs.allowed_actions(job, current_user())],
-            "history": tail, "history_length": length, "history_truncated": length > len(tail)}
+            "history": tail, "history_length": length, "history_truncated": length > len(tail),
+            **attempts.summary(job.id)}
 
 
 @bp.get("/<uuid:job_id>/events")

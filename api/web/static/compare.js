@@ -64,7 +64,7 @@ function makeChart(el, name, axis) {
   return new uPlot({
     title: name, width: chartWidth(el), height: CHART_HEIGHT,
     scales: {x: {time: false}, y: logScale.checked ? {distr: 3} : {}},
-    axes: [{label: axis, incrs: WHOLE_STEPS}, {size: 60}],
+    axes: [{label: axis, incrs: WHOLE_STEPS}, logScale.checked ? {size: 60} : {size: 60, values: tickLabels}],
     series: [{label: axis}, ...state.jobs.map((job, index) => ({
       label: job.name, stroke: colour(index), width: 2, spanGaps: true, points: {show: axis === "epoch", size: 5},
       value: (u, v) => (v === null || v === undefined ? "–" : fmtMetric(name, v)),
@@ -124,16 +124,23 @@ function renderFinalMetrics() {
   names.sort();
   const rows = names.map((name) => {
     const values = state.jobs.map((job) => (job.metrics || {})[name]);
-    const numbers = values.filter((v) => typeof v === "number" && isFinite(v));
+    // only completed jobs compete: a cancelled, failed or unfinished job's value is partial, never the best
+    const numbers = values.filter((v, index) => typeof v === "number" && isFinite(v)
+      && state.jobs[index].status === "completed");
     const declared = state.jobs.find((job) => job.metric === name && job.metric_mode);  // its task said which way
     const lower = declared ? declared.metric_mode === "min" : LOWER_IS_BETTER.test(name);
     const best = numbers.length > 1 ? (lower ? Math.min(...numbers) : Math.max(...numbers)) : null;
     return h("tr", {"data-metric": name}, h("th", {scope: "row"}, name,
       h("span", {class: "muted direction"}, lower ? " (lower is better)" : " (higher is better)")),
     values.map((value, index) => {
-      const isBest = best !== null && value === best;
-      return h("td", {"data-job-id": state.jobs[index].id, class: isBest ? "best" : null},
-        fmtMetric(name, value), isBest ? h("span", {class: "best-mark", title: "best"}, " ★") : null);
+      const job = state.jobs[index];
+      const isBest = best !== null && value === best && job.status === "completed";
+      const partial = value !== undefined && value !== null && job.status !== "completed";
+      return h("td", {"data-job-id": job.id, class: [isBest ? "best" : null, partial ? "partial" : null,
+        isNonFinite(value) ? "nonfinite" : null].filter(Boolean).join(" ") || null},
+      fmtMetric(name, value), isBest ? h("span", {class: "best-mark", title: "best"}, " ★") : null,
+      partial ? h("span", {class: "partial-mark", title: `${job.status}: its newest value, not a final one`},
+        " (partial)") : null);
     }));
   });
   document.getElementById("final-metrics").replaceChildren(h("thead", {}, headerRow("Metric")),
