@@ -90,6 +90,7 @@ def worker_command(name: str | None, burst: bool, gpus: str | None, fake_gpus: i
     from api.worker import scratch
     from api.worker.agent import HostLease, TrainingWorker, import_lazy_modules, run_workers, schedule_now
     from api.worker.inventory import InventoryError, take_stock
+    from trainq import provenance
 
     cfg = current_app.config
     name = name or uuid.uuid4().hex
@@ -122,6 +123,8 @@ def worker_command(name: str | None, burst: bool, gpus: str | None, fake_gpus: i
     lease.start()
     try:
         catalogue.publish(name, [task.spec() for task in offered.values()])
+        for task in offered.values():  # where each task's code comes from, as imported (its horses inherit it)
+            provenance.source(task.module)
         devices = ", ".join(f"{g.index} ({g.name})" for g in inventory.gpus) or "none"
         log.info("agent %s on %s offers %s: %d CPUs, %d MB, GPUs %s%s, %d slot(s)", name, inventory.hostname,
                  ", ".join(offered), inventory.cpus, inventory.memory_mb, devices,

@@ -34,7 +34,8 @@ def runs(job_id: uuid.UUID) -> list[dict[str, Any]]:
         if to_status == JobStatus.RUNNING:
             number, worker = _ATTEMPT.search(reason or ""), _WORKER.search(reason or "")
             current = {"attempt": int(number[1]) if number else len(found) + 1,
-                       "worker": worker[1] if worker and worker[1] != "None" else None, "started_at": at, "ended_at": None, "ended_as": None}
+                       "worker": worker[1] if worker and worker[1] != "None" else None,
+                       "started_at": at, "ended_at": None, "ended_as": None}
             found.append(current)
     now = utcnow()
     return [{**run, "seconds": round(((run["ended_at"] or now) - run["started_at"]).total_seconds(), 3),

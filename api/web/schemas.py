@@ -116,6 +116,8 @@ class SubmitRequest(Model):
     max_attempts: Attempts | None = Field(None, description="attempts before the job stays failed (default 1)")
     cloned_from: UUID | None = Field(None, description="the job this one runs again (Run again); linked back")
     resources: ResourcesRequest | None = Field(None, description="what it needs of a host")
+    fail_on_nan: bool | None = Field(None, description="end failed when an objective metric (the task's primary "
+                                     "metric, or a loss) is NaN or infinite; left out: as the task says")
 
     def task_and_params(self) -> tuple[str, dict[str, Any] | None]:
         if self.task is None:
@@ -330,6 +332,23 @@ class Placement(Model):
     memory_gb: float | None
 
 
+class Provenance(Model):
+    """What ran an attempt, as its worker recorded it when the attempt started."""
+
+    attempt: int
+    code_version: str | None = Field(description="the hash of the task's module source its worker published")
+    module: str | None
+    package: str | None = Field(description="the installed distribution holding the task's module")
+    package_version: str | None
+    git_commit: str | None = Field(description="HEAD of the git repository holding the task's source")
+    git_dirty: bool | None = Field(description="that repository had uncommitted changes")
+    python: str
+    torch: str | None
+    cuda: str | None = Field(description="the CUDA version torch was built with")
+    gpu_driver: str | None = Field(description="the NVIDIA driver's version on its host")
+    hostname: str | None
+
+
 class Position(Model):
     epoch: int | None
     step: int | None
@@ -376,6 +395,8 @@ class JobSummary(Model):
     heartbeat_age_seconds: float | None
     stale: bool = Field(description="running, but its heartbeat is older than HEARTBEAT_TIMEOUT")
     resumes_at: Position | None = Field(description="paused: the epoch and step of the checkpoint it resumes from")
+    provenance: Provenance | None = Field(description="what ran its newest attempt (recorded when it started)")
+    fail_on_nan: bool | None = Field(description="the submit's fail_on_nan (null: as its task says)")
 
 
 class History(Model):

@@ -48,7 +48,8 @@ def submit_job(body: s.SubmitRequest):
     try:
         result = jobs.submit(task, params, body.name.strip() if body.name else None, body.max_attempts,
                              owner=current_user(), cloned_from=str(body.cloned_from) if body.cloned_from else None,
-                             resources=body.resources.model_dump(exclude_none=True) if body.resources else None)
+                             resources=body.resources.model_dump(exclude_none=True) if body.resources else None,
+                             fail_on_nan=body.fail_on_nan)
     except jobs.CloneSourceNotFound as exc:
         raise ApiError(404, "job_not_found", str(exc), "cloned_from") from None
     job = render(result.job)
