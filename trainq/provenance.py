@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import json
 import platform
 import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 _DRIVER = re.compile(r"Kernel Module(?:\s+for\s+\S+)?\s+([0-9][0-9.]+)")
 
@@ -22,23 +24,41 @@ def source(module: str) -> dict[str, Any]:
     """The distribution that holds ``module`` (name and version; None for a module that is not installed) and the
     git commit of its source file's repository (None outside one) and whether that repository had uncommitted
     changes. Cached: a worker reads it once, when it imports its tasks, which is the code its jobs run."""
-    top = module.split(".")[0]
-    package = version = None
-    distributions = importlib.metadata.packages_distributions().get(top) or []
-    if distributions:
-        package = distributions[0]
-        try:
-            version = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            version = None
-    commit, dirty = _git(_source_folder(module))
-    return {"package": package, "package_version": version, "git_commit": commit, "git_dirty": dirty}
+    path = _source_file(module)
+    dist = _distribution(module.split(".")[0], path) if path else None
+    commit, dirty = _git(path.parent if path else None)
+    return {"package": dist.metadata["Name"] if dist else None, "package_version": dist.version if dist else None,
+            "git_commit": commit, "git_dirty": dirty}
 
 
-def _source_folder(module: str) -> Path | None:
+def _source_file(module: str) -> Path | None:
     found = sys.modules.get(module)
     path = getattr(found, "__file__", None)
-    return Path(path).resolve().parent if path else None
+    return Path(path).resolve() if path else None
+
+
+def _distribution(top: str, path: Path) -> importlib.metadata.Distribution | None:
+    """The installed distribution that holds the file ``path`` of the top-level package ``top``: one that lists it
+    among its files, or an editable install of a folder above it. A distribution that merely ships a package of
+    the same name (several ship a ``tests``) is not it."""
+    for name in importlib.metadata.packages_distributions().get(top) or []:
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for file in dist.files or []:
+            if file.name == path.name and Path(str(dist.locate_file(file))).resolve() == path:
+                return dist
+        try:
+            direct = json.loads(dist.read_text("direct_url.json") or "{}")
+        except ValueError:
+            continue
+        url = direct.get("url", "")
+        if direct.get("dir_info", {}).get("editable") and url.startswith("file://"):
+            root = Path(unquote(urlsplit(url).path)).resolve()
+            if path.is_relative_to(root):
+                return dist
+    return None
 
 
 def _git(folder: Path | None) -> tuple[str | None, bool | None]:

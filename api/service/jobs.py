@@ -22,14 +22,14 @@ from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
 from api import queue
-from api.record import locks
+from api.record import joblog, locks
 from api.record.status import ACTIONS, TERMINAL, Action, Actor, JobNotFound, JobStatus, actions_for
 from api.record.status_writer import TransitionResult, create, transition
 from api.record.tables import TrainingJob, User
 from api.scheduler import schedule
 from api.service import capacity, catalogue, limits, reconcile, timings, users
 from api.service.queries import get_job, latest_checkpoint, parse_id
-from api.stores import db
+from api.stores import db, redis_connection
 from trainq.resources import resolve
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,10 @@ def cancel(job_id: str | uuid.UUID, user: User | None = None) -> CancelResult:
     rq_cancelled, cleanup = False, None
     try:
         rq_cancelled = stop_work(result.job)
+    except RedisError as exc:
+        log.warning("job %s: cancelled in the database; RQ unreachable (%s)", job.id, exc)
+    note_in_log(result.job, "cancelled by user", user, result.from_status)  # once its horse has stopped
+    try:
         cleanup = reconcile.run_pass(actor=Actor.API).to_dict()
     except RedisError as exc:
         log.warning("job %s: cancelled in the database; RQ unreachable (%s)", job.id, exc)
@@ -171,6 +175,22 @@ def cancel(job_id: str | uuid.UUID, user: User | None = None) -> CancelResult:
     timings.observe("trainq_cancel_seconds", time.monotonic() - started)
     db.session.expire_all()
     return CancelResult(get_job(job.id), rq_cancelled=rq_cancelled, already_cancelled=False, cleanup=cleanup)
+
+
+_LOG_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")  # as the horse's lines
+
+
+def note_in_log(job: TrainingJob, reason: str, user: User | None, was: JobStatus | str | None) -> None:
+    """Write a stop into the job's own log, with who did it and why: its log never just ends."""
+    who = f"{user.name} (api)" if user is not None else "api"
+    stopped = "; its training was stopped" if was == JobStatus.RUNNING else ""
+    text = f"job {job.id}: {job.status} by {who}: {reason}{stopped}"
+    line = _LOG_FORMAT.format(log.makeRecord(log.name, logging.INFO, __file__, 0, text, (), None))
+    try:
+        redis = redis_connection.get()
+    except RedisError:
+        redis = None
+    joblog.append(str(job.id), line, redis, db.engine, job.attempts)
 
 
 def stop_work(job: TrainingJob) -> bool:
@@ -315,5 +335,6 @@ def mark_failed(job_id: str | uuid.UUID, reason: str, user: User | None = None) 
         stop_work(result.job)
     except RedisError as exc:
         log.warning("job %s: marked failed; RQ unreachable (%s)", job.id, exc)
+    note_in_log(result.job, message, user, result.from_status)
     log.info("job %s: %s", job.id, message)
     return get_job(job.id)
