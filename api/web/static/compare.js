@@ -129,7 +129,8 @@ function renderFinalMetrics() {
       && state.jobs[index].status === "completed");
     const declared = state.jobs.find((job) => job.metric === name && job.metric_mode);  // its task said which way
     const lower = declared ? declared.metric_mode === "min" : LOWER_IS_BETTER.test(name);
-    const best = numbers.length > 1 ? (lower ? Math.min(...numbers) : Math.max(...numbers)) : null;
+    const shown = values.filter((v) => v !== undefined && v !== null).length;  // a star needs something to beat
+    const best = numbers.length && shown > 1 ? (lower ? Math.min(...numbers) : Math.max(...numbers)) : null;
     return h("tr", {"data-metric": name}, h("th", {scope: "row"}, name,
       h("span", {class: "muted direction"}, lower ? " (lower is better)" : " (higher is better)")),
     values.map((value, index) => {
@@ -179,11 +180,28 @@ function renderParams() {
   table.dataset.differing = String(rows.filter((r) => r.classList.contains("differs")).length);
 }
 
+/** What ran each job, a row per field; a field that differs (another code version, say) is highlighted as a
+    differing param is. */
+function renderProvenance() {
+  const rows = PROVENANCE.map(([key, label]) => {
+    const values = state.jobs.map((job) => provenanceText(job, key));
+    const differs = new Set(values).size > 1;
+    return h("tr", {"data-field": key, class: differs ? "differs" : "same"},
+      h("th", {scope: "row"}, label, differs ? h("span", {class: "visually-hidden"}, " (differs)") : null),
+      values.map((value, index) => h("td", {"data-job-id": state.jobs[index].id}, value || "–")));
+  });
+  const table = document.getElementById("provenance-table");
+  table.replaceChildren(h("thead", {}, headerRow("")), h("tbody", {}, rows));
+  table.classList.toggle("hide-equal", hideEqual.checked);
+  table.dataset.differing = String(rows.filter((r) => r.classList.contains("differs")).length);
+}
+
 function renderAll() {
   renderLegend();
   renderCurves();
   renderFinalMetrics();
   renderParams();
+  renderProvenance();
 }
 
 // ---------------------------------------------------------------- options, kept in the URL, and live updates
@@ -209,6 +227,7 @@ logScale.addEventListener("change", () => { keepInUrl(); renderCurves(); });
 hideEqual.addEventListener("change", () => {
   keepInUrl();
   document.getElementById("params-table").classList.toggle("hide-equal", hideEqual.checked);
+  document.getElementById("provenance-table").classList.toggle("hide-equal", hideEqual.checked);
 });
 
 renderAll();

@@ -97,6 +97,14 @@ function runItem(run) {
     run.worker ? h("span", {class: "muted"}, ` · ${run.worker}`) : null);
 }
 
+function renderProvenance(job) {
+  const p = job.provenance;
+  document.getElementById("provenance").replaceChildren(...(p
+    ? [detail("attempt", p.attempt), ...PROVENANCE.map(([key, label]) => detail(label, provenanceText(job, key),
+      `prov-${key}`))].flat()
+    : [h("dt", {class: "muted"}, "not yet: its worker records it when an attempt starts"), h("dd")]));
+}
+
 function renderJob(job) {
   document.getElementById("status-badge").replaceChildren(statusBadge(job.status));
   document.getElementById("stale-badge").replaceChildren(staleBadge(job) || "");
@@ -116,9 +124,11 @@ function renderJob(job) {
     job.error_message ? detail("Error", h("details", {}, h("summary", {}, "traceback"),
       h("pre", {class: "error-text"}, job.error_message))) : [],
   ].flat());
+  renderProvenance(job);
   const metrics = Object.entries(job.metrics || {});
   document.getElementById("metrics").replaceChildren(...(metrics.length
-    ? metrics.flatMap(([name, value]) => [h("dt", {}, name), h("dd", {"data-metric": name}, fmtMetric(name, value))])
+    ? metrics.flatMap(([name, value]) => [h("dt", {}, name), h("dd", {"data-metric": name,
+      class: isNonFinite(value) ? "nonfinite" : null}, fmtMetric(name, value))])
     : [h("dt", {class: "muted"}, "none yet"), h("dd")]));
   renderCurves(curveHistory(job));
   if (job.history_truncated && !state.sampling && performance.now() - state.sampledAt > SAMPLE_EVERY_MS) {

@@ -239,6 +239,28 @@ function poll(tick) {
   return run;  // call it to refresh at once (after an action)
 }
 
+// ---------------------------------------------------------------- what ran a job (its provenance)
+
+/** The provenance fields the pages show, in order: [key, label, text of a job's provenance]. */
+const PROVENANCE = [
+  ["code_version", "code version", (p) => p.code_version],
+  ["package", "package", (p) => (p.package ? `${p.package} ${p.package_version || ""}`.trim() : null)],
+  ["module", "module", (p) => p.module],
+  ["git_commit", "git commit", (p) => (p.git_commit ? `${p.git_commit.slice(0, 12)}${p.git_dirty ? " (dirty)" : ""}`
+    : null)],
+  ["python", "Python", (p) => p.python],
+  ["torch", "torch", (p) => p.torch],
+  ["cuda", "CUDA", (p) => p.cuda],
+  ["gpu_driver", "GPU driver", (p) => p.gpu_driver],
+  ["hostname", "host", (p) => p.hostname],
+];
+
+function provenanceText(job, key) {
+  if (!job.provenance) return null;
+  const field = PROVENANCE.find(([name]) => name === key);
+  return field[2](job.provenance) || null;
+}
+
 // ---------------------------------------------------------------- metric curves (the job and compare pages)
 
 const AXES = new Set(["epoch", "step"]);
@@ -296,6 +318,12 @@ function nonFiniteMarks(xs, ys, marks) {
 /** A value axis's tick labels (uPlot's ``axes[].values``) with as many decimals as the step between ticks needs,
     so ticks 0.0105 and 0.011 never both read "0.011". */
 function tickLabels(u, splits, axisIdx, foundSpace, foundIncr) {
+  const labels = tickTexts(splits, foundIncr);
+  if (u && u.root) u.root.dataset.yTicks = labels.join("|");  // the canvas has no text to read: say it here
+  return labels;
+}
+
+function tickTexts(splits, foundIncr) {
   const step = Math.abs(foundIncr || (splits.length > 1 ? splits[1] - splits[0] : 0));
   if (!step || !isFinite(step)) return splits.map((v) => (v === null ? "" : String(v)));
   const largest = Math.max(...splits.map((v) => Math.abs(v)));
