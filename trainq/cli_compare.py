@@ -92,7 +92,7 @@ def compare_command(job_ids: tuple[str, ...], as_json: bool) -> None:
     if as_json:
         emit_json({"jobs": jobs, "url": url})
         return
-    table = Table(box=None, padding=(0, 1), header_style="dim")
+    table = Table(box=None, padding=(0, 1), header_style="dim", pad_edge=False)
     table.add_column("", no_wrap=True)
     for job in jobs:
         table.add_column(escape(f"{job['id'][:8]} {clean(job['name'])}\n{job['status']}"), overflow="fold")
