@@ -40,7 +40,7 @@ def test_submit_writes_row_then_enqueues(client, redis):
         "rq_job_id", "worker_name", "worker_pid", "hostname", "attempts", "checkpoint_path", "error_message",
         "created_at", "queued_at", "started_at", "finished_at", "updated_at", "heartbeat_at", "owner_id", "owner",
         "max_attempts", "resume_from", "heartbeat_age_seconds", "stale", "log_truncated", "history", "cloned_from",
-        "total_epochs", "metric", "metric_mode", "resources", "placement",
+        "total_epochs", "metric", "metric_mode", "resources", "placement", "provenance", "fail_on_nan", "resumes_at",
     }
     assert set(job) == expected_columns
     rq_job = fetch(job["id"], redis)
@@ -48,6 +48,7 @@ def test_submit_writes_row_then_enqueues(client, redis):
     again = client.get(f"/api/training/{job['id']}").get_json()
     assert again.pop("actions") == ["cancel", "force-start", "mark-failed"]
     assert (again.pop("history_length"), again.pop("history_truncated")) == (0, False)  # the read caps history
+    assert (again.pop("runs"), again.pop("first_started_at"), again.pop("training_seconds")) == ([], None, None)
     assert {k: v for k, v in again.items() if k != "heartbeat_age_seconds"} == \
         {k: v for k, v in job.items() if k != "heartbeat_age_seconds"}
     assert job["stale"] is False and job["max_attempts"] == 1
