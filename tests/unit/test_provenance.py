@@ -42,3 +42,4 @@ def test_a_modules_source_names_its_package_and_git_commit():
     assert sample["git_commit"] == head and isinstance(sample["git_dirty"], bool)
     assert provenance.source(sys.__name__) == {"package": None, "package_version": None, "git_commit": None,
                                                "git_dirty": None}  # a built-in module has no source file
+
