@@ -49,6 +49,11 @@ def test_nan_and_infinities_are_shown_and_marked_on_the_curve(page: Page, client
     expect(chart).to_have_attribute("data-nonfinite", "2")  # and a marker where it stops
     expect(chart.locator(".chart-note")).to_have_text("loss became NaN at epoch 3 (2 points not finite)")
     expect(chart.locator(".u-legend")).to_contain_text("not finite")
+    page.goto(f"/compare?ids={job_id}")  # the compare page says where each job's line stops
+    chart = page.locator("#charts .chart[data-metric=loss]")
+    expect(chart).to_have_attribute("data-nonfinite", "2")
+    expect(chart.locator(f".chart-note li[data-job-id='{job_id}']")).to_have_text("t: loss became NaN at epoch 3")
+    expect(page.locator("#final-metrics tr[data-metric=loss] td")).to_have_text("NaN")
 
 
 def test_a_queued_jobs_log_says_it_waits_to_start(page: Page, client):

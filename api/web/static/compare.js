@@ -57,7 +57,9 @@ function chartData(name) {
     const y = p.has(x) ? p.get(x) : null;
     return y === null || (log && y <= 0) ? null : y;
   }));
-  return {axis, xs, ys, lines: ys.filter((line) => line.some((y) => y !== null)).length};
+  // where a job's line stops because the metric was NaN or infinite: said under the chart, never a silent gap
+  const bad = histories.map((history) => nonFinitePoints(history, name, axis));
+  return {axis, xs, ys, bad, lines: ys.filter((line) => line.some((y) => y !== null)).length};
 }
 
 function makeChart(el, name, axis) {
@@ -98,8 +100,29 @@ function renderCurves() {
     chart.el.dataset.points = String(series.ys.flat().filter((y) => y !== null).length);
     chart.el.dataset.axis = series.axis;
     chart.el.setAttribute("aria-label", `${name} per ${series.axis}, ${series.lines} jobs`);
+    renderNonFinite(chart.el, name, series);
   }
   document.getElementById("curves-title").dataset.metrics = String(names.length);
+}
+
+function renderNonFinite(el, name, series) {
+  const notes = series.bad.map((marks, index) => {
+    if (!marks.size) return null;
+    const [x, value] = [...marks.entries()].sort((a, b) => a[0] - b[0])[0];
+    return h("li", {"data-job-id": state.jobs[index].id}, swatch(index),
+      `${state.jobs[index].name}: ${name} became ${value} at ${series.axis} ${x}`);
+  }).filter(Boolean);
+  el.dataset.nonfinite = String(series.bad.reduce((sum, marks) => sum + marks.size, 0));
+  let list = el.querySelector(".chart-note");
+  if (!notes.length) {
+    if (list) list.remove();
+    return;
+  }
+  if (!list) {
+    list = h("ul", {class: "chart-note nonfinite plain"});
+    el.append(list);
+  }
+  list.replaceChildren(...notes);
 }
 
 new ResizeObserver(() => {
