@@ -247,12 +247,14 @@ def _bounds(prop: dict[str, Any]) -> str:
 @click.option("--cpus", type=click.IntRange(1, 1024), help="CPU cores it needs (default: the task's, else 1).")
 @click.option("--memory", metavar="16G", help="Memory its processes may use (16G, 512M; default: the task's, else "
               "no limit).")
+@click.option("--fail-on-nan/--no-fail-on-nan", default=None,
+              help="End failed when its primary metric or a loss becomes NaN or infinite (default: as the task says).")
 @click.option("--follow", "-f", is_flag=True, help="Then follow it until it ends (exit code as `follow`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
 @handled
 def submit(task: str | None, clone_of: str | None, params: tuple[str, ...], params_file: Path | None,
            name: str | None, max_attempts: int | None, gpus: int | None, cpus: int | None, memory: str | None,
-           follow: bool, as_json: bool) -> None:
+           fail_on_nan: bool | None, follow: bool, as_json: bool) -> None:
     """Submit a job of TASK (or, with --clone ID, another run of that job), asking --gpus, --cpus, --memory."""
     api = client()
     source = api.call("GET", f"/api/training/{resolve(api, clone_of)}") if clone_of else None
@@ -272,6 +274,8 @@ def submit(task: str | None, clone_of: str | None, params: tuple[str, ...], para
         body["cloned_from"] = source["id"]
     if max_attempts is not None:
         body["max_attempts"] = max_attempts
+    if fail_on_nan is not None:
+        body["fail_on_nan"] = fail_on_nan
     resources = {k: v for k, v in (("gpus", gpus), ("cpus", cpus), ("memory_gb", memory_gb(memory))) if v is not None}
     if resources:
         body["resources"] = resources

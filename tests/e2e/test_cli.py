@@ -347,7 +347,9 @@ def test_compare_prints_final_metrics_the_params_that_differ_and_the_pages_url(c
 
 def test_show_lists_the_runs_and_what_ran_the_job(cli_env, workers):
     workers()
-    job_id = submitted_id(trainq(cli_env, "submit", "diabetes-regression", "-p", "epochs=2", "--follow"))
+    job_id = submitted_id(trainq(cli_env, "submit", "diabetes-regression", "-p", "epochs=2", "--fail-on-nan",
+                                 "--follow"))
+    assert row(job_id).fail_on_nan is True
     shown = trainq(cli_env, "show", job_id[:8])
     assert shown.returncode == 0, shown.stderr
     ran = row(job_id).provenance
