@@ -102,7 +102,7 @@ function renderProvenance(job) {
   document.getElementById("provenance").replaceChildren(...(p
     ? [detail("attempt", p.attempt), ...PROVENANCE.map(([key, label]) => detail(label, provenanceText(job, key),
       `prov-${key}`))].flat()
-    : [h("dt", {class: "muted"}, "not yet: its worker records it when an attempt starts"), h("dd")]));
+    : detail("recorded", "not yet: its worker records it when an attempt starts")));
 }
 
 function renderJob(job) {
