@@ -189,3 +189,17 @@ def test_logged_out_the_docs_page_goes_to_the_login_page_and_back(browser_contex
     expect(tab.locator("h1")).to_contain_text("API")
     answer = anon.get("/api/openapi.json")  # an API client still gets the API's 401
     assert answer.status_code == 401 and answer.get_json()["error"]["code"] == "unauthorized"
+
+
+def test_the_submit_form_can_ask_to_fail_on_nan(page: Page):
+    page.goto("/")
+    page.locator("#submit-panel summary").click()
+    form = page.locator("#submit-form")
+    form.locator("#task-select").select_option("diabetes-regression")
+    expect(form).to_have_attribute("data-task", "diabetes-regression")
+    form.locator("#fail-on-nan").check()
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/api/training")) as sent:
+        form.locator("button[type=submit]").click()
+    assert sent.value.post_data_json["fail_on_nan"] is True
+    page.wait_for_url("**/jobs/*")
+    assert db.session.get(TrainingJob, uuid.UUID(page.url.rsplit("/", 1)[1])).fail_on_nan is True

@@ -529,7 +529,9 @@ function formPayload() {
   const params = {};
   for (const input of form.querySelectorAll("[data-param]")) params[input.dataset.param] = fieldValue(input);
   const name = document.getElementById("job-name").value.trim();
-  return {task: taskSelect.value, params, ...(name ? {name} : {}), ...(clone ? {cloned_from: clone.id} : {})};
+  const failOnNan = document.getElementById("fail-on-nan").checked;
+  return {task: taskSelect.value, params, ...(name ? {name} : {}), ...(clone ? {cloned_from: clone.id} : {}),
+    ...(failOnNan ? {fail_on_nan: true} : {})};
 }
 
 // ---------------------------------------------------------------- "Run again": the form filled in from a job
