@@ -333,6 +333,13 @@ def list_jobs(status: str | None, task: str | None, name: str | None, owner: str
         click.echo("no jobs")
 
 
+def resume_text(at: dict[str, Any] | None) -> str | None:
+    """A paused job's checkpoint position: where it resumes, which may be behind where it stopped."""
+    if not at:
+        return None
+    return ", ".join(f"{axis} {at[axis]}" for axis in ("step", "epoch") if at.get(axis) is not None) or None
+
+
 def duration_text(seconds: float | None) -> str | None:
     if seconds is None:
         return None
@@ -431,6 +438,7 @@ def show(job_id: str, as_json: bool) -> None:
             ("status", f"{job['status']}: {job.get('status_reason') or ''}"), ("owner", job.get("owner")),
             ("params", json.dumps(job.get("params"), sort_keys=True)), ("resources", resources_text(job)),
             ("placement", placement_text(job)), ("progress", progress_text(job)),
+            ("resumes from", resume_text(job.get("resumes_at"))),
             ("metrics", metrics_text(job.get("metrics"), limit=20)),
             ("attempts", f"{job.get('attempts')} of {job.get('max_attempts')}"), ("worker", job.get("worker_name")),
             ("created", job.get("created_at")), ("started", job.get("first_started_at") or job.get("started_at")),
