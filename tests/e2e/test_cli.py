@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -357,3 +358,15 @@ def test_show_lists_the_runs_and_what_ran_the_job(cli_env, workers):
     assert f"trainq {ran['package_version']}" in shown.stdout and ran["git_commit"] in shown.stdout
     assert f"Python {ran['python']}, torch {ran['torch']}" in shown.stdout
     assert "training time" in shown.stdout
+
+
+def test_show_says_where_a_paused_job_resumes(cli_env, ctx):
+    from api.record.status import Actor, JobStatus
+    from api.record.status_writer import transition
+
+    job_id = submitted_id(trainq(cli_env, "submit", "mlp", "-p", "epochs=3"))
+    _set_row(job_id, step=422, resume_from=f"/c/{job_id}/ckpt-000003-e3-s395.pt")
+    transition(job_id, JobStatus.RUNNING, reason="started by worker w1 (attempt 1)", actor=Actor.WORKER)
+    transition(job_id, JobStatus.PAUSED, reason="paused", actor=Actor.WORKER)
+    shown = trainq(cli_env, "show", job_id[:8]).stdout
+    assert re.search(r"resumes from +step 395, epoch 3", shown), shown
