@@ -257,12 +257,12 @@ class TaskContext:
                                                                                               self.primary_metric):
                 axis = "step" if step is not None else "epoch" if epoch is not None else None
                 diverged = NonFiniteMetric(name, number, axis, step if step is not None else epoch)
+        if self._track is not None:
+            self._track(entry)
         if diverged is not None:  # recorded (the curve shows where), then the task stops here
             self.flush_reports()
             self._sink.report(entry)
             raise diverged
-        if self._track is not None:
-            self._track(entry)
         if epoch is None and self._coalesce:
             # step-only: merged into the newest one, handed on at most every ``coalesce_seconds`` (the sink keeps
             # only the newest step-only report per write anyway)
