@@ -437,8 +437,16 @@ class JobDetail(Job):
     history_truncated: bool = Field(description="true when history holds only the last of them")
 
 
+class ListedJob(JobSummary):
+    """A job as the list shows it: with its first start and the time spent in its runs that ended."""
+
+    first_started_at: Timestamp | None = Field(description="when it first started training")
+    ended_runs_seconds: float | None = Field(description="the time spent training in its runs that ended (a running "
+                                             "job's current run: from started_at to now)")
+
+
 class JobList(Model):
-    jobs: list[JobSummary]
+    jobs: list[ListedJob]
     next_cursor: str | None
 
 

@@ -112,6 +112,11 @@ def test_started_and_training_time_cover_every_run_and_the_runs_are_listed(page:
     shown = page.evaluate("iso => new Date(iso).toLocaleString()", job["first_started_at"])
     expect(page.locator("#d-started")).to_have_text(shown)  # the first start, not the newest attempt's
     assert job["first_started_at"] != job["started_at"]
+    page.goto("/")  # the list too: the first start, and the time over both runs
+    expect(page.locator(f"tr[data-job-id='{job_id}'] .started")).to_have_text(shown)
+    listed = client.get("/api/training").get_json()["jobs"][0]
+    assert listed["first_started_at"] == job["first_started_at"]
+    assert abs(listed["ended_runs_seconds"] - job["training_seconds"]) < 0.01
 
 
 def test_the_compare_page_stars_only_completed_jobs_and_marks_the_others_partial(page: Page, client):

@@ -108,3 +108,6 @@ def test_a_paused_and_resumed_job_shows_its_first_start_and_every_run(client, wo
     spans = [datetime.fromisoformat(r["ended_at"]) - datetime.fromisoformat(r["started_at"]) for r in job["runs"]]
     assert abs(job["training_seconds"] - sum(s.total_seconds() for s in spans)) < 0.01
     assert job["training_seconds"] > second["seconds"]
+    listed = client.get(f"/api/training?id_prefix={job_id[:8]}").get_json()["jobs"][0]
+    assert listed["first_started_at"] == first["started_at"]
+    assert abs(listed["ended_runs_seconds"] - job["training_seconds"]) < 0.01

@@ -53,7 +53,8 @@ def test_submit_writes_row_then_enqueues(client, redis):
         {k: v for k, v in job.items() if k != "heartbeat_age_seconds"}
     assert job["stale"] is False and job["max_attempts"] == 1
     listed = client.get("/api/training").get_json()["jobs"][0]
-    assert set(listed) == expected_columns - {"history"}  # lists leave out the growing per-epoch history
+    # lists leave out the growing per-epoch history, and say how long each trained over all its runs
+    assert set(listed) == expected_columns - {"history"} | {"first_started_at", "ended_runs_seconds"}
 
 
 @pytest.mark.parametrize(

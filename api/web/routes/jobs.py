@@ -37,7 +37,8 @@ def list_page(query: s.ListQuery) -> dict[str, Any]:
                            id_prefix=query.id_prefix.lower() if query.id_prefix else None, owner=query.owner or None,
                            name=query.name or None, since=query.since, until=query.until, sort=query.sort)
     page = queries.list_jobs(where, query.limit, query.cursor)
-    return {"jobs": [render(job, exclude=queries.LIST_LEAVES_OUT) for job in page.jobs],
+    runs = attempts.for_list([job.id for job in page.jobs])
+    return {"jobs": [{**render(job, exclude=queries.LIST_LEAVES_OUT), **runs[job.id]} for job in page.jobs],
             "next_cursor": page.next_cursor}
 
 

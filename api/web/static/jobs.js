@@ -111,8 +111,8 @@ function jobRow(job) {
     h("td", {"data-label": "Progress"}, progressBar(job)),
     h("td", {"data-label": "Metric", class: "primary-metric"}, primaryCell(job)),
     h("td", {"data-label": "Metrics"}, metricsCell(job)),
-    h("td", {"data-label": "Started"}, fmtTime(job.started_at)),
-    h("td", {"data-label": "Duration", class: "duration"}, fmtDuration(duration(job))),
+    h("td", {"data-label": "Started", class: "started"}, fmtTime(job.first_started_at || job.started_at)),
+    h("td", {"data-label": "Duration", class: "duration"}, fmtDuration(trainedFor(job))),
     h("td", {"data-label": "Heartbeat", class: "heartbeat"}, heartbeatCell(job)));
 }
 
@@ -151,7 +151,7 @@ function tickClocks() {
   for (const job of view.page.jobs) {
     const tr = rows.querySelector(`tr[data-job-id="${job.id}"]`);
     if (!tr) continue;
-    tr.querySelector(".duration").textContent = fmtDuration(duration(job));
+    tr.querySelector(".duration").textContent = fmtDuration(trainedFor(job));
     tr.querySelector(".heartbeat").textContent = heartbeatCell(job);
   }
 }

@@ -54,6 +54,14 @@ function duration(job) {
   return ((job.finished_at ? Date.parse(job.finished_at) : Date.now()) - Date.parse(job.started_at)) / 1000;
 }
 
+/** How long a listed job has trained over all its runs: those that ended (``ended_runs_seconds``), and the one
+    running now from its start. */
+function trainedFor(job) {
+  if (typeof job.ended_runs_seconds !== "number") return duration(job);
+  const current = job.status === "running" && job.started_at ? (Date.now() - Date.parse(job.started_at)) / 1000 : 0;
+  return job.ended_runs_seconds + current;
+}
+
 /** The heartbeat age the API gave, counted on from when that answer came (no clock skew involved); none for a job
     that is not running (its last beat says nothing now). */
 function heartbeatText(job, receivedAt) {
