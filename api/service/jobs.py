@@ -180,9 +180,11 @@ def cancel(job_id: str | uuid.UUID, user: User | None = None) -> CancelResult:
 _LOG_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")  # as the horse's lines
 
 
-def note_in_log(job: TrainingJob, reason: str, user: User | None, was: JobStatus | str | None) -> None:
-    """Write a stop into the job's own log, with who did it and why: its log never just ends."""
-    who = f"{user.name} (api)" if user is not None else "api"
+def note_in_log(job: TrainingJob, reason: str, user: User | None, was: JobStatus | str | None,
+                actor: Actor = Actor.API) -> None:
+    """Write a stop into the job's own log, with who did it (the user, and through what) and why: its log never
+    just ends. Call it once the training has stopped (``stop_work``): the horse numbers its own lines."""
+    who = f"{user.name} ({actor.value})" if user is not None else actor.value
     stopped = "; its training was stopped" if was == JobStatus.RUNNING else ""
     text = f"job {job.id}: {job.status} by {who}: {reason}{stopped}"
     line = _LOG_FORMAT.format(log.makeRecord(log.name, logging.INFO, __file__, 0, text, (), None))
