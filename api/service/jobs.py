@@ -161,16 +161,18 @@ def cancel(job_id: str | uuid.UUID, user: User | None = None) -> CancelResult:
         if result.job.status == JobStatus.CANCELLED:
             return CancelResult(result.job, rq_cancelled=False, already_cancelled=True)
         raise JobConflict(_refusal(result.job, "cancelled"), result.job)
-    rq_cancelled, cleanup = False, None
+    rq_cancelled, cleanup, reached = False, None, True
     try:
         rq_cancelled = stop_work(result.job)
     except RedisError as exc:
+        reached = False
         log.warning("job %s: cancelled in the database; RQ unreachable (%s)", job.id, exc)
     note_in_log(result.job, "cancelled by user", user, result.from_status)  # once its horse has stopped
-    try:
-        cleanup = reconcile.run_pass(actor=Actor.API).to_dict()
-    except RedisError as exc:
-        log.warning("job %s: cancelled in the database; RQ unreachable (%s)", job.id, exc)
+    if reached:
+        try:
+            cleanup = reconcile.run_pass(actor=Actor.API).to_dict()
+        except RedisError as exc:
+            log.warning("job %s: cancelled in the database; RQ unreachable (%s)", job.id, exc)
     log.info("job %s: cancelled (rq_cancelled=%s)", job.id, rq_cancelled)
     timings.observe("trainq_cancel_seconds", time.monotonic() - started)
     db.session.expire_all()
