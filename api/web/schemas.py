@@ -13,7 +13,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
 
 from api.record.status import JobStatus
 
@@ -116,7 +125,7 @@ class SubmitRequest(Model):
     max_attempts: Attempts | None = Field(None, description="attempts before the job stays failed (default 1)")
     cloned_from: UUID | None = Field(None, description="the job this one runs again (Run again); linked back")
     resources: ResourcesRequest | None = Field(None, description="what it needs of a host")
-    fail_on_nan: bool | None = Field(None, description="end failed when an objective metric (the task's primary "
+    fail_on_nan: StrictBool | None = Field(None, description="end failed when an objective metric (the task's primary "
                                      "metric, or a loss) is NaN or infinite; left out: as the task says")
 
     def task_and_params(self) -> tuple[str, dict[str, Any] | None]:

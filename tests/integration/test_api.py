@@ -270,3 +270,12 @@ def test_query_values_with_control_characters_are_a_400(client, query):
         response = client.get(url)
         assert response.status_code in (200, 400) and response.status_code != 500, url
     assert client.get(f"/api/training?{query}").status_code == 400
+
+
+def test_fail_on_nan_is_a_submits_choice_and_a_wrong_one_names_the_field(client):
+    assert submit(client)["fail_on_nan"] is None  # left out: as the task says
+    response = client.post("/api/training", json={"task": "mlp", "fail_on_nan": True})
+    assert response.status_code == 201 and response.get_json()["job"]["fail_on_nan"] is True
+    for wrong in (0, "yes"):
+        error = error_of(client.post("/api/training", json={"task": "mlp", "fail_on_nan": wrong}), 422)
+        assert error["field"] == "fail_on_nan", error
