@@ -46,6 +46,16 @@ def list_checkpoints(folder: Path) -> list[CheckpointFile]:
     return sorted(found, key=lambda c: c.seq)
 
 
+def position(path: str | Path) -> dict[str, int | None] | None:
+    """The epoch and step a checkpoint's name says it was written at (the task's last report before it), or None
+    for a name that is not a checkpoint's."""
+    match = _NAME.fullmatch(Path(path).name)
+    if match is None:
+        return None
+    return {"epoch": int(match["epoch"]) if match["epoch"] else None,
+            "step": int(match["step"]) if match["step"] else None}
+
+
 def newest_checkpoint(folder: Path) -> CheckpointFile | None:
     found = list_checkpoints(folder)
     return found[-1] if found else None

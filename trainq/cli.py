@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
+from rich.text import Text
 
 from trainq.client import Client, ClientError, save_login
 from trainq.terminal import clean, emit_json, handled, resolve
@@ -41,6 +42,28 @@ def table(*columns: str) -> Table:
     made = Table(box=None, padding=(0, 2), header_style="dim")
     for column in columns:
         made.add_column(column)
+    return made
+
+
+def fitted_table(headers: list[str], rows: list[list[str]], shrink: tuple[str, ...], width: int) -> Table:
+    """A ``table`` that fits ``width`` columns: every column whole (a status is never "compl…"), but those named in
+    ``shrink``, cut in that order (each down to 6 characters, with "…") until the table fits; narrower gaps
+    between columns first."""
+    natural = {h: max([len(h), *(len(Text.from_markup(r[i]).plain) for r in rows)]) for i, h in enumerate(headers)}
+    pad = 2 if sum(natural.values()) + 4 * (len(headers) - 1) <= width else 1
+    made = Table(box=None, padding=(0, pad), header_style="dim", pad_edge=False)
+    excess = sum(natural.values()) + 2 * pad * (len(headers) - 1) - width
+    limits: dict[str, int] = {}
+    for name in shrink:
+        if excess <= 0 or name not in natural:
+            continue
+        cut = min(excess, max(0, natural[name] - 6))
+        limits[name], excess = natural[name] - cut, excess - cut
+    for header in headers:
+        made.add_column(header, no_wrap=True, overflow="ellipsis", max_width=limits.get(header),
+                        min_width=None if header in limits else natural[header])
+    for row in rows:
+        made.add_row(*row)
     return made
 
 
@@ -224,12 +247,14 @@ def _bounds(prop: dict[str, Any]) -> str:
 @click.option("--cpus", type=click.IntRange(1, 1024), help="CPU cores it needs (default: the task's, else 1).")
 @click.option("--memory", metavar="16G", help="Memory its processes may use (16G, 512M; default: the task's, else "
               "no limit).")
+@click.option("--fail-on-nan/--no-fail-on-nan", default=None,
+              help="End failed when its primary metric or a loss becomes NaN or infinite (default: as the task says).")
 @click.option("--follow", "-f", is_flag=True, help="Then follow it until it ends (exit code as `follow`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
 @handled
 def submit(task: str | None, clone_of: str | None, params: tuple[str, ...], params_file: Path | None,
            name: str | None, max_attempts: int | None, gpus: int | None, cpus: int | None, memory: str | None,
-           follow: bool, as_json: bool) -> None:
+           fail_on_nan: bool | None, follow: bool, as_json: bool) -> None:
     """Submit a job of TASK (or, with --clone ID, another run of that job), asking --gpus, --cpus, --memory."""
     api = client()
     source = api.call("GET", f"/api/training/{resolve(api, clone_of)}") if clone_of else None
@@ -249,6 +274,8 @@ def submit(task: str | None, clone_of: str | None, params: tuple[str, ...], para
         body["cloned_from"] = source["id"]
     if max_attempts is not None:
         body["max_attempts"] = max_attempts
+    if fail_on_nan is not None:
+        body["fail_on_nan"] = fail_on_nan
     resources = {k: v for k, v in (("gpus", gpus), ("cpus", cpus), ("memory_gb", memory_gb(memory))) if v is not None}
     if resources:
         body["resources"] = resources
@@ -295,14 +322,51 @@ def list_jobs(status: str | None, task: str | None, name: str | None, owner: str
         emit_json(jobs)
         return
     metric = sort.lstrip("-") if sort else None
-    listed = table("id", "name", "task", "status", "progress", *([metric] if metric else []), "owner", "created")
+    headers = ["id", "name", "task", "status", "progress", *([metric] if metric else []), "owner", "created"]
+    rows = []
     for job in jobs:
         value = [cell(_number_text((job.get("metrics") or {}).get(metric)))] if metric else []
-        listed.add_row(job["id"][:8], cell(job["name"]), cell(job.get("task", "")), job["status"], progress_text(job),
-                       *value, cell(job.get("owner") or ""), (job.get("created_at") or "")[:19].replace("T", " "))
-    console.print(listed)
+        rows.append([job["id"][:8], cell(job["name"]), cell(job.get("task", "")), job["status"], progress_text(job),
+                     *value, cell(job.get("owner") or ""), (job.get("created_at") or "")[:19].replace("T", " ")])
+    console.print(fitted_table(headers, rows, shrink=("name", "task", "owner"), width=console.width))
     if not jobs:
         click.echo("no jobs")
+
+
+def resume_text(at: dict[str, Any] | None) -> str | None:
+    """A paused job's checkpoint position: where it resumes, which may be behind where it stopped."""
+    if not at:
+        return None
+    return ", ".join(f"{axis} {at[axis]}" for axis in ("step", "epoch") if at.get(axis) is not None) or None
+
+
+def duration_text(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    whole = round(seconds)
+    hours, minutes, secs = whole // 3600, whole // 60 % 60, whole % 60
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+def runs_text(runs: list[dict[str, Any]]) -> str | None:
+    """Each time it trained, when there was more than one (a pause and resume, a retry)."""
+    if len(runs) < 2:
+        return None
+    return "\n".join(f"attempt {r['attempt']}: {r['started_at'][:19].replace('T', ' ')}, "
+                     f"{duration_text(r['seconds'])} → {r['ended_as'] or 'running'}"
+                     + (f" on {r['worker']}" if r.get("worker") else "") for r in runs)
+
+
+def provenance_rows(ran: dict[str, Any] | None) -> list[tuple[str, str | None]]:
+    """What ran its newest attempt: code version, package, git commit, library versions."""
+    if not ran:
+        return []
+    package = f"{ran['package']} {ran.get('package_version') or ''}".strip() if ran.get("package") else None
+    git = f"{ran['git_commit']}{' (dirty)' if ran.get('git_dirty') else ''}" if ran.get("git_commit") else None
+    versions = ", ".join(f"{name} {ran[key]}" for key, name in (("python", "Python"), ("torch", "torch"),
+                         ("cuda", "CUDA"), ("gpu_driver", "driver")) if ran.get(key))
+    return [("code version", f"{ran.get('code_version')} ({ran.get('module')})"), ("package", package),
+            ("git commit", git), ("versions", versions)]
 
 
 def memory_gb(text: str | None) -> float | None:
@@ -374,10 +438,13 @@ def show(job_id: str, as_json: bool) -> None:
             ("status", f"{job['status']}: {job.get('status_reason') or ''}"), ("owner", job.get("owner")),
             ("params", json.dumps(job.get("params"), sort_keys=True)), ("resources", resources_text(job)),
             ("placement", placement_text(job)), ("progress", progress_text(job)),
+            ("resumes from", resume_text(job.get("resumes_at"))),
             ("metrics", metrics_text(job.get("metrics"), limit=20)),
             ("attempts", f"{job.get('attempts')} of {job.get('max_attempts')}"), ("worker", job.get("worker_name")),
-            ("created", job.get("created_at")), ("started", job.get("started_at")),
-            ("finished", job.get("finished_at")), ("actions", ", ".join(job.get("actions") or []))]
+            ("created", job.get("created_at")), ("started", job.get("first_started_at") or job.get("started_at")),
+            ("finished", job.get("finished_at")), ("training time", duration_text(job.get("training_seconds"))),
+            ("runs", runs_text(job.get("runs") or [])), *provenance_rows(job.get("provenance")),
+            ("actions", ", ".join(job.get("actions") or []))]
     fields = Table(box=None, show_header=False, padding=(0, 2))
     fields.add_column(style="dim")
     fields.add_column()
@@ -543,10 +610,12 @@ def _detached(job_id: str) -> None:
     sys.exit(130)
 
 
+from trainq.cli_compare import compare_command  # noqa: E402 - added to the group above
 from trainq.cli_integrations import tensorboard_command, webhooks_group  # noqa: E402 - added to the group above
 
 main.add_command(webhooks_group)
 main.add_command(tensorboard_command)
+main.add_command(compare_command)
 
 if __name__ == "__main__":
     main()

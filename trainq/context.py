@@ -140,18 +140,41 @@ def _torch_bool() -> Any:
     return torch.bool
 
 
+NON_FINITE = frozenset({"NaN", "Infinity", "-Infinity"})
+"""How a NaN or an infinity is kept: JSON has neither, so a metric that was one is this string (the monitor marks
+it, the API and the CLI show it), never a gap that hides a diverged run."""
+
+
+def non_finite(value: float) -> str:
+    """``float("nan")`` -> ``"NaN"``, ``inf`` -> ``"Infinity"``, ``-inf`` -> ``"-Infinity"``."""
+    return "NaN" if value != value else "Infinity" if value > 0 else "-Infinity"
+
+
 def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN or infinity; the curve shows a gap
+        return non_finite(value)
     return value
 
 
-def _number(name: str, value: Any) -> float | int | None | Deferred:
-    """A reported value as a number (NaN and infinities as None: JSON has neither; the curve shows a gap). Called
-    for every metric of every report: the common cases first, and no more calls than it needs."""
+def is_objective(name: str, primary: str | None) -> bool:
+    """Whether ``fail_on_nan`` watches the metric ``name``: the task's primary metric, ``loss`` and any ``*_loss``."""
+    return name == primary or name == "loss" or name.endswith("_loss")
+
+
+class NonFiniteMetric(Exception):
+    """An objective metric became NaN or infinite while ``fail_on_nan`` is on: the job ends failed, saying so."""
+
+    def __init__(self, name: str, value: str, axis: str | None, at: int | None) -> None:
+        super().__init__(f"{name} became {value}" + (f" at {axis} {at}" if axis else ""))
+        self.name, self.value = name, value
+
+
+def _number(name: str, value: Any) -> float | int | str | Deferred:
+    """A reported value as a number (NaN and infinities as ``NON_FINITE`` strings: JSON has neither). Called for
+    every metric of every report: the common cases first, and no more calls than it needs."""
     kind = type(value)
     if kind is float:
-        return value if value - value == 0.0 else None  # inf - inf and nan - nan are nan
+        return value if value - value == 0.0 else non_finite(value)  # inf - inf and nan - nan are nan
     if kind is int:
         return value
     if getattr(value, "is_cuda", False):  # a CUDA tensor: one number, read when written
@@ -164,7 +187,7 @@ def _number(name: str, value: Any) -> float | int | None | Deferred:
         raise TypeError(f"report(): {name} must be a number, got {kind.__name__}") from None
     kind = type(value)
     if kind is float:
-        return value if value - value == 0.0 else None
+        return value if value - value == 0.0 else non_finite(value)
     if kind is int:
         return value
     raise TypeError(f"report(): {name} must be a number, got {kind.__name__}")
@@ -183,7 +206,7 @@ class TaskContext:
 
     def __init__(self, *, job_id: str, attempt: int, checkpoint_dir: Path, artifact_dir: Path, workdir: Path,
                  log: logging.Logger | logging.LoggerAdapter, sink: Sink, device: str | None = None,
-                 keep_checkpoints: int = 3) -> None:
+                 keep_checkpoints: int = 3, fail_on_nan: bool = False, primary_metric: str | None = None) -> None:
         self.job_id, self.attempt = job_id, attempt
         self.checkpoint_dir, self.artifact_dir, self.workdir = Path(checkpoint_dir), Path(artifact_dir), Path(workdir)
         self.log = log
@@ -199,6 +222,7 @@ class TaskContext:
         self._track = getattr(sink, "track", None)
         self._steps: dict[str, Any] = {}  # step-only reports not yet handed on (merged)
         self._hand_on_at = 0.0
+        self.fail_on_nan, self.primary_metric = fail_on_nan, primary_metric
 
     @classmethod
     def local(cls, folder: Path | None = None, device: str | None = None, job_id: str = "local",
@@ -252,16 +276,26 @@ class TaskContext:
         """Record metrics of any names at a step or an epoch (``step=`` or ``epoch=``, or both): numbers, or
         one-element tensors (pass the tensor, not ``.item()``: a CUDA tensor is read when the service writes,
         so reporting never waits for the GPU). Cheap: the service batches reports and writes them from a thread
-        of its own at most once per ``PROGRESS_INTERVAL``."""
+        of its own at most once per ``PROGRESS_INTERVAL``. NaN and infinities are kept (as ``NON_FINITE``
+        strings); with ``fail_on_nan``, one in an objective metric (``is_objective``) raises ``NonFiniteMetric``."""
         entry: dict[str, Any] = {}
         if step is not None:
             entry["step"] = self._last_step = step if type(step) is int else int(step)
         if epoch is not None:
             entry["epoch"] = self._last_epoch = int(epoch)
+        diverged = None
         for name, value in metrics.items():
-            entry[name] = _number(name, value)
+            entry[name] = number = _number(name, value)
+            if type(number) is str and diverged is None and self.fail_on_nan and is_objective(name,
+                                                                                              self.primary_metric):
+                axis = "step" if step is not None else "epoch" if epoch is not None else None
+                diverged = NonFiniteMetric(name, number, axis, step if step is not None else epoch)
         if self._track is not None:
             self._track(entry)
+        if diverged is not None:  # recorded (the curve shows where), then the task stops here
+            self.flush_reports()
+            self._sink.report(entry)
+            raise diverged
         if epoch is None and self._coalesce:
             # step-only: merged into the newest one, handed on at most every ``coalesce_seconds`` (the sink keeps
             # only the newest step-only report per write anyway)

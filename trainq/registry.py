@@ -43,13 +43,22 @@ class Task:
     metric: str | None = None  # the primary metric: the list's main column and default sort
     mode: str = "min"  # "min": lower is better; "max": higher is better
     resources: Resources | None = None  # what its jobs need unless a submit says otherwise
+    fail_on_nan: bool = False  # a non-finite objective (its primary metric, or a loss) fails its jobs
 
     def params_schema(self) -> dict[str, Any]:
         """The params' JSON Schema, as pydantic writes it (what the API validates a submission against)."""
         return self.params.model_json_schema()
 
     def code_version(self) -> str:
-        """A hash of the task's module source (or, without a source file, of its name and schema)."""
+        """A hash of the task's module source (or, without a source file, of its name and schema), as it was when
+        first asked (a worker asks when it publishes its tasks, right after importing them: the code its jobs
+        run, even if the file changes later)."""
+        cached = _code_versions.get((self.module, self.name))
+        if cached is None:
+            cached = _code_versions[(self.module, self.name)] = self._hash_source()
+        return cached
+
+    def _hash_source(self) -> str:
         module = sys.modules.get(self.module)
         try:
             source = inspect.getsource(module) if module else ""
@@ -70,6 +79,7 @@ class Task:
 
 
 _registry: dict[str, Task] = {}
+_code_versions: dict[tuple[str, str], str] = {}
 
 
 def registry() -> dict[str, Task]:
@@ -78,14 +88,16 @@ def registry() -> dict[str, Task]:
 
 
 def task(name: str, *, params: type[BaseModel], metric: str | None = None, mode: str = "min",
-         resources: Resources | None = None) -> Callable[[Callable[..., Any]], Task]:
+         resources: Resources | None = None, fail_on_nan: bool = False) -> Callable[[Callable[..., Any]], Task]:
     """Register ``func(ctx, params) -> dict`` as the task ``name``; its docstring is the description.
 
     ``params`` is a pydantic model: the service publishes its JSON Schema and validates submissions
     against it, and the worker builds the model from the submitted params before calling ``func``.
     ``metric`` names the task's primary metric (one it reports) and ``mode`` which way is better ("min" or
     "max"): the jobs list shows it as its main column and sorts a task's jobs by it. ``resources`` are its jobs'
-    defaults (``Resources(gpus=1)``): a submit's own values come first.
+    defaults (``Resources(gpus=1)``): a submit's own values come first. ``fail_on_nan``: a job ends failed
+    ("loss became NaN at step 812") when its primary metric or a loss (``loss``, ``*_loss``) is reported NaN or
+    infinite (a submit's ``fail_on_nan`` overrides it).
     """
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise TaskError(f"task name {name!r}: use 1 to 64 of a-z, 0-9, '.', '_', '-', starting with a letter or digit")
@@ -103,7 +115,8 @@ def task(name: str, *, params: type[BaseModel], metric: str | None = None, mode:
         if existing and (existing.module, existing.func.__qualname__) != (func.__module__, func.__qualname__):
             raise TaskError(f"task {name!r} is declared twice: in {existing.module} and in {func.__module__}")
         description = inspect.cleandoc(func.__doc__ or "").split("\n\n")[0].replace("\n", " ")
-        registered = Task(name, func, params, description, func.__module__, metric, mode, resources)
+        registered = Task(name, func, params, description, func.__module__, metric, mode, resources,
+                          bool(fail_on_nan))
         _registry[name] = registered
         return registered
 

@@ -128,6 +128,7 @@ def _run_agent(name: str, burst: bool, gpus: str | None, fake_gpus: int, cpus: i
     from api.worker import scratch
     from api.worker.agent import HostLease, TrainingWorker, import_lazy_modules, run_workers, schedule_now
     from api.worker.inventory import InventoryError, take_stock
+    from trainq import provenance
 
     cfg = current_app.config
     try:
@@ -160,6 +161,8 @@ def _run_agent(name: str, burst: bool, gpus: str | None, fake_gpus: int, cpus: i
     try:
         catalogue.publish(name, [task.spec() for task in offered.values()])
         starting.done()
+        for task in offered.values():  # where each task's code comes from, as imported (its horses inherit it)
+            provenance.source(task.module)
         devices = ", ".join(f"{g.index} ({g.name})" for g in inventory.gpus) or "none"
         log.info("agent %s on %s offers %s: %d CPUs, %d MB, GPUs %s%s, %d slot(s)", name, inventory.hostname,
                  ", ".join(offered), inventory.cpus, inventory.memory_mb, devices,

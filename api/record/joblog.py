@@ -134,6 +134,39 @@ class _Tee(io.TextIOBase):
         self.stream.flush()
 
 
+def append(job_id: str, line: str, redis: Redis | None, engine: Engine, attempt: int) -> int | None:
+    """Add ``line`` to the job's log from outside its work horse (a cancel says who stopped it and why), after
+    whatever the attempt wrote: the lines of an attempt that was killed before it saved them are saved first (they
+    are in the stream only), then this one, numbered after them; the stream gets it too. Call it once the horse
+    has stopped (it numbers its lines itself). Returns its number, or None when PostgreSQL is unreachable."""
+    key = uuid.UUID(job_id)
+    try:
+        with engine.begin() as conn:
+            saved = conn.execute(select(func.max(JobLogLine.n)).where(JobLogLine.job_id == key)).scalar() or 0
+            streamed: list[tuple[int, str, int]] = []
+            if redis is not None:  # only what PostgreSQL lacks: a killed attempt's tail
+                try:
+                    streamed = [(_n(entry_id), fields[b"line"].decode(errors="replace"),
+                                 int(fields.get(b"attempt", attempt)))
+                                for entry_id, fields in redis.xrange(stream_key(job_id), min=f"{saved + 1}-0")]
+                except (RedisError, ValueError):
+                    streamed = []
+            rows = [{"job_id": key, "n": n, "attempt": a, "line": text} for n, text, a in streamed]
+            for start in range(0, len(rows), 5000):
+                conn.execute(pg_insert(JobLogLine).values(rows[start : start + 5000]).on_conflict_do_nothing())
+            n = (conn.execute(select(func.max(JobLogLine.n)).where(JobLogLine.job_id == key)).scalar() or 0) + 1
+            conn.execute(pg_insert(JobLogLine).values(job_id=key, n=n, attempt=attempt, line=line)
+                         .on_conflict_do_nothing())
+    except SQLAlchemyError:
+        return None
+    if redis is not None:
+        try:
+            redis.xadd(stream_key(job_id), {"line": line, "attempt": attempt}, id=f"{n}-0")
+        except RedisError:  # saved in PostgreSQL, which reads come to first
+            pass
+    return n
+
+
 def read(job_id: uuid.UUID, after: int, limit: int, redis: Redis, session: Any) -> list[dict[str, Any]]:
     """Lines numbered above ``after``: saved ones from PostgreSQL, then any newer ones from the stream."""
     saved = session.execute(

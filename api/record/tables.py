@@ -147,6 +147,10 @@ class TrainingJob(db.Model):
     resources: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     # waited past MAX_BACKFILL_WAIT: the host whose devices are held for it as they free up (the scheduler's)
     hold_host_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("hosts.id", ondelete="SET NULL"))
+    # what ran its newest attempt (api.worker.provenance): code version, package, git commit, library versions
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # fail when an objective metric is not finite: the submit's choice (None: its task's, @task(fail_on_nan=))
+    fail_on_nan: Mapped[bool | None] = mapped_column(Boolean)
 
     owner: Mapped[User] = relationship(foreign_keys=[owner_id])
     # the scheduler's reservation for the current attempt (None while it waits to be placed)
@@ -175,8 +179,9 @@ class TrainingJob(db.Model):
         if "resources" in data and data["resources"] is not None:
             data["resources"] = {"gpus": 0, "cpus": 1, "memory_gb": None, **data["resources"]}
         data["placement"] = self.placement()
-        if "metrics" in data:  # deprecated, kept for older clients: the newest train_loss or loss
-            data["loss"] = (self.metrics or {}).get("train_loss", (self.metrics or {}).get("loss"))
+        if "metrics" in data:  # deprecated, kept for older clients: the newest train_loss or loss (a number)
+            loss = (self.metrics or {}).get("train_loss", (self.metrics or {}).get("loss"))
+            data["loss"] = loss if isinstance(loss, int | float) else None
         if "cloned_from" in data:
             data["cloned_from"] = str(self.cloned_from) if self.cloned_from else None
         age = (now - self.heartbeat_at).total_seconds() if now and self.heartbeat_at else None

@@ -14,7 +14,7 @@ from api.record.status import ACTIVE, Actor, JobStatus
 from api.record.status_writer import transition
 from api.record.tables import TrainingJob, User
 from api.service import limits
-from api.service.jobs import JobConflict, enqueue_current, job_lock, restart, stop_work
+from api.service.jobs import JobConflict, enqueue_current, job_lock, note_in_log, restart, stop_work
 from api.service.queries import get_job, latest_checkpoint
 from api.stores import db
 
@@ -40,6 +40,7 @@ def removed_in_dashboard(rq_job_ids: list[str], what: str, user: User | None) ->
                 stop_work(result.job)
             except RedisError as exc:
                 log.warning("job %s: cancelled (deleted in rq-dashboard); RQ unreachable (%s)", job.id, exc)
+            note_in_log(result.job, reason, user, result.from_status, Actor.DASHBOARD_SYNC)
     return cancelled
 
 

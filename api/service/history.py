@@ -87,8 +87,11 @@ def downsample(entries: list[dict[str, Any]], points: int) -> list[dict[str, Any
         chosen = {start, min(start + size, len(entries)) - 1}
         lows: dict[str, tuple[float, int]] = {}
         highs: dict[str, tuple[float, int]] = {}
+        firsts: dict[str, int] = {}  # each metric's first non-finite value in the bucket
         for index in range(start, min(start + size, len(entries))):
             for name, value in entries[index].items():
+                if isinstance(value, str) and name not in firsts:  # "NaN", "Infinity": the first stays visible
+                    firsts[name] = index
                 if name in ("epoch", "step") or not isinstance(value, int | float) or isinstance(value, bool):
                     continue
                 if name not in lows or value < lows[name][0]:
@@ -97,5 +100,6 @@ def downsample(entries: list[dict[str, Any]], points: int) -> list[dict[str, Any
                     highs[name] = (value, index)
         chosen.update(index for _, index in lows.values())
         chosen.update(index for _, index in highs.values())
+        chosen.update(firsts.values())
         kept.extend(sorted(chosen))
     return [entries[index] for index in kept]

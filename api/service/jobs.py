@@ -22,14 +22,14 @@ from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
 from api import queue
-from api.record import locks
+from api.record import joblog, locks
 from api.record.status import ACTIONS, TERMINAL, Action, Actor, JobNotFound, JobStatus, actions_for
 from api.record.status_writer import TransitionResult, create, transition
 from api.record.tables import TrainingJob, User
 from api.scheduler import schedule
 from api.service import capacity, catalogue, limits, reconcile, timings, users
 from api.service.queries import get_job, latest_checkpoint, parse_id
-from api.stores import db
+from api.stores import db, redis_connection
 from trainq.resources import resolve
 
 log = logging.getLogger(__name__)
@@ -70,13 +70,14 @@ class CloneSourceNotFound(LookupError):
 
 def submit(task: str, params: dict[str, Any] | None, name: str | None = None,
            max_attempts: int | None = None, owner: User | None = None, cloned_from: str | None = None,
-           resources: dict[str, Any] | None = None) -> SubmitResult:
+           resources: dict[str, Any] | None = None, fail_on_nan: bool | None = None) -> SubmitResult:
     """Check ``params`` against the task's published schema, ``resources`` against the hosts offering it, and
     ``owner``'s queued-jobs limit; insert the row as queued; then a scheduling pass places it (and enqueues it on
     its host's queue) if it fits somewhere now. Redis down: the row stays queued, with a reason, and the
     reconciler enqueues it later. ``owner`` defaults to the first admin (for in-process callers). ``cloned_from``:
     the job this one is a copy of ("Run again"), recorded on the row. ``resources``: what the submit asks
-    ({gpus, cpus, memory_gb}, any of them), before the task's declared defaults and ``trainq.resources.DEFAULTS``."""
+    ({gpus, cpus, memory_gb}, any of them), before the task's declared defaults and ``trainq.resources.DEFAULTS``.
+    ``fail_on_nan``: end failed when an objective metric is not finite (None: as the task says)."""
     owner = owner or users.first_admin()
     if owner is None:
         raise ValueError("a job needs an owner: create an admin first (flask --app api users create NAME --admin)")
@@ -106,6 +107,7 @@ def submit(task: str, params: dict[str, Any] | None, name: str | None = None,
         metric=spec.metric,
         metric_mode=spec.metric_mode,
         resources=needs,
+        fail_on_nan=fail_on_nan,
     )
     create(job, actor=Actor.API, reason="submitted", user_id=owner.id)
     report = _schedule()
@@ -159,16 +161,40 @@ def cancel(job_id: str | uuid.UUID, user: User | None = None) -> CancelResult:
         if result.job.status == JobStatus.CANCELLED:
             return CancelResult(result.job, rq_cancelled=False, already_cancelled=True)
         raise JobConflict(_refusal(result.job, "cancelled"), result.job)
-    rq_cancelled, cleanup = False, None
+    rq_cancelled, cleanup, reached = False, None, True
     try:
         rq_cancelled = stop_work(result.job)
-        cleanup = reconcile.run_pass(actor=Actor.API).to_dict()
     except RedisError as exc:
+        reached = False
         log.warning("job %s: cancelled in the database; RQ unreachable (%s)", job.id, exc)
+    note_in_log(result.job, "cancelled by user", user, result.from_status)  # once its horse has stopped
+    if reached:
+        try:
+            cleanup = reconcile.run_pass(actor=Actor.API).to_dict()
+        except RedisError as exc:
+            log.warning("job %s: cancelled in the database; RQ unreachable (%s)", job.id, exc)
     log.info("job %s: cancelled (rq_cancelled=%s)", job.id, rq_cancelled)
     timings.observe("trainq_cancel_seconds", time.monotonic() - started)
     db.session.expire_all()
     return CancelResult(get_job(job.id), rq_cancelled=rq_cancelled, already_cancelled=False, cleanup=cleanup)
+
+
+_LOG_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")  # as the horse's lines
+
+
+def note_in_log(job: TrainingJob, reason: str, user: User | None, was: JobStatus | str | None,
+                actor: Actor = Actor.API) -> None:
+    """Write a stop into the job's own log, with who did it (the user, and through what) and why: its log never
+    just ends. Call it once the training has stopped (``stop_work``): the horse numbers its own lines."""
+    who = f"{user.name} ({actor.value})" if user is not None else actor.value
+    stopped = "; its training was stopped" if was == JobStatus.RUNNING else ""
+    text = f"job {job.id}: {job.status} by {who}: {reason}{stopped}"
+    line = _LOG_FORMAT.format(log.makeRecord(log.name, logging.INFO, __file__, 0, text, (), None))
+    try:
+        redis = redis_connection.get()
+    except RedisError:
+        redis = None
+    joblog.append(str(job.id), line, redis, db.engine, job.attempts)
 
 
 def stop_work(job: TrainingJob) -> bool:
@@ -313,5 +339,6 @@ def mark_failed(job_id: str | uuid.UUID, reason: str, user: User | None = None) 
         stop_work(result.job)
     except RedisError as exc:
         log.warning("job %s: marked failed; RQ unreachable (%s)", job.id, exc)
+    note_in_log(result.job, message, user, result.from_status)
     log.info("job %s: %s", job.id, message)
     return get_job(job.id)

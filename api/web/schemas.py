@@ -13,7 +13,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
 
 from api.record.status import JobStatus
 
@@ -116,6 +125,8 @@ class SubmitRequest(Model):
     max_attempts: Attempts | None = Field(None, description="attempts before the job stays failed (default 1)")
     cloned_from: UUID | None = Field(None, description="the job this one runs again (Run again); linked back")
     resources: ResourcesRequest | None = Field(None, description="what it needs of a host")
+    fail_on_nan: StrictBool | None = Field(None, description="end failed when an objective metric (the task's primary "
+                                     "metric, or a loss) is NaN or infinite; left out: as the task says")
 
     def task_and_params(self) -> tuple[str, dict[str, Any] | None]:
         if self.task is None:
@@ -330,6 +341,28 @@ class Placement(Model):
     memory_gb: float | None
 
 
+class Provenance(Model):
+    """What ran an attempt, as its worker recorded it when the attempt started."""
+
+    attempt: int
+    code_version: str | None = Field(description="the hash of the task's module source its worker published")
+    module: str | None
+    package: str | None = Field(description="the installed distribution holding the task's module")
+    package_version: str | None
+    git_commit: str | None = Field(description="HEAD of the git repository holding the task's source")
+    git_dirty: bool | None = Field(description="that repository had uncommitted changes")
+    python: str
+    torch: str | None
+    cuda: str | None = Field(description="the CUDA version torch was built with")
+    gpu_driver: str | None = Field(description="the NVIDIA driver's version on its host")
+    hostname: str | None
+
+
+class Position(Model):
+    epoch: int | None
+    step: int | None
+
+
 class JobSummary(Model):
     """A job as lists show it."""
 
@@ -370,6 +403,9 @@ class JobSummary(Model):
     placement: Placement | None = Field(description="where it runs: null while it waits to be placed")
     heartbeat_age_seconds: float | None
     stale: bool = Field(description="running, but its heartbeat is older than HEARTBEAT_TIMEOUT")
+    resumes_at: Position | None = Field(description="paused: the epoch and step of the checkpoint it resumes from")
+    provenance: Provenance | None = Field(description="what ran its newest attempt (recorded when it started)")
+    fail_on_nan: bool | None = Field(description="the submit's fail_on_nan (null: as its task says)")
 
 
 class History(Model):
@@ -389,15 +425,37 @@ class Job(JobSummary):
     history: list[dict[str, Any]] = Field(description="every report with an epoch, step-only reports sampled")
 
 
+class Run(Model):
+    """One time the job trained: from entering running to leaving it."""
+
+    attempt: int
+    worker: str | None
+    started_at: Timestamp
+    ended_at: Timestamp | None = Field(description="null while it runs")
+    ended_as: JobStatus | None = Field(description="the status it left running for")
+    seconds: float = Field(description="to its end, or (still running) to the time of the answer")
+
+
 class JobDetail(Job):
     actions: list[str] = Field(description="what its status allows now: cancel, pause, resume, ...")
+    runs: list[Run] = Field(description="each time it trained (attempts, resumes), oldest first")
+    first_started_at: Timestamp | None = Field(description="when it first started training")
+    training_seconds: float | None = Field(description="the time it spent training, over every run")
     history: list[dict[str, Any]] = Field(description="the last 1,000 reports (the whole series: .../history)")
     history_length: int = Field(description="how many reports the job has in all")
     history_truncated: bool = Field(description="true when history holds only the last of them")
 
 
+class ListedJob(JobSummary):
+    """A job as the list shows it: with its first start and the time spent in its runs that ended."""
+
+    first_started_at: Timestamp | None = Field(description="when it first started training")
+    ended_runs_seconds: float | None = Field(description="the time spent training in its runs that ended (a running "
+                                             "job's current run: from started_at to now)")
+
+
 class JobList(Model):
-    jobs: list[JobSummary]
+    jobs: list[ListedJob]
     next_cursor: str | None
 
 

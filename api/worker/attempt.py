@@ -36,13 +36,13 @@ from api.record.status_writer import TransitionResult, transition
 from api.record.tables import TrainingJob
 from api.scheduler.schedule import schedule
 from api.stores import db, redis_client, redis_connection
-from api.worker import devices, scratch, storage
+from api.worker import devices, provenance, scratch, storage
 from api.worker.disk import DiskLimited
 from api.worker.liveness import AttemptLease, JobHeartbeat, TakeoverTimeout
 from api.worker.progress import ProgressWriter
 from api.worker.trackers import Trackers
 from trainq.checkpoints import StorageFull, disk_full_error, newest_checkpoint
-from trainq.context import TaskContext
+from trainq.context import NonFiniteMetric, TaskContext, is_objective, non_finite, resolve_entry
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,7 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
               "or released it)")
         return {"failed": "not placed"}
     placed = devices.apply(reservation)
+    provenance.record(job_id, attempt, task, db.engine, jlog)
     checkpoints = Path(cfg["CHECKPOINT_DIR"]) / job_id
     newest = newest_checkpoint(checkpoints)
     jlog.info("running (attempt %s, pid %s, task %s%s) %s", attempt, os.getpid(), job.task,
@@ -220,7 +221,9 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
                       artifact_dir=Path(cfg["ARTIFACT_DIR"]) / job_id, workdir=workdir, log=jlog,
                       sink=DiskLimited(sink),
                       keep_checkpoints=cfg["KEEP_CHECKPOINTS"],
-                      device=getattr(params, "device", None) or cfg["DEVICE"] or None)
+                      device=getattr(params, "device", None) or cfg["DEVICE"] or None,
+                      fail_on_nan=task.fail_on_nan if job.fail_on_nan is None else job.fail_on_nan,
+                      primary_metric=job.metric or task.metric)
     started = time.perf_counter()
     watch = None
     if placed.memory_mb:
@@ -249,6 +252,10 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
                         result = task(ctx, params)
                 finally:
                     ctx.flush_reports()  # the newest step, for the attempt's last write
+        except NonFiniteMetric as exc:  # fail_on_nan: the run diverged, and says where
+            jlog.error("%s; failed (fail_on_nan)", exc)
+            write(JobStatus.FAILED, str(exc)[:500], **writer.progress_fields())
+            return {"failed": str(exc)}
         except Exception as exc:
             jlog.exception("task %s raised", job.task)
             full = disk_full_error(exc)
@@ -273,6 +280,12 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
             write(JobStatus.FAILED, f"task {job.task} returned {problem}; a task returns a dict of numbers",
                   **writer.progress_fields())
             return {"failed": problem}
+        if ctx.fail_on_nan:  # what report() could not see: CUDA values, read only when written, and the final ones
+            diverged = first_non_finite({**resolve_entry(dict(writer.latest)), **metrics}, ctx.primary_metric)
+            if diverged:
+                jlog.error("%s; failed (fail_on_nan)", diverged)
+                write(JobStatus.FAILED, diverged, **writer.progress_fields(metrics))
+                return {"failed": diverged}
         # Durable first (beside the checkpoints): if PostgreSQL stays down past DB_RETRY_SECONDS and Redis loses the
         # RQ job's result too, the reconciler records the completion from this file instead of calling it lost.
         kept = outcome.write_outcome(cfg["CHECKPOINT_DIR"], job_id, attempt, {
@@ -360,5 +373,15 @@ def final_metrics(result: Any) -> tuple[dict[str, Any], str | None]:
             return {}, f"a dict with the key {name!r}, not a metric name"
         if isinstance(value, bool) or not isinstance(value, int | float):
             return {}, f"{name!r}: {type(value).__name__} {str(value)[:50]!r}, not a number"
-        metrics[name] = value if math.isfinite(value) else None
+        metrics[name] = value if math.isfinite(value) else non_finite(value)  # kept visible, never null
     return metrics, None
+
+
+def first_non_finite(values: dict[str, Any], primary: str | None) -> str | None:
+    """"loss became NaN at step 812" for the first objective metric of ``values`` (a report's, with its step or
+    epoch) that is not finite, or None."""
+    for name, value in values.items():
+        if name not in ("step", "epoch") and isinstance(value, str) and is_objective(name, primary):
+            axis = "step" if "step" in values else "epoch" if "epoch" in values else None
+            return f"{name} became {value}" + (f" at {axis} {values[axis]}" if axis else "")
+    return None

@@ -293,6 +293,10 @@ def test_cancel_from_the_page_kills_the_training_processes(page: Page, client, w
     assert answered.value.status == 200
     expect(badge(page)).to_have_text("cancelled", timeout=1_000)  # fetched at once, not at the next poll
     expect(page.locator("#action-message")).to_have_text(f"Job {job_id} cancelled successfully")
+    # the log says who stopped it and why (issue 23, item 17): it never just ends
+    expect(page.locator("#log .log-line").last).to_contain_text(
+        f"job {job_id}: cancelled by {client.get(f'/api/training/{job_id}').get_json()['owner']} (api): "
+        "cancelled by user; its training was stopped")
     wait_for(lambda: all(process_gone(p) for p in pids), 5, f"horse and loader processes {pids} to be gone")
     expect(page.locator("#actions button")).to_have_count(1)  # a cancelled job without checkpoint: start afresh
     assert shown_actions(page) == ["force-start"]
@@ -341,6 +345,11 @@ def test_pause_then_resume_from_the_page_continues_from_the_checkpoint(page: Pag
     expect(page.locator("#log")).to_contain_text(f"restoring {Path(paused.resume_from).name}")
     expect(page.locator("#log")).to_contain_text("resumed at epoch ")
     assert row(job_id).epoch >= paused.epoch  # continued from the checkpoint's epoch, not from zero
+    # the refresh after Resume raced the regular poll: each line is shown once all the same (issue 23, item 9)
+    numbers = page.locator("#log .log-line").evaluate_all("lines => lines.map(l => Number(l.dataset.n))")
+    assert numbers == list(range(1, len(numbers) + 1))
+    expect(page.locator("#runs li")).to_have_count(2)  # both runs, the first ended paused (item 11)
+    expect(page.locator("#runs li").first).to_contain_text("→ paused")
     assert_not_reloaded(page)
 
 

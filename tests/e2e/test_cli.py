@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -255,3 +256,101 @@ def test_ls_filters_and_sorts_submit_clone_and_history(cli_env, client):
     assert csv_text.splitlines() == ["epoch,step,val_loss", "1,5,0.25"]
     as_json = json.loads(trainq(cli_env, "history", ids["sweep-lr-2"], "--format", "json").stdout)
     assert as_json["history"] == [{"epoch": 1, "step": 5, "val_loss": 0.25}]
+
+
+def _set_row(job_id: str, **values) -> None:
+    import uuid as uuid_module
+
+    from sqlalchemy import update
+
+    from api.record.tables import TrainingJob
+    from api.stores import db
+
+    db.session.execute(update(TrainingJob).where(TrainingJob.id == uuid_module.UUID(job_id)).values(**values))
+    db.session.commit()
+
+
+def _end(job_id: str, status: str) -> None:
+    from api.record.status import Actor, JobStatus
+    from api.record.status_writer import transition
+
+    transition(job_id, JobStatus.RUNNING, reason="started by worker w1 (attempt 1)", actor=Actor.WORKER)
+    transition(job_id, JobStatus(status), reason="test", actor=Actor.WORKER)
+
+
+def test_ls_in_80_columns_keeps_every_status_whole_and_shrinks_the_name_first(cli_env, ctx):
+    long_name = "a-rather-long-experiment-name-with-its-learning-rate-0.001-and-seed-7"
+    ids = [submitted_id(trainq(cli_env, "submit", "diabetes-regression", "--name", long_name)) for _ in range(2)]
+    _end(ids[0], "completed")
+    _end(ids[1], "cancelled")
+    narrow = trainq({**cli_env, "COLUMNS": "80"}, "ls")
+    assert narrow.returncode == 0, narrow.stderr
+    lines = narrow.stdout.splitlines()
+    assert all(len(line.rstrip()) <= 80 for line in lines), lines
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert "completed" in rows[ids[0][:8]].split() and "cancelled" in rows[ids[1][:8]].split()
+    assert "diabetes-regression" in rows[ids[0][:8]] or "…" in rows[ids[0][:8]]
+    assert long_name not in narrow.stdout and "…" in rows[ids[0][:8]]  # the name gave way
+    assert "created" in lines[0] and rows[ids[0][:8]].rstrip()[-8:].count(":") == 2  # the time is whole too
+    wide = trainq(cli_env, "ls")  # 200 columns: nothing is cut
+    assert long_name in wide.stdout and "…" not in wide.stdout
+
+
+def test_compare_prints_final_metrics_the_params_that_differ_and_the_pages_url(cli_env, api_url, ctx):
+    first = submitted_id(trainq(cli_env, "submit", "mlp", "-p", "learning_rate=0.1", "-p", "epochs=3", "--name", "a"))
+    second = submitted_id(trainq(cli_env, "submit", "mlp", "-p", "learning_rate=0.01", "-p", "epochs=3",
+                                 "--name", "b"))
+    third = submitted_id(trainq(cli_env, "submit", "mlp", "-p", "learning_rate=0.5", "-p", "epochs=3", "--name", "c"))
+    ran = {"attempt": 1, "code_version": "0123456789abcdef", "module": "builtin_tasks.tasks", "package": "trainq",
+           "package_version": "0.1.0", "git_commit": "a" * 40, "git_dirty": False, "python": "3.11.7",
+           "torch": "2.13.0+cpu", "cuda": None, "gpu_driver": None, "hostname": "box"}
+    _set_row(first, metrics={"val_loss": 0.5, "val_accuracy": 0.8}, provenance=ran)
+    _set_row(second, metrics={"val_loss": 0.25, "val_accuracy": 0.9}, provenance={**ran, "code_version": "fedcba98"})
+    _set_row(third, metrics={"val_loss": 0.1, "val_accuracy": 0.95}, provenance=ran)
+    _end(first, "completed")
+    _end(second, "completed")
+    _end(third, "cancelled")  # its better numbers are from a run cut short: partial, never the best
+    shown = trainq(cli_env, "compare", first[:8], second[:8], third[:8])
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    loss = next(line for line in lines if line.startswith("val_loss"))
+    assert "(lower is better)" in loss and "0.25 ★" in loss and "0.1 (partial)" in loss and "0.5 ★" not in loss
+    accuracy = next(line for line in lines if line.startswith("val_accuracy"))
+    assert "0.9 ★" in accuracy and "0.95 (partial)" in accuracy
+    rate = next(line for line in lines if line.startswith("learning_rate"))
+    assert "0.1" in rate and "0.01" in rate and "0.5" in rate
+    assert not any(line.startswith("epochs") for line in lines)  # equal params are left out
+    code = next(line for line in lines if line.startswith("code version"))
+    assert "0123456789abcdef" in code and "fedcba98" in code
+    assert not any(line.startswith("torch") for line in lines)
+    assert lines[-1] == f"compare page: {api_url}/compare?ids={first},{second},{third}"
+    as_json = json.loads(trainq(cli_env, "compare", first, second, "--json").stdout)
+    assert [job["id"] for job in as_json["jobs"]] == [first, second] and as_json["url"].endswith(f"{first},{second}")
+    none = trainq(cli_env, "compare")
+    assert none.returncode == 2 and "Traceback" not in none.stderr
+
+
+def test_show_lists_the_runs_and_what_ran_the_job(cli_env, workers):
+    workers()
+    job_id = submitted_id(trainq(cli_env, "submit", "diabetes-regression", "-p", "epochs=2", "--fail-on-nan",
+                                 "--follow"))
+    assert row(job_id).fail_on_nan is True
+    shown = trainq(cli_env, "show", job_id[:8])
+    assert shown.returncode == 0, shown.stderr
+    ran = row(job_id).provenance
+    assert f"{ran['code_version']} (builtin_tasks.tasks)" in shown.stdout
+    assert f"trainq {ran['package_version']}" in shown.stdout and ran["git_commit"] in shown.stdout
+    assert f"Python {ran['python']}, torch {ran['torch']}" in shown.stdout
+    assert "training time" in shown.stdout
+
+
+def test_show_says_where_a_paused_job_resumes(cli_env, ctx):
+    from api.record.status import Actor, JobStatus
+    from api.record.status_writer import transition
+
+    job_id = submitted_id(trainq(cli_env, "submit", "mlp", "-p", "epochs=3"))
+    _set_row(job_id, step=422, resume_from=f"/c/{job_id}/ckpt-000003-e3-s395.pt")
+    transition(job_id, JobStatus.RUNNING, reason="started by worker w1 (attempt 1)", actor=Actor.WORKER)
+    transition(job_id, JobStatus.PAUSED, reason="paused", actor=Actor.WORKER)
+    shown = trainq(cli_env, "show", job_id[:8]).stdout
+    assert re.search(r"resumes from +step 395, epoch 3", shown), shown

@@ -130,6 +130,9 @@ def test_delete_and_empty_on_every_list_rq_dashboard_shows(registry, client, wor
             assert events(job_id)[-1] == (before.status, "cancelled", "dashboard-sync")
             event = client.get(f"/api/training/{job_id}/events").get_json()["events"][-1]
             assert event["user"] == admin and event["reason"] == job.status_reason
+            last = client.get(f"/api/training/{job_id}/logs").get_json()["lines"][-1]["line"]
+            assert last.endswith(f"cancelled by {admin} (dashboard-sync): {job.status_reason}"
+                                 + ("; its training was stopped" if registry == "started" else "")), last
             if registry == "started":
                 wait_for(lambda p=before.worker_pid: process_gone(p), 30, "the deleted job's training to stop")
         else:  # it had ended: RQ's record of it goes, the row's truth stays

@@ -40,7 +40,7 @@ def test_submit_writes_row_then_enqueues(client, redis):
         "rq_job_id", "worker_name", "worker_pid", "hostname", "attempts", "checkpoint_path", "error_message",
         "created_at", "queued_at", "started_at", "finished_at", "updated_at", "heartbeat_at", "owner_id", "owner",
         "max_attempts", "resume_from", "heartbeat_age_seconds", "stale", "log_truncated", "history", "cloned_from",
-        "total_epochs", "metric", "metric_mode", "resources", "placement",
+        "total_epochs", "metric", "metric_mode", "resources", "placement", "provenance", "fail_on_nan", "resumes_at",
     }
     assert set(job) == expected_columns
     rq_job = fetch(job["id"], redis)
@@ -48,11 +48,13 @@ def test_submit_writes_row_then_enqueues(client, redis):
     again = client.get(f"/api/training/{job['id']}").get_json()
     assert again.pop("actions") == ["cancel", "force-start", "mark-failed"]
     assert (again.pop("history_length"), again.pop("history_truncated")) == (0, False)  # the read caps history
+    assert (again.pop("runs"), again.pop("first_started_at"), again.pop("training_seconds")) == ([], None, None)
     assert {k: v for k, v in again.items() if k != "heartbeat_age_seconds"} == \
         {k: v for k, v in job.items() if k != "heartbeat_age_seconds"}
     assert job["stale"] is False and job["max_attempts"] == 1
     listed = client.get("/api/training").get_json()["jobs"][0]
-    assert set(listed) == expected_columns - {"history"}  # lists leave out the growing per-epoch history
+    # lists leave out the growing per-epoch history, and say how long each trained over all its runs
+    assert set(listed) == expected_columns - {"history"} | {"first_started_at", "ended_runs_seconds"}
 
 
 @pytest.mark.parametrize(
@@ -268,3 +270,12 @@ def test_query_values_with_control_characters_are_a_400(client, query):
         response = client.get(url)
         assert response.status_code in (200, 400) and response.status_code != 500, url
     assert client.get(f"/api/training?{query}").status_code == 400
+
+
+def test_fail_on_nan_is_a_submits_choice_and_a_wrong_one_names_the_field(client):
+    assert submit(client)["fail_on_nan"] is None  # left out: as the task says
+    response = client.post("/api/training", json={"task": "mlp", "fail_on_nan": True})
+    assert response.status_code == 201 and response.get_json()["job"]["fail_on_nan"] is True
+    for wrong in (0, "yes"):
+        error = error_of(client.post("/api/training", json={"task": "mlp", "fail_on_nan": wrong}), 422)
+        assert error["field"] == "fail_on_nan", error

@@ -58,3 +58,26 @@ def test_bad_cursors(client):
         response = client.get(f"/api/training/{job_id}/logs?{query}")
         assert response.status_code == 400 and response.get_json()["error"]["field"] == field
     assert client.get("/api/training/not-a-job/logs").status_code == 404
+
+
+def test_a_cancel_and_a_mark_failed_are_written_into_the_log_after_what_the_attempt_wrote(client, redis, make_user):
+    """Issue 23, item 17: the log never just stops. The stop comes after every line the attempt wrote, those of an
+    attempt killed before it saved them (in the Redis stream only) included; each line once, in order."""
+    user, alice, _ = make_user("alice")
+    job_id = submit(alice, {})
+    capture = JobLogCapture(job_id, 1, redis, db.engine, max_lines=100, ttl=60)
+    for n in range(3):
+        capture.add(f"streamed line {n}")  # never saved: as a horse SIGKILLed mid-attempt
+    assert client.delete(f"/api/training/{job_id}").status_code == 200  # an admin cancels alice's job
+    lines = lines_of(client, job_id)["lines"]
+    assert [line["n"] for line in lines] == [1, 2, 3, 4]
+    assert lines[3]["line"].endswith(f"INFO api.service.jobs: job {job_id}: cancelled by admin (api): "
+                                     "cancelled by user")
+    redis.flushdb()
+    assert [line["n"] for line in lines_of(client, job_id)["lines"]] == [1, 2, 3, 4]  # all of it in PostgreSQL
+
+    queued = submit(alice, {})
+    assert alice.post(f"/api/training/{queued}/mark-failed", json={"reason": "stuck"}).status_code == 200
+    [line] = lines_of(client, queued)["lines"]
+    assert line["line"].endswith(f"job {queued}: failed by {user.name} (api): "
+                                 "marked failed by user: stuck")

@@ -134,3 +134,25 @@ def devices(ctx: TaskContext, params: DevicesParams) -> dict:
     while time.monotonic() < deadline and not ctx.should_stop():
         time.sleep(0.05)
     return {"held_mb": len(kept) / 2**20}
+
+
+class DivergeParams(BaseModel):
+    steps: int = Field(5, ge=1, le=1000)
+    bad_at: int = Field(3, ge=1, le=1000, description="the step from which the loss is not finite")
+    value: Literal["nan", "inf", "-inf"] = "nan"
+
+
+@task("test-diverge", params=DivergeParams, metric="loss")
+def diverge(ctx: TaskContext, params: DivergeParams) -> dict:
+    """Reports a loss per step (and epoch) that becomes NaN (or an infinity) at step ``bad_at``; returns the last."""
+    loss = 1.0
+    for step in range(1, params.steps + 1):
+        loss = float(params.value) if step >= params.bad_at else 1.0 / step
+        ctx.report(step=step, epoch=step, loss=loss, accuracy=step / params.steps)
+    return {"loss": loss}
+
+
+@task("test-diverge-strict", params=DivergeParams, fail_on_nan=True)
+def diverge_strict(ctx: TaskContext, params: DivergeParams) -> dict:
+    """``test-diverge``, declared ``fail_on_nan``."""
+    return diverge(ctx, params)

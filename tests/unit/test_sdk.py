@@ -13,7 +13,7 @@ from pydantic import BaseModel
 import trainq
 from trainq import TaskContext, TaskError, task
 from trainq.checkpoints import list_checkpoints
-from trainq.context import LocalSink, check_artifact_name
+from trainq.context import NON_FINITE, LocalSink, NonFiniteMetric, check_artifact_name
 
 
 class P(BaseModel):
@@ -111,7 +111,7 @@ def test_report_takes_numbers_and_tensors_and_refuses_anything_else(tmp_path):
     sink = ctx._sink
     assert isinstance(sink, LocalSink)
     ctx.report(step=1, loss=torch.tensor(0.5), acc=1, bad=math.nan)
-    assert sink.entries[-1] == {"step": 1, "loss": 0.5, "acc": 1, "bad": None}
+    assert sink.entries[-1] == {"step": 1, "loss": 0.5, "acc": 1, "bad": "NaN"}  # kept visible: JSON has no NaN
     with pytest.raises(TypeError, match="note must be a number"):
         ctx.report(step=2, note="fine")
     with pytest.raises(TypeError, match="flag must be a number"):
@@ -120,9 +120,24 @@ def test_report_takes_numbers_and_tensors_and_refuses_anything_else(tmp_path):
         ctx.report(step=2, weights=torch.ones(3))
     with pytest.raises(TypeError, match="done must be a number"):
         ctx.report(step=2, done=torch.tensor(True))
-    ctx.report(step=3, loss=torch.tensor(0.25, requires_grad=True) * 2, count=torch.tensor(7), big=math.inf)
-    assert sink.entries[-1] == {"step": 3, "loss": 0.5, "count": 7, "big": None}
-    assert all(type(v) in (int, float) for v in sink.entries[-1].values() if v is not None)
+    ctx.report(step=3, loss=torch.tensor(0.25, requires_grad=True) * 2, count=torch.tensor(7), big=math.inf,
+               low=torch.tensor(-math.inf))
+    assert sink.entries[-1] == {"step": 3, "loss": 0.5, "count": 7, "big": "Infinity", "low": "-Infinity"}
+    assert all(type(v) in (int, float) for v in sink.entries[-1].values() if v not in NON_FINITE)
+
+
+def test_fail_on_nan_stops_the_task_at_a_non_finite_objective_after_recording_it(tmp_path):
+    ctx = TaskContext.local(tmp_path)
+    ctx.fail_on_nan, ctx.primary_metric = True, "score"
+    ctx.report(step=1, accuracy=math.nan, loss=1.0)  # not an objective: kept, training goes on
+    with pytest.raises(NonFiniteMetric, match="^val_loss became NaN at step 812$"):
+        ctx.report(step=812, val_loss=torch.tensor(math.nan))
+    assert ctx._sink.entries[-1] == {"step": 812, "val_loss": "NaN"}  # the curve shows where it went
+    with pytest.raises(NonFiniteMetric, match="^score became -Infinity at epoch 3$"):
+        ctx.report(epoch=3, score=-math.inf)
+    off = TaskContext.local(tmp_path)
+    off.report(step=1, loss=math.nan)  # fail_on_nan is opt-in
+    assert off._sink.entries[-1]["loss"] == "NaN"
 
 
 @pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a/b", "..", ".hidden", "", "x" * 129, "a b"])

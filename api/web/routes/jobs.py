@@ -13,19 +13,22 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request, send_file, url_for
 
-from api.record.status import utcnow
+from api.record.status import JobStatus, utcnow
 from api.record.tables import TrainingJob
-from api.service import history, jobs, queries, reconcile
+from api.service import attempts, history, jobs, queries, reconcile
 from api.web import schemas as s
 from api.web.auth import admin_required, current_user
 from api.web.openapi import BINARY, operation, with_json_text
 from api.web.schemas import ApiError
+from trainq.checkpoints import position
 
 bp = Blueprint("training", __name__, url_prefix="/api/training")
 
 def render(job: TrainingJob, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
     data = job.to_dict(now=utcnow(), stale_after=current_app.config["HEARTBEAT_TIMEOUT"], exclude=exclude)
     data["owner"] = job.owner.name if job.owner else None
+    # a paused job resumes from its checkpoint, which may be behind the step it reached: say where
+    data["resumes_at"] = position(job.resume_from) if job.resume_from and job.status == JobStatus.PAUSED else None
     return data
 
 
@@ -35,7 +38,8 @@ def list_page(query: s.ListQuery) -> dict[str, Any]:
                            id_prefix=query.id_prefix.lower() if query.id_prefix else None, owner=query.owner or None,
                            name=query.name or None, since=query.since, until=query.until, sort=query.sort)
     page = queries.list_jobs(where, query.limit, query.cursor)
-    return {"jobs": [render(job, exclude=queries.LIST_LEAVES_OUT) for job in page.jobs],
+    runs = attempts.for_list([job.id for job in page.jobs])
+    return {"jobs": [{**render(job, exclude=queries.LIST_LEAVES_OUT), **runs[job.id]} for job in page.jobs],
             "next_cursor": page.next_cursor}
 
 
@@ -46,7 +50,8 @@ def submit_job(body: s.SubmitRequest):
     try:
         result = jobs.submit(task, params, body.name.strip() if body.name else None, body.max_attempts,
                              owner=current_user(), cloned_from=str(body.cloned_from) if body.cloned_from else None,
-                             resources=body.resources.model_dump(exclude_none=True) if body.resources else None)
+                             resources=body.resources.model_dump(exclude_none=True) if body.resources else None,
+                             fail_on_nan=body.fail_on_nan)
     except jobs.CloneSourceNotFound as exc:
         raise ApiError(404, "job_not_found", str(exc), "cloned_from") from None
     job = render(result.job)
@@ -106,7 +111,8 @@ def detail_fields(job: TrainingJob, length: int) -> dict[str, Any]:
     """The read of a job but its history's entries."""
     return {**render(job, exclude=queries.LIST_LEAVES_OUT),
             "actions": [a.value for a in jobs.allowed_actions(job, current_user())],
-            "history_length": length, "history_truncated": history.truncated(length)}
+            "history_length": length, "history_truncated": history.truncated(length),
+            **attempts.summary(job.id)}
 
 
 @bp.get("/<uuid:job_id>/events")

@@ -57,14 +57,16 @@ function chartData(name) {
     const y = p.has(x) ? p.get(x) : null;
     return y === null || (log && y <= 0) ? null : y;
   }));
-  return {axis, xs, ys, lines: ys.filter((line) => line.some((y) => y !== null)).length};
+  // where a job's line stops because the metric was NaN or infinite: said under the chart, never a silent gap
+  const bad = histories.map((history) => nonFinitePoints(history, name, axis));
+  return {axis, xs, ys, bad, lines: ys.filter((line) => line.some((y) => y !== null)).length};
 }
 
 function makeChart(el, name, axis) {
   return new uPlot({
     title: name, width: chartWidth(el), height: CHART_HEIGHT,
     scales: {x: {time: false}, y: logScale.checked ? {distr: 3} : {}},
-    axes: [{label: axis, incrs: WHOLE_STEPS}, {size: 60}],
+    axes: [{label: axis, incrs: WHOLE_STEPS}, logScale.checked ? {size: 60} : {size: 60, values: tickLabels}],
     series: [{label: axis}, ...state.jobs.map((job, index) => ({
       label: job.name, stroke: colour(index), width: 2, spanGaps: true, points: {show: axis === "epoch", size: 5},
       value: (u, v) => (v === null || v === undefined ? "–" : fmtMetric(name, v)),
@@ -98,8 +100,29 @@ function renderCurves() {
     chart.el.dataset.points = String(series.ys.flat().filter((y) => y !== null).length);
     chart.el.dataset.axis = series.axis;
     chart.el.setAttribute("aria-label", `${name} per ${series.axis}, ${series.lines} jobs`);
+    renderNonFinite(chart.el, name, series);
   }
   document.getElementById("curves-title").dataset.metrics = String(names.length);
+}
+
+function renderNonFinite(el, name, series) {
+  const notes = series.bad.map((marks, index) => {
+    if (!marks.size) return null;
+    const [x, value] = [...marks.entries()].sort((a, b) => a[0] - b[0])[0];
+    return h("li", {"data-job-id": state.jobs[index].id}, swatch(index),
+      `${state.jobs[index].name}: ${name} became ${value} at ${series.axis} ${x}`);
+  }).filter(Boolean);
+  el.dataset.nonfinite = String(series.bad.reduce((sum, marks) => sum + marks.size, 0));
+  let list = el.querySelector(".chart-note");
+  if (!notes.length) {
+    if (list) list.remove();
+    return;
+  }
+  if (!list) {
+    list = h("ul", {class: "chart-note nonfinite plain"});
+    el.append(list);
+  }
+  list.replaceChildren(...notes);
 }
 
 new ResizeObserver(() => {
@@ -124,16 +147,24 @@ function renderFinalMetrics() {
   names.sort();
   const rows = names.map((name) => {
     const values = state.jobs.map((job) => (job.metrics || {})[name]);
-    const numbers = values.filter((v) => typeof v === "number" && isFinite(v));
+    // only completed jobs compete: a cancelled, failed or unfinished job's value is partial, never the best
+    const numbers = values.filter((v, index) => typeof v === "number" && isFinite(v)
+      && state.jobs[index].status === "completed");
     const declared = state.jobs.find((job) => job.metric === name && job.metric_mode);  // its task said which way
     const lower = declared ? declared.metric_mode === "min" : LOWER_IS_BETTER.test(name);
-    const best = numbers.length > 1 ? (lower ? Math.min(...numbers) : Math.max(...numbers)) : null;
+    const shown = values.filter((v) => v !== undefined && v !== null).length;  // a star needs something to beat
+    const best = numbers.length && shown > 1 ? (lower ? Math.min(...numbers) : Math.max(...numbers)) : null;
     return h("tr", {"data-metric": name}, h("th", {scope: "row"}, name,
       h("span", {class: "muted direction"}, lower ? " (lower is better)" : " (higher is better)")),
     values.map((value, index) => {
-      const isBest = best !== null && value === best;
-      return h("td", {"data-job-id": state.jobs[index].id, class: isBest ? "best" : null},
-        fmtMetric(name, value), isBest ? h("span", {class: "best-mark", title: "best"}, " ★") : null);
+      const job = state.jobs[index];
+      const isBest = best !== null && value === best && job.status === "completed";
+      const partial = value !== undefined && value !== null && job.status !== "completed";
+      return h("td", {"data-job-id": job.id, class: [isBest ? "best" : null, partial ? "partial" : null,
+        isNonFinite(value) ? "nonfinite" : null].filter(Boolean).join(" ") || null},
+      fmtMetric(name, value), isBest ? h("span", {class: "best-mark", title: "best"}, " ★") : null,
+      partial ? h("span", {class: "partial-mark", title: `${job.status}: its newest value, not a final one`},
+        " (partial)") : null);
     }));
   });
   document.getElementById("final-metrics").replaceChildren(h("thead", {}, headerRow("Metric")),
@@ -172,11 +203,28 @@ function renderParams() {
   table.dataset.differing = String(rows.filter((r) => r.classList.contains("differs")).length);
 }
 
+/** What ran each job, a row per field; a field that differs (another code version, say) is highlighted as a
+    differing param is. */
+function renderProvenance() {
+  const rows = PROVENANCE.map(([key, label]) => {
+    const values = state.jobs.map((job) => provenanceText(job, key));
+    const differs = new Set(values).size > 1;
+    return h("tr", {"data-field": key, class: differs ? "differs" : "same"},
+      h("th", {scope: "row"}, label, differs ? h("span", {class: "visually-hidden"}, " (differs)") : null),
+      values.map((value, index) => h("td", {"data-job-id": state.jobs[index].id}, value || "–")));
+  });
+  const table = document.getElementById("provenance-table");
+  table.replaceChildren(h("thead", {}, headerRow("")), h("tbody", {}, rows));
+  table.classList.toggle("hide-equal", hideEqual.checked);
+  table.dataset.differing = String(rows.filter((r) => r.classList.contains("differs")).length);
+}
+
 function renderAll() {
   renderLegend();
   renderCurves();
   renderFinalMetrics();
   renderParams();
+  renderProvenance();
 }
 
 // ---------------------------------------------------------------- options, kept in the URL, and live updates
@@ -202,6 +250,7 @@ logScale.addEventListener("change", () => { keepInUrl(); renderCurves(); });
 hideEqual.addEventListener("change", () => {
   keepInUrl();
   document.getElementById("params-table").classList.toggle("hide-equal", hideEqual.checked);
+  document.getElementById("provenance-table").classList.toggle("hide-equal", hideEqual.checked);
 });
 
 renderAll();

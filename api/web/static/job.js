@@ -20,6 +20,7 @@ const state = {
   sampling: false,
 };
 const SAMPLE_POINTS = 2000;
+const NON_FINITE_COLOUR = "#b91c1c";
 const SAMPLE_EVERY_MS = 30000;
 
 // ---------------------------------------------------------------- actions
@@ -102,6 +103,28 @@ function placementValue(placement) {
     gpus, ` · ${plural(placement.cpus, "CPU")}`);
 }
 
+/** The time a job spent training over all its runs (attempts, resumes): each to its end, the running one to now. */
+function trainingSeconds(job) {
+  if (!job.runs || !job.runs.length) return duration(job);
+  return job.runs.reduce((sum, run) => sum + ((run.ended_at ? Date.parse(run.ended_at) : Date.now())
+    - Date.parse(run.started_at)) / 1000, 0);
+}
+
+function runItem(run) {
+  const seconds = ((run.ended_at ? Date.parse(run.ended_at) : Date.now()) - Date.parse(run.started_at)) / 1000;
+  return h("li", {"data-attempt": run.attempt}, `attempt ${run.attempt}: ${fmtTime(run.started_at)}, `,
+    `${fmtDuration(seconds)}${run.ended_as ? ` → ${run.ended_as}` : " (running)"}`,
+    run.worker ? h("span", {class: "muted"}, ` · ${run.worker}`) : null);
+}
+
+function renderProvenance(job) {
+  const p = job.provenance;
+  document.getElementById("provenance").replaceChildren(...(p
+    ? [detail("attempt", p.attempt), ...PROVENANCE.map(([key, label]) => detail(label, provenanceText(job, key),
+      `prov-${key}`))].flat()
+    : detail("recorded", "not yet: its worker records it when an attempt starts")));
+}
+
 function renderJob(job) {
   document.getElementById("status-badge").replaceChildren(statusBadge(job.status));
   document.getElementById("stale-badge").replaceChildren(staleBadge(job) || "");
@@ -115,15 +138,20 @@ function renderJob(job) {
       "d-placement"),
     detail("Worker", job.worker_name), detail("Host", job.hostname), detail("PID", job.worker_pid),
     detail("Attempts", `${job.attempts} of ${job.max_attempts}`), detail("RQ job", job.rq_job_id),
-    detail("Created", fmtTime(job.created_at)), detail("Started", fmtTime(job.started_at)),
-    detail("Finished", fmtTime(job.finished_at)), detail("Duration", fmtDuration(duration(job)), "d-duration"),
+    detail("Created", fmtTime(job.created_at)),
+    detail("Started", fmtTime(job.first_started_at || job.started_at), "d-started"),
+    detail("Finished", fmtTime(job.finished_at)),
+    detail("Training time", fmtDuration(trainingSeconds(job)), "d-duration"),
+    (job.runs || []).length > 1 ? detail("Runs", h("ol", {class: "runs", id: "runs"}, job.runs.map(runItem))) : [],
     detail("Last heartbeat", heartbeatText(job, state.receivedAt), "d-heartbeat"),
     job.error_message ? detail("Error", h("details", {}, h("summary", {}, "traceback"),
       h("pre", {class: "error-text"}, job.error_message))) : [],
   ].flat());
+  renderProvenance(job);
   const metrics = Object.entries(job.metrics || {});
   document.getElementById("metrics").replaceChildren(...(metrics.length
-    ? metrics.flatMap(([name, value]) => [h("dt", {}, name), h("dd", {"data-metric": name}, fmtMetric(name, value))])
+    ? metrics.flatMap(([name, value]) => [h("dt", {}, name), h("dd", {"data-metric": name,
+      class: isNonFinite(value) ? "nonfinite" : null}, fmtMetric(name, value))])
     : [h("dt", {class: "muted"}, "none yet"), h("dd")]));
   renderCurves(curveHistory(job));
   if (job.history_truncated && !state.sampling && performance.now() - state.sampledAt > SAMPLE_EVERY_MS) {
@@ -162,7 +190,9 @@ function metricSeries(history) {
     const axis = axisOf(history, name);
     const byX = metricPoints(history, name, axis);
     const xs = [...byX.keys()].sort((a, b) => a - b);
-    return {name, axis, xs, ys: xs.map((x) => byX.get(x))};
+    const ys = xs.map((x) => byX.get(x));
+    const bad = nonFinitePoints(history, name, axis);
+    return {name, axis, xs, ys, bad, marks: nonFiniteMarks(xs, ys, bad)};
   }).sort((a, b) => Number(a.axis !== "epoch") - Number(b.axis !== "epoch"));
 }
 
@@ -173,9 +203,11 @@ function makeChart(el, series, colour) {
   return new uPlot({
     title: series.name, width: chartWidth(el), height: 180,
     scales: {x: {time: false}},
-    axes: [{label: series.axis, incrs: WHOLE_STEPS}, {size: 56}],
-    series: [{label: series.axis}, line],
-  }, [[], []], el);
+    axes: [{label: series.axis, incrs: WHOLE_STEPS}, {size: 56, values: tickLabels}],
+    series: [{label: series.axis}, line, {label: "not finite", stroke: NON_FINITE_COLOUR, fill: NON_FINITE_COLOUR,
+      paths: () => null, points: {show: true, size: 9, stroke: NON_FINITE_COLOUR, fill: NON_FINITE_COLOUR},
+      value: (u, v, si, i) => (v === null || v === undefined ? "–" : (el.nonFinite || new Map()).get(u.data[0][i]) || "–")}],
+  }, [[], [], []], el);
 }
 
 function renderCurves(history) {
@@ -202,9 +234,21 @@ function renderCurves(history) {
       chart = {el, axis: series.axis, plot: makeChart(el, series, COLOURS[index % COLOURS.length])};
       state.charts.set(series.name, chart);
     }
-    chart.plot.setData([series.xs, series.ys]);
+    chart.el.nonFinite = series.bad;  // the marker's legend reads what each point stands for
+    chart.plot.setData([series.xs, series.ys, series.marks]);
     chart.el.dataset.points = String(series.ys.filter((y) => y !== null).length);
     chart.el.dataset.axis = series.axis;
+    chart.el.dataset.nonfinite = String(series.bad.size);
+    let note = chart.el.querySelector(".chart-note");
+    if (series.bad.size && !note) {
+      note = h("p", {class: "chart-note nonfinite"});
+      chart.el.append(note);
+    }
+    if (note) {
+      const [x, value] = [...series.bad.entries()][0] || [];
+      note.textContent = series.bad.size ? `${series.name} became ${value} at ${series.axis} ${x}` +
+        (series.bad.size > 1 ? ` (${series.bad.size} points not finite)` : "") : "";
+    }
   });
   document.getElementById("curves-title").dataset.metrics = String(all.length);
 }
@@ -250,10 +294,30 @@ async function readLog() {
   if (!state.logMore) return;
   const pre = document.getElementById("log");
   const atBottom = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 24;
-  pre.append(...body.lines.map((l) => h("div", {class: "log-line", "data-n": l.n}, l.line)));
+  const shown = Number((pre.lastElementChild && pre.lastElementChild.dataset.n) || 0);
+  pre.append(...body.lines.filter((l) => l.n > shown)  // each line once, whatever answers overlap
+    .map((l) => h("div", {class: "log-line", "data-n": l.n}, l.line)));
   while (pre.childElementCount > MAX_LOG_LINES) pre.firstElementChild.remove();
   state.logCursor = body.next_cursor;
   if (atBottom) pre.scrollTop = pre.scrollHeight;
+}
+
+/** An empty log box says why it is empty: a queued job has not started, so it has written nothing yet. */
+function renderLogNote(job) {
+  const pre = document.getElementById("log");
+  const empty = !pre.querySelector(".log-line");
+  const text = !empty ? null : job.status === "queued" ? "waiting to start: the log begins when a worker takes it"
+    : job.status === "running" ? "starting…" : "no log lines";
+  let note = document.getElementById("log-note");
+  if (!text) {
+    if (note) note.remove();
+    return;
+  }
+  if (!note) {
+    note = h("div", {id: "log-note", class: "log-note"});
+    pre.prepend(note);
+  }
+  note.textContent = text;
 }
 
 // ---------------------------------------------------------------- live
@@ -270,13 +334,15 @@ const refresh = poll(async () => {
     if (checkpoints) renderCheckpoints(checkpoints.checkpoints);
     if (artifacts) renderArtifacts(artifacts.artifacts);
   } else {  // unchanged: only the clocks move
-    document.getElementById("d-duration").textContent = fmtDuration(duration(state.job));
+    document.getElementById("d-duration").textContent = fmtDuration(trainingSeconds(state.job));
     document.getElementById("d-heartbeat").textContent = heartbeatText(state.job, state.receivedAt);
   }
   if (job || state.logMore) await readLog();  // a job that stopped changing has no new lines either
+  renderLogNote(state.job);
 });
 
 renderJob(initial);
+renderLogNote(initial);
 {  // the submit form's answer said no live worker offers this task: say it here, once
   const key = `trainq-warning-${initial.id}`;
   const warning = sessionStorage.getItem(key);

@@ -111,8 +111,8 @@ function jobRow(job) {
     h("td", {"data-label": "Progress"}, progressBar(job)),
     h("td", {"data-label": "Metric", class: "primary-metric"}, primaryCell(job)),
     h("td", {"data-label": "Metrics"}, metricsCell(job)),
-    h("td", {"data-label": "Started"}, fmtTime(job.started_at)),
-    h("td", {"data-label": "Duration", class: "duration"}, fmtDuration(duration(job))),
+    h("td", {"data-label": "Started", class: "started"}, fmtTime(job.first_started_at || job.started_at)),
+    h("td", {"data-label": "Duration", class: "duration"}, fmtDuration(trainedFor(job))),
     h("td", {"data-label": "Heartbeat", class: "heartbeat"}, heartbeatCell(job)));
 }
 
@@ -151,7 +151,7 @@ function tickClocks() {
   for (const job of view.page.jobs) {
     const tr = rows.querySelector(`tr[data-job-id="${job.id}"]`);
     if (!tr) continue;
-    tr.querySelector(".duration").textContent = fmtDuration(duration(job));
+    tr.querySelector(".duration").textContent = fmtDuration(trainedFor(job));
     tr.querySelector(".heartbeat").textContent = heartbeatCell(job);
   }
 }
@@ -564,8 +564,9 @@ function formPayload() {
   for (const input of form.querySelectorAll("[data-param]")) params[input.dataset.param] = fieldValue(input);
   const name = document.getElementById("job-name").value.trim();
   const resources = resourcesPayload();
+  const failOnNan = document.getElementById("fail-on-nan").checked;
   return {task: taskSelect.value, params, ...(name ? {name} : {}), ...(resources ? {resources} : {}),
-    ...(clone ? {cloned_from: clone.id} : {})};
+    ...(clone ? {cloned_from: clone.id} : {}), ...(failOnNan ? {fail_on_nan: true} : {})};
 }
 
 // ---------------------------------------------------------------- "Run again": the form filled in from a job

@@ -54,17 +54,35 @@ function duration(job) {
   return ((job.finished_at ? Date.parse(job.finished_at) : Date.now()) - Date.parse(job.started_at)) / 1000;
 }
 
-/** The heartbeat age the API gave, counted on from when that answer came (no clock skew involved). */
+/** How long a listed job has trained over all its runs: those that ended (``ended_runs_seconds``), and the one
+    running now from its start. */
+function trainedFor(job) {
+  if (typeof job.ended_runs_seconds !== "number") return duration(job);
+  const current = job.status === "running" && job.started_at ? (Date.now() - Date.parse(job.started_at)) / 1000 : 0;
+  return job.ended_runs_seconds + current;
+}
+
+/** The heartbeat age the API gave, counted on from when that answer came (no clock skew involved); none for a job
+    that is not running (its last beat says nothing now). */
 function heartbeatText(job, receivedAt) {
-  if (typeof job.heartbeat_age_seconds !== "number") return "–";
+  if (job.status !== "running" || typeof job.heartbeat_age_seconds !== "number") return "–";
   return `${fmtDuration(job.heartbeat_age_seconds + (performance.now() - receivedAt) / 1000)} ago`;
 }
 
 /** How far a job is, by what its task said it takes: steps (``total_steps``), else epochs (``total_epochs``);
-    ``label`` says it in words, ``steps`` adds the step count when both apply. */
+    ``label`` says it in words, ``steps`` adds the step count when both apply. A paused job is as far as the
+    checkpoint it resumes from (``resumes_at``), which may be behind the step it had reached. */
 function progressOf(job) {
+  const resume = job.status === "paused" && job.resumes_at ? job.resumes_at : null;
+  const at = resume ? {epoch: resume.epoch ?? job.epoch, step: resume.step ?? job.step} : job;
+  const p = progressAt(job, at);
+  if (resume && p.label !== "–") p.label = `resumes from ${p.label}`;
+  return p;
+}
+
+function progressAt(job, at) {
   const epochs = job.total_epochs || null;
-  const epoch = Math.min(job.epoch || 0, epochs || Infinity), step = job.step || 0;
+  const epoch = Math.min(at.epoch || 0, epochs || Infinity), step = at.step || 0;
   const epochText = epochs ? `epoch ${epoch} of ${epochs}` : null;
   if (job.total_steps) {
     const stepText = `step ${Math.min(step, job.total_steps)} of ${job.total_steps}`;
@@ -72,7 +90,7 @@ function progressOf(job) {
       steps: epochText ? stepText : null};
   }
   if (epochs) return {max: epochs, value: epoch, label: epochText, steps: step ? `step ${step}` : null};
-  const label = step ? `step ${step}` : job.epoch ? `epoch ${job.epoch}` : "–";
+  const label = step ? `step ${step}` : at.epoch ? `epoch ${at.epoch}` : "–";
   return {max: null, value: null, label, steps: null};
 }
 
@@ -93,6 +111,14 @@ function fmtBytes(bytes) {
     unit += 1;
   }
   return unit ? `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}` : `${bytes} B`;
+}
+
+/** JSON has no NaN or infinity: the API sends a non-finite metric as the string "NaN", "Infinity" or
+    "-Infinity", and the pages show it as it is (never as a gap or a dash). */
+const NON_FINITE = new Set(["NaN", "Infinity", "-Infinity"]);
+
+function isNonFinite(value) {
+  return (typeof value === "number" && !isFinite(value)) || NON_FINITE.has(value);
 }
 
 /** A metric's value, whatever its scale: 4 significant digits, accuracies as percentages. */
@@ -188,23 +214,59 @@ if (logout) {
 }
 
 /** Run ``tick`` now and then every POLL_MS after each finishes (never two at once); show a banner while
-    the API cannot be reached, and keep trying. */
+    the API cannot be reached, and keep trying. The function returned refreshes at once (after an action): while a
+    tick is in flight, it runs one more right after that one ends, never a second beside it (two reads of the log
+    from the same cursor would show its new lines twice). */
 function poll(tick) {
   const banner = document.getElementById("connection");
-  let timer = null;
+  let timer = null, running = false, again = false;
   async function run() {
     clearTimeout(timer);
+    if (running) {
+      again = true;
+      return;
+    }
+    running = true;
     try {
       await tick();
       banner.hidden = true;
     } catch (err) {
       banner.textContent = `Cannot reach the API (${err.message}); retrying every second…`;
       banner.hidden = false;
+    } finally {
+      running = false;
     }
-    timer = setTimeout(run, POLL_MS);
+    if (again) {
+      again = false;
+      run();
+    } else {
+      timer = setTimeout(run, POLL_MS);
+    }
   }
   run();
   return run;  // call it to refresh at once (after an action)
+}
+
+// ---------------------------------------------------------------- what ran a job (its provenance)
+
+/** The provenance fields the pages show, in order: [key, label, text of a job's provenance]. */
+const PROVENANCE = [
+  ["code_version", "code version", (p) => p.code_version],
+  ["package", "package", (p) => (p.package ? `${p.package} ${p.package_version || ""}`.trim() : null)],
+  ["module", "module", (p) => p.module],
+  ["git_commit", "git commit", (p) => (p.git_commit ? `${p.git_commit.slice(0, 12)}${p.git_dirty ? " (dirty)" : ""}`
+    : null)],
+  ["python", "Python", (p) => p.python],
+  ["torch", "torch", (p) => p.torch],
+  ["cuda", "CUDA", (p) => p.cuda],
+  ["gpu_driver", "GPU driver", (p) => p.gpu_driver],
+  ["hostname", "host", (p) => p.hostname],
+];
+
+function provenanceText(job, key) {
+  if (!job.provenance) return null;
+  const field = PROVENANCE.find(([name]) => name === key);
+  return field[2](job.provenance) || null;
 }
 
 // ---------------------------------------------------------------- metric curves (the job and compare pages)
@@ -239,6 +301,52 @@ function metricPoints(history, name, axis) {
     byX.set(entry[axis], typeof entry[name] === "number" && isFinite(entry[name]) ? entry[name] : null);
   }
   return byX;
+}
+
+/** Where a metric was not finite, as a Map x -> "NaN" | "Infinity" | "-Infinity" (a later report of the same x
+    wins, as in ``metricPoints``). */
+function nonFinitePoints(history, name, axis) {
+  const byX = new Map();
+  for (const entry of history) {
+    if (!(name in entry) || typeof entry[axis] !== "number") continue;
+    if (isNonFinite(entry[name])) byX.set(entry[axis], String(entry[name]));
+    else byX.delete(entry[axis]);
+  }
+  return byX;
+}
+
+/** The marker series of a curve: at each x where the metric was not finite, a point at the top of the finite
+    values (NaN, +Infinity) or at their bottom (-Infinity), so it shows where the line stops; null elsewhere. */
+function nonFiniteMarks(xs, ys, marks) {
+  const finite = ys.filter((y) => typeof y === "number");
+  const top = finite.length ? Math.max(...finite) : 0, bottom = finite.length ? Math.min(...finite) : 0;
+  return xs.map((x) => (marks.has(x) ? (marks.get(x) === "-Infinity" ? bottom : top) : null));
+}
+
+/** A value axis's tick labels (uPlot's ``axes[].values``) with as many decimals as the step between ticks needs,
+    so ticks 0.0105 and 0.011 never both read "0.011". */
+function tickLabels(u, splits, axisIdx, foundSpace, foundIncr) {
+  const labels = tickTexts(splits, foundIncr);
+  if (u && u.root) u.root.dataset.yTicks = labels.join("|");  // the canvas has no text to read: say it here
+  return labels;
+}
+
+function tickTexts(splits, foundIncr) {
+  const step = Math.abs(foundIncr || (splits.length > 1 ? splits[1] - splits[0] : 0));
+  if (!step || !isFinite(step)) return splits.map((v) => (v === null ? "" : String(v)));
+  const largest = Math.max(...splits.map((v) => Math.abs(v)));
+  if (largest >= 1e6) {  // 1.25e+6, 1.50e+6: the mantissa's decimals by the step, as below
+    const digits = decimalsOf(step / 10 ** Math.floor(Math.log10(largest)));
+    return splits.map((v) => v.toExponential(digits));
+  }
+  return splits.map((v) => v.toFixed(decimalsOf(step)));
+}
+
+/** The fewest decimals that write ``step`` exactly (0.25: 2, 0.0005: 4, 20: 0), at most 12. */
+function decimalsOf(step) {
+  let decimals = Math.max(0, -Math.floor(Math.log10(step)));
+  while (decimals < 12 && Math.abs(Math.round(step * 10 ** decimals) - step * 10 ** decimals) > 1e-6) decimals += 1;
+  return decimals;
 }
 
 function chartWidth(el) {
