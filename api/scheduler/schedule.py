@@ -111,7 +111,8 @@ def schedule() -> Report:
         hosts = _hosts()
         names = {h.id: h.name for h in hosts}
         waiting = _waiting()
-        result = plan(waiting, hosts, current_app.config["MAX_BACKFILL_WAIT"])
+        result = plan(waiting, hosts, current_app.config["MAX_BACKFILL_WAIT"],
+                      fifo=current_app.config["SCHEDULING"] == "fifo")
         for placement in result.placements:
             _write(placement)
             gpus = f", GPUs {','.join(map(str, placement.gpus))}" if placement.gpus else ""
