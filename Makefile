@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: install run test test-unit lint clean bench bench-install bench-cancel bench-orphans bench-reconcile \
-	bench-api bench-overhead bench-pages bench-tasks bench-report screenshots cli-recording
+	bench-api bench-overhead bench-pages bench-tasks bench-scheduler bench-report screenshots cli-recording
 
 install: $(STAMP)
 
@@ -51,6 +51,8 @@ bench-pages: bench-install
 	$(PY) -m bench.monitor_pages $(PAGES_ARGS)
 bench-tasks: bench-install
 	$(PY) -m bench.task_sdk $(TASKS_ARGS)
+bench-scheduler: bench-install
+	$(PY) -m bench.scheduler $(SCHEDULER_ARGS)
 screenshots: bench-install
 	$(PY) -m bench.screenshots
 cli-recording: bench-install

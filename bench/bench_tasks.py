@@ -225,3 +225,33 @@ def bench_sleep(ctx: TaskContext, params: SleepParams) -> dict[str, float]:
     time.sleep(params.seconds)
     return {"entered_at": entered_at, "left_at": time.time(), "gpu_mask": float(mask),
             "host_no": float(os.environ.get("BENCH_HOST_NO", "-1"))}
+
+
+class CudaHoldParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: float = Field(30.0, ge=0, le=3600, description="how long it holds its GPU memory (it stops when told)")
+    report: str = Field("", max_length=500, description="a file to write what it saw into (JSON)")
+
+
+@task("bench-cuda-hold", params=CudaHoldParams, resources=Resources(gpus=1))
+def bench_cuda_hold(ctx: TaskContext, params: CudaHoldParams) -> dict[str, float]:
+    """Put 256 MiB on ``ctx.device`` and hold it, after writing what the job sees: ``CUDA_VISIBLE_DEVICES``, how
+    many devices torch finds, the device's UUID, its pid (bench/gpu_scheduler_check.py)."""
+    import json
+
+    import torch
+
+    held = torch.ones(64 * 2**20, device=ctx.device)  # 256 MiB of float32
+    seen = {"visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "device": str(ctx.device), "pid": os.getpid(),
+            "device_count": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+            "uuid": (f"GPU-{torch.cuda.get_device_properties(0).uuid}" if torch.cuda.is_available() else None),
+            "on": str(held.device)}
+    if params.report:
+        with open(params.report + ".tmp", "w") as out:
+            json.dump(seen, out)
+        os.replace(params.report + ".tmp", params.report)
+    deadline = time.monotonic() + params.seconds
+    while time.monotonic() < deadline and not ctx.should_stop():
+        time.sleep(0.05)
+    return {"device_count": float(seen["device_count"]), "held_mib": held.numel() * 4 / 2**20}

@@ -110,7 +110,7 @@ class Host:
         def ready() -> bool:
             if worker.process.poll() is not None:
                 raise AssertionError(f"worker {name} exited with {worker.process.returncode}:\n{worker.log()}")
-            return bool(redis_conn.exists(f"rq:worker:{name}"))
+            return bool(redis_conn.exists(f"rq:worker:{name}") or redis_conn.exists(f"rq:worker:{name}-0"))  # or a pool
 
         wait_for(ready, 60, f"worker {name} in namespace {self.name} to register with RQ")
         return worker
