@@ -89,6 +89,22 @@ def _waiting() -> list[Waiting]:
     return waiting
 
 
+def _still_queued(placements: list[Placement]) -> set[str]:
+    """Lock the rows of the jobs a plan placed (``FOR SHARE``, in id order) and return those still queued on the
+    attempt it placed. A status change (a cancel) that raced the plan is either seen here, and its job left out, or
+    waits for this pass's commit, and its trigger then releases the reservation the pass wrote: without the lock, a
+    cancel committed between the plan's read and the reservation's insert left a reservation to a cancelled row,
+    found by the soak test (tests/e2e/test_gpu_soak.py)."""
+    if not placements:
+        return set()
+    rows = db.session.execute(
+        select(TrainingJob.id, TrainingJob.attempts)
+        .where(TrainingJob.id.in_([uuid.UUID(p.job_id) for p in placements]), TrainingJob.status == JobStatus.QUEUED)
+        .order_by(TrainingJob.id).with_for_update(read=True)).all()
+    live = {(str(r.id), r.attempts) for r in rows}
+    return {p.job_id for p in placements if (p.job_id, p.attempt) in live}
+
+
 def _write(placement: Placement) -> None:
     job_id = uuid.UUID(placement.job_id)
     db.session.execute(insert(Reservation).values(
@@ -111,8 +127,15 @@ def schedule() -> Report:
         hosts = _hosts()
         names = {h.id: h.name for h in hosts}
         waiting = _waiting()
-        result = plan(waiting, hosts, current_app.config["MAX_BACKFILL_WAIT"],
-                      fifo=current_app.config["SCHEDULING"] == "fifo")
+        settings = (current_app.config["MAX_BACKFILL_WAIT"], current_app.config["SCHEDULING"] == "fifo")
+        result = plan(waiting, hosts, settings[0], fifo=settings[1])
+        placeable = _still_queued(result.placements)
+        while len(placeable) < len(result.placements):  # some ended or moved meanwhile: plan again without them
+            gone = {p.job_id for p in result.placements} - placeable
+            waiting = [w for w in waiting if w.id not in gone]
+            hosts = _hosts()
+            result = plan(waiting, hosts, settings[0], fifo=settings[1])
+            placeable = _still_queued(result.placements)
         for placement in result.placements:
             _write(placement)
             gpus = f", GPUs {','.join(map(str, placement.gpus))}" if placement.gpus else ""
