@@ -66,9 +66,15 @@ def _release_on_lost_hosts() -> None:
     job, left on the dead host's queue, moves with it: ``queue.ensure_enqueued``). A running job's reservation is
     the attempt's: it ends when the reconciler finds the attempt lost."""
     session = db.session
+    live = host_registry.live_host_ids_sql()
+    # the rows locked (FOR SHARE) and still queued: a worker of that host that takes the job at this moment (its
+    # agent's session lost, its workers alive) either moved it to running first, and its reservation stays, or
+    # waits for this pass, and finds it gone. Without the lock a job went running and lost its reservation after
+    # (found by the soak test), and its devices could be given again.
     session.execute(text(
-        "DELETE FROM reservations r USING training_jobs j WHERE r.job_id = j.id AND j.status = 'queued'"
-        f" AND r.host_id NOT IN ({host_registry.live_host_ids_sql()})"))
+        "WITH lost AS (SELECT j.id FROM training_jobs j JOIN reservations r ON r.job_id = j.id"
+        f" WHERE j.status = 'queued' AND r.host_id NOT IN ({live}) ORDER BY j.id FOR SHARE OF j)"
+        f" DELETE FROM reservations r USING lost WHERE r.job_id = lost.id AND r.host_id NOT IN ({live})"))
 
 
 def _waiting() -> list[Waiting]:
