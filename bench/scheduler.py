@@ -110,14 +110,18 @@ def latency(s: Stack, samples: int, handoffs: int, warmup: int) -> dict[str, Any
     s.flask("reconciler", name="reconciler-latency")
     s.worker("lat", **agent_env("lat", 0, "backfill", 4, 5))
     load_start = os.getloadavg()
-    entry, answered = [], []
+    entry, answered, to_started = [], [], []
     for i in range(warmup + samples):
         job_id, sent = submit(base, f"lat-entry-{i}", 0.0, 1)
         answer = time.time()
         metrics = wait_ended([job_id], 60)[job_id].metrics
+        started = db.session.scalar(text("SELECT extract(epoch FROM started_at) FROM training_jobs WHERE id = :i"),
+                                    {"i": job_id})
+        db.session.commit()
         if i >= warmup:
             entry.append(metrics["entered_at"] - sent)
             answered.append(answer - sent)
+            to_started.append(float(started) - sent)
     handoff, overlapped = [], 0
     for i in range(warmup + handoffs):
         blocker, _ = submit(base, f"lat-blocker-{i}", 0.6, 4)
@@ -131,12 +135,16 @@ def latency(s: Stack, samples: int, handoffs: int, warmup: int) -> dict[str, Any
             handoff.append(entered - left)
     load_end = os.getloadavg()
     stop(s, since, [])
-    result = {"submit_to_entered_s": entry, "post_answered_s": answered, "handoff_s": handoff,
+    result = {"submit_to_entered_s": entry, "post_answered_s": answered, "submit_to_row_running_s": to_started,
+              "handoff_s": handoff,
               "handoff_not_waiting": overlapped, "warmup": warmup,
               "summary": {"submit_to_entered": percentiles(entry), "post_answered": percentiles(answered),
+                          "submit_to_row_running": percentiles(to_started),
                           "handoff": percentiles(handoff) if handoff else None},
               "load_average": {"start": load_start, "end": load_end}}
     e, h = result["summary"]["submit_to_entered"], result["summary"]["handoff"]
+    print(f"submit -> POST answered p50 {result['summary']['post_answered']['p50'] * 1000:.0f} ms, -> row running "
+          f"p50 {result['summary']['submit_to_row_running']['p50'] * 1000:.0f} ms")
     print(f"submit -> entered: p50 {e['p50'] * 1000:.0f} ms, p99 {e['p99'] * 1000:.0f} ms; job ends -> next entered: "
           f"p50 {h['p50'] * 1000:.0f} ms" if h else "no hand-over sample")
     return result
