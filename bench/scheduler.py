@@ -102,6 +102,25 @@ def agent_env(name: str, number: int, mode: str, gpus: int, slots: int) -> dict[
 # ------------------------------------------------------------------------------------------ 1. latency
 
 
+def plain_rq_entry(s: Stack, samples: int, warmup: int) -> list[float]:
+    """The floor under the same load: a plain ``rq worker`` (defaults), enqueue -> a function entered in its horse
+    (``bench.plain_job.stamp``), one at a time."""
+    from rq import Queue
+
+    from bench.orphan_detection import start_plain_worker
+
+    start_plain_worker(s, "plain-latency")
+    rq_queue = Queue("plain", connection=redis_connection.get())
+    out = []
+    for i in range(warmup + samples):
+        sent = time.time()
+        job = rq_queue.enqueue("bench.plain_job.stamp")
+        wait_for(lambda job=job: job.get_status(refresh=True) == "finished", 60, "the plain RQ job", interval=0.005)
+        if i >= warmup:
+            out.append(job.return_value() - sent)
+    return out
+
+
 def latency(s: Stack, samples: int, handoffs: int, warmup: int) -> dict[str, Any]:
     since = len(s.processes)
     port = free_port()
@@ -133,18 +152,23 @@ def latency(s: Stack, samples: int, handoffs: int, warmup: int) -> dict[str, Any
             overlapped += 1  # it did not wait: the sample says nothing
         elif i >= warmup:
             handoff.append(entered - left)
+    plain = plain_rq_entry(s, samples, warmup)
     load_end = os.getloadavg()
     stop(s, since, [])
-    result = {"submit_to_entered_s": entry, "post_answered_s": answered, "submit_to_row_running_s": to_started,
+    result = {"plain_rq_enqueue_to_entered_s": plain, "submit_to_entered_s": entry, "post_answered_s": answered,
+              "submit_to_row_running_s": to_started,
               "handoff_s": handoff,
               "handoff_not_waiting": overlapped, "warmup": warmup,
               "summary": {"submit_to_entered": percentiles(entry), "post_answered": percentiles(answered),
                           "submit_to_row_running": percentiles(to_started),
+                          "plain_rq_enqueue_to_entered": percentiles(plain),
                           "handoff": percentiles(handoff) if handoff else None},
               "load_average": {"start": load_start, "end": load_end}}
     e, h = result["summary"]["submit_to_entered"], result["summary"]["handoff"]
     print(f"submit -> POST answered p50 {result['summary']['post_answered']['p50'] * 1000:.0f} ms, -> row running "
           f"p50 {result['summary']['submit_to_row_running']['p50'] * 1000:.0f} ms")
+    print(f"plain RQ, enqueue -> function entered: p50 "
+          f"{result['summary']['plain_rq_enqueue_to_entered']['p50'] * 1000:.0f} ms")
     print(f"submit -> entered: p50 {e['p50'] * 1000:.0f} ms, p99 {e['p99'] * 1000:.0f} ms; job ends -> next entered: "
           f"p50 {h['p50'] * 1000:.0f} ms" if h else "no hand-over sample")
     return result
@@ -254,7 +278,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--scale", type=float, default=1.0, help="job durations are 1-10 s times this")
     parser.add_argument("--seed", type=int, default=22)
-    parser.add_argument("--modes", default="backfill,fifo")
+    parser.add_argument("--modes", default="backfill,fifo", help="empty: no utilisation run")
     parser.add_argument("--skip-latency", action="store_true")
     args = parser.parse_args()
     no_netns = netns.unavailable()
@@ -267,7 +291,7 @@ def main() -> None:
             if not args.skip_latency:
                 result["latency"] = latency(s, args.samples, args.handoffs, args.warmup)
             mix = job_mix(args.jobs, args.seed, args.scale)
-            result["utilisation"] = {mode: utilisation(s, mode, mix, host) for mode in args.modes.split(",")}
+            result["utilisation"] = {mode: utilisation(s, mode, mix, host) for mode in args.modes.split(",") if mode}
     finally:
         if host:
             host.remove()
