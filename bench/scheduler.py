@@ -2,22 +2,23 @@
 
 1. Placement latency, on an idle host with 4 fake GPUs (one agent, 5 slots, gunicorn and the reconciler as
    ``make run`` starts them): POST of a 1-GPU ``bench-sleep`` job -> its task function entered (``time.time()``
-   on entry, the same machine's clock), one job at a time. Then the hand-over: a 4-GPU job holds the host while a
-   1-GPU job is submitted and waits; the time from the first one's task returning to the second one's task being
-   entered on the freed devices.
-2. Utilisation on a simulated cluster: 3 agents x 4 fake GPUs (the third in a network namespace of its own when
-   the machine allows it: tests/netns.py), a seeded mix of jobs asking 1, 2 or 4 GPUs (half, 30 %, 20 %) that
-   sleep 1-10 s (times ``--scale``), all submitted at once, oldest first. Run twice on the same servers, with the
-   scheduler's default (``SCHEDULING=backfill``) and with plain first-in-first-out (``SCHEDULING=fifo``: the first
-   job that does not fit holds back every job behind it), each with agents, API and reconciler of its own.
+   on entry, the same machine's clock), one job at a time; beside it, as the floor under the same load, a plain
+   ``rq worker``'s enqueue -> function entered. Then the hand-over: a 4-GPU job holds the host while a 1-GPU job
+   is submitted and waits; the time from the first one's task returning to the second one's task being entered
+   on the freed devices.
+2. Utilisation on a simulated cluster: 3 agents x 4 fake GPUs and 8 CPUs, 8 RQ workers each (the third in a
+   network namespace of its own when the machine allows it: tests/netns.py), a seeded mix of jobs asking 1, 2 or
+   4 GPUs (half, 30 %, 20 %) that sleep 1-10 s (times ``--scale``), submitted one after another as fast as the
+   API answers, oldest first. Run twice on the same servers, with the scheduler's default
+   (``SCHEDULING=backfill``) and with plain first-in-first-out (``SCHEDULING=fifo``: the first job that does not
+   fit holds back every job behind it), each with agents, API and reconciler of its own.
    From each job's own timestamps (submitted: just before its POST; entered and left: its task's ``time.time()``;
    its host and GPUs: its ``CUDA_VISIBLE_DEVICES`` and its agent's ``BENCH_HOST_NO``): the makespan (first POST ->
    last task returned) against the lower bound max(GPU-seconds asked / 12, longest job); and the GPU-seconds left
    idle while a job that fitted waited: over every interval between two of those timestamps, for each host, its
    GPUs running no task, counted when some submitted job not yet entered asked no more than that many. A job
    placed but not yet entered counts as waiting, so each job's start-up (enqueue, fork, the horse's writes)
-   counts as idle: the part in idle stretches of at most 1 s is reported apart from longer ones, which would be
-   the scheduler's doing.
+   counts as idle: the part in idle stretches of at most 1 s is reported apart from longer ones.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ TASKS = "bench.bench_tasks"
 HOSTS, GPUS_PER_HOST = 3, 4
 MIX = ((1, 0.5), (2, 0.3), (4, 0.2))  # GPUs asked, share of the jobs
 SHORT_STRETCH_S = 1.0
+SLOTS = 8  # each agent's RQ workers: one per CPU (--cpus 8), the agent's default; spare ones take the next job
+# while the one whose job just ended runs its scheduling pass (with exactly one per GPU the next job on a freed GPU
+# waits for that pass: 0.7-0.9 s per hand-off on the loaded 2-core VM, measured)
 
 
 def submit(base: str, name: str, seconds: float, gpus: int) -> tuple[str, float]:
@@ -238,7 +242,7 @@ def utilisation(s: Stack, mode: str, mix: list[tuple[int, float]], netns_host: A
     far = []
     for number in range(HOSTS):
         name = f"{mode}-{number}"
-        env = agent_env(name, number, mode, GPUS_PER_HOST, GPUS_PER_HOST)
+        env = agent_env(name, number, mode, GPUS_PER_HOST, SLOTS)
         if netns_host is not None and number == HOSTS - 1:  # its host name is its own (unshare --uts)
             env.pop("TRAINQ_HOST_NAME")
             far.append(netns_host.start_worker({**s.env, **env}, name, s.workdir, redis_connection.get()))
