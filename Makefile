@@ -8,7 +8,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 LOGS := var/log/api.log var/log/worker.log var/log/reconciler.log var/log/access.log
 
 .PHONY: install install-dev run logs reload test test-unit lint clean bench bench-install bench-cancel bench-orphans bench-reconcile \
-	bench-api bench-overhead bench-pages bench-tasks bench-report screenshots cli-recording
+	bench-api bench-overhead bench-pages bench-tasks bench-scheduler bench-report screenshots cli-recording
 
 install: $(STAMP)
 
@@ -71,6 +71,8 @@ bench-pages: bench-install
 	$(PY) -m bench.monitor_pages $(PAGES_ARGS)
 bench-tasks: bench-install
 	$(PY) -m bench.task_sdk $(TASKS_ARGS)
+bench-scheduler: bench-install
+	$(PY) -m bench.scheduler $(SCHEDULER_ARGS)
 screenshots: bench-install
 	$(PY) -m bench.screenshots
 cli-recording: bench-install

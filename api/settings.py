@@ -7,7 +7,7 @@ wrong type is refused at start, naming the variable).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -105,6 +105,12 @@ class Settings(BaseSettings):
         600.0,
         description="a queued job passed over this long by smaller jobs that fit gets the devices it needs held "
                     "for it, on the host where it fits soonest, as they free up (s)",
+    )
+    SCHEDULING: Literal["backfill", "fifo"] = Field(
+        "backfill",
+        description="backfill: a job that fits starts while older ones that do not fit wait; fifo: strictly in "
+                    "order, a job that does not fit holds back every job behind it (head-of-line blocking, kept to "
+                    "compare against: make bench-scheduler)",
     )
     SCRATCH_SWEEP_INTERVAL: float = Field(
         60.0,

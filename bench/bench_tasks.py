@@ -7,11 +7,14 @@
   in one loop; with ``report_calls_seconds`` it times bare ``ctx.report`` calls in a tight loop instead (the
   per-call cost with hot caches, in the horse, through the worker's sink).
 - ``bench-entry``: returns ``time.time()`` taken on entering the function (POST -> task entered latency), and
-  which heavy modules the horse inherited from the worker."""
+  which heavy modules the horse inherited from the worker.
+- ``bench-sleep`` (asks one GPU by default): holds its devices for a while and says when it was entered and
+  left, on which fake GPUs and host (``make bench-scheduler``)."""
 
 from __future__ import annotations
 
 import gc
+import os
 import statistics
 import sys
 import time
@@ -19,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from trainq import TaskContext, task
+from trainq import Resources, TaskContext, task
 
 
 class GcTimer:
@@ -202,3 +205,53 @@ def bench_entry(ctx: TaskContext, params: EntryParams) -> dict[str, float]:
     return {"entered_at": entered_at, "horse_had_torch": float("torch" in sys.modules),
             "horse_had_torch_dynamo": float("torch._dynamo" in sys.modules),
             "horse_had_sklearn_datasets": float("sklearn.datasets" in sys.modules)}
+
+
+class SleepParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: float = Field(1.0, ge=0, le=3600, description="how long it holds its devices")
+    seq: int = Field(0, ge=0, description="the benchmark's job number (unused)")
+
+
+@task("bench-sleep", params=SleepParams, resources=Resources(gpus=1))
+def bench_sleep(ctx: TaskContext, params: SleepParams) -> dict[str, float]:
+    """Hold its devices for ``seconds`` (asleep, as a job waiting on its GPU would be), and say when it was entered
+    and left (``time.time()``), on which GPUs (``gpu_mask``: bit i for fake GPU i in ``CUDA_VISIBLE_DEVICES``) and
+    which host (``BENCH_HOST_NO`` in its agent's environment)."""
+    entered_at = time.time()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES") or ""
+    mask = sum(2 ** int(i) for i in visible.split(",") if i.strip().isdigit())
+    time.sleep(params.seconds)
+    return {"entered_at": entered_at, "left_at": time.time(), "gpu_mask": float(mask),
+            "host_no": float(os.environ.get("BENCH_HOST_NO", "-1"))}
+
+
+class CudaHoldParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: float = Field(30.0, ge=0, le=3600, description="how long it holds its GPU memory (it stops when told)")
+    report: str = Field("", max_length=500, description="a file to write what it saw into (JSON)")
+
+
+@task("bench-cuda-hold", params=CudaHoldParams, resources=Resources(gpus=1))
+def bench_cuda_hold(ctx: TaskContext, params: CudaHoldParams) -> dict[str, float]:
+    """Put 256 MiB on ``ctx.device`` and hold it, after writing what the job sees: ``CUDA_VISIBLE_DEVICES``, how
+    many devices torch finds, the device's UUID, its pid (bench/gpu_scheduler_check.py)."""
+    import json
+
+    import torch
+
+    held = torch.ones(64 * 2**20, device=ctx.device)  # 256 MiB of float32
+    seen = {"visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "device": str(ctx.device), "pid": os.getpid(),
+            "device_count": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+            "uuid": (f"GPU-{torch.cuda.get_device_properties(0).uuid}" if torch.cuda.is_available() else None),
+            "on": str(held.device)}
+    if params.report:
+        with open(params.report + ".tmp", "w") as out:
+            json.dump(seen, out)
+        os.replace(params.report + ".tmp", params.report)
+    deadline = time.monotonic() + params.seconds
+    while time.monotonic() < deadline and not ctx.should_stop():
+        time.sleep(0.05)
+    return {"device_count": float(seen["device_count"]), "held_mib": held.numel() * 4 / 2**20}

@@ -93,11 +93,12 @@ class Stack:
             wait_for(lambda: conn.exists(f"{prefix}{name}") or conn.exists(f"{prefix}{name}-0"), 60, f"worker {name}")
         return process
 
-    def gunicorn(self, port: int, workers: int = 2) -> subprocess.Popen:
+    def gunicorn(self, port: int, workers: int = 2, **env: str) -> subprocess.Popen:
         log = open(self.workdir / "gunicorn.log", "ab")  # noqa: SIM115
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}", "api.wsgi:app"],
-            env={**os.environ, **self.env, "LOG_LEVEL": "WARNING"}, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env, "LOG_LEVEL": "WARNING", **env}, cwd=REPO, stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.processes.append(process)

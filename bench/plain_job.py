@@ -17,3 +17,8 @@ def train_epochs(params: dict) -> dict:
 
     result = builtin_tasks.train(builtin_tasks.TrainingConfig.model_validate(params))
     return {name: value for name, value in result.metrics.items() if name != "epoch_seconds"}
+
+
+def stamp() -> float:
+    """The wall-clock time it was entered (``make bench-scheduler``: plain RQ's enqueue -> function entered)."""
+    return time.time()

@@ -129,13 +129,19 @@ def _fit_score(host: HostState, job: Waiting) -> tuple[int, int, int, str]:
     return (len(host.free_gpus) - job.gpus, len(host.free_cpu_ids) - job.cpus, host.free_slots, host.name)
 
 
-def plan(waiting: Iterable[Waiting], hosts: Iterable[HostState], backfill_wait_s: float) -> Plan:
+def plan(waiting: Iterable[Waiting], hosts: Iterable[HostState], backfill_wait_s: float,
+         fifo: bool = False) -> Plan:
     """Place what fits, in order; hold devices for the starved; say why the rest waits. ``hosts`` are changed
-    (their free devices) as the plan takes them."""
+    (their free devices) as the plan takes them. ``fifo``: no backfill, for comparison (``SCHEDULING=fifo``): the
+    first job that waits, though some host could run it, holds back every job behind it."""
     result = Plan()
     hosts = sorted(hosts, key=lambda h: h.name)
     by_id = {h.id: h for h in hosts}
+    blocked_by: str | None = None
     for job in waiting:
+        if blocked_by is not None:
+            result.reasons[job.id] = f"waiting behind job {blocked_by} (SCHEDULING=fifo: first in, first out)"
+            continue
         offering = [h for h in hosts if job.task in h.tasks]
         if not offering:
             result.reasons[job.id] = f"waiting for a host offering task {job.task}"
@@ -156,6 +162,10 @@ def plan(waiting: Iterable[Waiting], hosts: Iterable[HostState], backfill_wait_s
             continue
         reason = _reason(job, offering)
         able = [h for h in candidates if _could_ever(h, job)] or [h for h in offering if _could_ever(h, job)]
+        if fifo:
+            result.reasons[job.id] = reason
+            blocked_by = job.id if able else None
+            continue
         if job.waited_s >= backfill_wait_s and able:
             host = held_on if held_on in able else max(able, key=lambda h: (
                 min(len(h.free_gpus), job.gpus), min(len(h.free_cpu_ids), job.cpus), h.free_slots, h.name))

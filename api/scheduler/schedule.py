@@ -76,9 +76,15 @@ def _release_on_lost_hosts() -> None:
     job, left on the dead host's queue, moves with it: ``queue.ensure_enqueued``). A running job's reservation is
     the attempt's: it ends when the reconciler finds the attempt lost."""
     session = db.session
+    live = host_registry.live_host_ids_sql()
+    # the rows locked (FOR SHARE) and still queued: a worker of that host that takes the job at this moment (its
+    # agent's session lost, its workers alive) either moved it to running first, and its reservation stays, or
+    # waits for this pass, and finds it gone. Without the lock a job went running and lost its reservation after
+    # (found by the soak test), and its devices could be given again.
     session.execute(text(
-        "DELETE FROM reservations r USING training_jobs j WHERE r.job_id = j.id AND j.status = 'queued'"
-        f" AND r.host_id NOT IN ({host_registry.live_host_ids_sql()})"))
+        "WITH lost AS (SELECT j.id FROM training_jobs j JOIN reservations r ON r.job_id = j.id"
+        f" WHERE j.status = 'queued' AND r.host_id NOT IN ({live}) ORDER BY j.id FOR SHARE OF j)"
+        f" DELETE FROM reservations r USING lost WHERE r.job_id = lost.id AND r.host_id NOT IN ({live})"))
 
 
 def _waiting() -> list[Waiting]:
@@ -97,6 +103,22 @@ def _waiting() -> list[Waiting]:
         waiting.append(Waiting(str(row.id), row.attempts, row.task, need["gpus"], need["cpus"], memory,
                                float(row.waited), row.hold_host_id))
     return waiting
+
+
+def _still_queued(placements: list[Placement]) -> set[str]:
+    """Lock the rows of the jobs a plan placed (``FOR SHARE``, in id order) and return those still queued on the
+    attempt it placed. A status change (a cancel) that raced the plan is either seen here, and its job left out, or
+    waits for this pass's commit, and its trigger then releases the reservation the pass wrote: without the lock, a
+    cancel committed between the plan's read and the reservation's insert left a reservation to a cancelled row,
+    found by the soak test (tests/e2e/test_gpu_soak.py)."""
+    if not placements:
+        return set()
+    rows = db.session.execute(
+        select(TrainingJob.id, TrainingJob.attempts)
+        .where(TrainingJob.id.in_([uuid.UUID(p.job_id) for p in placements]), TrainingJob.status == JobStatus.QUEUED)
+        .order_by(TrainingJob.id).with_for_update(read=True)).all()
+    live = {(str(r.id), r.attempts) for r in rows}
+    return {p.job_id for p in placements if (p.job_id, p.attempt) in live}
 
 
 def _write(placement: Placement) -> None:
@@ -121,7 +143,15 @@ def schedule() -> Report:
         hosts = _hosts()
         names = {h.id: h.name for h in hosts}
         waiting = _waiting()
-        result = plan(waiting, hosts, current_app.config["MAX_BACKFILL_WAIT"])
+        settings = (current_app.config["MAX_BACKFILL_WAIT"], current_app.config["SCHEDULING"] == "fifo")
+        result = plan(waiting, hosts, settings[0], fifo=settings[1])
+        placeable = _still_queued(result.placements)
+        while len(placeable) < len(result.placements):  # some ended or moved meanwhile: plan again without them
+            gone = {p.job_id for p in result.placements} - placeable
+            waiting = [w for w in waiting if w.id not in gone]
+            hosts = _hosts()
+            result = plan(waiting, hosts, settings[0], fifo=settings[1])
+            placeable = _still_queued(result.placements)
         for placement in result.placements:
             _write(placement)
             gpus = f", GPUs {','.join(map(str, placement.gpus))}" if placement.gpus else ""

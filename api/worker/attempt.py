@@ -202,7 +202,10 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
         write(JobStatus.FAILED, f"params no longer valid for task {job.task}: {exc}"[:1000])
         return {"failed": "invalid params"}
     reservation = devices.reserved(job_id, attempt)
-    if reservation is None:  # every enqueue follows a reservation: this attempt's was released meanwhile
+    worker = os.environ.get("RQ_WORKER_ID")
+    if reservation is None or (worker and not queue.any_worker_of(reservation.host.name, {worker})):
+        # every enqueue follows a reservation: this attempt's was released meanwhile, or (this host's agent lost its
+        # lease while its worker took the job) moved to another host, whose devices this one must not use
         write(JobStatus.FAILED, f"attempt {attempt} has no reservation on this host (the scheduler did not place it, "
               "or released it)")
         return {"failed": "not placed"}

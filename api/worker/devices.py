@@ -53,12 +53,18 @@ def reserved(job_id: str, attempt: int) -> Reservation | None:
     return found
 
 
+def visible_devices(reservation: Reservation) -> str:
+    """The ``CUDA_VISIBLE_DEVICES`` a reservation gives its job: its GPUs' UUIDs (a fake GPU's index), in order."""
+    host = reservation.host
+    uuids = {gpu.idx: gpu.uuid for gpu in host.gpus}
+    return ",".join(str(i) if host.fake_gpus else uuids[i] for i in reservation.gpus)
+
+
 def apply(reservation: Reservation) -> Devices:
     """Make this process (and what it starts) see only the reserved devices."""
     host = reservation.host
-    uuids = {gpu.idx: gpu.uuid for gpu in host.gpus}
     gpus = tuple(reservation.gpus)
-    visible = ",".join(str(i) if host.fake_gpus else uuids[i] for i in gpus)
+    visible = visible_devices(reservation)
     os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's numbering as NVML's and nvidia-smi's
     os.environ["CUDA_VISIBLE_DEVICES"] = visible
     for variable in THREAD_VARIABLES:

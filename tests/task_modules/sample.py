@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Literal
@@ -117,6 +118,8 @@ def strict(ctx: TaskContext, params: StrictParams) -> dict:
 class DevicesParams(BaseModel):
     seconds: float = Field(60, ge=0, le=3600, description="how long it holds its devices (it stops when told)")
     alloc_mb: int = Field(0, ge=0, le=65536, description="memory it fills and keeps")
+    report_dir: str = Field("", max_length=500, description="a folder to write what it saw into, as "
+                            "<job>-<attempt>.json (the soak test reads it)")
 
 
 @task("test-devices", params=DevicesParams, resources=Resources(gpus=1))
@@ -130,6 +133,13 @@ def devices(ctx: TaskContext, params: DevicesParams) -> dict:
     ctx.log.info("sees CUDA_VISIBLE_DEVICES=%s OMP_NUM_THREADS=%s torch_threads=%d affinity=%s device=%s",
                  os.environ.get("CUDA_VISIBLE_DEVICES"), os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads(),
                  ",".join(map(str, sorted(os.sched_getaffinity(0)))), ctx.device)
+    if params.report_dir:
+        seen = {"job": ctx.job_id, "attempt": ctx.attempt, "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "worker": os.environ.get("RQ_WORKER_ID"), "pid": os.getpid()}
+        path = os.path.join(params.report_dir, f"{ctx.job_id}-{ctx.attempt}.json")
+        with open(path + ".tmp", "w") as out:
+            json.dump(seen, out)
+        os.replace(path + ".tmp", path)
     deadline = time.monotonic() + params.seconds
     while time.monotonic() < deadline and not ctx.should_stop():
         time.sleep(0.05)

@@ -99,3 +99,14 @@ def test_randomised_no_device_twice_and_nothing_that_fits_waits(seed):
         for j in waiting:
             if j.id in result.reasons:
                 assert all(_lacks(h, j) is not None for h in hosts if j.task in h.tasks)
+
+
+def test_fifo_mode_holds_every_job_behind_the_first_that_waits_and_says_so():
+    box = host(1, gpus=4)
+    box.take((0, 1), (), None)  # two of its four GPUs busy
+    result = plan([job("big", 4), job("small", 1)], [box], backfill_wait_s=600, fifo=True)
+    assert not result.placements  # backfill would have started "small" on a free GPU
+    assert result.reasons["small"] == "waiting behind job big (SCHEDULING=fifo: first in, first out)"
+    assert result.reasons["big"].startswith("waiting for 4 GPUs")
+    unrunnable = plan([job("huge", 16), job("small", 1)], [host(1)], backfill_wait_s=600, fifo=True)
+    assert [p.job_id for p in unrunnable.placements] == ["small"]  # no host could ever run it: it blocks nothing
