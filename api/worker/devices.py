@@ -47,8 +47,11 @@ class Devices:
 def reserved(job_id: str, attempt: int) -> Reservation | None:
     found = db.session.scalar(select(Reservation).where(Reservation.job_id == job_id,
                                                         Reservation.attempt == attempt))
-    if found is not None:
-        found.host.gpus  # noqa: B018 - loaded now, while the session is open
+    if found is not None:  # loaded now and detached: reading them later must not open a transaction that the
+        # attempt would keep through its training (its end would be stamped with that transaction's start)
+        found.host.gpus  # noqa: B018 - loaded (selectin), then detached with their host (cascade)
+        db.session.expunge(found.host)
+        db.session.expunge(found)
     db.session.commit()
     return found
 

@@ -43,6 +43,8 @@ def test_submit_trains_to_completion(client, workers, settings):
     epochs = [h for h in job.history if "epoch" in h]  # the monitor's curves: every epoch, sampled steps
     assert [h["epoch"] for h in epochs] == [1, 2, 3] and all("step" in h for h in job.history)
     assert job.history[-1]["val_accuracy"] == job.metrics["val_accuracy"]
+    trained = sum(h["epoch_seconds"] for h in epochs)  # stamped when it ended (a horse left in a transaction
+    assert (job.finished_at - job.started_at).total_seconds() >= trained > 0  # stamped its start's time)
     assert job.checkpoint_path and os.path.exists(job.checkpoint_path)
     assert sorted(os.listdir(os.path.join(settings["CHECKPOINT_DIR"], job_id))) == [
         "ckpt-000001-e1-s23.pt", "ckpt-000002-e2-s46.pt", "ckpt-000003-e3-s69.pt"]  # 23 batches of 64 an epoch
