@@ -209,6 +209,7 @@ def _reconcile(period: float, once: bool, check: Callable[[], None]) -> None:
                     _schedule_once()
                 else:  # between passes: only the running attempts whose database session has ended
                     run_pass(ended_sessions_only=True)
+                _drive_sweeps()
         except SQLAlchemyError as exc:
             log.warning("reconciler: database unreachable (%s); retrying", exc.__class__.__name__)
             if lock_conn is not None:
@@ -219,6 +220,7 @@ def _reconcile(period: float, once: bool, check: Callable[[], None]) -> None:
             time.sleep(period)
         elif _woken(lock_conn, min(fast, period)):
             _schedule_once()
+            _drive_sweeps()  # a trial that ended (its release woke us): the next one starts now
             db.session.remove()
 
 
@@ -243,6 +245,17 @@ def _schedule_once() -> None:
         schedule()
     except (SQLAlchemyError, RedisError) as exc:
         log.warning("scheduling pass failed (%s); the next one retries", exc.__class__.__name__)
+
+
+def _drive_sweeps() -> None:
+    """The sweep driver's step of every running sweep (api.service.sweep_driver), in the active reconciler only."""
+    from api.service.sweep_driver import drive
+
+    try:
+        drive()
+    except SQLAlchemyError as exc:
+        db.session.rollback()
+        log.warning("sweep driver skipped (%s); the next wake-up retries", exc.__class__.__name__)
 
 
 def pass_once(dry_run: bool, as_json: bool) -> int:
