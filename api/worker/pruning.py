@@ -43,6 +43,7 @@ class Pruning:
         self.verdict: Verdict | None = None
         self._queue: queue.SimpleQueue[tuple[str, int, float] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="trial-pruner", daemon=True)
+        self._ready = threading.Event()  # the study is open (or could not be): reports are judged as they come
 
     @classmethod
     def of(cls, job: TrainingJob, engine: Engine, jlog: logging.LoggerAdapter) -> Pruning | None:
@@ -65,8 +66,14 @@ class Pruning:
         if math.isfinite(value):
             self._queue.put((axis, int(entry[axis]), value))
 
+    READY_WAIT = 30.0  # seconds the training waits for the study to open (Optuna's import, its storage)
+
     def start(self) -> Pruning:
+        """Open the trial's study before the training starts, so that its first report is judged at once."""
         self._thread.start()
+        if not self._ready.wait(self.READY_WAIT):
+            self.jlog.warning("the sweep's pruner is not ready after %.0fs; training starts, reports wait for it",
+                              self.READY_WAIT)
         return self
 
     def stop(self) -> None:
@@ -86,6 +93,7 @@ class Pruning:
             trial_id = store.get_trial_id_from_study_id_trial_number(
                 store.get_study_id_from_name(self.study_name), self.trial_number)
             trial = optuna.trial.Trial(study, trial_id)
+            self._ready.set()
             while (item := self._queue.get()) is not None:
                 axis, at, value = item
                 trial.report(value, at)
@@ -97,6 +105,7 @@ class Pruning:
             self.jlog.warning("the sweep's pruner is unavailable for this attempt (%s: %s); training goes on",
                               exc.__class__.__name__, exc)
         finally:
+            self._ready.set()
             if store is not None:
                 sweep_study.close(store)
 
