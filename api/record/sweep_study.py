@@ -97,11 +97,12 @@ def grid_size(space: dict[str, Any]) -> int:
 
 
 def sampler(sweep: Sweep, trials_so_far: int) -> optuna.samplers.BaseSampler:
-    """The sweep's sampler. With a seed, each ask gets ``seed + trials so far``: the sampler is rebuilt for every
-    driver step (it keeps nothing itself), and the same seed each time would draw the same point again."""
+    """The sweep's sampler. With a seed, each ask of a random or TPE sampler gets ``seed + trials so far``: the
+    sampler is rebuilt for every driver step (it keeps nothing itself), and the same seed each time would draw the
+    same point again. A grid walks its points in trial-number order of one shuffle: always the sweep's seed."""
+    if sweep.sampler == "grid":  # the grid's order is a shuffle by its seed: the same one at every ask
+        return optuna.samplers.GridSampler(grid(sweep.space), seed=sweep.seed or 0)
     seed = None if sweep.seed is None else sweep.seed + trials_so_far
-    if sweep.sampler == "grid":
-        return optuna.samplers.GridSampler(grid(sweep.space), seed=seed)
     if sweep.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
