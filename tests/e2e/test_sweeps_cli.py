@@ -39,23 +39,27 @@ def trainq(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.
 
 
 def test_sweep_follow_show_list_and_stop(cli_env, client, workers, reconcilers):
-    workers(**SAMPLE)
+    """A small real sweep of the built-in diabetes-regression task, two trials at a time, pruned by ASHA."""
+    workers(**SAMPLE, TRAINQ_SLOTS="2")
     reconcilers(**SAMPLE)
     wait_for(lambda: any(t["name"] == "test-sweep" and t["workers"]
                          for t in client.get("/api/tasks").get_json()["tasks"]), 60, "the worker to offer test-sweep")
-    done = trainq(cli_env, "sweep", "test-sweep", "--space", "x=uniform:0:1", "--objective", "loss:min",
-                  "--trials", "3", "--sampler", "random", "--seed", "5", "-p", "epochs=2", "-p", "sleep=0.05",
-                  "--name", "cli sweep", "--follow")
+    done = trainq(cli_env, "sweep", "diabetes-regression", "--space", "lr=loguniform:1e-3:0.3",
+                  "--space", "hidden=int:16:128:16", "--space", "batch_size=choice:16,64", "-p", "epochs=6",
+                  "--objective", "val_mse:min", "--trials", "6", "--parallel", "2", "--sampler", "tpe",
+                  "--pruner", "asha", "--seed", "1", "--name", "cli sweep", "--follow", timeout=600)
+    print(done.stdout)  # the README's worked example is this output
     assert done.returncode == 0, done.stdout + done.stderr
     first = done.stdout.splitlines()[0]
-    assert first.startswith("sweep ") and "up to 3 trials of test-sweep, 1 at once, optimising loss (min)" in first
+    assert first.startswith("sweep ") and "up to 6 trials of diabetes-regression, 2 at once" in first, first
     sweep_id = first.split()[1]
-    assert "sweep completed: all 3 trials ended" in done.stdout
+    assert "sweep completed: all 6 trials ended" in done.stdout
     best = [line for line in done.stdout.splitlines() if line.startswith("best: trial ")]
-    assert best and " x=" in best[0], done.stdout
+    assert best and " lr=" in best[0] and "val_mse" in best[0], done.stdout
     shown = trainq(cli_env, "sweep", "show", sweep_id[:8])
+    print(shown.stdout)
     assert shown.returncode == 0, shown.stderr
-    assert "3/3 trials ended" in shown.stdout and shown.stdout.count("completed") >= 3
+    assert "6/6 trials ended" in shown.stdout
     rows = [line for line in shown.stdout.splitlines() if line.strip().startswith("*")]
     assert len(rows) == 1  # the best trial, marked, listed first
     listed = json.loads(trainq(cli_env, "sweeps", "--json").stdout)
