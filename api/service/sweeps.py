@@ -150,6 +150,20 @@ def trials(sweep: Sweep) -> list[Trial]:
     return found
 
 
+def curves(sweep: Sweep) -> list[dict[str, Any]]:
+    """Each trial's objective as it reported it: (x, value) on the epoch axis where its reports have epochs, else
+    the step (a pruned trial's curve ends where it was stopped)."""
+    metric, found = sweep.objective_metric, []
+    for job in sweep_driver.trials_of(sweep.id):
+        entries = [e for e in job.history or [] if isinstance(e.get(metric), int | float)]
+        axis = "epoch" if entries and all(isinstance(e.get("epoch"), int) for e in entries) else "step"
+        points = [[e[axis], e[metric]] for e in entries if isinstance(e.get(axis), int)]
+        found.append({"number": job.trial_number or 0, "job_id": str(job.id), "status": job.status, "axis": axis,
+                      "points": points})
+    db.session.commit()
+    return found
+
+
 def best(sweep: Sweep, found: list[Trial]) -> Trial | None:
     done = [t for t in found if t.job.status == JobStatus.COMPLETED and t.value is not None]
     if not done:

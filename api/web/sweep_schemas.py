@@ -98,6 +98,19 @@ class SweepDetail(Sweep):
     best: Trial | None = Field(description="the completed trial with the best objective")
 
 
+class Curve(Model):
+    number: int
+    job_id: JobId
+    status: JobStatus
+    axis: Literal["epoch", "step"]
+    points: list[list[float]] = Field(description="[x, value] pairs, oldest first")
+
+
+class SweepCurves(Model):
+    metric: str = Field(description="the sweep's objective metric")
+    curves: list[Curve] = Field(description="each trial's objective as it reported it, in trial order")
+
+
 class SweepList(Model):
     sweeps: list[Sweep]
 

@@ -58,6 +58,13 @@ def get_sweep(sweep_id: uuid.UUID):
     return detail(sweeps.get(sweep_id))
 
 
+@bp.get("/<uuid:sweep_id>/curves")
+@operation("Each trial's objective curve, as it reported it", {200: s.SweepCurves})
+def sweep_curves(sweep_id: uuid.UUID):
+    sweep = sweeps.get(sweep_id)
+    return {"metric": sweep.objective_metric, "curves": sweeps.curves(sweep)}
+
+
 @bp.delete("/<uuid:sweep_id>")
 @operation("Stop a sweep: no new trial starts, its running trials are cancelled", {200: s.SweepStopped},
            errors=(409,))
