@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: install run test test-unit lint clean bench bench-install bench-cancel bench-orphans bench-reconcile \
-	bench-api bench-overhead bench-pages bench-tasks bench-report screenshots cli-recording
+	bench-api bench-overhead bench-pages bench-tasks bench-sweeps bench-report screenshots cli-recording
 
 install: $(STAMP)
 
@@ -51,6 +51,8 @@ bench-pages: bench-install
 	$(PY) -m bench.monitor_pages $(PAGES_ARGS)
 bench-tasks: bench-install
 	$(PY) -m bench.task_sdk $(TASKS_ARGS)
+bench-sweeps: bench-install
+	$(PY) -m bench.sweeps $(SWEEPS_ARGS)
 screenshots: bench-install
 	$(PY) -m bench.screenshots
 cli-recording: bench-install
@@ -58,7 +60,7 @@ cli-recording: bench-install
 bench-report: bench-install
 	$(PY) -m bench.report
 
-bench: bench-cancel bench-orphans bench-reconcile bench-api bench-overhead bench-pages bench-tasks
+bench: bench-cancel bench-orphans bench-reconcile bench-api bench-overhead bench-pages bench-tasks bench-sweeps
 	$(MAKE) bench-report
 
 clean:

@@ -37,25 +37,27 @@ def study_name(sweep_id: Any) -> str:
 
 def storage(engine: Engine, fresh: bool = False) -> optuna.storages.RDBStorage:
     """Optuna's storage on ``engine``'s database, in the ``optuna`` schema (one per process, unless ``fresh``: a
-    horse's own, closed with ``close``). The first open creates Optuna's tables: one process at a time."""
+    trial's horse's own, closed with ``close``). The first open creates Optuna's tables: one process at a time. A
+    horse's opens neither checks nor creates them (its sweep's creation did): it judges the trial's first report
+    sooner."""
     url = engine.url.render_as_string(hide_password=False)
     key = (os.getpid(), url)
+    kwargs = {"connect_args": {"options": f"-csearch_path={SCHEMA}"}, "pool_pre_ping": True}
+    if fresh:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, skip_compatibility_check=True,
+                                          skip_table_creation=True)
     with _storages_lock:
-        if not fresh and key in _storages:
+        if key in _storages:
             return _storages[key]
         with engine.connect() as conn:
             locks.lock(conn, locks.Namespace.OPTUNA_SETUP, locks.OPTUNA_SETUP_KEY)
             conn.commit()
             try:
-                made = optuna.storages.RDBStorage(
-                    url,
-                    engine_kwargs={"connect_args": {"options": f"-csearch_path={SCHEMA}"}, "pool_pre_ping": True},
-                )
+                made = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
             finally:
                 locks.unlock(conn, locks.Namespace.OPTUNA_SETUP, locks.OPTUNA_SETUP_KEY)
                 conn.commit()
-        if not fresh:
-            _storages[key] = made
+        _storages[key] = made
         return made
 
 

@@ -132,7 +132,7 @@ def advance(sweep_id: uuid.UUID) -> None:
             active += 1
         total = len(asked)
         while active < sweep.parallel and total < sweep.max_trials:
-            study = sweep_study.load(sweep, store, trials_so_far=total)
+            study.sampler = sweep_study.sampler(sweep, total)  # a seeded sampler's draws follow the trial count
             trial = study.ask(sweep_study.distributions(sweep.space))
             total += 1
             if not _submit(sweep, trial.number, trial.params, study):
