@@ -219,8 +219,8 @@ def _reconcile(period: float, once: bool, check: Callable[[], None]) -> None:
         if lock_conn is None:
             time.sleep(period)
         elif _woken(lock_conn, min(fast, period)):
+            _drive_sweeps()  # first: a trial that ended (its release woke us) has its next submitted and placed now
             _schedule_once()
-            _drive_sweeps()  # a trial that ended (its release woke us): the next one starts now
             db.session.remove()
 
 

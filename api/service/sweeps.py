@@ -65,6 +65,8 @@ def create(task: str, space: Any, *, params: Any = None, objective: dict[str, st
             raise _refuse("objective", f"required: task {spec.name} declares no primary metric "
                           "(give {\"metric\": ..., \"mode\": \"min\" | \"max\"})")
         objective = {"metric": spec.metric, "mode": spec.metric_mode or "min"}
+    if not 1 <= parallel <= 256:
+        raise _refuse("parallel", "must be between 1 and 256")
     cap = current_app.config["SWEEP_MAX_TRIALS"]
     if not 1 <= max_trials <= cap:
         raise _refuse("max_trials", f"must be between 1 and {cap} (SWEEP_MAX_TRIALS)")
