@@ -495,7 +495,7 @@ SECTIONS = [
     ("monitor_pages", "6. Web monitor", pages_section),
     ("task_sdk", "7. Task SDK", task_sdk_section),
     ("cuda_check", "8. Tasks on a GPU", cuda_section),
-    ("sweeps", "9. Sweeps", sweeps_section),
+    ("sweeps", "11. Sweeps", sweeps_section),
 ]
 
 
