@@ -116,7 +116,8 @@ class SweepList(Model):
 
 
 class SweepsQuery(Model):
-    owner: str | None = Field(None, max_length=64, description="a user's name")
+    owner: str | None = Field(None, max_length=64, pattern=r"^[^\x00-\x1f]*$",
+                              description="a user's name (no control characters)")
 
 
 class SweepCreated(Model):
