@@ -207,9 +207,9 @@ def _reconcile(period: float, once: bool, check: Callable[[], None]) -> None:
                     check()
                     reconcile_once(Actor.RECONCILER)
                     _schedule_once()
+                    _drive_sweeps()  # the safety net: a trial's end also wakes it (below)
                 else:  # between passes: only the running attempts whose database session has ended
                     run_pass(ended_sessions_only=True)
-                _drive_sweeps()
         except SQLAlchemyError as exc:
             log.warning("reconciler: database unreachable (%s); retrying", exc.__class__.__name__)
             if lock_conn is not None:
@@ -227,8 +227,8 @@ def _reconcile(period: float, once: bool, check: Callable[[], None]) -> None:
 def _woken(conn: Any, timeout: float) -> bool:
     """Wait up to ``timeout`` for a NOTIFY on ``trainq_scheduler``; True when one came."""
     raw = conn.connection.dbapi_connection
-    try:
-        if not select.select([raw], [], [], timeout)[0]:
+    try:  # one may have come in with the answer to the loop's own query (psycopg2 kept it): no wait then
+        if not raw.notifies and not select.select([raw], [], [], timeout)[0]:
             return False
         raw.poll()
     except (OSError, psycopg2.Error):
