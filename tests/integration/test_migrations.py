@@ -93,3 +93,27 @@ def test_0008_adds_cloned_from_and_the_search_indexes_and_goes_back(settings, po
         assert shape()[0]
         db.session.remove()
         db.engine.dispose()
+
+
+def test_0014_adds_sweeps_and_the_pruned_status_and_goes_back(settings, postgres_server):
+    url = postgres_server.create_database(f"migrate_{uuid.uuid4().hex[:8]}")
+    app = make_app(settings, DATABASE_URL=url)
+
+    def shape() -> tuple[bool, bool, bool]:
+        sweeps = db.session.execute(text("SELECT to_regclass('public.sweeps') IS NOT NULL")).scalar()
+        schema = db.session.execute(text("SELECT 1 FROM information_schema.schemata WHERE schema_name = 'optuna'"
+                                         )).scalar()
+        check = db.session.execute(text("SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                                        "WHERE conname = 'ck_training_jobs_status'")).scalar()
+        db.session.commit()
+        return bool(sweeps), bool(schema), "pruned" in check
+
+    with app.app_context():
+        flask_migrate.upgrade()
+        assert shape() == (True, True, True)
+        flask_migrate.downgrade(revision="0011")
+        assert shape() == (False, False, False)
+        flask_migrate.upgrade()
+        assert shape() == (True, True, True)
+        db.session.remove()
+        db.engine.dispose()
