@@ -8,7 +8,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 LOGS := var/log/api.log var/log/worker.log var/log/reconciler.log var/log/access.log
 
 .PHONY: install install-dev run logs reload test test-unit lint clean bench bench-install bench-cancel bench-orphans bench-reconcile \
-	bench-api bench-overhead bench-pages bench-tasks bench-scheduler bench-report screenshots cli-recording
+	bench-api bench-overhead bench-pages bench-tasks bench-scheduler bench-sweeps bench-report screenshots cli-recording
 
 install: $(STAMP)
 
@@ -73,6 +73,8 @@ bench-tasks: bench-install
 	$(PY) -m bench.task_sdk $(TASKS_ARGS)
 bench-scheduler: bench-install
 	$(PY) -m bench.scheduler $(SCHEDULER_ARGS)
+bench-sweeps: bench-install
+	$(PY) -m bench.sweeps $(SWEEPS_ARGS)
 screenshots: bench-install
 	$(PY) -m bench.screenshots
 cli-recording: bench-install
@@ -80,7 +82,7 @@ cli-recording: bench-install
 bench-report: bench-install
 	$(PY) -m bench.report
 
-bench: bench-cancel bench-orphans bench-reconcile bench-api bench-overhead bench-pages bench-tasks
+bench: bench-cancel bench-orphans bench-reconcile bench-api bench-overhead bench-pages bench-tasks bench-sweeps
 	$(MAKE) bench-report
 
 clean:

@@ -34,6 +34,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from api.web.routes import catalogue, docs, health, jobs, pages, webhooks
     from api.web.routes import hosts as host_routes
     from api.web.routes import login as login_routes
+    from api.web.routes import sweeps as sweep_routes
 
     errors.register_error_handlers(app)
     security.init_app(app)  # CSP and nosniff on every answer
@@ -47,6 +48,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(docs.bp)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(sweep_routes.bp)
     dashboard.init_app(app)
     metrics.init_app(app)
     commands.init_app(app)

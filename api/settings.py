@@ -161,6 +161,11 @@ class Settings(BaseSettings):
         10.0,
         description="after a job's end is recorded, its trackers get this long to send what they hold (s)",
     )
+    SWEEP_MAX_TRIALS: int = Field(1000, description="a sweep's max_trials may be at most this (a larger one is a 422)")
+    SWEEP_STOP_AFTER_FAILURES: int = Field(
+        3,
+        description="a sweep whose first this many trials all failed stops, saying why (0: never)",
+    )
 
 
 def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:

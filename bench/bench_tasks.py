@@ -255,3 +255,38 @@ def bench_cuda_hold(ctx: TaskContext, params: CudaHoldParams) -> dict[str, float
     while time.monotonic() < deadline and not ctx.should_stop():
         time.sleep(0.05)
     return {"device_count": float(seen["device_count"]), "held_mib": held.numel() * 4 / 2**20}
+
+
+class SweepTrialParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    x: float = Field(0.5, ge=0, le=1)
+    epochs: int = Field(8, ge=1, le=10_000)
+    sleep: float = Field(0.2, ge=0, le=10, description="seconds an epoch takes")
+    times: str = Field(description="folder the trial writes <job id>.json to: when it entered, when it reported")
+
+
+@task("bench-sweep-trial", params=SweepTrialParams, metric="loss", mode="min")
+def sweep_trial(ctx: TaskContext, params: SweepTrialParams) -> dict[str, Any]:
+    """A sweep's trial for ``make bench-sweeps``: loss (x - 0.3)² + 1/epoch each epoch; the wall times it entered,
+    reported each epoch, was told to stop and left, in a file (the benchmark reads them)."""
+    import json
+    from pathlib import Path
+
+    seen: dict[str, Any] = {"entered": time.time(), "reports": {}}
+    out = Path(params.times) / f"{ctx.job_id}.json"
+    out.write_text(json.dumps(seen))
+    loss = 0.0
+    for epoch in range(1, params.epochs + 1):
+        time.sleep(params.sleep)
+        loss = (params.x - 0.3) ** 2 + 1 / epoch
+        seen["reports"][str(epoch)] = time.time()
+        ctx.report(epoch=epoch, loss=loss)
+        out.write_text(json.dumps(seen))
+        if ctx.should_stop():
+            seen["stopped"] = seen["left"] = time.time()
+            out.write_text(json.dumps(seen))
+            return {}
+    seen["left"] = time.time()
+    out.write_text(json.dumps(seen))
+    return {"loss": loss}

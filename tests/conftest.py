@@ -78,7 +78,7 @@ def app(settings: dict[str, str]) -> Flask:
 def ctx(app: Flask) -> Iterator[Flask]:
     """An app context over clean state: empty tables, empty Redis."""
     with app.app_context():
-        db.session.execute(text("TRUNCATE training_jobs CASCADE"))
+        db.session.execute(text("TRUNCATE training_jobs, sweeps CASCADE"))
         db.session.commit()
         redis_connection.get().flushdb()
         yield app

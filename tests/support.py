@@ -46,7 +46,7 @@ def bearer(token: str | None = None) -> dict[str, str]:
 
 SHORT = {"dataset": "digits", "epochs": 3, "hidden_sizes": [32], "batch_size": 64, "checkpoint_every": 1, "seed": 1}
 LONG = {"dataset": "digits", "epochs": 100_000, "hidden_sizes": [32], "batch_size": 16}
-TERMINAL = ("completed", "failed", "cancelled")
+TERMINAL = ("completed", "failed", "cancelled", "pruned")
 
 
 def process_gone(pid: int) -> bool:

@@ -27,7 +27,7 @@ from trainq.client import Client, ClientError, save_login
 from trainq.terminal import clean, emit_json, handled, resolve
 
 # follow's exit codes, by the status it stopped at: the terminal ones, and paused (it waits for a resume)
-FOLLOW_EXIT = {"completed": 0, "failed": 1, "cancelled": 2, "paused": 3}
+FOLLOW_EXIT = {"completed": 0, "failed": 1, "cancelled": 2, "paused": 3, "pruned": 4}
 POLL_SECONDS = 1.0
 console = Console(highlight=False)
 
@@ -574,7 +574,8 @@ def artifacts(job_id: str, name: str | None, output: Path | None, as_json: bool)
 def follow(job_id: str) -> None:
     """Watch a job until it ends: a progress bar, its status and latest metrics.
 
-    Exit code: 0 completed, 1 failed, 2 cancelled, 3 paused. Ctrl-C stops watching; the job goes on.
+    Exit code: 0 completed, 1 failed, 2 cancelled, 3 paused, 4 pruned (a sweep's trial). Ctrl-C stops watching;
+    the job goes on.
     """
     api = client()
     sys.exit(_follow(api, resolve(api, job_id)))
@@ -612,10 +613,13 @@ def _detached(job_id: str) -> None:
 
 from trainq.cli_compare import compare_command  # noqa: E402 - added to the group above
 from trainq.cli_integrations import tensorboard_command, webhooks_group  # noqa: E402 - added to the group above
+from trainq.cli_sweeps import sweep_group, sweeps_command  # noqa: E402 - added to the group above
 
 main.add_command(webhooks_group)
 main.add_command(tensorboard_command)
 main.add_command(compare_command)
+main.add_command(sweep_group)
+main.add_command(sweeps_command)
 
 if __name__ == "__main__":
     main()

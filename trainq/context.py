@@ -28,7 +28,7 @@ from trainq.checkpoints import (
 )
 
 ARTIFACT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-STOP_REASONS = ("cancel", "pause", "superseded")
+STOP_REASONS = ("cancel", "pause", "superseded", "prune")
 
 
 class Sink(Protocol):
@@ -49,7 +49,8 @@ class Sink(Protocol):
     def artifact_saved(self, artifact: dict[str, Any]) -> None: ...
 
     def stop_reason(self) -> str | None:
-        """``"cancel"``, ``"pause"``, ``"superseded"`` (this attempt is no longer the job's current one), or None."""
+        """``"cancel"``, ``"pause"``, ``"superseded"`` (this attempt is no longer the job's current one), ``"prune"``
+        (a sweep's pruner stopped this trial), or None."""
         ...
 
 

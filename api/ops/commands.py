@@ -248,6 +248,7 @@ def _reconcile(period: float, once: bool, check: Callable[[], None]) -> None:
                     check()
                     reconcile_once(Actor.RECONCILER)
                     _schedule_once()
+                    _drive_sweeps()  # the safety net: a trial's end also wakes it (below)
                 else:  # between passes: only the running attempts whose database session has ended
                     run_pass(ended_sessions_only=True)
         except SQLAlchemyError as exc:
@@ -259,6 +260,7 @@ def _reconcile(period: float, once: bool, check: Callable[[], None]) -> None:
         if lock_conn is None:
             time.sleep(period)
         elif _woken(lock_conn, min(fast, period)):
+            _drive_sweeps()  # first: a trial that ended (its release woke us) has its next submitted and placed now
             _schedule_once()
             db.session.remove()
 
@@ -266,8 +268,8 @@ def _reconcile(period: float, once: bool, check: Callable[[], None]) -> None:
 def _woken(conn: Any, timeout: float) -> bool:
     """Wait up to ``timeout`` for a NOTIFY on ``trainq_scheduler``; True when one came."""
     raw = conn.connection.dbapi_connection
-    try:
-        if not select.select([raw], [], [], timeout)[0]:
+    try:  # one may have come in with the answer to the loop's own query (psycopg2 kept it): no wait then
+        if not raw.notifies and not select.select([raw], [], [], timeout)[0]:
             return False
         raw.poll()
     except (OSError, psycopg2.Error):
@@ -284,6 +286,17 @@ def _schedule_once() -> None:
         schedule()
     except (SQLAlchemyError, RedisError) as exc:
         log.warning("scheduling pass failed (%s); the next one retries", exc.__class__.__name__)
+
+
+def _drive_sweeps() -> None:
+    """The sweep driver's step of every running sweep (api.service.sweep_driver), in the active reconciler only."""
+    from api.service.sweep_driver import drive
+
+    try:
+        drive()
+    except SQLAlchemyError as exc:
+        db.session.rollback()
+        log.warning("sweep driver skipped (%s); the next wake-up retries", exc.__class__.__name__)
 
 
 def pass_once(dry_run: bool, as_json: bool) -> int:

@@ -16,6 +16,12 @@ so a job's liveness lock can never collide with a recovery action's lock or the 
   ``ATTEMPT`` is for an attempt: its absence says the agent is gone.
 - ``GPU``: held by the agent that offers the GPU (key: ``gpu_key`` of its UUID): a second agent claiming the same
   device is refused.
+- ``SWEEP``: one change of a sweep at a time (key: ``job_key`` of the sweep's id), held by a session of its own:
+  the driver's step (tell Optuna how trials ended, ask it for the next, write the trial's job) and a stop by its
+  owner never interleave, so a stopped sweep starts no trial. The driver itself runs only in the active
+  reconciler (``RECONCILER``): one active driver at a time.
+- ``OPTUNA_SETUP``: one process at a time opens Optuna's storage the first time (Optuna creates its tables in the
+  ``optuna`` schema then; two at once would race on them).
 """
 
 from __future__ import annotations
@@ -38,10 +44,13 @@ class Namespace(IntEnum):
     SCHEDULER = 0x7471_0006
     HOST = 0x7471_0007
     GPU = 0x7471_0008
+    SWEEP = 0x7471_0009
+    OPTUNA_SETUP = 0x7471_000A
 
 
 RECONCILER_KEY = 1  # the one key in its namespace
 SCHEDULER_KEY = 1  # the one key in its namespace
+OPTUNA_SETUP_KEY = 1  # the one key in its namespace
 
 
 def gpu_key(uuid_text: str) -> int:

@@ -16,6 +16,7 @@ class JobStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    PRUNED = "pruned"  # a sweep's trial its pruner stopped early (api.worker.pruning): neither failed nor cancelled
 
 
 class Actor(StrEnum):
@@ -26,7 +27,8 @@ class Actor(StrEnum):
     DASHBOARD_SYNC = "dashboard-sync"  # a stop made in RQ (e.g. rq-dashboard), copied to the row
 
 
-TERMINAL: frozenset[JobStatus] = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+TERMINAL: frozenset[JobStatus] = frozenset(
+    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PRUNED})
 ACTIVE: frozenset[JobStatus] = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 """Statuses that claim work exists in RQ; the reconciler checks exactly these."""
 
@@ -35,13 +37,16 @@ INITIAL = JobStatus.QUEUED
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED}),
     # running -> queued: a lost attempt re-queued to resume from its checkpoint
+    # running -> pruned: a sweep's pruner stopped the trial at a report (only the worker running it writes this)
     JobStatus.RUNNING: frozenset(
-        {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PAUSED, JobStatus.QUEUED}
+        {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PAUSED, JobStatus.QUEUED,
+         JobStatus.PRUNED}
     ),
     JobStatus.PAUSED: frozenset({JobStatus.QUEUED, JobStatus.CANCELLED, JobStatus.FAILED}),
     JobStatus.COMPLETED: frozenset(),
     JobStatus.FAILED: frozenset(),
     JobStatus.CANCELLED: frozenset(),
+    JobStatus.PRUNED: frozenset(),
 }
 
 RESTARTS: dict[JobStatus, frozenset[JobStatus]] = {

@@ -27,6 +27,7 @@ _STAMPS = {
     JobStatus.COMPLETED: "finished_at",
     JobStatus.FAILED: "finished_at",
     JobStatus.CANCELLED: "finished_at",
+    JobStatus.PRUNED: "finished_at",
 }
 
 

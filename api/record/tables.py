@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from api.record import sweep_tables  # noqa: F401  (sweeps: training_jobs.sweep_id's table, in the same metadata)
 from api.record.status import TERMINAL, JobStatus
 from api.stores import db
 
@@ -94,6 +95,7 @@ class TrainingJob(db.Model):
         Index("ix_training_jobs_task_newest", "task", "created_at", "id"),
         Index("ix_training_jobs_owner_status", "owner_id", "status"),
         Index("ix_training_jobs_owner_newest", "owner_id", "created_at", "id"),
+        Index("ix_training_jobs_sweep_trial", "sweep_id", "trial_number", unique=True),
         # and, where the server has pg_trgm, ix_training_jobs_name_trgm for name substrings (migration 0008)
     )
 
@@ -151,6 +153,10 @@ class TrainingJob(db.Model):
     provenance: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     # fail when an objective metric is not finite: the submit's choice (None: its task's, @task(fail_on_nan=))
     fail_on_nan: Mapped[bool | None] = mapped_column(Boolean)
+    # a sweep's trial (api.record.sweep_tables): its sweep and Optuna's trial number, written with the row
+    sweep_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("sweeps.id", ondelete="SET NULL"))
+    trial_number: Mapped[int | None] = mapped_column(Integer)
+    pruned_at: Mapped[int | None] = mapped_column(Integer)  # the epoch (or step) its pruner stopped it at
 
     owner: Mapped[User] = relationship(foreign_keys=[owner_id])
     # the scheduler's reservation for the current attempt (None while it waits to be placed)
@@ -182,8 +188,9 @@ class TrainingJob(db.Model):
         if "metrics" in data:  # deprecated, kept for older clients: the newest train_loss or loss (a number)
             loss = (self.metrics or {}).get("train_loss", (self.metrics or {}).get("loss"))
             data["loss"] = loss if isinstance(loss, int | float) else None
-        if "cloned_from" in data:
-            data["cloned_from"] = str(self.cloned_from) if self.cloned_from else None
+        for column in ("cloned_from", "sweep_id"):
+            if column in data:
+                data[column] = str(data[column]) if data[column] else None
         age = (now - self.heartbeat_at).total_seconds() if now and self.heartbeat_at else None
         data["heartbeat_age_seconds"] = round(age, 3) if age is not None else None
         data["stale"] = bool(

@@ -107,6 +107,12 @@ def _path(parts: Iterable[Any]) -> str:
 def validate(task: Any, params: Any) -> tuple[TaskSpec, dict[str, Any]]:
     """The task's spec and ``params`` with its top-level defaults filled in; a 422 naming the field otherwise
     (``task``, or ``params.<path>``)."""
+    spec = find(task)
+    return spec, check_params(spec.name, spec.params_schema, params)
+
+
+def find(task: Any) -> TaskSpec:
+    """The spec of a task some worker published; a 422 naming ``task`` otherwise."""
     if not isinstance(task, str) or not task:
         raise TaskRejected("invalid_task", "task must be the name of a task (GET /api/tasks lists them)", "task")
     known = catalog()
@@ -120,7 +126,7 @@ def validate(task: Any, params: Any) -> tuple[TaskSpec, dict[str, Any]]:
             raise WorkersStarting(task, starting)
         names = ", ".join(known) or "none yet: start a worker"
         raise TaskRejected("unknown_task", f"unknown task {task[:100]!r}; known tasks: {names}", "task")
-    return spec, check_params(spec.name, spec.params_schema, params)
+    return spec
 
 
 def check_params(task: str, schema: dict[str, Any], params: Any) -> dict[str, Any]:

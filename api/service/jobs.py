@@ -70,14 +70,17 @@ class CloneSourceNotFound(LookupError):
 
 def submit(task: str, params: dict[str, Any] | None, name: str | None = None,
            max_attempts: int | None = None, owner: User | None = None, cloned_from: str | None = None,
-           resources: dict[str, Any] | None = None, fail_on_nan: bool | None = None) -> SubmitResult:
+           resources: dict[str, Any] | None = None, fail_on_nan: bool | None = None,
+           trial: tuple[uuid.UUID, int] | None = None) -> SubmitResult:
     """Check ``params`` against the task's published schema, ``resources`` against the hosts offering it, and
     ``owner``'s queued-jobs limit; insert the row as queued; then a scheduling pass places it (and enqueues it on
     its host's queue) if it fits somewhere now. Redis down: the row stays queued, with a reason, and the
     reconciler enqueues it later. ``owner`` defaults to the first admin (for in-process callers). ``cloned_from``:
     the job this one is a copy of ("Run again"), recorded on the row. ``resources``: what the submit asks
     ({gpus, cpus, memory_gb}, any of them), before the task's declared defaults and ``trainq.resources.DEFAULTS``.
-    ``fail_on_nan``: end failed when an objective metric is not finite (None: as the task says)."""
+    ``fail_on_nan``: end failed when an objective metric is not finite (None: as the task says).
+    ``trial``: (sweep id, trial number) of a sweep's trial (``api.service.sweep_driver``), written in the same INSERT
+    (a unique pair: a trial is never submitted twice)."""
     owner = owner or users.first_admin()
     if owner is None:
         raise ValueError("a job needs an owner: create an admin first (flask --app api users create NAME --admin)")
@@ -108,6 +111,8 @@ def submit(task: str, params: dict[str, Any] | None, name: str | None = None,
         metric_mode=spec.metric_mode,
         resources=needs,
         fail_on_nan=fail_on_nan,
+        sweep_id=trial[0] if trial else None,
+        trial_number=trial[1] if trial else None,
     )
     create(job, actor=Actor.API, reason="submitted", user_id=owner.id)
     report = _schedule()

@@ -90,6 +90,7 @@ class JobFilter:
     since: datetime | None = None  # created at or after
     until: datetime | None = None  # created before
     sort: str | None = None  # None: newest first; "metric" lowest first, "-metric" highest first
+    sweep: uuid.UUID | None = None  # a sweep's trials only
 
 
 def _like_pattern(text: str) -> str:
@@ -109,6 +110,8 @@ def list_jobs(where: JobFilter = JobFilter(), limit: int = 50, cursor: str | Non
         query = query.where(TrainingJob.status == where.status)
     if where.task is not None:
         query = query.where(TrainingJob.task == where.task)
+    if where.sweep is not None:
+        query = query.where(TrainingJob.sweep_id == where.sweep)
     if where.name:
         query = query.where(TrainingJob.name.ilike(_like_pattern(where.name), escape="\\"))
     if where.since is not None:

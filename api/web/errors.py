@@ -17,6 +17,7 @@ from api.service.catalogue import TaskRejected, WorkersStarting
 from api.service.jobs import JobConflict
 from api.service.limits import LimitExceeded
 from api.service.queries import ArtifactNotFound, BadCursor
+from api.service.sweeps import SweepConflict, SweepNotFound
 from api.service.users import Forbidden
 from api.web.auth import Unauthorized
 from api.web.schemas import ApiError, Error, shape
@@ -84,6 +85,14 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ArtifactNotFound)
     def _no_artifact(exc: ArtifactNotFound):
         return error_response(404, "artifact_not_found", str(exc), "name")
+
+    @app.errorhandler(SweepNotFound)
+    def _no_sweep(exc: SweepNotFound):
+        return error_response(404, "sweep_not_found", f"no sweep with id {exc}")
+
+    @app.errorhandler(SweepConflict)
+    def _sweep_conflict(exc: SweepConflict):
+        return error_response(409, "conflict", exc.message, sweep_state=exc.sweep.state)
 
     @app.errorhandler(JobConflict)
     def _conflict(exc: JobConflict):

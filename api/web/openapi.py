@@ -171,6 +171,7 @@ _PATH_PARAMS = {
     "name": {"type": "string", "minLength": 1, "maxLength": 128, "description": "the artifact's file name"},
     "hook_id": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1, "description": "the webhook's id"},
     "delivery_id": {"type": "string", "format": "uuid", "description": "the delivery's id (its idempotency key)"},
+    "sweep_id": {"type": "string", "format": "uuid", "description": "the sweep's id"},
 }
 _ERROR_TEXT = {
     304: "Not modified since the ETag in If-None-Match",

@@ -186,6 +186,7 @@ class ListQuery(Model):
     sort: str | None = Field(None, pattern=METRIC_SORT,
                              description="a final metric: lowest first, or -metric highest first (only jobs with it)")
     id_prefix: IdPrefix | None = None
+    sweep: UUID | None = Field(None, description="only this sweep's trials")
     limit: PageSize = 50
     cursor: str | None = Field(None, max_length=200, pattern=r"^[A-Za-z0-9_-]*=*$",
                                description="next_cursor of the page before (opaque)")
@@ -227,6 +228,7 @@ class ErrorDetail(Model):
     message: str
     field: str | None = Field(None, description="the path to what to fix: params.hidden_sizes.1, limit, Host")
     job_status: str | None = None
+    sweep_state: str | None = None
 
 
 class Error(Model):
@@ -406,6 +408,9 @@ class JobSummary(Model):
     resumes_at: Position | None = Field(description="paused: the epoch and step of the checkpoint it resumes from")
     provenance: Provenance | None = Field(description="what ran its newest attempt (recorded when it started)")
     fail_on_nan: bool | None = Field(description="the submit's fail_on_nan (null: as its task says)")
+    sweep_id: JobId | None = Field(None, description="the sweep this job is a trial of")
+    trial_number: int | None = Field(None, description="its trial number in that sweep")
+    pruned_at: int | None = Field(None, description="pruned: the epoch (or step) its sweep's pruner stopped it at")
 
 
 class History(Model):

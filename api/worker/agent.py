@@ -125,12 +125,20 @@ LAZY_IMPORTS = ("torch._dynamo",)
 
 
 def import_lazy_modules() -> list[str]:
-    """In the worker, at start: import what torch would otherwise import in every job's process (never CUDA)."""
+    """In the worker, at start: import what torch would otherwise import in every job's process (never CUDA), and
+    Optuna where it is installed (a sweep trial's pruner opens its study before the task starts: not in every
+    trial's process again)."""
+    done = []
+    try:
+        importlib.import_module("api.record.sweep_study")  # optuna, and numpy under it
+        done.append("optuna")
+    except ImportError:  # a worker host without them runs no pruned trial
+        pass
     if "torch" not in sys.modules:
-        return []
+        return done
     for name in LAZY_IMPORTS:
         importlib.import_module(name)
-    return list(LAZY_IMPORTS)
+    return [*done, *LAZY_IMPORTS]
 
 
 def schedule_now(who: str) -> None:

@@ -40,6 +40,7 @@ from api.worker import devices, provenance, scratch, storage
 from api.worker.disk import DiskLimited
 from api.worker.liveness import AttemptLease, JobHeartbeat, TakeoverTimeout
 from api.worker.progress import ProgressWriter
+from api.worker.pruning import Pruning
 from api.worker.trackers import Trackers
 from trainq.checkpoints import StorageFull, disk_full_error, newest_checkpoint
 from trainq.context import NonFiniteMetric, TaskContext, is_objective, non_finite, resolve_entry
@@ -95,11 +96,16 @@ class WorkerSink:
     coalesce_seconds = 0.05  # the context hands on step-only reports at most this often (the writer samples them)
 
     def __init__(self, job: TrainingJob, attempt: int, writer: ProgressWriter, heartbeat: JobHeartbeat,
-                 track: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 track: Callable[[dict[str, Any]], None] | None = None, pruning: Pruning | None = None) -> None:
         self.job_id, self.attempt, self.writer, self.heartbeat = job.id, attempt, writer, heartbeat
-        self.report = writer.report  # no frame of its own on the way
+        self.pruning = pruning  # a sweep's trial: its reports go to the trial's pruner too
+        self.report = writer.report if pruning is None else self._report_and_offer  # else no frame of its own
         self.track = track  # every report, unsampled, to the trackers (api.worker.trackers)
         self.pending_artifacts: list[dict[str, Any]] = []
+
+    def _report_and_offer(self, entry: dict[str, Any]) -> None:
+        self.writer.report(entry)
+        self.pruning.offer(entry)
 
     def progress_total(self, steps: int | None, epochs: int | None) -> None:
         self.writer.totals(steps, epochs)
@@ -132,6 +138,8 @@ class WorkerSink:
     def stop_reason(self) -> str | None:
         if self.heartbeat.pause_requested:
             return "pause"
+        if self.pruning is not None and self.pruning.verdict is not None:
+            return "prune"
         if self.writer.refused or self.heartbeat.refused:
             status = db.session.scalar(select(TrainingJob.status).where(TrainingJob.id == self.job_id))
             db.session.rollback()
@@ -219,7 +227,8 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
     heartbeat = JobHeartbeat(job_id, attempt, redis, db.engine, cfg["HEARTBEAT_INTERVAL"], cfg["HEARTBEAT_TIMEOUT"])
     trackers = Trackers(job, attempt, cfg, db.engine, jlog, code_version=task.code_version())
     workdir, workdir_lock = scratch.make_workdir(job_id, attempt)  # locked while this attempt lives
-    sink = WorkerSink(job, attempt, writer, heartbeat, trackers.track)
+    pruning = Pruning.of(job, db.engine, jlog)
+    sink = WorkerSink(job, attempt, writer, heartbeat, trackers.track, pruning)
     ctx = TaskContext(job_id=job_id, attempt=attempt, checkpoint_dir=checkpoints,
                       artifact_dir=Path(cfg["ARTIFACT_DIR"]) / job_id, workdir=workdir, log=jlog,
                       sink=DiskLimited(sink),
@@ -246,6 +255,8 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
     # Beating until the attempt's end is recorded: a worker still retrying its final write (PostgreSQL down) is
     # alive, and the reconciler must not take it for lost even if Redis lost its RQ job meanwhile. The trackers'
     # last flush comes after the end is recorded (a tracker's outage never delays it).
+    if pruning is not None:
+        pruning.start()
     with trackers, heartbeat:
         try:
             with writer:
@@ -271,9 +282,15 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
         finally:
             if watch is not None:
                 watch.stop()
+            if pruning is not None:
+                pruning.stop()
             scratch.release(workdir, workdir_lock)
         if ctx.stop_reason == "pause":
             return _paused(job_id, checkpoints, writer, jlog, partial(write, user_id=heartbeat.paused_by))
+        if ctx.stop_reason == "prune" and pruning is not None and pruning.verdict is not None:
+            verdict = pruning.verdict
+            write(JobStatus.PRUNED, verdict.reason, pruned_at=verdict.at, **writer.progress_fields())
+            return {"pruned": True, verdict.axis: verdict.at}
         if writer.refused or heartbeat.refused or ctx.stop_reason:
             jlog.info("stopped (%s): the row is no longer running on this attempt",
                       ctx.stop_reason or "refused write")

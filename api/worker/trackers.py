@@ -43,7 +43,8 @@ MLFLOW_BUFFER = 200_000  # metric values held while MLflow is unreachable
 MLFLOW_BATCH = 1000  # MLflow takes at most 1000 metrics per log_batch
 MLFLOW_PERIOD = 1.0  # seconds between batches
 DRAIN_PERIOD = 0.2
-_RUN_STATUS = {"completed": "FINISHED", "failed": "FAILED", "cancelled": "KILLED", "paused": "KILLED"}
+_RUN_STATUS = {"completed": "FINISHED", "failed": "FAILED", "cancelled": "KILLED", "paused": "KILLED",
+               "pruned": "KILLED"}
 
 
 def flatten(params: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any]:

@@ -3,7 +3,7 @@
 source, Python, torch, CUDA and GPU driver versions) and ``fail_on_nan`` (the submit's choice; NULL: the task's).
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 """
 import sqlalchemy as sa
 from alembic import op

@@ -41,6 +41,7 @@ def test_submit_writes_row_then_enqueues(client, redis):
         "created_at", "queued_at", "started_at", "finished_at", "updated_at", "heartbeat_at", "owner_id", "owner",
         "max_attempts", "resume_from", "heartbeat_age_seconds", "stale", "log_truncated", "history", "cloned_from",
         "total_epochs", "metric", "metric_mode", "resources", "placement", "provenance", "fail_on_nan", "resumes_at",
+        "sweep_id", "trial_number", "pruned_at",
     }
     assert set(job) == expected_columns
     rq_job = fetch(job["id"], redis)

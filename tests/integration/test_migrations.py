@@ -126,5 +126,27 @@ def test_0012_stores_the_recent_history_apart_backfills_it_and_goes_back(setting
         assert short_row.history_length == 3 and short_row.history_recent == [{"epoch": i} for i in (1, 2, 3)]
         flask_migrate.downgrade(revision="0011")
         assert columns() == {"history"}
+
+
+def test_0014_adds_sweeps_and_the_pruned_status_and_goes_back(settings, postgres_server):
+    url = postgres_server.create_database(f"migrate_{uuid.uuid4().hex[:8]}")
+    app = make_app(settings, DATABASE_URL=url)
+
+    def shape() -> tuple[bool, bool, bool]:
+        sweeps = db.session.execute(text("SELECT to_regclass('public.sweeps') IS NOT NULL")).scalar()
+        schema = db.session.execute(text("SELECT 1 FROM information_schema.schemata WHERE schema_name = 'optuna'"
+                                         )).scalar()
+        check = db.session.execute(text("SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                                        "WHERE conname = 'ck_training_jobs_status'")).scalar()
+        db.session.commit()
+        return bool(sweeps), bool(schema), "pruned" in check
+
+    with app.app_context():
+        flask_migrate.upgrade()
+        assert shape() == (True, True, True)
+        flask_migrate.downgrade(revision="0013")
+        assert shape() == (False, False, False)
+        flask_migrate.upgrade()
+        assert shape() == (True, True, True)
         db.session.remove()
         db.engine.dispose()

@@ -166,3 +166,27 @@ def diverge(ctx: TaskContext, params: DivergeParams) -> dict:
 def diverge_strict(ctx: TaskContext, params: DivergeParams) -> dict:
     """``test-diverge``, declared ``fail_on_nan``."""
     return diverge(ctx, params)
+
+
+class SweepParams(BaseModel):
+    x: float = Field(0.5, ge=0, le=1, description="the searched value: the loss is least at 0.3")
+    epochs: int = Field(3, ge=1, le=100_000)
+    sleep: float = Field(0.05, ge=0, le=5, description="seconds an epoch takes")
+    fail_above: float = Field(2.0, ge=-1, le=2, description="raise when x is above this")
+
+
+@task("test-sweep", params=SweepParams, metric="loss", mode="min")
+def sweep_trial(ctx: TaskContext, params: SweepParams) -> dict:
+    """A sweep's trial in miniature: loss (x - 0.3)² + 1/epoch, reported every epoch; raises above ``fail_above``."""
+    if params.x > params.fail_above:
+        raise ValueError(f"x {params.x} is above {params.fail_above}")
+    ctx.total_epochs = params.epochs
+    loss = 0.0
+    for epoch in range(1, params.epochs + 1):
+        time.sleep(params.sleep)
+        loss = (params.x - 0.3) ** 2 + 1 / epoch
+        ctx.report(epoch=epoch, loss=loss)
+        if ctx.should_stop():
+            ctx.log.info("stopping at epoch %d: %s", epoch, ctx.stop_reason)
+            return {}
+    return {"loss": loss}

@@ -189,7 +189,7 @@ def test_the_second_builtin_learns_the_diabetes_data(tmp_path):
 def test_the_worker_imports_what_torch_loads_lazily_without_initialising_cuda():
     from api.worker.agent import import_lazy_modules
 
-    assert import_lazy_modules() == ["torch._dynamo"]
+    assert import_lazy_modules() == ["optuna", "torch._dynamo"]
     assert "torch._dynamo" in sys.modules and not torch.cuda.is_initialized()
 
 

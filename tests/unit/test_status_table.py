@@ -64,7 +64,7 @@ def test_a_restart_always_starts_a_new_attempt():
 
 
 def test_groups():
-    assert TERMINAL == {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
+    assert TERMINAL == {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PRUNED}
     assert ACTIVE == {JobStatus.QUEUED, JobStatus.RUNNING}
     assert not TERMINAL & ACTIVE
 

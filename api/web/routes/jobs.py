@@ -36,7 +36,8 @@ def list_page(query: s.ListQuery) -> dict[str, Any]:
     """One page of ``GET /api/training`` (the monitor's first paint uses it too)."""
     where = queries.JobFilter(status=query.status, task=query.task or None,
                            id_prefix=query.id_prefix.lower() if query.id_prefix else None, owner=query.owner or None,
-                           name=query.name or None, since=query.since, until=query.until, sort=query.sort)
+                           name=query.name or None, since=query.since, until=query.until, sort=query.sort,
+                           sweep=query.sweep)
     page = queries.list_jobs(where, query.limit, query.cursor)
     runs = attempts.for_list([job.id for job in page.jobs])
     return {"jobs": [{**render(job, exclude=queries.LIST_LEAVES_OUT), **runs[job.id]} for job in page.jobs],

@@ -1,5 +1,6 @@
 """The web monitor: ``/`` (jobs), ``/jobs/<id>`` (one job), ``/compare?ids=`` (several jobs side by side),
-``/hosts`` (the live hosts, their devices and who holds them) and ``/webhooks`` (the caller's hooks).
+``/hosts`` (the live hosts, their devices and who holds them), ``/sweeps`` and ``/sweeps/<id>`` (a sweep's
+trials) and ``/webhooks`` (the caller's hooks).
 Server-rendered shells with the first data inlined; the pages' JavaScript then polls the same JSON API a script
 would. What a status allows comes from the server (each job's ``actions``; the compare page gets the terminal
 statuses, after which it stops polling), never from a rule of the JavaScript's own.
@@ -12,10 +13,12 @@ from flask import Blueprint, render_template, request
 
 from api.record.status import TERMINAL, JobNotFound, JobStatus
 from api.scheduler import hosts
-from api.service import catalogue, queries
+from api.service import catalogue, queries, sweeps
 from api.web import schemas
 from api.web.openapi import read_query
 from api.web.routes.jobs import detail, list_page, render
+from api.web.routes.sweeps import detail as sweep_detail
+from api.web.routes.sweeps import render as sweep_render
 from api.web.routes.webhooks import page_data as webhooks_page_data
 from api.web.routes.webhooks import trackers_of
 from api.web.schemas import ApiError
@@ -67,6 +70,26 @@ def job_page(job_id: str):
     return render_template("job.html", job=job, task=task, source=source,
                            params=ordered_params(job["params"] or {}, task),
                            trackers=trackers_of(queries.parse_id(job_id)))
+
+
+@bp.get("/sweeps")
+def sweeps_page():
+    """Every sweep, newest first."""
+    found = sweeps.list_sweeps()
+    counts = sweeps.counts([sweep.id for sweep in found])
+    return render_template("sweeps.html", sweeps=[sweep_render(sweep, counts.get(sweep.id, {})) for sweep in found])
+
+
+@bp.get("/sweeps/<sweep_id>")
+def sweep_page(sweep_id: str):
+    """One sweep: its trials best first, the objective against each searched param, every trial's curve; the page's
+    script polls ``/api/sweeps/<id>`` and its curves while it runs."""
+    try:
+        sweep = sweeps.get(sweep_id)
+    except sweeps.SweepNotFound:
+        return render_template("not_found.html", job_id=sweep_id), 404
+    return render_template("sweep.html", sweep=sweep_detail(sweep),
+                           curves={"metric": sweep.objective_metric, "curves": sweeps.curves(sweep)})
 
 
 @bp.get("/webhooks")

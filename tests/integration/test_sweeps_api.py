@@ -1,0 +1,111 @@
+"""The sweeps API without workers: a sweep's checks (422s naming the field), its first trials submitted as
+ordinary jobs tagged with the sweep and trial number, the jobs list filtered by sweep, owner-only stop, and the
+driver's restart rules (an Optuna trial whose job was never written is submitted, never lost or doubled)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select, text
+
+from api.record import sweep_study
+from api.record.sweep_tables import Sweep
+from api.record.tables import TrainingJob
+from api.service import sweep_driver
+from api.stores import db
+
+SPACE = {"lr": {"type": "float", "low": 1e-4, "high": 0.3, "log": True},
+         "hidden": {"type": "int", "low": 16, "high": 256, "step": 16}}
+
+
+def create(client, **body):
+    return client.post("/api/sweeps", json={"task": "diabetes-regression", "space": SPACE, "params": {"epochs": 2},
+                                            **body})
+
+
+def trial_rows(sweep_id: str) -> list[TrainingJob]:
+    db.session.expire_all()
+    rows = list(db.session.scalars(select(TrainingJob).where(TrainingJob.sweep_id == sweep_id)
+                                   .order_by(TrainingJob.trial_number)))
+    db.session.commit()
+    return rows
+
+
+def test_a_sweep_starts_its_first_trials_as_tagged_jobs(client):
+    response = create(client, max_trials=5, parallel=2, sampler="random", seed=7, name="lr search")
+    assert response.status_code == 201, response.get_json()
+    sweep = response.get_json()["sweep"]
+    assert sweep["state"] == "running" and sweep["objective"] == {"metric": "val_mse", "mode": "min"}  # the task's
+    assert [t["number"] for t in sweep["trials"]] == [0, 1] and sweep["best"] is None
+    rows = trial_rows(sweep["id"])
+    assert [(r.trial_number, r.status, r.task) for r in rows] == [(0, "queued", "diabetes-regression"),
+                                                                   (1, "queued", "diabetes-regression")]
+    for r, trial in zip(rows, sweep["trials"], strict=True):
+        assert r.params["epochs"] == 2 and 1e-4 <= r.params["lr"] <= 0.3 and r.params["hidden"] % 16 == 0
+        assert trial["params"] == {"lr": r.params["lr"], "hidden": r.params["hidden"]}
+        assert r.name == f"lr search #{r.trial_number}"
+    assert rows[0].params != rows[1].params
+    listed = client.get(f"/api/training?sweep={sweep['id']}").get_json()["jobs"]
+    assert sorted(j["trial_number"] for j in listed) == [0, 1] and {j["sweep_id"] for j in listed} == {sweep["id"]}
+    assert client.get("/api/sweeps").get_json()["sweeps"][0]["trial_counts"] == {"queued": 2}
+    # a driver step with nothing ended starts nothing more
+    sweep_driver.advance(rows[0].sweep_id)
+    assert len(trial_rows(sweep["id"])) == 2
+    # Optuna's tables live in their own schema, apart from trainq's (and from its alembic_version)
+    names = set(db.session.scalars(text("SELECT table_name FROM information_schema.tables "
+                                        "WHERE table_schema = 'optuna'")))
+    assert {"studies", "trials", "trial_params", "alembic_version"} <= names
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"space": {"lr": {"type": "float", "low": 0.1, "high": 5.0}}}, "space.lr.high"),
+    ({"space": {"nope": {"type": "int", "low": 1, "high": 5}}}, "space.nope"),
+    ({"space": {"lr": {"type": "float", "low": 0.2, "high": 0.1}}}, "space.lr.high"),
+    ({"space": {"batch_size": {"type": "choice", "choices": []}}}, "space.batch_size.choices"),
+    ({"space": {"lr": {"type": "float", "low": 0.1, "high": 0.2}}, "sampler": "grid"}, "space.lr.step"),
+    ({"max_trials": 100_000}, "max_trials"),
+    ({"parallel": 0}, "parallel"),
+    ({"task": "nope"}, "task"),
+    ({"sampler": "bayes"}, "sampler"),
+    ({"params": {"epochs": 0}}, "params.epochs"),
+])
+def test_bad_sweeps_are_422s_naming_the_field(client, body, field):
+    response = create(client, **body)
+    assert response.status_code == 422, response.get_json()
+    assert response.get_json()["error"]["field"] == field
+
+
+def test_only_its_owner_or_an_admin_stops_a_sweep(client, make_user):
+    _, alice, _ = make_user("alice")
+    _, bob, _ = make_user("bob")
+    sweep = create(alice, max_trials=4, parallel=2).get_json()["sweep"]
+    refused = bob.delete(f"/api/sweeps/{sweep['id']}")
+    assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "not_owner"
+    assert bob.get(f"/api/sweeps/{sweep['id']}").status_code == 200  # anyone reads, as with jobs
+    stopped = alice.delete(f"/api/sweeps/{sweep['id']}")
+    assert stopped.status_code == 200, stopped.get_json()
+    body = stopped.get_json()["sweep"]
+    assert body["state"] == "stopped" and body["stop_reason"].startswith("stopped by alice")
+    assert [t["status"] for t in body["trials"]] == ["cancelled", "cancelled"]
+    sweep_driver.advance(trial_rows(sweep["id"])[0].sweep_id)  # a stopped sweep starts nothing
+    assert len(trial_rows(sweep["id"])) == 2
+    assert alice.delete(f"/api/sweeps/{sweep['id']}").status_code == 200  # twice is still stopped
+    assert client.get("/api/sweeps/00000000-0000-0000-0000-000000000000").status_code == 404
+
+
+def test_an_asked_trial_without_its_job_is_submitted_on_the_next_step(client):
+    """The driver died between Optuna's ask and the job's INSERT: the next step submits that trial, once."""
+    sweep = create(client, max_trials=3, parallel=1).get_json()["sweep"]
+    row = db.session.get(Sweep, trial_rows(sweep["id"])[0].sweep_id)
+    study = sweep_study.load(row, sweep_study.storage(db.engine))
+    orphan = study.ask(sweep_study.distributions(row.space))  # asked, then "killed" before its job
+    db.session.execute(text("UPDATE training_jobs SET status = 'completed', metrics = '{\"val_mse\": 0.5}' "
+                            "WHERE sweep_id = :s"), {"s": row.id})  # trial 0 ended (a write the test fakes)
+    db.session.commit()
+    sweep_driver.advance(row.id)
+    rows = trial_rows(sweep["id"])
+    assert [r.trial_number for r in rows] == [0, orphan.number]
+    assert {k: rows[1].params[k] for k in SPACE} == orphan.params
+    sweep_driver.advance(row.id)
+    assert len(trial_rows(sweep["id"])) == 2  # not twice
+    detail = client.get(f"/api/sweeps/{sweep['id']}").get_json()
+    assert detail["best"]["number"] == 0 and detail["best"]["objective"] == 0.5
