@@ -79,6 +79,20 @@ def test_the_sweep_page_shows_trials_best_first_with_their_curves(page: Page):
     expect(page.locator("#task-select")).to_have_value("diabetes-regression")
     expect(page.locator("#submit-panel")).to_have_attribute("open", "")
 
+    other = sweeps.create("diabetes-regression", SPACE, params={"epochs": 5}, max_trials=2, parallel=2,
+                          sampler="random", seed=3, name="another sweep")  # its trials are not this sweep's
+    page.goto(f"/sweeps/{sweep.id}")
+    page.locator("#trials-in-list").click()  # the jobs list, filtered on the sweep (kept in the URL)
+    page.wait_for_url(f"**/?sweep={sweep.id}")
+    expect(page.locator("#sweep-filter")).to_have_value(str(sweep.id))
+    expect(page.locator("#job-rows tr")).to_have_count(8)
+    listed = page.locator("#job-rows tr").evaluate_all("rows => rows.map(r => r.dataset.jobId)")
+    assert sorted(listed) == sorted(str(job.id) for job in trials(sweep.id))
+    page.locator("#sweep-filter").fill(str(other.id))
+    page.locator("#sweep-filter").press("Enter")
+    expect(page.locator("#job-rows tr")).to_have_count(2)
+    page.wait_for_url(f"**/?sweep={other.id}")
+
     page.goto(f"/sweeps/{sweep.id}")
     page.locator("#stop-sweep").click()
     expect(page.locator("#sweep-state")).to_have_text("stopped")

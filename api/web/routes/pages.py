@@ -25,7 +25,7 @@ from api.web.schemas import ApiError
 
 bp = Blueprint("pages", __name__)
 
-FILTERS = ("status", "task", "name", "owner", "since", "until", "sort")  # the list's filters kept in the URL
+FILTERS = ("status", "task", "name", "owner", "since", "until", "sort", "sweep")  # the list's filters kept in the URL
 MAX_COMPARED = 12
 
 

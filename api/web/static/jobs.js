@@ -12,7 +12,8 @@ const form = document.getElementById("submit-form");
 const panel = document.getElementById("submit-panel");
 
 /** The filter inputs, by the API's parameter each sets (sort is the metric's input with the order's sign). */
-const FILTER_INPUTS = {name: "name-filter", owner: "owner-filter", since: "since-filter", until: "until-filter"};
+const FILTER_INPUTS = {name: "name-filter", owner: "owner-filter", since: "since-filter", until: "until-filter",
+  sweep: "sweep-filter"};
 const sortMetric = document.getElementById("sort-metric");
 const sortOrder = document.getElementById("sort-order");
 
