@@ -26,8 +26,8 @@ class WebhookCreate(Model):
     """``POST /api/webhooks``."""
 
     url: Url
-    events: list[EventName] = Field(min_length=1, max_length=6, description="preempted and sweep_finished fire "
-                                    "once preemption and sweeps land")
+    events: list[EventName] = Field(min_length=1, max_length=6, description="preempted and sweep_finished are "
+                                    "accepted but do not fire yet (preemption is not built; a sweep's end is not sent)")
     filter: WebhookFilter | None = None
     format: Literal["json", "slack"] = Field("json", description="slack: a chat message (Slack's incoming webhooks)")
 
