@@ -174,8 +174,12 @@ def _run_agent(name: str, burst: bool, gpus: str | None, fake_gpus: int, cpus: i
         queue_name = host_queue_name(name)
 
         def make(worker_name: str) -> TrainingWorker:
+            # a client of its own: RQ raises its socket timeout above its BLPOP's, which reaches only connections
+            # made after that (the app's pool already has some with REDIS_TIMEOUT, from the agent's start; a BLPOP
+            # on one of those times out, and RQ then quits)
+            conn = redis_client(cfg["REDIS_URL"], cfg["REDIS_TIMEOUT"])
             return TrainingWorker(
-                [get_queue(queue_name)], connection=redis_connection.get(), name=worker_name,
+                [get_queue(queue_name, conn)], connection=conn, name=worker_name,
                 heartbeat_redis=redis_client(cfg["REDIS_URL"], cfg["REDIS_TIMEOUT"]),
                 heartbeat_interval=cfg["HEARTBEAT_INTERVAL"], heartbeat_ttl=cfg["WORKER_HEARTBEAT_TTL"],
                 storage_folders=(cfg["CHECKPOINT_DIR"], cfg["ARTIFACT_DIR"]),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -94,9 +95,15 @@ def test_an_agent_refuses_a_gpu_it_does_not_have_or_that_another_agent_offers(se
     missing = agent("no-such-gpu", "--gpus", "7")
     assert missing.returncode != 0
     assert "GPU 7 does not exist on this host; the GPUs here are: 0, 1, 2, 3" in missing.stderr
-    workers("first-agent", TRAINQ_FAKE_GPUS="4", TRAINQ_HOST_NAME="shared-host")
+    first = workers("first-agent", TRAINQ_FAKE_GPUS="4", TRAINQ_HOST_NAME="shared-host")
+    listening = time.monotonic()
     second = agent("second-agent")
-    assert second.returncode != 0 and "is already offered by agent first-agent" in second.stderr
+    assert second.returncode != 0 and "is already offered by agent first-agent" in second.stderr, second.stderr
+    # and the first, idle all this while (longer than REDIS_TIMEOUT: its BLPOP waits longer), still listens: an RQ
+    # worker on a connection made with the app's socket timeout quit after it ("Redis connection timeout, quitting")
+    idle = 2 * float(settings.get("REDIS_TIMEOUT", 2.0))
+    wait_for(lambda: time.monotonic() - listening > idle, idle + 5, "the first agent to idle past REDIS_TIMEOUT")
+    assert first.process.poll() is None and "quitting" not in first.log(), first.log()[-2000:]
 
 
 def test_a_job_past_its_memory_fails_saying_so_and_others_run_on(client, workers):
