@@ -45,10 +45,14 @@ class Devices:
 
 
 def reserved(job_id: str, attempt: int) -> Reservation | None:
+    """The attempt's reservation with its host and the host's GPUs, loaded in one round trip each and detached:
+    the commit does not expire them, so reading them later neither loads them again nor holds a connection of
+    the session (which the horse's next write would otherwise have to open a new connection beside)."""
     found = db.session.scalar(select(Reservation).where(Reservation.job_id == job_id,
                                                         Reservation.attempt == attempt))
     if found is not None:
-        found.host.gpus  # noqa: B018 - loaded now, while the session is open
+        for loaded in (*found.host.gpus, found.host, found):
+            db.session.expunge(loaded)
     db.session.commit()
     return found
 
