@@ -267,7 +267,9 @@ def _woken(conn: Any, timeout: float) -> bool:
     """Wait up to ``timeout`` for a NOTIFY on ``trainq_scheduler``; True when one came."""
     raw = conn.connection.dbapi_connection
     try:
-        if not select.select([raw], [], [], timeout)[0]:
+        # one that came with the answer to a query on this connection (the loop's ``SELECT 1``) is read already:
+        # the socket would stay quiet until the timeout
+        if not raw.notifies and not select.select([raw], [], [], timeout)[0]:
             return False
         raw.poll()
     except (OSError, psycopg2.Error):
