@@ -128,6 +128,7 @@ def _run_agent(name: str, burst: bool, gpus: str | None, fake_gpus: int, cpus: i
     from api.worker import scratch
     from api.worker.agent import HostLease, TrainingWorker, import_lazy_modules, run_workers, schedule_now
     from api.worker.inventory import InventoryError, take_stock
+    from api.worker.warmup import compile_attempt_statements
     from trainq import provenance
 
     cfg = current_app.config
@@ -169,6 +170,8 @@ def _run_agent(name: str, burst: bool, gpus: str | None, fake_gpus: int, cpus: i
                  " (fake)" if inventory.fake else "", inventory.slots)
         reconcile_once(Actor.WORKER)
         schedule_now(name)
+        # what every horse would compile afresh, compiled once here (its workers and horses inherit it)
+        compile_attempt_statements(next(iter(offered.values())), redis_connection.get())
         db.session.remove()
         db.engine.dispose()  # the workers and horses must start without the parent's pooled connections
         queue_name = host_queue_name(name)
