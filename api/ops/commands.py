@@ -241,6 +241,8 @@ def _reconcile(period: float, once: bool, check: Callable[[], None]) -> None:
                     lock_conn.close()
                     lock_conn = None
                     log.debug("another reconciler is active; standing by")
+                else:  # a full pass once it listens: what woke no one while no session listened is placed now
+                    next_pass = 0.0
             if lock_conn is not None:
                 if listening is not lock_conn:  # the scheduler's wake-ups: every submit, release, re-queue
                     lock_conn.execute(text("LISTEN trainq_scheduler"))
