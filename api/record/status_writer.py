@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import lazyload
 
 from api.record.status import INITIAL, Actor, JobNotFound, JobStatus, allowed_from
 from api.record.tables import JobEvent, TrainingJob
@@ -79,12 +78,8 @@ def transition(
         sources = sources & frozenset(JobStatus(s) for s in expected_from)
     job_id = uuid.UUID(str(job_id))
     try:
-        # stamped with the database's clock (every age is read on it) unless given. The reservation (two queries:
-        # it, then its host's GPUs) is read only where it is used: the option stays with the row, so the refresh
-        # below skips it too, and touching ``row.reservation`` in a session loads it then
-        found = db.session.execute(
-            select(TrainingJob, func.now()).options(lazyload(TrainingJob.reservation))
-            .where(TrainingJob.id == job_id).with_for_update(of=TrainingJob)
+        found = db.session.execute(  # stamped with the database's clock (every age is read on it) unless given
+            select(TrainingJob, func.now()).where(TrainingJob.id == job_id).with_for_update(of=TrainingJob)
         ).one_or_none()
         if found is None:
             raise JobNotFound(str(job_id))
