@@ -128,6 +128,7 @@ def _run_agent(name: str, burst: bool, gpus: str | None, fake_gpus: int, cpus: i
     from api.worker import scratch
     from api.worker.agent import HostLease, TrainingWorker, import_lazy_modules, run_workers, schedule_now
     from api.worker.inventory import InventoryError, take_stock
+    from api.worker.warmup import compile_attempt_statements
     from trainq import provenance
 
     cfg = current_app.config
@@ -169,6 +170,8 @@ def _run_agent(name: str, burst: bool, gpus: str | None, fake_gpus: int, cpus: i
                  " (fake)" if inventory.fake else "", inventory.slots)
         reconcile_once(Actor.WORKER)
         schedule_now(name)
+        # what every horse would compile afresh, compiled once here (its workers and horses inherit it)
+        compile_attempt_statements(next(iter(offered.values())), redis_connection.get())
         db.session.remove()
         db.engine.dispose()  # the workers and horses must start without the parent's pooled connections
         queue_name = host_queue_name(name)
@@ -242,6 +245,8 @@ def _reconcile(period: float, once: bool, check: Callable[[], None]) -> None:
                     lock_conn.close()
                     lock_conn = None
                     log.debug("another reconciler is active; standing by")
+                else:  # a full pass once it listens: what woke no one while no session listened is placed now
+                    next_pass = 0.0
             if lock_conn is not None:
                 if listening is not lock_conn:  # the scheduler's wake-ups: every submit, release, re-queue
                     lock_conn.execute(text("LISTEN trainq_scheduler"))
@@ -272,7 +277,9 @@ def _reconcile(period: float, once: bool, check: Callable[[], None]) -> None:
 def _woken(conn: Any, timeout: float) -> bool:
     """Wait up to ``timeout`` for a NOTIFY on ``trainq_scheduler``; True when one came."""
     raw = conn.connection.dbapi_connection
-    try:  # one may have come in with the answer to the loop's own query (psycopg2 kept it): no wait then
+    try:
+        # one that came with the answer to a query on this connection (the loop's ``SELECT 1``) is read already:
+        # the socket would stay quiet until the timeout
         if not raw.notifies and not select.select([raw], [], [], timeout)[0]:
             return False
         raw.poll()

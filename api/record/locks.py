@@ -79,6 +79,17 @@ def lock_for_transaction(conn: Connection | Any, namespace: Namespace, key: int)
     conn.execute(text("SELECT pg_advisory_xact_lock(:ns, :key)"), {"ns": int(namespace), "key": key})
 
 
+def try_lock_for_transaction(conn: Connection | Any, namespace: Namespace, key: int) -> bool:
+    """Take the lock until the transaction ends if it is free; False, at once, if another session holds it."""
+    return bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(:ns, :key)"),
+                             {"ns": int(namespace), "key": key}).scalar())
+
+
+def held_sql(namespace: Namespace, key: int) -> str:
+    """SQL: whether some session of this database holds ``(namespace, key)``."""
+    return f"SELECT EXISTS ({held_keys_sql(namespace)} AND objid = {int(key)}::oid)"
+
+
 def unlock(conn: Connection, namespace: Namespace, key: int) -> None:
     conn.execute(text("SELECT pg_advisory_unlock(:ns, :key)"), {"ns": int(namespace), "key": key})
 

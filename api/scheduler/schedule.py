@@ -7,6 +7,11 @@ right after a submit, an agent right after a job of its own ends, the reconciler
 ``trainq_scheduler`` from the reservations' trigger, or its period). A pass that waits for the lock sees what the
 one before it wrote. Whatever a pass misses (Redis down at the enqueue, a host gone), the next one, or the
 reconciler, mends: the reservation is the record.
+
+A submit and a job's end have already woken the reconciler (their commit sent the NOTIFY), whose pass begins after
+that commit and so sees what they changed: their own pass (``busy_ok``) is then only the quicker of two, and is
+skipped when another pass holds the lock and a reconciler is active, instead of queueing behind it to find nothing
+left to place. With no active reconciler it waits for the lock as every other pass does.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class Report:
     waiting: int = 0
     enqueue_failed: list[str] = field(default_factory=list)
     duration_s: float = 0.0
+    skipped: bool = False  # another pass held the lock, and the active reconciler's next pass places what waits
 
     def to_dict(self) -> dict[str, Any]:
         return {"placed": self.placed, "waiting": self.waiting, "enqueue_failed": self.enqueue_failed,
@@ -131,14 +137,32 @@ def _write(placement: Placement) -> None:
                                              for gpu in placement.gpus])
 
 
-def schedule() -> Report:
+def _lock(session: Any, busy_ok: bool) -> bool:
+    """Take the scheduler's lock for this transaction; with ``busy_ok``, False instead of waiting when another
+    pass holds it and a reconciler is active (its LISTEN has, or its first pass will, see the caller's change)."""
+    if busy_ok:
+        if locks.try_lock_for_transaction(session, locks.Namespace.SCHEDULER, locks.SCHEDULER_KEY):
+            return True
+        if session.scalar(text(locks.held_sql(locks.Namespace.RECONCILER, locks.RECONCILER_KEY))):
+            return False
+    locks.lock_for_transaction(session, locks.Namespace.SCHEDULER, locks.SCHEDULER_KEY)
+    return True
+
+
+def schedule(busy_ok: bool = False) -> Report:
     """One pass. Raises what PostgreSQL raises (nothing is written then); Redis being down only delays the
-    enqueue of what it placed (the reconciler enqueues reserved jobs RQ does not have)."""
+    enqueue of what it placed (the reconciler enqueues reserved jobs RQ does not have). ``busy_ok``: for a caller
+    whose change, already committed, sent the scheduler's NOTIFY (a submit, a job's end): skipped (``skipped``)
+    when another pass is running and a reconciler is active (see the module's doc)."""
     started = time.monotonic()
     report = Report()
     session = db.session
     try:
-        locks.lock_for_transaction(session, locks.Namespace.SCHEDULER, locks.SCHEDULER_KEY)
+        if not _lock(session, busy_ok):
+            session.rollback()
+            report.skipped = True
+            report.duration_s = time.monotonic() - started
+            return report
         _release_on_lost_hosts()
         hosts = _hosts()
         names = {h.id: h.name for h in hosts}

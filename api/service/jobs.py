@@ -115,7 +115,7 @@ def submit(task: str, params: dict[str, Any] | None, name: str | None = None,
         trial_number=trial[1] if trial else None,
     )
     create(job, actor=Actor.API, reason="submitted", user_id=owner.id)
-    report = _schedule()
+    report = _schedule(busy_ok=True)  # the row's insert woke the reconciler
     if report is not None and str(job_id) in report.enqueue_failed:
         _set_columns(job_id, status_reason="waiting for Redis: placed, but the enqueue failed; the reconciler "
                      "will enqueue it")
@@ -126,11 +126,11 @@ def submit(task: str, params: dict[str, Any] | None, name: str | None = None,
     return SubmitResult(get_job(job_id), enqueued=True, warning=warning)
 
 
-def _schedule() -> schedule.Report | None:
+def _schedule(busy_ok: bool = False) -> schedule.Report | None:
     """A scheduling pass now (the job just written, a job just restarted). Its failure is only logged: the row is
     written, and the reconciler's passes place it later."""
     try:
-        return schedule.schedule()
+        return schedule.schedule(busy_ok=busy_ok)
     except (SQLAlchemyError, RedisError) as exc:
         log.warning("scheduling pass failed (%s); the reconciler's next pass places the job", exc.__class__.__name__)
         return None

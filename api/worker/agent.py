@@ -103,7 +103,7 @@ class TrainingWorker(Worker):
             super().execute_job(job, queue_)
         finally:  # a horse that was killed could not remove its scratch folder
             remove_workdirs(*job.args)
-            schedule_now(self.name)
+            schedule_now(self.name, busy_ok=True)  # its end, committed by the horse, woke the reconciler
 
     def fork_work_horse(self, job: Any, queue_: Any) -> None:
         # Move the parent's objects out of the collector's sight before forking: otherwise every full
@@ -141,10 +141,10 @@ def import_lazy_modules() -> list[str]:
     return [*done, *LAZY_IMPORTS]
 
 
-def schedule_now(who: str) -> None:
+def schedule_now(who: str, busy_ok: bool = False) -> None:
     """A scheduling pass (a job of this worker just ended: its devices are free); a failure is only logged."""
     try:
-        schedule()
+        schedule(busy_ok=busy_ok)
     except (SQLAlchemyError, RedisError) as exc:
         log.warning("worker %s: scheduling pass failed (%s); the reconciler's next one places what waits", who,
                     exc.__class__.__name__)

@@ -45,13 +45,15 @@ class Devices:
 
 
 def reserved(job_id: str, attempt: int) -> Reservation | None:
+    """The attempt's reservation with its host and the host's GPUs, loaded in one round trip each and detached:
+    the commit does not expire them, so reading them later neither loads them again nor holds a connection of
+    the session (which the horse's next write would otherwise have to open a new connection beside)."""
     found = db.session.scalar(select(Reservation).where(Reservation.job_id == job_id,
                                                         Reservation.attempt == attempt))
-    if found is not None:  # loaded now and detached: reading them later must not open a transaction that the
-        # attempt would keep through its training (its end would be stamped with that transaction's start)
-        found.host.gpus  # noqa: B018 - loaded (selectin), then detached with their host (cascade)
-        db.session.expunge(found.host)
-        db.session.expunge(found)
+    if found is not None:  # detached: reading them later must not open a transaction that the attempt would keep
+        # through its training (its end would be stamped with that transaction's start)
+        for loaded in (*found.host.gpus, found.host, found):
+            db.session.expunge(loaded)
     db.session.commit()
     return found
 

@@ -124,6 +124,10 @@ class TakeoverTimeout(Exception):
     """An older attempt of the job still held the job's training lock after ``TAKEOVER_WAIT``."""
 
 
+# the server's side of the keepalives, as a select list (``SET`` takes one round trip each)
+_KEEPALIVES = ", ".join(f"set_config('{name}', '{int(value)}', false)" for name, value in SERVER_KEEPALIVES.items())
+
+
 def _discard(conn: Any) -> None:
     """Close a lease session itself, never back to the pool with its locks held; a broken one may fail to."""
     try:
@@ -163,15 +167,17 @@ class AttemptLease:
         self._stopped = threading.Event()
         self._renewer: threading.Thread | None = None
 
-    def _session(self) -> Any:
+    def _session(self) -> tuple[Any, bool]:
+        """A session of its own, and whether it took the job's training lock: one round trip for that and the
+        keepalives (set also when the URL's own ``options`` override ours)."""
         conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
-            for setting, value in SERVER_KEEPALIVES.items():  # also when the URL's own options override ours
-                conn.execute(text(f"SET {setting} = {int(value)}"))
+            took = conn.execute(text(f"SELECT {_KEEPALIVES}, pg_try_advisory_lock(:ns, :key)"),
+                                {"ns": int(locks.Namespace.TRAINING), "key": self.training_key}).one()[-1]
         except BaseException:
             _discard(conn)
             raise
-        return conn
+        return conn, bool(took)
 
     def acquire(self) -> dict[str, Any]:
         """The row's liveness columns: the key (a fresh number from a sequence: unique among running attempts),
@@ -179,12 +185,15 @@ class AttemptLease:
         last started is gone without its holder having died). First the job's training lock, waiting up to
         ``takeover_wait`` while an older attempt's session still holds it."""
         if self.conn is None:
-            conn = self._session()
+            conn, took = self._session()
             try:
-                if not locks.try_lock(conn, locks.Namespace.TRAINING, self.training_key):
+                if not took:
                     self._wait_for_training_lock(conn)
-                key, since = conn.execute(text("SELECT nextval('trainq_liveness_keys'), clock_timestamp()")).one()
-                locks.lock(conn, locks.Namespace.ATTEMPT, key)
+                # the key, the time and its lock in one round trip (OFFSET 0: the key is drawn once)
+                key, since, _ = conn.execute(text(
+                    "SELECT key, clock_timestamp(), pg_advisory_lock(:ns, key) FROM"
+                    " (SELECT nextval('trainq_liveness_keys')::int AS key OFFSET 0) drawn"),
+                    {"ns": int(locks.Namespace.ATTEMPT)}).one()
             except BaseException:
                 _discard(conn)
                 raise
@@ -237,10 +246,10 @@ class AttemptLease:
         """A new session for a broken one: both locks again (free only if the old session is gone), and the row
         still running on this attempt with this key (its ``liveness_since`` renewed: the reconciler reads the
         new session's lock, also after a server restart)."""
-        conn = self._session()
+        conn, took = self._session()
         try:
             key = self.fields["liveness_key"]
-            if not locks.try_lock(conn, locks.Namespace.TRAINING, self.training_key):
+            if not took:
                 raise Superseded("another session holds the job's training lock")
             if not locks.try_lock(conn, locks.Namespace.ATTEMPT, key):
                 raise Superseded("another session holds the attempt's liveness lock")
