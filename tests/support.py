@@ -252,3 +252,11 @@ def relayed(url: str, link: Link) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(netloc=parts.netloc.replace(f"127.0.0.1:{parts.port}",
                                                                  f"127.0.0.1:{link.port}")))
+
+
+TRAINQ = [sys.executable, "-m", "trainq.cli"]  # the CLI, as a user runs it
+
+
+def trainq(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """Run ``trainq ARGS`` in ``env`` (output captured as text)."""
+    return subprocess.run([*TRAINQ, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)

@@ -3,38 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import stat
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from api.dev.servers import free_port
-from tests.support import LONG, REPO, row, start_gunicorn, wait_training
-
-TRAINQ = [sys.executable, "-m", "trainq.cli"]
-
-
-@pytest.fixture(scope="module")
-def api_url(app, settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    process, url = start_gunicorn(settings, tmp_path_factory.mktemp("cli-gunicorn") / "gunicorn.log")
-    yield url
-    process.terminate()
-    process.wait(15)
-
-
-@pytest.fixture
-def cli_env(api_url: str, admin_token: str, tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "TRAINQ_URL": api_url, "TRAINQ_TOKEN": admin_token, "XDG_CONFIG_HOME": str(tmp_path),
-            "COLUMNS": "200"}
-
-
-def trainq(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([*TRAINQ, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+from tests.support import LONG, REPO, TRAINQ, row, trainq, wait_training
 
 
 def submitted_id(result: subprocess.CompletedProcess) -> str:

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import tomllib
 
-from tests.e2e.test_cli import api_url, cli_env  # noqa: F401 (fixtures)
 from tests.support import REPO
 
 CLIENT = REPO / "client"
@@ -56,7 +55,7 @@ def test_the_client_distribution_declares_what_the_service_distribution_does():
     assert client["scripts"] == {"trainq": scripts["trainq"]}
 
 
-def test_the_client_installs_alone_in_a_fresh_venv_and_every_command_answers_help(cli_env, tmp_path):  # noqa: F811
+def test_the_client_installs_alone_in_a_fresh_venv_and_every_command_answers_help(cli_env, tmp_path):
     venv = tmp_path / "laptop"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     # as the README says, from the clone's root

@@ -4,38 +4,14 @@ the API, a real worker and reconciler (the driver)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.support import REPO, start_gunicorn, wait_for
+from tests.support import trainq, wait_for
 
 pytestmark = pytest.mark.e2e
 
-TRAINQ = [sys.executable, "-m", "trainq.cli"]
 SAMPLE = {"TRAINQ_TASKS": "tests.task_modules.sample"}
-
-
-@pytest.fixture(scope="module")
-def api_url(app, settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    process, url = start_gunicorn(settings, tmp_path_factory.mktemp("sweep-cli-gunicorn") / "gunicorn.log")
-    yield url
-    process.terminate()
-    process.wait(15)
-
-
-@pytest.fixture
-def cli_env(api_url: str, admin_token: str, tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "TRAINQ_URL": api_url, "TRAINQ_TOKEN": admin_token, "XDG_CONFIG_HOME": str(tmp_path),
-            "COLUMNS": "200"}
-
-
-def trainq(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([*TRAINQ, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 def test_sweep_follow_show_list_and_stop(cli_env, client, workers, reconcilers):

@@ -5,33 +5,21 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from api.service import webhook_sender
 from tests.integration.test_webhooks import admin_id, end, new_job
-from tests.support import REPO, start_gunicorn
+from tests.support import trainq
 from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.e2e
-TRAINQ = [sys.executable, "-m", "trainq.cli"]
 
 
 @pytest.fixture(scope="module")
-def api_url(app, settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    process, url = start_gunicorn({**settings, "WEBHOOK_ALLOW_PRIVATE": "1"},
-                                  tmp_path_factory.mktemp("hooks-gunicorn") / "gunicorn.log")
-    yield url
-    process.terminate()
-    process.wait(30)
-
-
-def trainq(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*TRAINQ, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+def api_settings() -> dict[str, str]:
+    return {"WEBHOOK_ALLOW_PRIVATE": "1"}  # the test's receiver is on 127.0.0.1
 
 
 def test_add_list_deliveries_send_again_and_remove(ctx, api_url, admin_token, tmp_path, monkeypatch):
