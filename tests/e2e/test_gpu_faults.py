@@ -101,7 +101,8 @@ def test_postgres_down_while_a_job_ends_its_gpu_is_released_when_it_is_back_neve
     ending = submit(client, "test-devices", {"gpus": 1}, seconds=4)
     job = wait_status(ending, "running", timeout=180)
     horse = job.worker_pid
-    waiting = submit(client, "test-devices", {"gpus": 1}, seconds=0)
+    # it runs long enough to be seen holding the GPU (one that ended at once released it before the checks below)
+    waiting = submit(client, "test-devices", {"gpus": 1}, seconds=20)
     wait_for(lambda: reason(waiting).startswith("waiting for 1 GPU"), 30, "the second job to wait for the GPU")
     assert assert_never_double_booked() == {ending: {"host": "pg-box", "attempt": 1, "gpus": [0]}}
     assert holds("pg-box") == {0: ending}
@@ -146,7 +147,7 @@ def test_postgres_down_while_a_job_ends_its_gpu_is_released_when_it_is_back_neve
     assert row(waiting).started_at >= finished.finished_at  # it never ran while the first still held the GPU
     assert [to for _, to, _ in assert_events_chain(ending)] == ["queued", "running", "completed"]
     print(f"PostgreSQL back -> the freed GPU running the waiting job: {released:.2f} s")
-    wait_status(waiting, "completed", timeout=60)
+    wait_status(waiting, "completed", timeout=120)
     assert reservations() == {} and holds("pg-box") == {}
 
 
