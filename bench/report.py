@@ -499,23 +499,58 @@ SECTIONS = [
 ]
 
 
-def main() -> None:
+def sections_of(markdown: str) -> dict[str, list[str]]:
+    """The ``## `` sections of a BENCHMARKS.md, by heading, each with its lines (the heading's own excluded)."""
+    found: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in markdown.splitlines():
+        if line.startswith("## "):
+            current = found.setdefault(line[3:].strip(), [])
+        elif current is not None:
+            current.append(line)
+    return found
+
+
+def number(title: str) -> int:
+    head = title.split(".", 1)[0]
+    return int(head) if head.isdigit() else 10_000
+
+
+HAND = "<!-- written by hand: kept when the section is made again -->"
+
+
+def render(existing: str) -> str:
+    """BENCHMARKS.md: the sections made from ``bench/results`` rewritten, every other section of ``existing``
+    (written by hand: a measurement no single result file holds) kept as it is, all in the order of their numbers.
+    A made section keeps what follows a ``HAND`` line in it (notes on a run: why a target was missed)."""
+    made: dict[str, list[str]] = {}
+    for name, title, section in SECTIONS:
+        result = load(name)
+        if result is None:
+            made[title] = ["", "Not run yet.", ""]
+            continue
+        where = f"{result['machine']['cpus']} CPUs ({result['machine']['cpu']})"
+        made[title] = ["", result["description"].rstrip(".") + ".", "",
+                       f"Run {result['date']} on {where}. Reproduce: `{COMMANDS[name]}`.", ""] + section(result) + [""]
+    before = sections_of(existing)
+    for title, lines in made.items():
+        if HAND in before.get(title, []):
+            lines += before[title][before[title].index(HAND):]
+    kept = {title: lines for title, lines in before.items() if title not in made}
     out = ["# Benchmarks", "",
            "Measured on the machine in each result's `machine` field (a shared, noisy 2-core VM unless stated). "
            "Every comparison is measured in the same run, alternating; ratios come with their spread, and "
            "absolute times are for reference only. Raw samples are in `bench/results/*.json`. `make bench` "
-           "runs them all (about 30 minutes) and rewrites this file; each section names its own command.", ""]
-    for name, title, section in SECTIONS:
-        result = load(name)
-        out += [f"## {title}", ""]
-        if result is None:
-            out += ["Not run yet.", ""]
-            continue
-        where = f"{result['machine']['cpus']} CPUs ({result['machine']['cpu']})"
-        out += [result["description"].rstrip(".") + ".", "",
-                f"Run {result['date']} on {where}. Reproduce: `{COMMANDS[name]}`.", ""]
-        out += section(result) + [""]
-    (REPO / "BENCHMARKS.md").write_text("\n".join(out))
+           "runs them all (about 30 minutes) and rewrites the sections made from them; the sections written by "
+           "hand (a side-by-side run, a measurement on another machine) are kept as they are.", ""]
+    for title in sorted({**kept, **made}, key=number):
+        out += [f"## {title}"] + (made.get(title) or kept[title])
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def main() -> None:
+    path = REPO / "BENCHMARKS.md"
+    path.write_text(render(path.read_text() if path.exists() else ""))
     print("wrote BENCHMARKS.md")
 
 
