@@ -343,6 +343,8 @@ def resume_text(at: dict[str, Any] | None) -> str | None:
 def duration_text(seconds: float | None) -> str | None:
     if seconds is None:
         return None
+    if seconds < 10:
+        return f"{seconds:.1f} s"  # a short job's time is not "0 s"
     whole = round(seconds)
     hours, minutes, secs = whole // 3600, whole // 60 % 60, whole % 60
     return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s" if minutes else f"{secs} s"

@@ -3,6 +3,7 @@ are written as a worker's progress writes would write them, so each page shows a
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
@@ -112,6 +113,7 @@ def test_started_and_training_time_cover_every_run_and_the_runs_are_listed(page:
     shown = page.evaluate("iso => new Date(iso).toLocaleString()", job["first_started_at"])
     expect(page.locator("#d-started")).to_have_text(shown)  # the first start, not the newest attempt's
     assert job["first_started_at"] != job["started_at"]
+    expect(page.locator("#d-duration")).to_have_text(re.compile(r"^\d\.\d s$"))  # its runs took ms: not "0 s"
     page.goto("/")  # the list too: the first start, and the time over both runs
     expect(page.locator(f"tr[data-job-id='{job_id}'] .started")).to_have_text(shown)
     listed = client.get("/api/training").get_json()["jobs"][0]

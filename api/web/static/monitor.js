@@ -43,7 +43,8 @@ function fmtTime(iso) {
 
 function fmtDuration(seconds) {
   if (typeof seconds !== "number" || !isFinite(seconds)) return "–";
-  seconds = Math.max(0, Math.round(seconds));
+  if (seconds < 10) return `${Math.max(0, seconds).toFixed(1)} s`;  // a short job's time is not "0 s"
+  seconds = Math.round(seconds);
   const hrs = Math.floor(seconds / 3600), mins = Math.floor(seconds / 60) % 60, secs = seconds % 60;
   return hrs ? `${hrs} h ${mins} min` : mins ? `${mins} min ${secs} s` : `${secs} s`;
 }
