@@ -60,6 +60,10 @@ def test_the_sweep_page_shows_trials_best_first_with_their_curves(page: Page):
     order = page.locator("#trial-rows tr").evaluate_all("rows => rows.map(r => Number(r.dataset.trial))")
     assert order[:4] == [1, 3, 2, 0] and order[-2:] == [6, 7]  # best first (min); trials with no value last
     expect(page.locator("#trial-rows tr.best-trial")).to_have_count(1)
+    labels = page.locator("#trial-rows tr").first.locator("td").evaluate_all("tds => tds.map(td => td.dataset.label)")
+    assert labels[:4] == ["Best", "Trial", "Status", "val_mse"] and labels[6:] == ["Note", "Job"]  # a phone's labels
+    assert sorted(labels[4:6]) == ["batch_size", "lr"]
+    assert page.evaluate("[0.0001, 0.001, 0.3].map(logTick)") == ["0.0001", "0.001", "0.3"]  # lr's log axis
     expect(page.locator("#trial-rows tr.best-trial")).to_have_attribute("data-trial", "1")
     expect(page.locator("#trial-rows tr[data-trial='4']")).to_contain_text("pruned at epoch 1")
     expect(page.locator("#best-trial")).to_contain_text("trial 1")
@@ -101,5 +105,6 @@ def test_the_sweep_page_shows_trials_best_first_with_their_curves(page: Page):
 
     page.goto("/sweeps")
     expect(page.locator(f"#sweep-rows tr[data-sweep-id='{sweep.id}']")).to_contain_text("stopped")
+    expect(page.locator(f"#sweep-rows tr[data-sweep-id='{sweep.id}'] td[data-label=State]")).to_have_text("stopped")
     page.goto(f"/jobs/{rows[1].id}")
     expect(page.locator("#sweep-trial")).to_contain_text("Trial 1 of its sweep")

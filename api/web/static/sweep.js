@@ -60,13 +60,15 @@ function renderTrials() {
   const bestNumber = state.sweep.best ? state.sweep.best.number : null;
   document.getElementById("trial-rows").replaceChildren(...ranked().map((t) => h("tr", {
     "data-trial": t.number, class: t.number === bestNumber ? "best-trial" : null},
-  h("td", {}, t.number === bestNumber ? h("span", {title: "the best trial", "aria-label": "best"}, "★") : ""),
-  h("td", {}, String(t.number)),
-  h("td", {}, statusBadge(t.status)),
-  h("td", {class: "num"}, fmtMetric(metric, t.objective)),
-  ...names.map((name) => h("td", {class: "num"}, paramText(t.params[name]))),
-  h("td", {class: "muted"}, ["failed", "pruned"].includes(t.status) ? (t.status_reason || "") : ""),
-  h("td", {}, h("a", {href: `/jobs/${t.job_id}`}, t.job_id.slice(0, 8))))));
+  h("td", {"data-label": "Best"}, t.number === bestNumber ? h("span", {title: "the best trial", "aria-label": "best"},
+    "★") : ""),
+  h("td", {"data-label": "Trial"}, String(t.number)),
+  h("td", {"data-label": "Status"}, statusBadge(t.status)),
+  h("td", {class: "num", "data-label": metric}, fmtMetric(metric, t.objective)),
+  ...names.map((name) => h("td", {class: "num", "data-label": name}, paramText(t.params[name]))),
+  h("td", {class: "muted", "data-label": "Note"}, ["failed", "pruned"].includes(t.status) ? (t.status_reason || "")
+    : ""),
+  h("td", {"data-label": "Job"}, h("a", {href: `/jobs/${t.job_id}`}, t.job_id.slice(0, 8))))));
 }
 
 function destroyPlots(kind) {
@@ -75,6 +77,11 @@ function destroyPlots(kind) {
     p.plot.destroy();
     return false;
   });
+}
+
+/** A log axis's tick as written: 0.0001, not uPlot's rounded "0". */
+function logTick(v) {
+  return v == null ? "" : String(Number(v.toPrecision(3)));
 }
 
 /** One scatter per searched param: x the param's value (a choice's index, labelled), y the objective. */
@@ -102,7 +109,8 @@ function renderParamCharts() {
       title: `${metric} against ${name}`, width: chartWidth(el), height: CHART_HEIGHT,
       scales: {x: {time: false, ...(log ? {distr: 3} : {})}},
       axes: [{label: name, ...(choices ? {values: (u, ticks) => ticks.map((v) => (Number.isInteger(v) &&
-        choices[v] !== undefined ? choices[v] : ""))} : {})}, {size: 60}],
+        choices[v] !== undefined ? choices[v] : ""))} : log ? {values: (u, ticks) => ticks.map(logTick)} : {})},
+      {size: 60}],
       series: [{label: name}, {label: "trial", stroke: COLOURS[0], paths: () => null, points: {show: true, size: 7}},
         {label: "best", stroke: COLOURS[4], paths: () => null, points: {show: true, size: 14, width: 2,
           fill: "transparent"}}],
