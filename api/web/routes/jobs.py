@@ -1,5 +1,7 @@
-"""``/api/training``: submit, list, read, cancel training jobs. Each view is an ``api.openapi.operation``: its
-query and body arrive parsed by the models of ``api.schemas``, and what it returns is shaped by them."""
+"""``/api/training``: submit, list, read and cancel training jobs; a job's events, metric history, logs, checkpoints
+and artifacts; the recovery actions (force-start, resume, pause, mark-failed); the admin's reconcile pass
+(``admin/cleanup``) and health. Each view is an ``api.web.openapi.operation``: its query and body arrive parsed
+by the models of ``api.web.schemas``, and what it returns is shaped by them."""
 
 from __future__ import annotations
 
