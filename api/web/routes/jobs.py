@@ -83,7 +83,7 @@ def training_health():
 
 @bp.post("/admin/cleanup")
 @admin_required
-@operation("Run the reconciler's cleanup now (admins)", {200: s.CleanupReport}, query=s.CleanupQuery)
+@operation("Run a reconcile pass now (admins)", {200: s.CleanupReport}, query=s.CleanupQuery)
 def admin_cleanup(query: s.CleanupQuery):
     return reconcile.run_pass_now(query.max_age_minutes)
 
