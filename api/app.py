@@ -30,7 +30,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     redis_connection.init_app(app)
 
     from api.ops import commands, webhook_commands
-    from api.web import auth, dashboard, errors, hosts, metrics, security
+    from api.web import auth, dashboard, errors, host_header, metrics, security
     from api.web.routes import catalogue, docs, health, jobs, pages, webhooks
     from api.web.routes import hosts as host_routes
     from api.web.routes import login as login_routes
@@ -38,7 +38,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     errors.register_error_handlers(app)
     security.init_app(app)  # CSP and nosniff on every answer
-    hosts.init_app(app)  # the Host check runs first: a foreign name gets a 400 before anything else
+    host_header.init_app(app)  # the Host check runs first: a foreign name gets a 400 before anything else
     auth.init_app(app)  # then every request needs a user, except a short public list
     app.register_blueprint(login_routes.bp)
     app.register_blueprint(jobs.bp)

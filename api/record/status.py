@@ -57,7 +57,7 @@ RESTARTS: dict[JobStatus, frozenset[JobStatus]] = {
 Only ``Actor.API`` may use it, always with a new attempt number; workers and reconcilers never do."""
 
 class Action(StrEnum):
-    """What a user can ask of a job (``api.jobs`` has one function each)."""
+    """What a user can ask of a job (``api.service.jobs`` has one function each)."""
 
     CANCEL = "cancel"
     PAUSE = "pause"

@@ -128,7 +128,7 @@ class TrainingJob(db.Model):
     worker_name: Mapped[str | None] = mapped_column(String(200))
     worker_pid: Mapped[int | None] = mapped_column(Integer)
     hostname: Mapped[str | None] = mapped_column(String(255))
-    # the running attempt's liveness lock (api.locks, namespace ATTEMPT), held by its own database session
+    # the running attempt's liveness lock (api.record.locks, namespace ATTEMPT), held by its own database session
     liveness_key: Mapped[int | None] = mapped_column(Integer)
     liveness_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the server's clock
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -218,7 +218,9 @@ def _refusal(job: TrainingJob, action: str) -> str:
 
 @contextmanager
 def job_lock(job_id: uuid.UUID) -> Iterator[None]:
-    """One recovery action per job at a time, across API processes (a PostgreSQL advisory lock)."""
+    """One restart of a job at a time (force-start, resume, an rq-dashboard requeue), across API processes (a
+    PostgreSQL advisory lock, ``JOB_ACTION``). Pause (a request the running task reads) and mark-failed (one
+    conditional write) take none."""
     key = locks.job_key(job_id)
     with db.engine.connect() as conn:
         locks.lock(conn, locks.Namespace.JOB_ACTION, key)

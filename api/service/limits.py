@@ -1,7 +1,7 @@
 """Limits, so that one caller cannot exhaust the machine: ``LimitExceeded`` (a 4xx naming the limit), and
 ``MAX_QUEUED_JOBS``: a user with that many queued jobs gets a 429 naming the limit on the next submit (their own
 ``max_queued_jobs`` overrides the setting). The others live where they are enforced: the Host check and
-``MAX_CONTENT_LENGTH`` in ``api.web.hosts`` and Flask, the disk per job in ``api.worker.disk``.
+``MAX_CONTENT_LENGTH`` in ``api.web.host_header`` and Flask, the disk per job in ``api.worker.disk``.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ class RowView(NamedTuple):
     heartbeat_age_s: float | None
     checkpoint_path: str | None
     name: str = ""
-    # a running attempt's own database session (api.locks): True while it holds its liveness lock, False once
+    # a running attempt's own database session (api.record.locks): True while it holds its liveness lock, False once
     # PostgreSQL freed it (the process died), None when unknown (no lock recorded, or the server restarted)
     session: bool | None = None
     # a queued row: whether the scheduler placed its current attempt (a reservation); an unplaced one waits for

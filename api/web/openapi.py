@@ -1,7 +1,7 @@
 """The JSON API's operations, and the OpenAPI 3.1 document generated from them.
 
 A view of the API is wrapped by ``operation``: it parses the query string and the JSON body with the
-operation's models (``api.schemas``), hands them to the view, and shapes whatever the view returns through
+operation's models (``api.web.schemas``), hands them to the view, and shapes whatever the view returns through
 the model of the answer's status code. ``document`` walks the app's URL map and writes the same models out
 as ``/api/openapi.json``, with each task's params schema as its workers published it. So a field the code
 reads or writes is in the spec, or the request fails a test (``tests/integration/test_openapi.py``), and the
@@ -37,7 +37,7 @@ class Operation:
     body: type[BaseModel] | None = None
     body_optional: bool = False  # an empty body (no content type) reads as {}
     conditional: bool = False  # a weak ETag: a poll that finds nothing changed gets an empty 304
-    public: bool = False  # answers without a credential (api.auth.PUBLIC_ENDPOINTS)
+    public: bool = False  # answers without a credential (api.web.auth.PUBLIC_ENDPOINTS)
     errors: tuple[int, ...] = field(default=())  # what else it answers, besides what its parts imply
     media: tuple[str, ...] = ()  # other media types of the 200 answer (text/csv), as a string
 

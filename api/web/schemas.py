@@ -1,5 +1,5 @@
 """The JSON API's requests and answers as pydantic models: routes parse with them (``parse``) and shape every
-answer through them (``shape``), and ``/api/openapi.json`` is generated from them (``api.openapi``), so the
+answer through them (``shape``), and ``/api/openapi.json`` is generated from them (``api.web.openapi``), so the
 spec cannot drift from the code. Pure data: no Flask, no database.
 
 A request that does not fit gets the API's one error shape, ``field`` being the path to fix (``params.lr``,

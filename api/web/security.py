@@ -3,7 +3,7 @@
 The monitor's pages run only the service's own script files (``script-src 'self'``: no inline script, no
 ``eval``). rq-dashboard's pages (``/rq``) also run their one inline script, which carries a nonce made for that
 answer, and ``eval`` (underscore's templates compile with ``new Function``); what those templates show is
-HTML-escaped by ``api.dashboard`` before it reaches them. No page may be framed (``frame-ancestors 'none'``).
+HTML-escaped by ``api.web.dashboard_input`` before it reaches them. No page may be framed (``frame-ancestors 'none'``).
 
 A page is fetched by its shell (``auth.shell``), whose document's policy is the one that counts: the shell sends
 its nonce (``X-Shell-Nonce``) and the page it fetches is made with the same one.

@@ -138,13 +138,13 @@ def _discard(conn: Any) -> None:
 
 
 class AttemptLease:
-    """The attempt's own database session, holding its liveness lock and its job's training lock (``api.locks``)
+    """The attempt's own database session, holding its liveness lock and its job's training lock (``api.record.locks``)
     from before its row says running until its end is recorded. PostgreSQL frees both the moment the session
     ends, whatever ended the process (its worker's death, a SIGKILL of the horse or of its group), on this host
     or another; the reconciler reads that within ``LIVENESS_INTERVAL`` instead of waiting out a heartbeat's TTL.
 
     A host cut off from the network ends nothing by itself: the server drops its session once TCP keepalives
-    and ``tcp_user_timeout`` give up on it (``api.extensions``: no sooner than 10 s after the last packet it got
+    and ``tcp_user_timeout`` give up on it (``api.stores``: no sooner than 10 s after the last packet it got
     from the session, about 11 s at most). So the attempt also fences itself: a thread confirms the session every
     ``renew_every`` seconds (a session that answers still holds its locks: they are session-level), and while
     the task trains, a watchdog kills the horse's process group (DataLoader workers too) once neither the

@@ -405,7 +405,11 @@ def test_the_jobs_list_shows_each_jobs_task_and_filters_by_it(page: Page, client
     expect(page.locator(f"tr[data-job-id='{diabetes}'] td.task")).to_have_text("diabetes-regression")
     expect(page.locator(f"tr[data-job-id='{diabetes}'] td[data-label=Progress]")).to_contain_text("–")
 
+    page.locator("#sort-order").select_option("-")  # no metric typed: the list's order stays
     page.locator("#task-filter").select_option("diabetes-regression")
+    # its declared primary metric (val_mse, lower is better) is the sort offered first, not applied by itself
+    expect(page.locator("#sort-metric")).to_have_attribute("placeholder", "e.g. val_mse")
+    expect(page.locator("#sort-order")).to_have_value("")
     expect(page.locator("#job-rows tr")).to_have_count(1)
     expect(page.locator("#job-rows tr")).to_have_attribute("data-job-id", diabetes)
     assert page.url.endswith("/?task=diabetes-regression")

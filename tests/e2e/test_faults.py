@@ -1,13 +1,16 @@
 """Issue 26: faults that once recorded a finished or healthy job as failed, on real servers and workers (real Redis,
 PostgreSQL and RQ worker processes): an artifact saved during a PostgreSQL outage, an outage longer than the
-worker's retry plus a Redis flush, RQ's abandoned-job clean-up run by a worker whose clock runs ahead."""
+worker's retry plus a Redis flush, RQ's abandoned-job clean-up run by a worker whose clock runs ahead; and a full
+checkpoint disk, and the scratch folders a SIGKILLed worker leaves."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -150,6 +153,29 @@ def test_scratch_folders_of_a_sigkilled_worker_are_swept_at_the_next_start(clien
     removed = scratch.sweep(tmp_path)  # what the reconciler does every SCRATCH_SWEEP_INTERVAL on its host
     assert removed == [] and list(tmp_path.glob(f"trainq-{live}-a1-*"))  # a live attempt's folder stays
     survivor.kill()
+
+
+def test_the_reconciler_sweeps_dead_attempts_scratch_folders_on_its_host(reconcilers, tmp_path):
+    """Case 5, the reconciler's half: every SCRATCH_SWEEP_INTERVAL it removes the scratch folders on its own host
+    whose attempts died (their lock free), not only at its start; a held folder stays."""
+
+    def planted() -> Path:
+        folder = tmp_path / f"{scratch.workdir_prefix(str(uuid.uuid4()), 1)}x1"
+        folder.mkdir()
+        (folder / scratch.LOCK_FILE).write_text("")
+        return folder
+
+    first, held = planted(), planted()
+    fd = os.open(held / scratch.LOCK_FILE, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a live attempt's horse holds it
+        reconcilers(TMPDIR=str(tmp_path), SCRATCH_SWEEP_INTERVAL="0.5")
+        wait_for(lambda: not first.exists(), 60, "the reconciler's first sweep")
+        later = planted()  # after its start: only a periodic sweep removes it
+        wait_for(lambda: not later.exists(), 30, "a later sweep")
+        assert held.exists()
+    finally:
+        os.close(fd)
 
 
 @pytest.fixture

@@ -55,7 +55,7 @@ def private_top() -> Iterator[Path]:
 
 
 class MakeRun:
-    """``python -m api.local`` (what ``make run`` runs after installing) in ``project``."""
+    """``python -m api.dev`` (what ``make run`` runs after installing) in ``project``."""
 
     def __init__(self, project: Path, pg_home: Path) -> None:
         self.project, self.port, self.output = project, free_port(), project.parent / "make-run.out"

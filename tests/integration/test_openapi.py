@@ -1,5 +1,5 @@
 """The OpenAPI document at /api/openapi.json and the docs page: generated from the models that parse the
-requests and shape the answers (api.schemas), every JSON operation in it, each task's params schema in it."""
+requests and shape the answers (api.web.schemas), every JSON operation in it, each task's params schema in it."""
 
 from __future__ import annotations
 

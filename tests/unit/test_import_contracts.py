@@ -31,6 +31,7 @@ def test_the_worker_imports_without_torch_and_without_the_builtin_tasks():
         "import api.worker, api.worker.agent, api.ops.commands\n"
         "from api.worker import run_training_job\n"
         "from api.queue import JOB_FUNCTION\n"
+        "assert JOB_FUNCTION == 'api.worker.run_training_job', JOB_FUNCTION  # what jobs queued by older code name\n"
         "import importlib\n"
         "module, _, name = JOB_FUNCTION.rpartition('.')\n"
         "assert getattr(importlib.import_module(module), name) is run_training_job\n"

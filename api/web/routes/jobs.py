@@ -1,5 +1,7 @@
-"""``/api/training``: submit, list, read, cancel training jobs. Each view is an ``api.openapi.operation``: its
-query and body arrive parsed by the models of ``api.schemas``, and what it returns is shaped by them."""
+"""``/api/training``: submit, list, read and cancel training jobs; a job's events, metric history, logs, checkpoints
+and artifacts; the recovery actions (force-start, resume, pause, mark-failed); the admin's reconcile pass
+(``admin/cleanup``) and health. Each view is an ``api.web.openapi.operation``: its query and body arrive parsed
+by the models of ``api.web.schemas``, and what it returns is shaped by them."""
 
 from __future__ import annotations
 
@@ -81,7 +83,7 @@ def training_health():
 
 @bp.post("/admin/cleanup")
 @admin_required
-@operation("Run the reconciler's cleanup now (admins)", {200: s.CleanupReport}, query=s.CleanupQuery)
+@operation("Run a reconcile pass now (admins)", {200: s.CleanupReport}, query=s.CleanupQuery)
 def admin_cleanup(query: s.CleanupQuery):
     return reconcile.run_pass_now(query.max_age_minutes)
 

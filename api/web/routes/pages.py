@@ -3,7 +3,8 @@
 trials) and ``/webhooks`` (the caller's hooks).
 Server-rendered shells with the first data inlined; the pages' JavaScript then polls the same JSON API a script
 would. What a status allows comes from the server (each job's ``actions``; the compare page gets the terminal
-statuses, after which it stops polling), never from a rule of the JavaScript's own.
+statuses, after which it stops polling), never from a rule of the JavaScript's own, but one: only a completed
+job's (or trial's) values are final, so only they compete for best (``compare.js``, ``sweep.js``).
 The submit form is generated in the browser from the params JSON Schema each task's workers published
 (``GET /api/tasks``): the page knows no task's fields itself."""
 
