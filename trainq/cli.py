@@ -402,7 +402,8 @@ def resources_text(job: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
 @handled
 def hosts(as_json: bool) -> None:
-    """The live hosts: each GPU and the job holding it, CPUs and memory (reserved of total), tasks, last seen."""
+    """The live hosts: each GPU and the job holding it, CPUs and memory (reserved of total), tasks, last seen, and
+    any worker that takes no jobs now (its disk is full) with why."""
     found = client().call("GET", "/api/hosts")["hosts"]
     if as_json:
         emit_json(found)
@@ -422,6 +423,8 @@ def hosts(as_json: bool) -> None:
                 gpus.add_row(str(gpu["index"]), cell(gpu["name"]), f"{gpu['memory_mb'] / 1024:.0f} GB", cell(holder))
             console.print(gpus)
         console.print(f"  tasks: {cell(', '.join(host['tasks']) or 'none')}")
+        for worker, why in (host.get("paused") or {}).items():
+            console.print(f"  [red]paused[/red] {cell(worker)}: {cell(why)}")
         click.echo()
 
 

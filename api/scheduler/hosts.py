@@ -9,10 +9,12 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import RedisError
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
+from api import queue
 from api.record import locks
 from api.record.tables import Host, HostGpu, Reservation, TaskOffer, TrainingJob
 from api.stores import db
@@ -102,9 +104,14 @@ def offered_tasks() -> dict[str, set[str]]:
 
 def describe() -> list[dict[str, Any]]:
     """Each live host as ``GET /api/hosts`` shows it: its GPUs (and the job holding each), its CPUs and memory
-    (total, reserved), the tasks it offers, when it was last seen."""
+    (total, reserved), the tasks it offers, its workers that take no jobs now and why (a full or unwritable disk;
+    None while Redis, which holds that, cannot be read), when it was last seen."""
     hosts = live_hosts()
     offered = offered_tasks()
+    try:
+        paused: dict[str, str] | None = queue.paused_workers()
+    except RedisError:
+        paused = None
     rows = db.session.execute(
         select(Reservation, TrainingJob.name).join(TrainingJob, TrainingJob.id == Reservation.job_id)
         .where(Reservation.host_id.in_([h.id for h in hosts]))).all()
@@ -121,6 +128,8 @@ def describe() -> list[dict[str, Any]]:
             "cpus": {"total": host.cpus, "reserved": sum(r.cpus for r, _ in mine)},
             "memory_mb": {"total": host.memory_mb, "reserved": sum(r.memory_mb or 0 for r, _ in mine)},
             "jobs": len(mine), "tasks": sorted(offered.get(host.name, ())),
+            "paused": None if paused is None else {worker: why for worker, why in paused.items()
+                                                   if queue.any_worker_of(host.name, {worker})},
             "started_at": host.started_at.isoformat(), "seen_at": host.seen_at.isoformat(),
         })
     return answer

@@ -315,6 +315,8 @@ class Host(Model):
     memory_mb: Amount
     jobs: int = Field(description="jobs holding a reservation on it")
     tasks: list[str] = Field(description="the tasks it offers")
+    paused: dict[str, str] | None = Field(description="its workers that take no jobs now, and why (its checkpoint or "
+                                          "artifact storage is full or unwritable); null while Redis cannot be read")
     started_at: Timestamp
     seen_at: Timestamp
 

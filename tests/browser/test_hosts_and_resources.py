@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
+from api import queue
 from api.record.tables import TrainingJob
 from api.stores import db
 from tests.browser.test_monitor import assert_not_reloaded, mark_no_reload, open_form
@@ -33,7 +34,7 @@ def fits(page: Page, width: int) -> bool:
     return page.evaluate("document.documentElement.scrollWidth") <= width
 
 
-def test_the_hosts_page_shows_each_hosts_gpus_and_the_job_holding_each_live(page: Page, client, workers):
+def test_the_hosts_page_shows_each_hosts_gpus_and_the_job_holding_each_live(page: Page, client, workers, redis):
     workers("gpu-box", TRAINQ_FAKE_GPUS="4", TRAINQ_CPUS="8", TRAINQ_MEMORY="24G", TRAINQ_SLOTS="3", **SAMPLE)
     workers("cpu-box", TRAINQ_CPUS="2", **SAMPLE)
     page.goto("/hosts")
@@ -81,6 +82,15 @@ def test_the_hosts_page_shows_each_hosts_gpus_and_the_job_holding_each_live(page
     expect(box.locator(".h-gpus")).to_have_text("3 of 4 free (fake GPUs)")
     assert gpu_cells(page, "gpu-box")[:2] == ["free", "free"]
     assert client.delete(f"/api/training/{one}").status_code == 200
+
+    why = "disk full: no space left on device writing checkpoint to /ckpt"  # as a full worker says it (test_faults)
+    redis.set(queue.paused_key("cpu-box"), why)
+    try:
+        expect(page.locator(".host[data-host='cpu-box'] .h-paused")).to_have_text(f"cpu-box: {why}")  # live
+        expect(box.locator(".h-paused")).to_have_count(0)  # the other host's card says nothing of it
+    finally:
+        redis.delete(queue.paused_key("cpu-box"))
+    expect(page.locator(".host[data-host='cpu-box'] .h-paused")).to_have_count(0)
 
 
 def test_no_live_host_says_how_to_start_one(page: Page):

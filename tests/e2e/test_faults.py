@@ -206,6 +206,8 @@ def test_a_full_checkpoint_disk_pauses_its_worker_and_the_job_runs_elsewhere(cli
                                         "re-queued to run elsewhere (attempt 2 of 2"), job.status_reason
     paused = wait_for(lambda: client.get("/api/health").get_json()["workers_paused"], 30, "the worker to say why")
     assert paused[full.name].startswith("disk full: no space left on device writing checkpoint to"), paused
+    listed = {h["name"]: h["paused"] for h in client.get("/api/hosts").get_json()["hosts"]}
+    assert listed[full.name] == {full.name: paused[full.name]}  # its host's entry says it too
     second = submit(client, big)
     deadline = time.monotonic() + 3  # several of the full worker's checks: it takes neither job meanwhile
     while time.monotonic() < deadline:
@@ -217,4 +219,5 @@ def test_a_full_checkpoint_disk_pauses_its_worker_and_the_job_runs_elsewhere(cli
     assert [e[1] for e in assert_events_chain(first)] == ["queued", "running", "queued", "running", "completed"]
     filler.unlink()  # space returns
     wait_for(lambda: not client.get("/api/health").get_json()["workers_paused"], 30, "the worker to resume")
+    assert all(h["paused"] == {} for h in client.get("/api/hosts").get_json()["hosts"])
     assert "storage writable again; taking jobs" in full.log()

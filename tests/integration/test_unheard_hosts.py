@@ -10,10 +10,13 @@ import pytest
 from sqlalchemy import text
 
 import trainq
+from api import queue
+from api.dev.servers import RedisServer
 from api.scheduler.hosts import Gpu, Inventory, register, seen
 from api.scheduler.schedule import schedule
 from api.service import catalogue
 from api.stores import db
+from tests.conftest import make_app
 
 QUIET = "quiet-gpu-host"
 
@@ -53,3 +56,22 @@ def test_a_host_unheard_for_the_lease_fence_is_offered_nothing_until_heard_again
     assert schedule().placed == [job_id]
     placement = client.get(f"/api/training/{job_id}").get_json()["placement"]
     assert placement["host"] == QUIET and placement["gpus"] == [0]
+
+
+def test_a_hosts_paused_workers_are_listed_with_why_and_none_when_redis_cannot_say(client, quiet_host, redis,
+                                                                                   settings, tmp_path):
+    redis.set(queue.paused_key(QUIET), "disk full: no space left on device writing checkpoint to /c")
+    redis.set(queue.paused_key(f"{QUIET}-2"), "storage unwritable: /a")  # a worker of its pool
+    redis.set(queue.paused_key("another-host"), "disk full")  # not this host's
+    try:
+        host = {h["name"]: h for h in client.get("/api/hosts").get_json()["hosts"]}[QUIET]
+        assert host["paused"] == {QUIET: "disk full: no space left on device writing checkpoint to /c",
+                                  f"{QUIET}-2": "storage unwritable: /a"}
+    finally:
+        for name in (QUIET, f"{QUIET}-2", "another-host"):
+            redis.delete(queue.paused_key(name))
+    down = make_app(settings, REDIS_URL=RedisServer(tmp_path / "redis").url, REDIS_TIMEOUT=0.5)  # never started
+    with down.app_context():
+        answer = down.test_client().get("/api/hosts")
+        assert answer.status_code == 200  # the hosts are PostgreSQL's; what their workers say is Redis's: unknown
+        assert {h["name"]: h for h in answer.get_json()["hosts"]}[QUIET]["paused"] is None

@@ -49,6 +49,8 @@ function hostCard(host) {
       h("dt", {}, "Memory"), h("dd", {class: "h-memory"}, amountText(host.memory_mb, gb, " GB")),
       h("dt", {}, "Jobs"), h("dd", {class: "h-jobs"}, `${host.jobs} in ${host.slots} slot${host.slots === 1 ? "" : "s"}`),
       h("dt", {}, "Tasks"), h("dd", {class: "h-tasks"}, host.tasks.length ? host.tasks.join(", ") : "none"),
+      ...(host.paused && Object.keys(host.paused).length ? [h("dt", {}, "Paused"), h("dd", {class: "h-paused"},
+        Object.entries(host.paused).map(([worker, why]) => h("div", {}, `${worker}: ${why}`)))] : []),
       h("dt", {}, "Last seen"), h("dd", {class: "h-seen"}, fmtTime(host.seen_at)),
       h("dt", {}, "Started"), h("dd", {}, fmtTime(host.started_at))),
     gpuTable(host));
