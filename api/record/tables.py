@@ -191,7 +191,7 @@ class TrainingJob(db.Model):
         for column in ("cloned_from", "sweep_id"):
             if column in data:
                 data[column] = str(data[column]) if data[column] else None
-        age = (now - self.heartbeat_at).total_seconds() if now and self.heartbeat_at else None
+        age = max(0.0, (now - self.heartbeat_at).total_seconds()) if now and self.heartbeat_at else None
         data["heartbeat_age_seconds"] = round(age, 3) if age is not None else None
         data["stale"] = bool(
             self.status == JobStatus.RUNNING and stale_after is not None and (age is None or age > stale_after)

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from api.record.status import JobStatus, utcnow
+from api.record.status import JobStatus
 from api.record.tables import JobEvent
 from api.stores import db
 
@@ -19,13 +19,14 @@ _ATTEMPT = re.compile(r"\(attempt (\d+)\)")
 _WORKER = re.compile(r"started by worker (\S+)")
 
 
-def runs(job_id: uuid.UUID) -> list[dict[str, Any]]:
+def runs(job_id: uuid.UUID, now: datetime) -> list[dict[str, Any]]:
     """Each time the job entered ``running``, oldest first: ``attempt``, ``worker``, ``started_at``, ``ended_at``
-    (null while it runs), ``ended_as`` (the status it left running for) and ``seconds`` (to its end, or to now)."""
+    (null while it runs), ``ended_as`` (the status it left running for) and ``seconds`` (to its end, or to ``now``:
+    PostgreSQL's clock, which wrote the events)."""
     events = db.session.execute(
         select(JobEvent.from_status, JobEvent.to_status, JobEvent.reason, JobEvent.at)
         .where(JobEvent.job_id == job_id).order_by(JobEvent.id)).all()
-    return _runs(events)
+    return _runs(events, now)
 
 
 def for_list(job_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
@@ -40,14 +41,14 @@ def for_list(job_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
         by_job[job_id].append(event)
     found = {}
     for job_id, job_events in by_job.items():
-        made = _runs(job_events)
+        made = _runs(job_events, None)
         ended = [run["seconds"] for run in made if run["ended_at"]]
         found[job_id] = {"first_started_at": made[0]["started_at"] if made else None,
                          "ended_runs_seconds": round(sum(ended), 3) if made else None}
     return found
 
 
-def _runs(events: Any) -> list[dict[str, Any]]:
+def _runs(events: Any, now: datetime | None) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     current: dict[str, Any] | None = None
     for from_status, to_status, reason, at in events:
@@ -60,14 +61,14 @@ def _runs(events: Any) -> list[dict[str, Any]]:
                        "worker": worker[1] if worker and worker[1] != "None" else None,
                        "started_at": at, "ended_at": None, "ended_as": None}
             found.append(current)
-    now = utcnow()
-    return [{**run, "seconds": round(((run["ended_at"] or now) - run["started_at"]).total_seconds(), 3),
+    return [{**run, "seconds": round(((run["ended_at"] or now or run["started_at"]) - run["started_at"])
+                                     .total_seconds(), 3),
              "started_at": _iso(run["started_at"]), "ended_at": _iso(run["ended_at"])} for run in found]
 
 
-def summary(job_id: uuid.UUID) -> dict[str, Any]:
-    """``runs``, with the first start and the seconds spent training over all of them."""
-    found = runs(job_id)
+def summary(job_id: uuid.UUID, now: datetime) -> dict[str, Any]:
+    """``runs``, with the first start and the seconds spent training over all of them (the running one to ``now``)."""
+    found = runs(job_id, now)
     return {"runs": found, "first_started_at": found[0]["started_at"] if found else None,
             "training_seconds": round(sum(run["seconds"] for run in found), 3) if found else None}
 

@@ -31,7 +31,7 @@ from flask import current_app
 from sqlalchemy import Text, cast, func, select, tuple_
 from sqlalchemy.orm import defer, joinedload
 
-from api.record.status import JobNotFound, JobStatus, utcnow
+from api.record.status import JobNotFound, JobStatus
 from api.record.tables import TrainingJob, User
 from api.stores import db
 
@@ -45,11 +45,11 @@ def version_tag(job_id: uuid.UUID, user: User | None) -> str:
     columns but the history's, hashed where they are (whatever a job's params or error weigh, a 32-character
     answer): one short query by the primary key, no history read."""
     row = db.session.execute(select(func.md5(cast(tuple_(*_VERSION_COLUMNS), Text)), TrainingJob.status,
-                                    TrainingJob.heartbeat_at).where(TrainingJob.id == job_id)).one_or_none()
+                                    func.extract("epoch", func.statement_timestamp() - TrainingJob.heartbeat_at))
+                             .where(TrainingJob.id == job_id)).one_or_none()
     if row is None:
         raise JobNotFound(str(job_id))
-    version, status, heartbeat = row
-    age = (utcnow() - heartbeat).total_seconds() if heartbeat else None
+    version, status, age = row  # the heartbeat's age on the clock that wrote it (PostgreSQL's), not this host's
     limit = current_app.config["HEARTBEAT_TIMEOUT"]
     stale = status == JobStatus.RUNNING and (age is None or age > limit)
     who = (user.id, user.is_admin) if user is not None else None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select, tuple_
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import defer, joinedload, selectinload, undefer
 
 from api.record import joblog
@@ -212,3 +212,9 @@ def artifact_file(job_id: str | uuid.UUID, name: str) -> tuple[JobArtifact, Path
     if artifact is None or not path.is_file() or path.is_symlink() or path.resolve().parent != folder:
         raise ArtifactNotFound(f"job {job.id} has no artifact {name!r}")
     return artifact, path
+
+
+def database_now() -> datetime:
+    """PostgreSQL's clock (this statement's start: after any row this transaction read before), read without ending
+    the transaction: the clock a job's heartbeat was written on, so its age is never one host's against another's."""
+    return db.session.scalar(select(func.statement_timestamp()))

@@ -7,7 +7,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+import time_machine
+from sqlalchemy import func, select, update
 
 from api.queue import fetch
 from api.record.status import Actor, JobStatus, utcnow
@@ -180,6 +181,30 @@ def test_unchanged_reads_answer_304_to_if_none_match(client, path):
         client.delete(f"/api/training/{job['id']}")
     changed = client.get(url, headers={"If-None-Match": tag})
     assert changed.status_code == 200 and changed.headers["ETag"] != tag
+
+
+def test_ages_are_measured_on_postgresqls_clock_not_the_api_hosts(client, ctx):
+    """Issue 26, case 3: a host whose clock runs ahead calls no fresh heartbeat stale, and what it writes (a submit's
+    ``queued_at``) is stamped on PostgreSQL's clock."""
+    job = submit(client)
+    transition(job["id"], JobStatus.RUNNING, reason="started by worker w1 (attempt 1)", actor=Actor.WORKER)
+    db.session.execute(update(TrainingJob).where(TrainingJob.id == uuid.UUID(job["id"])).values(
+        heartbeat_at=func.now()))
+    db.session.commit()
+    url = f"/api/training/{job['id']}"
+    fresh = client.get(url)
+    with time_machine.travel(utcnow() + timedelta(minutes=2), tick=True):  # this host's clock, 2 min ahead
+        read = client.get(url).get_json()
+        assert read["stale"] is False and read["heartbeat_age_seconds"] < 30
+        assert read["training_seconds"] < 30 and read["runs"][0]["seconds"] < 30  # its run so far
+        assert client.get(url, headers={"If-None-Match": fresh.headers["ETag"]}).status_code == 304
+        listed = {j["id"]: j for j in client.get("/api/training").get_json()["jobs"]}[job["id"]]
+        assert listed["stale"] is False
+        later = submit(client)
+    queued_at, now = db.session.execute(select(TrainingJob.queued_at, func.now())
+                                        .where(TrainingJob.id == uuid.UUID(later["id"]))).one()
+    db.session.commit()
+    assert abs((now - queued_at).total_seconds()) < 30, (queued_at, now)
 
 
 def test_the_tag_ignores_the_growing_heartbeat_age_but_not_staleness(client, ctx):

@@ -11,11 +11,12 @@ import io
 import json
 import re
 import uuid
+from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request, send_file, url_for
+from flask import Blueprint, Response, current_app, g, request, send_file, url_for
 
-from api.record.status import JobStatus, utcnow
+from api.record.status import JobStatus
 from api.record.tables import TrainingJob
 from api.service import attempts, history, jobs, queries, reconcile
 from api.web import schemas as s
@@ -26,8 +27,16 @@ from trainq.checkpoints import position
 
 bp = Blueprint("training", __name__, url_prefix="/api/training")
 
+def request_now() -> datetime:
+    """PostgreSQL's clock, read once a request: ages (``heartbeat_age_seconds``, ``stale``) are measured on the clock
+    that wrote the heartbeat, not on this host's."""
+    if "database_now" not in g:
+        g.database_now = queries.database_now()
+    return g.database_now
+
+
 def render(job: TrainingJob, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
-    data = job.to_dict(now=utcnow(), stale_after=current_app.config["HEARTBEAT_TIMEOUT"], exclude=exclude)
+    data = job.to_dict(now=request_now(), stale_after=current_app.config["HEARTBEAT_TIMEOUT"], exclude=exclude)
     data["owner"] = job.owner.name if job.owner else None
     # a paused job resumes from its checkpoint, which may be behind the step it reached: say where
     data["resumes_at"] = position(job.resume_from) if job.resume_from and job.status == JobStatus.PAUSED else None
@@ -115,7 +124,7 @@ def detail_fields(job: TrainingJob, length: int) -> dict[str, Any]:
     return {**render(job, exclude=queries.LIST_LEAVES_OUT),
             "actions": [a.value for a in jobs.allowed_actions(job, current_user())],
             "history_length": length, "history_truncated": history.truncated(length),
-            **attempts.summary(job.id)}
+            **attempts.summary(job.id, request_now())}
 
 
 @bp.get("/<uuid:job_id>/events")
