@@ -114,8 +114,8 @@ class Settings(BaseSettings):
     )
     SCRATCH_SWEEP_INTERVAL: float = Field(
         60.0,
-        description="the reconciler removes scratch folders of dead attempts on its host this often; a worker does "
-                    "at its start (s)",
+        description="each host's agent, and the reconciler, removes scratch folders of dead attempts on its host "
+                    "this often (and at its start) (s)",
     )
     STORAGE_MIN_FREE_MB: int = Field(
         16,

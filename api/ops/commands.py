@@ -128,6 +128,7 @@ def _run_agent(name: str, burst: bool, gpus: str | None, fake_gpus: int, cpus: i
     from api.worker import scratch
     from api.worker.agent import HostLease, TrainingWorker, import_lazy_modules, run_workers, schedule_now
     from api.worker.inventory import InventoryError, take_stock
+    from api.worker.liveness import Beat
     from api.worker.warmup import compile_attempt_statements
     from trainq import provenance
 
@@ -191,7 +192,13 @@ def _run_agent(name: str, burst: bool, gpus: str | None, fake_gpus: int, cpus: i
                 serializer=SERIALIZER, job_class=ServiceJob,
             )
 
-        run_workers(make, name, inventory.slots, burst, current_app.config["LOG_LEVEL"])
+        # every host has an agent: each sweeps its own scratch folders of attempts that died (a SIGKILLed worker's)
+        sweeper = Beat("scratch-sweep", cfg["SCRATCH_SWEEP_INTERVAL"], scratch.sweep)
+        sweeper.start()
+        try:
+            run_workers(make, name, inventory.slots, burst, current_app.config["LOG_LEVEL"])
+        finally:
+            sweeper.stop()
     finally:
         lease.release()
 

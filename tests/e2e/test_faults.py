@@ -155,9 +155,12 @@ def test_scratch_folders_of_a_sigkilled_worker_are_swept_at_the_next_start(clien
     survivor.kill()
 
 
-def test_the_reconciler_sweeps_dead_attempts_scratch_folders_on_its_host(reconcilers, tmp_path):
-    """Case 5, the reconciler's half: every SCRATCH_SWEEP_INTERVAL it removes the scratch folders on its own host
-    whose attempts died (their lock free), not only at its start; a held folder stays."""
+@pytest.mark.parametrize("sweeper", ["reconcilers", "workers"])
+def test_dead_attempts_scratch_folders_are_swept_on_their_host_periodically(sweeper, request, tmp_path):
+    """Case 5, the periodic half: every SCRATCH_SWEEP_INTERVAL the reconciler, and each host's agent (so every
+    host, the reconciler's or not), removes the scratch folders on its own host whose attempts died (their lock
+    free), not only at its start; a held folder stays."""
+    start = request.getfixturevalue(sweeper)
 
     def planted() -> Path:
         folder = tmp_path / f"{scratch.workdir_prefix(str(uuid.uuid4()), 1)}x1"
@@ -169,8 +172,8 @@ def test_the_reconciler_sweeps_dead_attempts_scratch_folders_on_its_host(reconci
     fd = os.open(held / scratch.LOCK_FILE, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a live attempt's horse holds it
-        reconcilers(TMPDIR=str(tmp_path), SCRATCH_SWEEP_INTERVAL="0.5")
-        wait_for(lambda: not first.exists(), 60, "the reconciler's first sweep")
+        start(TMPDIR=str(tmp_path), SCRATCH_SWEEP_INTERVAL="0.5")
+        wait_for(lambda: not first.exists(), 60, "the first sweep")
         later = planted()  # after its start: only a periodic sweep removes it
         wait_for(lambda: not later.exists(), 30, "a later sweep")
         assert held.exists()
