@@ -32,6 +32,11 @@ def _stale(raw: Any) -> bool:
         return True
 
 
+# a worker's copies of spares it could not silence after a fork (never seen): closing them would end the horse's
+# sessions, so they stay open (and referenced, or the collector would close them) until the worker exits
+_never_closed: list[Any] = []
+
+
 class Spares:
     def __init__(self, engine: Engine, count: int = 2) -> None:
         self.engine, self.count = engine, count
@@ -41,7 +46,13 @@ class Spares:
     def fill(self) -> None:
         """In the worker, while it has no job: open spares until there are ``count`` (PostgreSQL down: fewer, and
         the horse connects by itself as before)."""
-        self.ready = [raw for raw in self.ready if not _stale(raw) or self._close(raw)]
+        kept = []
+        for raw in self.ready:
+            if _stale(raw):
+                self._close(raw)
+            else:
+                kept.append(raw)
+        self.ready = kept
         while len(self.ready) < self.count:
             try:  # a pool of its own, never the worker's: the spare is new, used by no one yet
                 proxied = self.engine.pool.recreate().connect()
@@ -53,20 +64,25 @@ class Spares:
 
     def forget(self) -> None:
         """In the worker, right after the fork: the horse has them now. Close this process's copies without telling
-        the server (that would end the horse's sessions)."""
-        if not self.ready:
+        the server (that would end the horse's sessions); one that cannot be silenced is kept open, never closed."""
+        handed, self.ready = self.ready, []
+        if not handed:
             return
-        devnull = os.open(os.devnull, os.O_RDWR)
         try:
-            for raw in self.ready:
+            devnull = os.open(os.devnull, os.O_RDWR)
+        except OSError:
+            _never_closed.extend(handed)
+            return
+        try:
+            for raw in handed:
                 try:
                     os.dup2(devnull, raw.fileno())  # libpq's Terminate message is written to /dev/null
-                except (OSError, ValueError):
-                    pass
+                except Exception:  # noqa: BLE001 - closing it now would end the horse's session
+                    _never_closed.append(raw)
+                    continue
                 self._close(raw)
         finally:
             os.close(devnull)
-            self.ready = []
 
     def hand_over(self) -> None:
         """In the horse, right after the fork (and ``engine.dispose(close=False)``): its engine's next new
@@ -77,12 +93,14 @@ class Spares:
     def _give(self, _dialect: Any, _record: Any, _cargs: Any, _cparams: Any) -> Any:
         if os.getpid() != self._owner:
             return None
-        while self.ready:
-            raw = self.ready.pop(0)
+        while True:
+            try:
+                raw = self.ready.pop(0)  # atomic: the horse's threads may connect at once
+            except IndexError:
+                return None  # a new connection, as without spares
             if not _stale(raw):
                 return raw
             self._close(raw)
-        return None  # a new connection, as without spares
 
     def close(self) -> None:
         """The worker stops: its spares end like any connection."""
@@ -91,9 +109,8 @@ class Spares:
         self.ready = []
 
     @staticmethod
-    def _close(raw: Any) -> bool:
+    def _close(raw: Any) -> None:
         try:
             raw.close()
         except Exception:  # noqa: BLE001 - a broken connection may fail to close too
             pass
-        return False
