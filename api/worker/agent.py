@@ -32,6 +32,7 @@ from api.stores import SERVER_KEEPALIVES, db
 from api.worker import storage
 from api.worker.liveness import Beat
 from api.worker.scratch import remove_workdirs
+from api.worker.spares import Spares
 from trainq.process import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class TrainingWorker(Worker):
         self.heartbeat_interval, self.heartbeat_ttl = heartbeat_interval, heartbeat_ttl
         self.storage_folders, self.storage_min_free = storage_folders, storage_min_free
         self.storage_check_interval = storage_check_interval
+        self.spares = Spares(db.engine)  # the next horse's database connections, opened while no job waits
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         """RQ's dequeue, but only while this host can write checkpoints and artifacts (``api.worker.storage``): a
@@ -77,6 +79,7 @@ class TrainingWorker(Worker):
             time.sleep(self.storage_check_interval)
             if self._stop_requested:
                 return None
+        self.spares.fill()
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
@@ -87,6 +90,7 @@ class TrainingWorker(Worker):
         try:
             return super().work(*args, **kwargs)
         finally:
+            self.spares.close()
             beat.stop()
             try:
                 beat_redis.delete(key)
@@ -109,14 +113,19 @@ class TrainingWorker(Worker):
         # Move the parent's objects out of the collector's sight before forking: otherwise every full
         # collection in the horse walks (and, copy-on-write, copies) the whole inherited heap.
         gc.freeze()
-        super().fork_work_horse(job, queue_)
+        try:
+            super().fork_work_horse(job, queue_)
+        finally:  # the horse has them now (a fork that failed: they go, and the next fill opens new ones)
+            self.spares.forget()
 
     def main_work_horse(self, job: Any, queue_: Any) -> None:
         die_with_parent()
         if os.getppid() == 1:  # the worker died between fork and prctl
             os._exit(1)
-        # Pooled connections must not cross a fork: forget the parent's pool without closing it.
+        # Pooled connections must not cross a fork: forget the parent's pool without closing it. Its spares,
+        # opened for this horse and never used by the worker, are the new pool's first connections.
         db.engine.dispose(close=False)
+        self.spares.hand_over()
         super().main_work_horse(job, queue_)
 
 
