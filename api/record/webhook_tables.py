@@ -42,7 +42,7 @@ class Webhook(db.Model):
     owner_id: Mapped[int] = mapped_column(Integer, ForeignKey("users.id", ondelete="CASCADE"))
     url: Mapped[str] = mapped_column(Text)
     events: Mapped[list[str]] = mapped_column(JSONB)
-    filter_task: Mapped[str | None] = mapped_column(String(64))  # only jobs of this task
+    filter_task: Mapped[str | None] = mapped_column(String(64))  # only jobs (and sweeps) of this task
     filter_owner_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("users.id", ondelete="CASCADE"))
     format: Mapped[str] = mapped_column(String(16), default="json")
     secret: Mapped[str] = mapped_column(String(64))  # signs every delivery (HMAC-SHA256); shown once

@@ -21,6 +21,7 @@ import json
 import logging
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -112,16 +113,14 @@ def sweep_summary(sweep: Sweep, monitor: str) -> dict[str, Any]:
     """A sweep's end as a delivery tells it: what it searched, how it ended, its best trial and its trials."""
     found = sweeps.trials(sweep)
     top = sweeps.best(sweep, found)
-    counts: dict[str, int] = {}
-    for trial in found:
-        counts[trial.job.status] = counts.get(trial.job.status, 0) + 1
     best = None if top is None else {"number": top.number, "job_id": str(top.job.id), "params": top.params,
                                      "objective": top.value, "url": f"{monitor}/jobs/{top.job.id}"}
     return {"id": str(sweep.id), "name": sweep.name, "task": sweep.task,
             "owner": sweep.owner.name if sweep.owner else None, "state": sweep.state,
             "stop_reason": sweep.stop_reason,
             "objective": {"metric": sweep.objective_metric, "mode": sweep.objective_mode},
-            "best": best, "trials": len(found), "trial_counts": counts, "max_trials": sweep.max_trials,
+            "best": best, "trials": len(found),
+            "trial_counts": dict(Counter(trial.job.status for trial in found)), "max_trials": sweep.max_trials,
             "created_at": _iso(sweep.created_at), "finished_at": _iso(sweep.finished_at),
             "url": f"{monitor}/sweeps/{sweep.id}"}
 
