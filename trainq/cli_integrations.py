@@ -23,16 +23,17 @@ def _events(text: str) -> list[str]:
 
 @click.group("webhooks")
 def webhooks_group() -> None:
-    """Webhooks: a signed POST when a job ends (your own jobs; an admin's hooks may hear everyone's)."""
+    """Webhooks: a signed POST when a job or a sweep ends (your own; an admin's hooks may hear everyone's)."""
 
 
 @webhooks_group.command("add")
 @click.argument("url")
 @click.option("--on", "events", default="failed,completed", show_default=True,
-              help=f"Events, comma-separated: {', '.join(EVENTS)}.")
-@click.option("--task", help="Only jobs of this task.")
-@click.option("--owner", help='Only this user\'s jobs ("me"; admins: any user; default: yours, or for an admin '
-                              "everyone's).")
+              help=f"Events, comma-separated: {', '.join(EVENTS)} (sweep_finished: a sweep's end; preempted "
+                   "does not fire yet).")
+@click.option("--task", help="Only jobs and sweeps of this task.")
+@click.option("--owner", help='Only this user\'s jobs and sweeps ("me"; admins: any user; default: yours, or for '
+                              "an admin everyone's).")
 @click.option("--slack", is_flag=True, help="Send Slack (or Mattermost) incoming-webhook messages.")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
 @handled
@@ -101,7 +102,8 @@ def webhooks_deliveries(hook_id: int, as_json: bool) -> None:
         emit_json(found)
         return
     for d in found:
-        click.echo(f"{d['id']}\t{d['event']}\t{(d['job_id'] or '-')[:8]}\t{d['status']}\t{d['attempts']} tries\t"
+        about = (d["job_id"] or d.get("sweep_id") or "-")[:8]  # the job, or the sweep whose end it is
+        click.echo(f"{d['id']}\t{d['event']}\t{about}\t{d['status']}\t{d['attempts']} tries\t"
                    f"{d['last_status_code'] or '-'}\t{clean(d['last_error'] or '')}")
 
 

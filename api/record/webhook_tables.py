@@ -1,9 +1,11 @@
 """Webhooks (a user's hooks, the outbox of events to send, each hook's deliveries) and each job's trackers.
 
-``webhook_outbox`` is filled by the trigger ``trg_job_events_webhook_outbox`` (migration 0011): every
+``webhook_outbox`` is filled by two triggers: ``trg_job_events_webhook_outbox`` (migration 0011): every
 ``job_events`` row entering one of ``STATUS_EVENTS`` adds one outbox row in the status writer's own transaction,
-so an event is queued exactly once per transition, and only if the transition committed. The sender
-(``api.service.webhook_sender``) fans each outbox row out to the hooks that match, one delivery per hook.
+so an event is queued exactly once per transition, and only if the transition committed; and
+``trg_sweeps_webhook_outbox`` (migration 0015): a sweep whose state leaves ``running`` (its one end, written by
+``api.service.sweep_driver.finish``) adds one ``sweep_finished`` row (its ``sweep_id``) in that transaction. The
+sender (``api.service.webhook_sender``) fans each outbox row out to the hooks that match, one delivery per hook.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from api.stores import db
 
 STATUS_EVENTS = ("completed", "failed", "cancelled", "paused")
 """Statuses whose entry is an event (the trigger's list in migration 0011)."""
-LATER_EVENTS = ("preempted", "sweep_finished")
-"""Accepted in a hook's events now; they fire once preemption (issue 22) and sweeps land and write outbox rows."""
-EVENTS = STATUS_EVENTS + LATER_EVENTS
+SWEEP_FINISHED = "sweep_finished"
+"""A sweep's end (completed, stopped or failed): the trigger's event in migration 0015."""
+LATER_EVENTS = ("preempted",)
+"""Accepted in a hook's events now; it fires once preemption (issue 22) lands and writes outbox rows."""
+EVENTS = STATUS_EVENTS + LATER_EVENTS + (SWEEP_FINISHED,)
 FORMATS = ("json", "slack")
 
 
@@ -38,7 +42,7 @@ class Webhook(db.Model):
     owner_id: Mapped[int] = mapped_column(Integer, ForeignKey("users.id", ondelete="CASCADE"))
     url: Mapped[str] = mapped_column(Text)
     events: Mapped[list[str]] = mapped_column(JSONB)
-    filter_task: Mapped[str | None] = mapped_column(String(64))  # only jobs of this task
+    filter_task: Mapped[str | None] = mapped_column(String(64))  # only jobs (and sweeps) of this task
     filter_owner_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("users.id", ondelete="CASCADE"))
     format: Mapped[str] = mapped_column(String(16), default="json")
     secret: Mapped[str] = mapped_column(String(64))  # signs every delivery (HMAC-SHA256); shown once
@@ -65,6 +69,7 @@ class WebhookOutbox(db.Model):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     event_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("job_events.id", ondelete="CASCADE"))
     job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("training_jobs.id", ondelete="CASCADE"))
+    sweep_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("sweeps.id", ondelete="CASCADE"))
     event: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     fanned_out_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -80,6 +85,7 @@ class WebhookDelivery(db.Model):
     hook_id: Mapped[int] = mapped_column(Integer, ForeignKey("webhooks.id", ondelete="CASCADE"))
     outbox_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("webhook_outbox.id", ondelete="CASCADE"))
     job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    sweep_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     event: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -92,7 +98,8 @@ class WebhookDelivery(db.Model):
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": str(self.id), "hook_id": self.hook_id, "event": self.event,
-                "job_id": str(self.job_id) if self.job_id else None, "status": self.status,
+                "job_id": str(self.job_id) if self.job_id else None,
+                "sweep_id": str(self.sweep_id) if self.sweep_id else None, "status": self.status,
                 "attempts": self.attempts, "last_status_code": self.last_status_code, "last_error": self.last_error,
                 "created_at": _iso(self.created_at), "last_attempt_at": _iso(self.last_attempt_at),
                 "next_attempt_at": _iso(self.next_attempt_at) if self.status == "pending" else None,

@@ -1,7 +1,8 @@
 """The webhook sender: events from the outbox to the hooks that asked for them, at least once.
 
 - ``fan_out``: each new ``webhook_outbox`` row (written by a trigger in the status writer's own transaction:
-  once per transition, only if it committed) becomes one delivery per matching, enabled hook, and is marked
+  once per transition, only if it committed; or by one on ``sweeps`` in the transaction that ends a sweep) becomes
+  one delivery per matching, enabled hook (a sweep's event matched on the sweep's task and owner), and is marked
   fanned out, in one transaction; rows are taken with ``SKIP LOCKED``, so several senders never double them.
 - ``deliver_due``: a due delivery is claimed first (its try counted, and it is not due again until the try's
   time limit has long passed) and committed, then sent, then its outcome written. A sender killed between claim
@@ -20,6 +21,7 @@ import json
 import logging
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,9 +31,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.record.status import utcnow
+from api.record.sweep_tables import Sweep
 from api.record.tables import JobEvent, TrainingJob
 from api.record.webhook_tables import Webhook, WebhookDelivery, WebhookOutbox
-from api.service import webhook_net
+from api.service import sweeps, webhook_net
 from api.stores import db
 from trainq.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, sign
 
@@ -56,35 +59,39 @@ def fan_out() -> int:
     hooks = list(db.session.scalars(select(Webhook).where(Webhook.enabled.is_(True))))
     now = utcnow()
     for row in rows:
-        job = db.session.get(TrainingJob, row.job_id) if row.job_id else None
+        subject = (db.session.get(TrainingJob, row.job_id) if row.job_id
+                   else db.session.get(Sweep, row.sweep_id) if row.sweep_id else None)
         for hook in hooks:
-            if _matches(hook, row.event, job):
+            if _matches(hook, row.event, subject):
                 db.session.execute(pg_insert(WebhookDelivery).values(
-                    id=uuid.uuid4(), hook_id=hook.id, outbox_id=row.id, job_id=row.job_id, event=row.event,
-                    status="pending", attempts=0, next_attempt_at=now, created_at=now,
+                    id=uuid.uuid4(), hook_id=hook.id, outbox_id=row.id, job_id=row.job_id, sweep_id=row.sweep_id,
+                    event=row.event, status="pending", attempts=0, next_attempt_at=now, created_at=now,
                 ).on_conflict_do_nothing(constraint="uq_webhook_deliveries_hook_event"))
         row.fanned_out_at = now
     db.session.commit()
     return len(rows)
 
 
-def _matches(hook: Webhook, event: str, job: TrainingJob | None) -> bool:
-    if event not in hook.events or hook.owner.disabled:
+def _matches(hook: Webhook, event: str, subject: TrainingJob | Sweep | None) -> bool:
+    """Whether ``hook`` hears this event of a job or a sweep (both have a task and an owner): its events, its
+    filter, and a non-admin's hook only of their own."""
+    if subject is None or event not in hook.events or hook.owner.disabled:
         return False
-    if job is None:  # an event of no job (a sweep's): its owner's hooks; which jobs, its writer decides
-        return hook.owner.is_admin or hook.filter_owner_id in (None, hook.owner_id)
-    if hook.filter_task and job.task != hook.filter_task:
+    if hook.filter_task and subject.task != hook.filter_task:
         return False
-    if hook.filter_owner_id is not None and job.owner_id != hook.filter_owner_id:
+    if hook.filter_owner_id is not None and subject.owner_id != hook.filter_owner_id:
         return False
-    return hook.owner.is_admin or job.owner_id == hook.owner_id  # a non-admin's hook hears only their jobs
+    return hook.owner.is_admin or subject.owner_id == hook.owner_id
 
 
 def payload(delivery: WebhookDelivery, hook: Webhook, config: Mapping[str, Any]) -> dict[str, Any]:
-    """What a delivery says: the event, the transition, and the job's summary with a link to its page."""
+    """What a delivery says: the event, the transition, and the job's summary with a link to its page; for a
+    sweep's end, the sweep's summary (its best trial, its trials by status) with a link to its page."""
     outbox = db.session.get(WebhookOutbox, delivery.outbox_id)
     event = db.session.get(JobEvent, outbox.event_id) if outbox and outbox.event_id else None
     job = db.session.get(TrainingJob, delivery.job_id) if delivery.job_id else None
+    sweep = db.session.get(Sweep, delivery.sweep_id) if delivery.sweep_id else None
+    monitor = config["MONITOR_URL"].rstrip("/")
     body: dict[str, Any] = {"id": str(delivery.id), "event": delivery.event, "event_id": delivery.outbox_id,
                             "occurred_at": _iso(event.at if event else outbox.created_at if outbox else None)}
     if event is not None:
@@ -96,24 +103,66 @@ def payload(delivery: WebhookDelivery, hook: Webhook, config: Mapping[str, Any])
                        "status_reason": job.status_reason, "attempts": job.attempts, "epoch": job.epoch,
                        "step": job.step, "metrics": job.metrics, "created_at": _iso(job.created_at),
                        "started_at": _iso(job.started_at), "finished_at": _iso(job.finished_at),
-                       "url": f"{config['MONITOR_URL'].rstrip('/')}/jobs/{job.id}"}
+                       "url": f"{monitor}/jobs/{job.id}"}
+    if sweep is not None:
+        body["sweep"] = sweep_summary(sweep, monitor)
     return slack(body) if hook.format == "slack" else body
+
+
+def sweep_summary(sweep: Sweep, monitor: str) -> dict[str, Any]:
+    """A sweep's end as a delivery tells it: what it searched, how it ended, its best trial and its trials."""
+    found = sweeps.trials(sweep)
+    top = sweeps.best(sweep, found)
+    best = None if top is None else {"number": top.number, "job_id": str(top.job.id), "params": top.params,
+                                     "objective": top.value, "url": f"{monitor}/jobs/{top.job.id}"}
+    return {"id": str(sweep.id), "name": sweep.name, "task": sweep.task,
+            "owner": sweep.owner.name if sweep.owner else None, "state": sweep.state,
+            "stop_reason": sweep.stop_reason,
+            "objective": {"metric": sweep.objective_metric, "mode": sweep.objective_mode},
+            "best": best, "trials": len(found),
+            "trial_counts": dict(Counter(trial.job.status for trial in found)), "max_trials": sweep.max_trials,
+            "created_at": _iso(sweep.created_at), "finished_at": _iso(sweep.finished_at),
+            "url": f"{monitor}/sweeps/{sweep.id}"}
 
 
 def slack(body: dict[str, Any]) -> dict[str, Any]:
     """A delivery as a Slack (or Mattermost, Rocket.Chat) incoming-webhook message."""
     job = body.get("job")
     icon = SLACK_ICONS.get(body["event"], "")
+    if body.get("sweep") is not None:
+        return {"text": _slack_sweep(body["sweep"], icon)}
     if job is None:
         return {"text": f"{icon} trainq: {body['event']}"}
     reason = (body.get("transition") or {}).get("reason") or job["status_reason"] or ""
-    metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in list((job["metrics"] or {}).items())[:4])
+    metrics = ", ".join(f"{k}={_number(v)}" for k, v in list((job["metrics"] or {}).items())[:4])
     lines = [f"{icon} Job *{_slack_escape(job['name'])}* ({job['task']}, {job['owner']}) {body['event']}"
              + (f": {_slack_escape(reason)}" if reason else ""),
              *([f"Metrics: {metrics}"] if metrics else []),
              f"<{job['url']}|Open job {job['id'][:8]} in trainq>"]
     return {"text": "\n".join(lines)}
+
+
+def _slack_sweep(sweep: dict[str, Any], icon: str) -> str:
+    """E.g. ``Sweep *lr search* (mlp, alice) completed: all 6 trials ended`` / ``Best: trial #3 val_loss=0.1234
+    (lr=0.01)`` / ``Trials: 5 completed, 1 failed`` / a link to its page."""
+    reason = sweep["stop_reason"] or ""
+    lines = [f"{icon} Sweep *{_slack_escape(sweep['name'])}* ({sweep['task']}, {sweep['owner']}) {sweep['state']}"
+             + (f": {_slack_escape(reason)}" if reason else "")]
+    best = sweep["best"]
+    if best is not None:
+        params = ", ".join(f"{k}={_number(v)}" for k, v in list(best["params"].items())[:6])
+        lines.append(f"Best: trial #{best['number']} {sweep['objective']['metric']}={_number(best['objective'])}"
+                     + (f" ({_slack_escape(params)})" if params else ""))
+    else:
+        lines.append("Best: none (no trial completed with its objective)")
+    if sweep["trial_counts"]:
+        lines.append("Trials: " + ", ".join(f"{n} {status}" for status, n in sorted(sweep["trial_counts"].items())))
+    lines.append(f"<{sweep['url']}|Open sweep {sweep['id'][:8]} in trainq>")
+    return "\n".join(lines)
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _slack_escape(value: str) -> str:

@@ -16,18 +16,19 @@ Url = Annotated[str, Field(min_length=8, max_length=2000, pattern=rf"^[Hh][Tt][T
 
 
 class WebhookFilter(Model):
-    task: str | None = Field(None, min_length=1, max_length=64, description="only jobs of this task")
+    task: str | None = Field(None, min_length=1, max_length=64, description="only jobs (and sweeps) of this task")
     owner: str | None = Field(None, min_length=1, max_length=64,
-                              description='only jobs of this user: "me", or (admins) any user\'s name; left out: '
-                                          "a user's own jobs, an admin's: everyone's")
+                              description='only jobs (and sweeps) of this user: "me", or (admins) any user\'s '
+                                          "name; left out: a user's own, an admin's: everyone's")
 
 
 class WebhookCreate(Model):
     """``POST /api/webhooks``."""
 
     url: Url
-    events: list[EventName] = Field(min_length=1, max_length=6, description="preempted and sweep_finished are "
-                                    "accepted but do not fire yet (preemption is not built; a sweep's end is not sent)")
+    events: list[EventName] = Field(min_length=1, max_length=6, description="a job's end or pause; sweep_finished: "
+                                    "a sweep's end (completed, stopped or failed), its body the sweep's summary; "
+                                    "preempted is accepted but does not fire yet (preemption is not built)")
     filter: WebhookFilter | None = None
     format: Literal["json", "slack"] = Field("json", description="slack: a chat message (Slack's incoming webhooks)")
 
@@ -74,6 +75,7 @@ class Delivery(Model):
     hook_id: int
     event: str
     job_id: JobId | None
+    sweep_id: JobId | None = Field(description="the sweep whose end this is (sweep_finished), else null")
     status: Literal["pending", "delivered", "failed"]
     attempts: int
     last_status_code: int | None

@@ -1,19 +1,22 @@
 """Sweeps end to end: real workers run the trials, a real reconciler drives the sweep (Optuna's study in the same
 PostgreSQL). A sweep finishes with its best trial; a pruned trial stops at its report and reads as pruned; a stopped
 sweep cancels its running trials and starts none; a driver killed mid-sweep loses and doubles no trial; failing
-trials are recorded and, when the first ones all fail, stop the sweep saying why."""
+trials are recorded and, when the first ones all fail, stop the sweep saying why. A sweep's end reaches the hooks
+that asked for sweep_finished once, signed, sent by the reconciler's webhook sender."""
 
 from __future__ import annotations
 
 import uuid
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from api.record.tables import TrainingJob
+from api.record.webhook_tables import WebhookDelivery, WebhookOutbox
 from api.service import sweep_driver
 from api.stores import db
 from tests.support import events, process_gone, wait_for
+from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -134,3 +137,56 @@ def test_a_sweep_whose_first_trials_all_fail_stops_saying_why(client, workers, r
     done = ended(client, created["id"], "failed")
     assert [t["status"] for t in done["trials"]] == ["failed"] * 3
     assert done["stop_reason"].startswith("the first 3 trials all failed (trial 2: ValueError: x ")
+
+
+def test_a_sweeps_end_is_delivered_once_signed_to_the_hooks_that_asked(client, workers, reconcilers, make_user, ctx,
+                                                                       monkeypatch):
+    """Two quick trials on real workers; the reconciler's driver ends the sweep and its sender thread delivers one
+    signed sweep_finished to the hook that asked, none to a hook for job events only or to another user's hook."""
+    monkeypatch.setitem(ctx.config, "WEBHOOK_ALLOW_PRIVATE", True)  # the receiver is on 127.0.0.1
+    db.session.execute(text("TRUNCATE webhooks, webhook_outbox CASCADE"))
+    db.session.commit()
+    asked, jobs_only = Receiver().start(), Receiver().start()
+    try:
+        def hook(user_client, receiver: Receiver, events: list[str]) -> int:
+            response = user_client.post("/api/webhooks", json={"url": receiver.url, "events": events})
+            assert response.status_code == 201, response.get_json()
+            receiver.secret = response.get_json()["secret"]
+            return response.get_json()["webhook"]["id"]
+
+        asked_id = hook(client, asked, ["sweep_finished"])
+        hook(client, jobs_only, ["completed", "failed", "cancelled"])
+        _, bob_client, _ = make_user("bob")  # bob's hook hears bob's sweeps, not the admin's
+        bob = bob_client.post("/api/webhooks", json={"url": asked.url, "events": ["sweep_finished"]})
+        assert bob.status_code == 201, bob.get_json()
+        bob_id = bob.get_json()["webhook"]["id"]
+        start(client, workers, reconcilers, slots=2, WEBHOOK_ALLOW_PRIVATE="1", WEBHOOK_POLL_INTERVAL="0.2")
+        created = sweep(client, max_trials=2, parallel=2, params={"epochs": 1, "sleep": 0})
+        done = ended(client, created["id"], "completed")
+        wait_for(lambda: asked.received, 60, "the sweep_finished delivery")
+        wait_for(lambda: len(jobs_only.received) == 2, 60, "the two trials' completed deliveries")
+        got = asked.received[0]
+        assert got.verified, got.error
+        body = got.json
+        assert body["event"] == "sweep_finished" and got.headers["X-Trainq-Event"] == "sweep_finished"
+        summary = body["sweep"]
+        assert (summary["id"], summary["state"], summary["trials"], summary["trial_counts"]) == (
+            created["id"], "completed", 2, {"completed": 2})
+        assert summary["best"]["number"] == done["best"]["number"]
+        assert summary["best"]["objective"] == pytest.approx(done["best"]["objective"])
+        assert summary["best"]["params"] == done["best"]["params"]
+        assert summary["url"].endswith(f"/sweeps/{created['id']}")
+        assert {r.json["event"] for r in jobs_only.received} == {"completed"}
+        assert all(r.verified and "sweep" not in r.json for r in jobs_only.received)
+        db.session.expire_all()
+        outbox = list(db.session.scalars(select(WebhookOutbox).where(WebhookOutbox.sweep_id == uuid.UUID(
+            created["id"]))))
+        assert [(r.event, r.fanned_out_at is not None) for r in outbox] == [("sweep_finished", True)]
+        heard = [(d.hook_id, d.status) for d in db.session.scalars(
+            select(WebhookDelivery).where(WebhookDelivery.outbox_id == outbox[0].id))]
+        db.session.commit()
+        assert heard == [(asked_id, "delivered")] and bob_id not in dict(heard)
+        assert len(asked.received) == 1  # once
+    finally:
+        asked.stop()
+        jobs_only.stop()

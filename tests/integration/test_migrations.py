@@ -150,3 +150,53 @@ def test_0014_adds_sweeps_and_the_pruned_status_and_goes_back(settings, postgres
         assert shape() == (True, True, True)
         db.session.remove()
         db.engine.dispose()
+
+
+def test_0015_queues_a_sweeps_end_once_from_its_commit_and_goes_back(settings, postgres_server):
+    url = postgres_server.create_database(f"migrate_{uuid.uuid4().hex[:8]}")
+    app = make_app(settings, DATABASE_URL=url)
+
+    def shape() -> tuple[bool, bool, bool]:
+        trigger = db.session.execute(text("SELECT 1 FROM pg_trigger WHERE tgname = 'trg_sweeps_webhook_outbox'"
+                                          )).scalar()
+        columns = {(t, c) for t, c in db.session.execute(text(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE column_name = 'sweep_id' "
+            "AND table_name IN ('webhook_outbox', 'webhook_deliveries')"))}
+        db.session.commit()
+        return bool(trigger), ("webhook_outbox", "sweep_id") in columns, ("webhook_deliveries", "sweep_id") in columns
+
+    def queued(sweep_id: uuid.UUID) -> list[str]:
+        found = list(db.session.scalars(text("SELECT event FROM webhook_outbox WHERE sweep_id = :id"),
+                                        {"id": sweep_id}))
+        db.session.commit()
+        return found
+
+    with app.app_context():
+        flask_migrate.upgrade()
+        assert shape() == (True, True, True)
+        db.session.execute(text("INSERT INTO users (name, is_admin, created_at) VALUES ('old', true, now())"))
+        sweep_id = uuid.uuid4()
+        db.session.execute(text(
+            "INSERT INTO sweeps (id, name, owner_id, task, params, space, objective_metric, objective_mode, sampler, "
+            "pruner, max_trials, parallel, state, study_name, created_at, updated_at) VALUES (:id, 's', (SELECT id "
+            "FROM users), 'mlp', '{}', '{}', 'loss', 'min', 'random', 'none', 2, 1, 'running', :study, now(), "
+            "now())"), {"id": sweep_id, "study": f"s-{sweep_id}"})
+        db.session.commit()
+        db.session.execute(text("UPDATE sweeps SET updated_at = now() WHERE id = :id"), {"id": sweep_id})
+        db.session.commit()
+        assert queued(sweep_id) == []  # still running: no event
+        db.session.execute(text("UPDATE sweeps SET state = 'stopped', finished_at = now() WHERE id = :id"),
+                           {"id": sweep_id})
+        db.session.rollback()
+        assert queued(sweep_id) == []  # an end rolled back queues nothing
+        for _ in range(2):  # the end, then a write after it: one event
+            db.session.execute(text("UPDATE sweeps SET state = 'stopped', finished_at = now() WHERE id = :id"),
+                               {"id": sweep_id})
+            db.session.commit()
+        assert queued(sweep_id) == ["sweep_finished"]
+        flask_migrate.downgrade(revision="0014")
+        assert shape() == (False, False, False)
+        flask_migrate.upgrade()
+        assert shape() == (True, True, True)
+        db.session.remove()
+        db.engine.dispose()

@@ -15,7 +15,7 @@ from api.record.status import Actor, JobStatus
 from api.record.status_writer import create, transition
 from api.record.tables import TrainingJob
 from api.record.webhook_tables import Webhook, WebhookDelivery, WebhookOutbox
-from api.service import webhook_net, webhook_sender
+from api.service import sweep_driver, webhook_net, webhook_sender
 from api.stores import db
 from tests.support import start_flask, wait_for
 from tests.webhook_receiver import Receiver
@@ -299,3 +299,134 @@ def test_the_monitor_page_lists_hooks_and_their_deliveries(private_ok, client, a
     html = shell.get_data(as_text=True)
     assert shell.status_code == 200 and 'id="shell-status"' in html and "shell.js" in html
     assert receiver.url not in html and "webhooks.js" not in html and shell.headers["Vary"] == "Authorization"
+
+
+# --- sweep_finished: a sweep's end, queued by the trigger on sweeps (migration 0015) in the commit that ends it ---
+
+SWEEP_SPACE = {"lr": {"type": "float", "low": 1e-4, "high": 0.3, "log": True}}
+
+
+def new_sweep(client, **body) -> dict:
+    response = client.post("/api/sweeps", json={"task": "diabetes-regression", "space": SWEEP_SPACE,
+                                                "params": {"epochs": 1}, "sampler": "random", "seed": 5,
+                                                "max_trials": 2, "parallel": 2, "name": "lr <search>", **body})
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()["sweep"]
+
+
+def trial_ids(sweep_id: str) -> list[uuid.UUID]:
+    db.session.expire_all()
+    found = list(db.session.scalars(select(TrainingJob.id).where(TrainingJob.sweep_id == uuid.UUID(sweep_id))
+                                    .order_by(TrainingJob.trial_number)))
+    db.session.commit()
+    return found
+
+
+def run_trials(sweep_id: str, values: list[float | None]) -> None:
+    """Each trial as a worker would end it: running, then completed with its objective (failed where None)."""
+    for job_id, value in zip(trial_ids(sweep_id), values, strict=True):
+        assert transition(job_id, JobStatus.RUNNING, reason="started", actor=Actor.WORKER).changed
+        if value is None:
+            assert transition(job_id, JobStatus.FAILED, reason="ValueError: no", actor=Actor.WORKER).changed
+        else:
+            assert transition(job_id, JobStatus.COMPLETED, reason="done", actor=Actor.WORKER,
+                              fields={"metrics": {"val_mse": value}}).changed
+
+
+def sweep_rows(sweep_id: str) -> list[WebhookOutbox]:
+    rows = list(db.session.scalars(select(WebhookOutbox).where(WebhookOutbox.sweep_id == uuid.UUID(sweep_id))))
+    db.session.commit()
+    return rows
+
+
+def test_a_sweep_that_ends_delivers_one_signed_sweep_finished_with_its_summary(private_ok, client, receiver,
+                                                                               make_user):
+    created = register(client, receiver.url, events=["sweep_finished"])
+    receiver.secret = created["secret"]
+    others = Receiver().start()
+    try:
+        others.secret = register(client, others.url, events=["completed", "failed"])["secret"]
+        bob, bob_client, _ = make_user("bob")
+        others_bob = register(bob_client, others.url, events=["sweep_finished"])  # bob's hook: not bob's sweep
+        mlp_only = register(client, others.url, events=["sweep_finished"], filter={"task": "mlp"})
+        sweep = new_sweep(client)
+        run_trials(sweep["id"], [0.5, 0.25])
+        assert sweep_rows(sweep["id"]) == []  # trials ended, the sweep not yet: nothing guessed
+        sweep_driver.advance(uuid.UUID(sweep["id"]))  # the driver's step ends it: completed
+        sweep_driver.advance(uuid.UUID(sweep["id"]))  # a later step changes nothing and queues nothing
+        rows = sweep_rows(sweep["id"])
+        assert [(r.event, r.job_id) for r in rows] == [("sweep_finished", None)]
+        send_all(private_ok.config)
+        assert len(receiver.received) == 1
+        got = receiver.received[0]
+        assert got.verified, got.error
+        assert got.headers["X-Trainq-Event"] == "sweep_finished" and got.key == got.json["id"]
+        body = got.json
+        assert body["event"] == "sweep_finished" and body["event_id"] == rows[0].id
+        assert "job" not in body and "transition" not in body
+        summary = body["sweep"]
+        trials = trial_ids(sweep["id"])
+        assert {k: summary[k] for k in ("id", "name", "task", "owner", "state", "stop_reason", "trials",
+                                        "trial_counts", "max_trials")} == {
+            "id": sweep["id"], "name": "lr <search>", "task": "diabetes-regression", "owner": "admin",
+            "state": "completed", "stop_reason": "all 2 trials ended", "trials": 2, "trial_counts": {"completed": 2},
+            "max_trials": 2}
+        assert summary["objective"] == {"metric": "val_mse", "mode": "min"}
+        assert summary["best"]["number"] == 1 and summary["best"]["objective"] == 0.25
+        assert summary["best"]["job_id"] == str(trials[1]) and set(summary["best"]["params"]) == {"lr"}
+        assert summary["url"].endswith(f"/sweeps/{sweep['id']}") and summary["finished_at"] == body["occurred_at"]
+        # the trials' own ends reached the hook for completed; bob's hook and the mlp-only hook heard nothing
+        assert sorted(r.json["job"]["id"] for r in others.received) == sorted(str(t) for t in trials)
+        assert {r.json["event"] for r in others.received} == {"completed"} and all(r.verified for r in others.received)
+        heard = set(db.session.scalars(select(WebhookDelivery.hook_id).where(WebhookDelivery.outbox_id == rows[0].id)))
+        assert heard == {created["webhook"]["id"]}
+        assert others_bob["webhook"]["id"] not in heard and mlp_only["webhook"]["id"] not in heard
+        listed = client.get(f"/api/webhooks/{created['webhook']['id']}/deliveries").get_json()["deliveries"]
+        assert [(d["event"], d["sweep_id"], d["job_id"], d["status"]) for d in listed] == [
+            ("sweep_finished", sweep["id"], None, "delivered")]
+    finally:
+        others.stop()
+
+
+def test_a_stopped_sweep_fires_once_and_its_owners_hook_hears_it(private_ok, client, receiver, make_user):
+    alice, alice_client, _ = make_user("alice")
+    created = register(alice_client, receiver.url, events=["sweep_finished"], filter={"task": "diabetes-regression"})
+    receiver.secret = created["secret"]
+    sweep = new_sweep(alice_client, max_trials=5)
+    assert alice_client.delete(f"/api/sweeps/{sweep['id']}").status_code == 200
+    assert alice_client.delete(f"/api/sweeps/{sweep['id']}").status_code == 200  # stopped already: no 2nd end
+    assert client.delete(f"/api/sweeps/{sweep['id']}").status_code == 200
+    assert len(sweep_rows(sweep["id"])) == 1
+    send_all(private_ok.config)
+    assert len(receiver.received) == 1 and receiver.received[0].verified
+    summary = receiver.received[0].json["sweep"]
+    assert (summary["state"], summary["owner"], summary["best"]) == ("stopped", alice.name, None)
+    assert summary["stop_reason"] == f"stopped by {alice.name}" and summary["trial_counts"] == {"cancelled": 2}
+
+
+def test_a_failed_sweep_fires_and_the_slack_line_says_how_it_ended(private_ok, client, receiver):
+    created = register(client, receiver.url, events=["sweep_finished"], format="slack")
+    receiver.secret = created["secret"]
+    sweep = new_sweep(client, max_trials=5, parallel=3)
+    run_trials(sweep["id"], [None, None, None])
+    sweep_driver.advance(uuid.UUID(sweep["id"]))  # the first 3 trials all failed: the sweep fails
+    send_all(private_ok.config)
+    assert len(receiver.received) == 1 and receiver.received[0].verified
+    text_ = receiver.received[0].json["text"]
+    lines = text_.split("\n")
+    assert lines[0].startswith(":checkered_flag: Sweep *lr &lt;search&gt;* (diabetes-regression, admin) failed: "
+                               "the first 3 trials all failed"), text_
+    assert lines[1] == "Best: none (no trial completed with its objective)" and lines[2] == "Trials: 3 failed"
+    assert lines[3].endswith(f"/sweeps/{sweep['id']}|Open sweep {sweep['id'][:8]} in trainq>")
+
+
+def test_the_slack_line_of_a_completed_sweep_names_its_best_trial():
+    body = {"event": "sweep_finished", "sweep": {
+        "id": "0123456789", "name": "lr search", "task": "mlp", "owner": "ann", "state": "completed",
+        "stop_reason": "all 3 trials ended", "objective": {"metric": "val_loss", "mode": "min"},
+        "best": {"number": 2, "params": {"lr": 0.0123456, "layers": 3}, "objective": 0.123456},
+        "trial_counts": {"failed": 1, "completed": 2}, "url": "https://t.example/sweeps/0123456789"}}
+    assert webhook_sender.slack(body)["text"].split("\n") == [
+        ":checkered_flag: Sweep *lr search* (mlp, ann) completed: all 3 trials ended",
+        "Best: trial #2 val_loss=0.1235 (lr=0.01235, layers=3)", "Trials: 2 completed, 1 failed",
+        "<https://t.example/sweeps/0123456789|Open sweep 01234567 in trainq>"]

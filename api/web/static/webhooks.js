@@ -26,7 +26,8 @@ function deliveryRow(hook, d) {
                              onclick: () => act(callApi("POST", `/api/webhooks/${hook.id}/deliveries/${d.id}/send-again`),
                                                 `delivery ${d.id.slice(0, 8)} queued again`)}, "Send again");
   return h("tr", {"data-delivery": d.id},
-    h("td", null, d.event), h("td", null, d.job_id ? h("a", {href: `/jobs/${d.job_id}`}, d.job_id.slice(0, 8)) : "-"),
+    h("td", null, d.event), h("td", null, d.job_id ? h("a", {href: `/jobs/${d.job_id}`}, d.job_id.slice(0, 8))
+      : d.sweep_id ? h("a", {href: `/sweeps/${d.sweep_id}`}, `sweep ${d.sweep_id.slice(0, 8)}`) : "-"),
     h("td", {class: `delivery-${d.status}`}, d.status), h("td", null, String(d.attempts)),
     h("td", null, d.last_status_code === null ? "-" : String(d.last_status_code)),
     h("td", null, d.last_error || ""), h("td", null, d.last_attempt_at || "-"), h("td", null, again));
