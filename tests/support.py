@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import psutil
 from flask.testing import FlaskClient
 from sqlalchemy.orm import undefer
 
@@ -116,10 +117,20 @@ def start_worker(env: dict[str, str], name: str, log_dir: Path, redis_conn: Any)
     worker = start_flask({"TRAINQ_SLOTS": "1", **env}, name, log_dir, "worker", "--name", name)  # one job at a time
     process = worker.process
 
+    def ours(pid: bytes | None) -> bool:
+        """This process's RQ worker (itself, one slot) or its pool's: a killed worker of the same name leaves its
+        registration behind, which says nothing of this one."""
+        if not pid:
+            return False
+        try:
+            return int(pid) == process.pid or psutil.Process(int(pid)).ppid() == process.pid
+        except psutil.Error:
+            return False
+
     def ready() -> bool:
         if process.poll() is not None:
             raise AssertionError(f"worker {name} exited with {process.returncode}:\n{worker.log()}")
-        return bool(redis_conn.exists(f"rq:worker:{name}") or redis_conn.exists(f"rq:worker:{name}-0"))  # or a pool
+        return any(ours(redis_conn.hget(f"rq:worker:{key}", "pid")) for key in (name, f"{name}-0"))  # or a pool
 
     wait_for(ready, 60, f"worker {name} to register with RQ")
     return worker
