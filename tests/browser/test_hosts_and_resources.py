@@ -149,7 +149,8 @@ def test_the_form_sends_resources_shows_a_resource_422_by_its_field_and_the_wait
     expect(listed).to_have_text(reason)
     expect(listed).to_be_visible()
     assert listed.get_attribute("title") == reason
-    assert listed.bounding_box()["height"] > 20  # wraps onto more lines rather than cut to one
+    # wraps onto more lines rather than cut to one (a poll may replace the row meanwhile: no box until it is back)
+    wait_for(lambda: (box := listed.bounding_box()) is not None and box["height"] > 20, 10, "the reason to wrap")
     page.set_viewport_size({"width": 375, "height": 800})
     expect(listed).to_be_visible()
     wait_for(lambda: fits(page, 375), 5, "the list to fit 375 px")

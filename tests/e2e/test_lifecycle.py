@@ -46,8 +46,9 @@ def test_submit_trains_to_completion(client, workers, settings):
     trained = sum(h["epoch_seconds"] for h in epochs)  # stamped when it ended (a horse left in a transaction
     assert (job.finished_at - job.started_at).total_seconds() >= trained > 0  # stamped its start's time)
     assert job.checkpoint_path and os.path.exists(job.checkpoint_path)
-    assert sorted(os.listdir(os.path.join(settings["CHECKPOINT_DIR"], job_id))) == [
-        "ckpt-000001-e1-s23.pt", "ckpt-000002-e2-s46.pt", "ckpt-000003-e3-s69.pt"]  # 23 batches of 64 an epoch
+    kept = ["ckpt-000001-e1-s23.pt", "ckpt-000002-e2-s46.pt", "ckpt-000003-e3-s69.pt"]  # 23 batches of 64 an epoch
+    folder = os.path.join(settings["CHECKPOINT_DIR"], job_id)  # the attempt's outcome file goes once its end landed
+    wait_for(lambda: sorted(os.listdir(folder)) == kept, 30, f"only the checkpoints left in {folder}")
     assert events(job_id) == [(None, "queued", "api"), ("queued", "running", "worker"),
                               ("running", "completed", "worker")]
     body = client.get(f"/api/training/{job_id}").get_json()
