@@ -66,7 +66,7 @@ function makeChart(el, name, axis) {
   return new uPlot({
     title: name, width: chartWidth(el), height: CHART_HEIGHT,
     scales: {x: {time: false}, y: logScale.checked ? {distr: 3} : {}},
-    axes: [{label: axis, incrs: WHOLE_STEPS}, logScale.checked ? {size: 60} : {size: 60, values: tickLabels}],
+    axes: [{label: axis, incrs: WHOLE_STEPS}, {size: 60, values: logScale.checked ? logTickLabels : tickLabels}],
     series: [{label: axis}, ...state.jobs.map((job, index) => ({
       label: job.name, stroke: colour(index), width: 2, spanGaps: true, points: {show: axis === "epoch", size: 5},
       value: (u, v) => (v === null || v === undefined ? "–" : fmtMetric(name, v)),

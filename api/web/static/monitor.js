@@ -332,6 +332,11 @@ function tickLabels(u, splits, axisIdx, foundSpace, foundIncr) {
   return labels;
 }
 
+/** A log axis's tick labels (uPlot's ``axes[].values``) as written: 0.0001, not uPlot's rounded "0". */
+function logTickLabels(u, splits) {
+  return splits.map((v) => (v == null ? "" : String(Number(v.toPrecision(3)))));
+}
+
 function tickTexts(splits, foundIncr) {
   const step = Math.abs(foundIncr || (splits.length > 1 ? splits[1] - splits[0] : 0));
   if (!step || !isFinite(step)) return splits.map((v) => (v === null ? "" : String(v)));

@@ -79,11 +79,6 @@ function destroyPlots(kind) {
   });
 }
 
-/** A log axis's tick as written: 0.0001, not uPlot's rounded "0". */
-function logTick(v) {
-  return v == null ? "" : String(Number(v.toPrecision(3)));
-}
-
 /** One scatter per searched param: x the param's value (a choice's index, labelled), y the objective. */
 function renderParamCharts() {
   const key = JSON.stringify(state.sweep.trials.map((t) => [t.number, t.objective, t.params]));
@@ -109,7 +104,7 @@ function renderParamCharts() {
       title: `${metric} against ${name}`, width: chartWidth(el), height: CHART_HEIGHT,
       scales: {x: {time: false, ...(log ? {distr: 3} : {})}},
       axes: [{label: name, ...(choices ? {values: (u, ticks) => ticks.map((v) => (Number.isInteger(v) &&
-        choices[v] !== undefined ? choices[v] : ""))} : log ? {values: (u, ticks) => ticks.map(logTick)} : {})},
+        choices[v] !== undefined ? choices[v] : ""))} : log ? {values: logTickLabels} : {})},
       {size: 60}],
       series: [{label: name}, {label: "trial", stroke: COLOURS[0], paths: () => null, points: {show: true, size: 7}},
         {label: "best", stroke: COLOURS[4], paths: () => null, points: {show: true, size: 14, width: 2,
