@@ -278,10 +278,19 @@ def paused_key(worker_name: str) -> str:
     return PAUSED_PREFIX + worker_name
 
 
-def paused_workers(conn: Redis | None = None) -> dict[str, str]:
-    """Workers that take no jobs now, and why (from their ``paused_key``)."""
+def worker_names(agent: str, slots: int) -> list[str]:
+    """The RQ workers of an agent with ``slots`` slots: itself (one slot) or its pool's ``<agent>-<n>``."""
+    return [agent] if slots == 1 else [f"{agent}-{i}" for i in range(slots)]
+
+
+def paused_workers(names: Iterable[str] | None = None, conn: Redis | None = None) -> dict[str, str]:
+    """Workers that take no jobs now, and why (from their ``paused_key``): of ``names`` (one round trip), or of
+    every worker (a scan of the keyspace: not for a hot path)."""
     conn = conn or redis_connection.get()
-    keys = list(conn.scan_iter(match=PAUSED_PREFIX + "*", count=1000))
+    if names is None:
+        keys = list(conn.scan_iter(match=PAUSED_PREFIX + "*", count=1000))
+    else:
+        keys = [paused_key(name).encode() for name in names]
     values = conn.mget(keys) if keys else []
     return {key.decode()[len(PAUSED_PREFIX):]: value.decode() for key, value in zip(keys, values, strict=True)
             if value is not None}

@@ -122,7 +122,7 @@ class StartingBeat:
 def _run_agent(name: str, burst: bool, gpus: str | None, fake_gpus: int, cpus: int | None, memory: str | None,
                slots: int | None, host_name: str | None, starting: StartingBeat) -> None:
     import trainq
-    from api.queue import SERIALIZER, ServiceJob, clear_dead_worker, get_queue, host_queue_name
+    from api.queue import SERIALIZER, ServiceJob, clear_dead_worker, get_queue, host_queue_name, worker_names
     from api.scheduler.hosts import HostRefused
     from api.service import catalogue
     from api.worker import scratch
@@ -137,7 +137,7 @@ def _run_agent(name: str, burst: bool, gpus: str | None, fake_gpus: int, cpus: i
         inventory = take_stock(name, gpus, fake_gpus, cpus, memory, slots, host_name)
     except InventoryError as exc:
         raise click.ClickException(str(exc)) from None
-    for worker_name in [name] if inventory.slots == 1 else [f"{name}-{i}" for i in range(inventory.slots)]:
+    for worker_name in worker_names(name, inventory.slots):
         before = clear_dead_worker(worker_name, cfg["WORKER_HEARTBEAT_TTL"] + 1)
         if before == "alive":
             raise click.ClickException(f"a live worker named {worker_name!r} is running (its heartbeat is fresh): "
@@ -276,8 +276,9 @@ def _reconcile(period: float, once: bool, check: Callable[[], None]) -> None:
         if lock_conn is None:
             time.sleep(period)
         elif _woken(lock_conn, min(fast, period)):
-            _drive_sweeps()  # first: a trial that ended (its release woke us) has its next submitted and placed now
-            _schedule_once()
+            _schedule_once()  # what woke it first: a submit's job, or a waiting job on what a release freed
+            if _drive_sweeps():  # a trial that ended (its release woke us) has its next submitted: placed now
+                _schedule_once()
             db.session.remove()
 
 
@@ -306,15 +307,17 @@ def _schedule_once() -> None:
         log.warning("scheduling pass failed (%s); the next one retries", exc.__class__.__name__)
 
 
-def _drive_sweeps() -> None:
-    """The sweep driver's step of every running sweep (api.service.sweep_driver), in the active reconciler only."""
+def _drive_sweeps() -> bool:
+    """The sweep driver's step of every running sweep (api.service.sweep_driver), in the active reconciler only;
+    whether any sweep is running."""
     from api.service.sweep_driver import drive
 
     try:
-        drive()
+        return drive()
     except SQLAlchemyError as exc:
         db.session.rollback()
         log.warning("sweep driver skipped (%s); the next wake-up retries", exc.__class__.__name__)
+        return True
 
 
 def pass_once(dry_run: bool, as_json: bool) -> int:

@@ -1,7 +1,7 @@
 """The single status writer: every status change in the project is ``transition()`` (and a new row's first
 status is ``create()``): a conditional UPDATE (``WHERE status IN allowed_from``, plus the attempt number for
-writes from a worker) and an event row, in one transaction. A write that loses a race changes nothing and
-returns the row as it is now. The rules come from ``api.record.status``; nothing else writes ``status``.
+writes from a worker) of the row it locks, and an event row written from that change, in one statement (one round
+trip, then the commit). A write that loses a race changes nothing and returns the row as it is now. The rules come from ``api.record.status``; nothing else writes ``status``.
 Webhook events come from this commit: a trigger on ``job_events`` adds their outbox row in the same transaction
 (``api.record.webhook_tables``).
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Integer, String, Text, func, insert, literal, select, true, update
 
 from api.record.status import INITIAL, Actor, JobNotFound, JobStatus, allowed_from
 from api.record.tables import JobEvent, TrainingJob
@@ -78,33 +78,37 @@ def transition(
     if expected_from is not None:
         sources = sources & frozenset(JobStatus(s) for s in expected_from)
     job_id = uuid.UUID(str(job_id))
+    stamp = now if now is not None else func.now()  # the database's clock (every age is read on it) unless given
+    values: dict[str, Any] = {"status": to.value, "status_reason": reason, "updated_at": stamp, **(fields or {})}
+    if to in _STAMPS:
+        values[_STAMPS[to]] = stamp
+    jobs, events = TrainingJob.__table__, JobEvent.__table__
+    # One statement: the row locked, changed only if its status (and attempt) allow, and the event written from
+    # the change itself; a row that may not change is left as it is, and says why (its status, read under the lock)
+    old = select(jobs.c.id, jobs.c.status).where(jobs.c.id == job_id).with_for_update().cte("old")
+    conditions = [jobs.c.id == old.c.id, jobs.c.status.in_([s.value for s in sources])]
+    if attempt is not None:
+        conditions.append(jobs.c.attempts == attempt)
+    changed = (update(jobs).where(*conditions).values(**values)
+               .returning(jobs.c.id, old.c.status.label("from_status")).cte("changed"))
+    event = insert(events).from_select(
+        ["job_id", "from_status", "to_status", "reason", "actor", "actor_user_id", "at"],
+        select(changed.c.id, changed.c.from_status, literal(to.value, String), literal(reason, Text),
+               literal(actor.value, String), literal(user_id, Integer), stamp)).cte("event")
+    statement = (select(old.c.status, changed.c.from_status).select_from(old.outerjoin(changed, true()))
+                 .add_cte(event))
+    session = db.session
     try:
-        found = db.session.execute(  # stamped with the database's clock (every age is read on it) unless given
-            select(TrainingJob, func.now()).where(TrainingJob.id == job_id).with_for_update(of=TrainingJob)
-        ).one_or_none()
+        found = session.connection().execute(statement).one_or_none()
         if found is None:
             raise JobNotFound(str(job_id))
-        row, now = found[0], now or found[1]
-        if row.status not in sources or (attempt is not None and row.attempts != attempt):
-            db.session.commit()
+        if found.from_status is None:  # its status (or attempt) does not allow it: unchanged
+            row = session.get(TrainingJob, job_id, populate_existing=True)
+            session.commit()
             return TransitionResult(row, False, JobStatus(row.status))
-        from_status = JobStatus(row.status)
-        values: dict[str, Any] = {"status": to, "status_reason": reason, "updated_at": now, **(fields or {})}
-        if to in _STAMPS:
-            values[_STAMPS[to]] = now
-        conditions = [TrainingJob.id == job_id, TrainingJob.status.in_([s.value for s in sources])]
-        if attempt is not None:
-            conditions.append(TrainingJob.attempts == attempt)
-        result = db.session.execute(update(TrainingJob).where(*conditions).values(**values))
-        if result.rowcount != 1:  # cannot happen under the row lock; never write an event without the change
-            db.session.rollback()
-            return TransitionResult(db.session.get(TrainingJob, job_id), False, None)
-        event = JobEvent(job_id=job_id, from_status=from_status, to_status=to, reason=reason, actor=actor,
-                         actor_user_id=user_id, at=now)
-        db.session.add(event)
-        db.session.commit()
+        session.commit()
     except BaseException:
-        db.session.rollback()
+        session.rollback()
         raise
-    db.session.refresh(row)
-    return TransitionResult(row, True, from_status)
+    row = session.get(TrainingJob, job_id, populate_existing=True)
+    return TransitionResult(row, True, JobStatus(found.from_status))

@@ -159,11 +159,13 @@ class TrainingJob(db.Model):
     pruned_at: Mapped[int | None] = mapped_column(Integer)  # the epoch (or step) its pruner stopped it at
 
     owner: Mapped[User] = relationship(foreign_keys=[owner_id])
-    # the scheduler's reservation for the current attempt (None while it waits to be placed)
+    # the scheduler's reservation for the current attempt (None while it waits to be placed). Loaded when read:
+    # a status write loads its row twice and never reads it (two more queries each, on a worker's path to the
+    # task); a query that renders many rows' placements asks for it (``selectinload``).
     reservation: Mapped[Reservation | None] = relationship(
         primaryjoin="and_(TrainingJob.id == foreign(Reservation.job_id), "
                     "TrainingJob.attempts == foreign(Reservation.attempt))",
-        viewonly=True, uselist=False, lazy="selectin")
+        viewonly=True, uselist=False, lazy="select")
 
     def placement(self) -> dict[str, Any] | None:
         """Where its current attempt runs: host, worker, GPUs (indices and UUIDs), CPUs; None while it waits."""

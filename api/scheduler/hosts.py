@@ -109,7 +109,8 @@ def describe() -> list[dict[str, Any]]:
     hosts = live_hosts()
     offered = offered_tasks()
     try:
-        paused: dict[str, str] | None = queue.paused_workers()
+        paused: dict[str, str] | None = queue.paused_workers(
+            name for host in hosts for name in queue.worker_names(host.name, host.slots))
     except RedisError:
         paused = None
     rows = db.session.execute(

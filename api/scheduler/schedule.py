@@ -30,7 +30,7 @@ from sqlalchemy import and_, case, extract, func, insert, or_, select, text, upd
 from api import queue
 from api.record import locks
 from api.record.status import JobStatus
-from api.record.tables import GpuHold, Reservation, TrainingJob
+from api.record.tables import GpuHold, Host, Reservation, TrainingJob
 from api.scheduler import hosts as host_registry
 from api.scheduler.placement import HostState, Placement, Waiting, plan
 from api.stores import db
@@ -58,20 +58,22 @@ def _hosts() -> list[HostState]:
     lease (``seen_at``, every second) for ``LEASE_FENCE``: cut off from PostgreSQL, its session not dropped yet
     (that takes about 11 s), it would only be given jobs it cannot take, as the jobs it was running move away."""
     offered = host_registry.offered_tasks()
+    unheard_after = timedelta(seconds=current_app.config["LEASE_FENCE"])
+    live = db.session.execute(select(Host, (func.now() - Host.seen_at > unheard_after).label("unheard"))
+                              .where(Host.id.in_(text(host_registry.live_host_ids_sql())))).all()
     try:
-        paused = set(queue.paused_workers())
+        paused = set(queue.paused_workers(name for h, _ in live for name in queue.worker_names(h.name, h.slots)))
     except RedisError:
         paused = set()
-    unheard_after = timedelta(seconds=current_app.config["LEASE_FENCE"])
-    now = db.session.scalar(select(func.now()))
 
-    def offers(host: Any) -> Any:
-        if queue.any_worker_of(host.name, paused) or now - host.seen_at > unheard_after:
+    def offers(host: Any, unheard: bool) -> Any:
+        if queue.any_worker_of(host.name, paused) or unheard:
             return ()
         return offered.get(host.name, ())
 
-    states = {h.id: HostState.empty(h.id, h.name, h.cpus, h.memory_mb, h.slots, [g.idx for g in h.gpus], offers(h))
-              for h in host_registry.live_hosts()}
+    states = {h.id: HostState.empty(h.id, h.name, h.cpus, h.memory_mb, h.slots, [g.idx for g in h.gpus],
+                                    offers(h, unheard))
+              for h, unheard in live}
     for r in db.session.scalars(select(Reservation).where(Reservation.host_id.in_(list(states)))):
         states[r.host_id].take(r.gpus, r.cpu_ids, r.memory_mb)
     return list(states.values())
@@ -164,9 +166,13 @@ def schedule(busy_ok: bool = False) -> Report:
             report.duration_s = time.monotonic() - started
             return report
         _release_on_lost_hosts()
+        waiting = _waiting()
+        if not waiting:  # nothing to place (the pass before this one placed it): no host, Redis or plan to read
+            session.commit()
+            report.duration_s = time.monotonic() - started
+            return report
         hosts = _hosts()
         names = {h.id: h.name for h in hosts}
-        waiting = _waiting()
         settings = (current_app.config["MAX_BACKFILL_WAIT"], current_app.config["SCHEDULING"] == "fifo")
         result = plan(waiting, hosts, settings[0], fifo=settings[1])
         placeable = _still_queued(result.placements)

@@ -24,20 +24,20 @@ _WORDS = {"gpus": "GPUs", "cpus": "CPUs", "memory_gb": "GB of memory"}
 def refuse_impossible(task: str, needs: dict[str, Any]) -> None:
     """Raise ``TaskRejected`` (a 422 whose field is ``resources.<what>``) when no live host offering ``task`` is big
     enough for ``needs`` in one of them."""
-    hosts = list(db.session.scalars(select(Host).where(
+    hosts = [(host.name, _size(host)) for host in db.session.scalars(select(Host).where(
         Host.name.in_(select(TaskOffer.worker_name).where(TaskOffer.task == task)),
-        Host.id.in_(text(live_host_ids_sql())))))
-    db.session.commit()
+        Host.id.in_(text(live_host_ids_sql()))))]
+    db.session.commit()  # after the rows are read: a commit expires them
     if not hosts:
         return None  # none registered yet, or none live now: accepted, and "no live worker offers task ..." says so
     for what in ("gpus", "cpus", "memory_gb"):
         asked = needs.get(what)
         if not asked:
             continue
-        biggest = max(hosts, key=lambda h: _size(h)[what])
-        if _size(biggest)[what] < asked:
+        name, size = max(hosts, key=lambda host: host[1][what])
+        if size[what] < asked:
             raise TaskRejected(
                 "too_big", f"resources.{what}: asks {asked:g} {_WORDS[what]}, and no live host offering task "
-                f"{task} has that many: the biggest, {biggest.name}, has {_size(biggest)[what]:g}",
+                f"{task} has that many: the biggest, {name}, has {size[what]:g}",
                 f"resources.{what}")
     return None

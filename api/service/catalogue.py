@@ -4,6 +4,8 @@ GPUs are not): it knows a task only by what a worker published."""
 
 from __future__ import annotations
 
+import functools
+import json
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -82,7 +84,6 @@ def publish(worker_name: str, specs: Iterable[dict[str, Any]]) -> None:
 def catalog() -> dict[str, TaskSpec]:
     """Every task any worker ever offered, by name: its newest published spec and its live workers."""
     offers = db.session.scalars(select(TaskOffer).order_by(TaskOffer.task, TaskOffer.published_at)).all()
-    db.session.commit()
     try:
         live: set[str] | None = queue.live_worker_names()
     except RedisError:  # the catalog is PostgreSQL's; only the live counts are unknown while Redis is down
@@ -95,9 +96,11 @@ def catalog() -> dict[str, TaskSpec]:
             workers[offer.task] = None
         else:
             workers[offer.task] = (workers.get(offer.task) or 0) + queue.any_worker_of(offer.worker_name, live)
-    return {name: TaskSpec(name, o.description, o.params_schema, o.params_order, o.code_version, o.module,
-                           workers[name], o.published_at.isoformat(), o.metric, o.metric_mode, o.resources)
-            for name, o in sorted(newest.items())}
+    specs = {name: TaskSpec(name, o.description, o.params_schema, o.params_order, o.code_version, o.module,
+                            workers[name], o.published_at.isoformat(), o.metric, o.metric_mode, o.resources)
+             for name, o in sorted(newest.items())}
+    db.session.commit()  # after the rows are read: a commit expires them, and each would be read again, one by one
+    return specs
 
 
 def _path(parts: Iterable[Any]) -> str:
@@ -129,6 +132,15 @@ def find(task: Any) -> TaskSpec:
     return spec
 
 
+@functools.lru_cache(maxsize=256)
+def _validator(schema: str) -> Draft202012Validator:
+    """A validator of the schema (JSON text), checked against the metaschema once, not at every submit; a
+    ``SchemaError`` (not cached) when it is not a schema."""
+    loaded = json.loads(schema)
+    Draft202012Validator.check_schema(loaded)
+    return Draft202012Validator(loaded)
+
+
 def check_params(task: str, schema: dict[str, Any], params: Any) -> dict[str, Any]:
     """``params`` checked against ``schema`` (JSON Schema 2020-12, as pydantic writes it), with its top-level
     defaults filled in; ``TaskRejected`` whose ``field`` is the path (``params.lr``) otherwise."""
@@ -137,11 +149,11 @@ def check_params(task: str, schema: dict[str, Any], params: Any) -> dict[str, An
     if not isinstance(params, dict):
         raise TaskRejected("invalid_params", "params: must be a JSON object", "params")
     try:
-        Draft202012Validator.check_schema(schema)
+        validator = _validator(json.dumps(schema, sort_keys=True))
     except SchemaError as exc:  # a worker published something that is not a schema
         raise TaskRejected("invalid_task", f"task {task!r} published an invalid params schema: {exc.message}",
                            "task") from None
-    errors = sorted(Draft202012Validator(schema).iter_errors(params),
+    errors = sorted(validator.iter_errors(params),
                     key=lambda e: (len(e.absolute_path), [str(part) for part in e.absolute_path]))
     if errors:
         error = errors[0]

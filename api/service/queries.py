@@ -101,7 +101,7 @@ def list_jobs(where: JobFilter = JobFilter(), limit: int = 50, cursor: str | Non
     """Newest first, keyset-paginated on (created_at, id) so deep pages cost the same as the first. Sorted by a
     metric, only the jobs that reported it, best first as asked, paged on (value, created_at, id)."""
     query = select(TrainingJob).options(defer(*(getattr(TrainingJob, name) for name in LIST_LEAVES_OUT)),
-                                        selectinload(TrainingJob.owner))
+                                        selectinload(TrainingJob.owner), selectinload(TrainingJob.reservation))
     if where.id_prefix:
         query = query.where(TrainingJob.id.between(*id_range(where.id_prefix)))
     if where.owner is not None:

@@ -25,6 +25,7 @@ import optuna
 from flask import current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 
 from api.record import locks, sweep_study
 from api.record.status import TERMINAL, JobStatus
@@ -56,7 +57,7 @@ def sweep_lock(sweep_id: uuid.UUID) -> Iterator[None]:
 
 def trials_of(sweep_id: uuid.UUID) -> list[TrainingJob]:
     return list(db.session.scalars(select(TrainingJob).where(TrainingJob.sweep_id == sweep_id)
-                                   .order_by(TrainingJob.trial_number)))
+                                   .options(selectinload(TrainingJob.reservation)).order_by(TrainingJob.trial_number)))
 
 
 def objective_value(sweep: Sweep, job: TrainingJob) -> float | None:
@@ -175,12 +176,14 @@ def running_sweeps() -> list[uuid.UUID]:
     return ids
 
 
-def drive() -> None:
-    """A step of every running sweep (the reconciler's, at each wake-up). One sweep's failure is logged and the
-    others go on."""
-    for sweep_id in running_sweeps():
+def drive() -> bool:
+    """A step of every running sweep (the reconciler's, at each wake-up); whether there was any. One sweep's
+    failure is logged and the others go on."""
+    running = running_sweeps()
+    for sweep_id in running:
         try:
             advance(sweep_id)
         except Exception:  # noqa: BLE001 - a bad sweep must not stop the reconciler or the other sweeps
             db.session.rollback()
             log.exception("sweep %s: driver step failed; the next wake-up retries", sweep_id)
+    return bool(running)

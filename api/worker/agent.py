@@ -224,8 +224,9 @@ def run_workers(make: Callable[[str], TrainingWorker], name: str, slots: int, bu
     """The host's RQ workers: with one slot, one worker named ``name`` in this process (as before the scheduler);
     with more, that many forked from this process (``<name>-<n>``, sharing its imported modules page for page),
     each restarted if it dies, all stopped with it (a SIGTERM is passed on: RQ's warm shutdown)."""
+    names = queue.worker_names(name, slots)
     if slots == 1:
-        make(name).work(burst=burst, logging_level=level, with_scheduler=False)
+        make(names[0]).work(burst=burst, logging_level=level, with_scheduler=False)
         return
     children: dict[int, int] = {}
     stopping = False
@@ -239,11 +240,11 @@ def run_workers(make: Callable[[str], TrainingWorker], name: str, slots: int, bu
             db.engine.dispose(close=False)
             code = 0
             try:
-                make(f"{name}-{index}").work(burst=burst, logging_level=level, with_scheduler=False)
+                make(names[index]).work(burst=burst, logging_level=level, with_scheduler=False)
             except SystemExit as exc:  # RQ's cold shutdown (a second SIGTERM): a stop, not a failure
                 code = exc.code if isinstance(exc.code, int) else 0
             except BaseException:  # noqa: BLE001 - reported, and the agent starts another
-                log.exception("worker %s-%s failed", name, index)
+                log.exception("worker %s failed", names[index])
                 code = 1
             finally:
                 os._exit(code)

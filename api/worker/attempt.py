@@ -172,15 +172,8 @@ def run_training_job(job_id: str, attempt: int) -> dict[str, Any]:
                                         actor=Actor.WORKER, expected_from=[JobStatus.QUEUED], attempt=attempt),
                      "mark failed", cfg["DB_RETRY_SECONDS"], jlog)
             return {"failed": "takeover timeout"}
-        started = retry_db(
-            lambda: transition(
-                job_id, JobStatus.RUNNING, reason=f"started by worker {worker_name} (attempt {attempt})",
-                actor=Actor.WORKER, expected_from=[JobStatus.QUEUED], attempt=attempt,
-                fields={"worker_name": worker_name, "worker_pid": os.getpid(), "hostname": socket.gethostname(),
-                        "heartbeat_at": func.now(), **lease.acquire()},
-            ),
-            "mark running", cfg["DB_RETRY_SECONDS"], jlog,
-        )
+        started = retry_db(lambda: mark_running(job_id, attempt, worker_name, lease.acquire()), "mark running",
+                           cfg["DB_RETRY_SECONDS"], jlog)
         if not started.changed:
             jlog.warning("not started: row is %s on attempt %s (this is attempt %s)",
                          started.job.status, started.job.attempts, attempt)
@@ -194,6 +187,25 @@ def run_training_job(job_id: str, attempt: int) -> dict[str, Any]:
             return _train_and_record(job, attempt, redis, jlog, write, lease)
     finally:
         lease.release()
+
+
+def mark_running(job_id: str, attempt: int, worker_name: str | None, lease: dict[str, Any]) -> TransitionResult:
+    """queued -> running for ``attempt``, with where it runs and its lease's fields (``AttemptLease.acquire``)."""
+    return transition(job_id, JobStatus.RUNNING, reason=f"started by worker {worker_name} (attempt {attempt})",
+                      actor=Actor.WORKER, expected_from=[JobStatus.QUEUED], attempt=attempt,
+                      fields={"worker_name": worker_name, "worker_pid": os.getpid(), "hostname": socket.gethostname(),
+                              "heartbeat_at": func.now(), **lease})
+
+
+def completion_fields(writer: ProgressWriter, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The row's columns the completion writes: its progress so far and its final metrics."""
+    return {"heartbeat_at": func.now(), **writer.progress_fields(metrics)}
+
+
+def mark_completed(job_id: str, attempt: int, fields: dict[str, Any]) -> TransitionResult:
+    """running -> completed for ``attempt``, with ``completion_fields``."""
+    return transition(job_id, JobStatus.COMPLETED, reason="training finished", actor=Actor.WORKER, attempt=attempt,
+                      fields=fields)
 
 
 def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: logging.LoggerAdapter,
@@ -311,18 +323,20 @@ def _train_and_record(job: TrainingJob, attempt: int, redis: Redis, jlog: loggin
         kept = outcome.write_outcome(cfg["CHECKPOINT_DIR"], job_id, attempt, {
             "status": JobStatus.COMPLETED.value, "artifacts": sink.pending_artifacts,
             **writer.outcome_fields(metrics)})
-        fields = {"heartbeat_at": func.now(), **writer.progress_fields(metrics)}
+        fields = completion_fields(writer, metrics)
 
         def complete() -> TransitionResult:
             sink.flush_artifacts()
-            return transition(job_id, JobStatus.COMPLETED, reason="training finished", actor=Actor.WORKER,
-                              attempt=attempt, fields=fields)
+            return mark_completed(job_id, attempt, fields)
 
         try:
             done = retry_db(complete, f"mark {JobStatus.COMPLETED}", cfg["DB_RETRY_SECONDS"], jlog)
             jlog.info("finished in %.2fs: %s (row %s)", time.perf_counter() - started, metrics, done.job.status)
             if kept:
                 outcome.remove_outcome(cfg["CHECKPOINT_DIR"], job_id, attempt)
+            # Its end is recorded and its devices are free: what is left (the log's save, the trackers' last
+            # flush, the horse's exit) yields the CPU to the job starting on them (this thread only; nice 10)
+            os.nice(10)
         except DBAPIError:
             # RQ keeps this return value, and the outcome file keeps it too: the reconciler records it when
             # PostgreSQL is back, even if Redis lost the RQ job meanwhile.

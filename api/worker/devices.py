@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import psutil
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
-from api.record.tables import Reservation
+from api.record.tables import Host, Reservation
 from api.stores import db
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,11 @@ class Devices:
 
 
 def reserved(job_id: str, attempt: int) -> Reservation | None:
-    """The attempt's reservation with its host and the host's GPUs, loaded in one round trip each and detached:
+    """The attempt's reservation with its host and the host's GPUs, loaded in one round trip and detached:
     the commit does not expire them, so reading them later neither loads them again nor holds a connection of
     the session (which the horse's next write would otherwise have to open a new connection beside)."""
-    found = db.session.scalar(select(Reservation).where(Reservation.job_id == job_id,
-                                                        Reservation.attempt == attempt))
+    found = db.session.scalars(select(Reservation).options(joinedload(Reservation.host).joinedload(Host.gpus))
+                               .where(Reservation.job_id == job_id, Reservation.attempt == attempt)).unique().first()
     if found is not None:  # detached: reading them later must not open a transaction that the attempt would keep
         # through its training (its end would be stamped with that transaction's start)
         for loaded in (*found.host.gpus, found.host, found):

@@ -6,6 +6,7 @@ stops the write there, keeping nothing; a check after each write stays."""
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 
 from api.record.tables import TrainingJob, User
 from api.stores import db
@@ -22,13 +24,15 @@ class JobDiskLimitExceeded(RuntimeError):
     """Raised inside a running task (from its checkpoint or save_artifact call): the job fails with this."""
 
 
-def job_disk_limit_bytes(job_id: str | uuid.UUID) -> int | None:
-    """The job's disk limit in bytes (its owner's own, else ``JOB_DISK_LIMIT_MB``); None: no limit."""
+def job_disk_limit_bytes(job_id: str | uuid.UUID, engine: Engine | None = None,
+                         setting_mb: int | None = None) -> int | None:
+    """The job's disk limit in bytes (its owner's own, else ``JOB_DISK_LIMIT_MB``, or ``setting_mb``); None: no
+    limit. ``engine``: the app's, unless given (outside an app context)."""
     query = (select(User.job_disk_limit_mb).join(TrainingJob, TrainingJob.owner_id == User.id)
              .where(TrainingJob.id == uuid.UUID(str(job_id))))
-    with db.engine.connect() as conn:  # not the session: a running job's loaded row stays as it is
+    with (engine or db.engine).connect() as conn:  # not the session: a running job's loaded row stays as it is
         own = conn.execute(query).scalar()
-    mb = own if own is not None else current_app.config["JOB_DISK_LIMIT_MB"]
+    mb = own if own is not None else setting_mb if setting_mb is not None else current_app.config["JOB_DISK_LIMIT_MB"]
     return mb * 1024 * 1024 if mb and mb > 0 else None
 
 
@@ -63,8 +67,13 @@ class DiskLimited:
 
     def __init__(self, sink: Any) -> None:
         self._sink = sink
-        self._limit = job_disk_limit_bytes(sink.job_id)
+        # read at the first checkpoint or artifact, not on the attempt's way to its task (which may write none)
+        self._engine, self._setting_mb = db.engine, current_app.config["JOB_DISK_LIMIT_MB"]
         self.report = sink.report  # called every step: no __getattr__ on the way
+
+    @functools.cached_property
+    def _limit(self) -> int | None:
+        return job_disk_limit_bytes(self._sink.job_id, self._engine, self._setting_mb)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sink, name)

@@ -77,7 +77,9 @@ class JobHeartbeat:
         self.pause_requested = self.refused = False
         self.paused_by: int | None = None  # the user who asked for the pause
         self.confirmed = time.monotonic()  # when the newest beat Redis took was sent
-        self._last_db = 0.0
+        # the running write has just stamped heartbeat_at: the first beat is Redis's alone (a write to the row then
+        # would only compete with the attempt's way to its task for the horse's connections)
+        self._last_db = time.monotonic()
         self._thread = Beat(f"job-heartbeat-{job_id}", interval, self.beat)
 
     def beat(self) -> None:
