@@ -1,9 +1,9 @@
 """The single status writer: every status change in the project is ``transition()`` (and a new row's first
 status is ``create()``): a conditional UPDATE (``WHERE status IN allowed_from``, plus the attempt number for
 writes from a worker) of the row it locks, and an event row written from that change, in one statement (one round
-trip, then the commit). A write that loses a race changes nothing and returns the row as it is now. The rules come from ``api.record.status``; nothing else writes ``status``.
-Webhook events come from this commit: a trigger on ``job_events`` adds their outbox row in the same transaction
-(``api.record.webhook_tables``).
+trip, then the commit). A write that loses a race changes nothing and returns the row as it is now. The rules come
+from ``api.record.status``; nothing else writes ``status``. Webhook events come from this commit: a trigger on
+``job_events`` adds their outbox row in the same transaction (``api.record.webhook_tables``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, String, Text, func, insert, literal, select, true, update
+from sqlalchemy import DateTime, Integer, String, Text, func, insert, literal, select, true, update
 
 from api.record.status import INITIAL, Actor, JobNotFound, JobStatus, allowed_from
 from api.record.tables import JobEvent, TrainingJob
@@ -78,7 +78,8 @@ def transition(
     if expected_from is not None:
         sources = sources & frozenset(JobStatus(s) for s in expected_from)
     job_id = uuid.UUID(str(job_id))
-    stamp = now if now is not None else func.now()  # the database's clock (every age is read on it) unless given
+    # the database's clock (every age is read on it) unless given
+    stamp = literal(now, DateTime(timezone=True)) if now is not None else func.now()
     values: dict[str, Any] = {"status": to.value, "status_reason": reason, "updated_at": stamp, **(fields or {})}
     if to in _STAMPS:
         values[_STAMPS[to]] = stamp

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 
@@ -68,3 +69,16 @@ def test_concurrent_completion_and_cancel_have_one_winner(app, ctx):
         db.session.expire_all()
         assert db.session.get(TrainingJob, job_id).status == winners[0]
         assert event_count(job_id) == 3
+
+
+def test_a_transition_at_a_given_time_stamps_the_row_and_its_event_with_it(ctx):
+    """The reconciler writes at the time its pass read (``now``): the row's stamps and the event's time are that
+    time, not the statement's."""
+    job_id = new_job()
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    result = transition(job_id, JobStatus.FAILED, reason="lost", actor=Actor.RECONCILER, now=at,
+                        fields={"error_message": "lost"})
+    assert result.changed and result.from_status == JobStatus.QUEUED
+    assert result.job.finished_at == at and result.job.updated_at == at and result.job.error_message == "lost"
+    event = db.session.query(JobEvent).filter_by(job_id=job_id, to_status="failed").one()
+    assert event.at == at and event.from_status == "queued" and event.actor == "reconciler"
