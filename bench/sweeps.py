@@ -149,7 +149,20 @@ def main() -> None:
     parser.add_argument("--asha-trials", type=int, default=64, help="trials of each TPE + ASHA search (<= 64)")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--machinery-trials", type=int, default=12)
+    parser.add_argument("--machinery-only", action="store_true",
+                        help="only the machinery part, into bench/results/sweeps_machinery.json (the search's "
+                             "results stay as they are)")
     args = parser.parse_args()
+    if args.machinery_only:
+        mech = machinery(args.machinery_trials)
+        summary = {k: percentiles(v) for k, v in mech.items() if k != "statuses" and v}
+        print(summary)
+        write_result("sweeps_machinery", {
+            "description": "Sweeps on a real stack (a worker with one slot, the reconciler as driver, ASHA, parallel "
+                           "1): report -> told to stop, and trial end -> next trial's task entered",
+            "targets": {"report_to_stop_p50_s": "<= 1", "end_to_next_entered_p50_s": "<= 0.2"},
+            "machinery": mech, "machinery_summary": summary})
+        return
     runs = []
     for seed in range(args.seeds):
         for sampler, pruner in CONFIGS:  # alternating, the same seeds for each

@@ -232,7 +232,11 @@ def test_a_requeue_the_service_refuses_changes_nothing_and_says_why(client, work
     failing = submit_task(owner, "test-raise", {})
     wait_status(failing, "failed")
     wait_for(lambda: rq_status(failing) == "failed", 30, "RQ to list it failed")
-    submit(owner, SHORT)  # an mlp job no worker here takes: the owner's one queued job
+    # the worker's one slot taken (by someone else's job), the owner's mlp job waits: its one queued job (without
+    # the blocker it would start at once, and the limit would have nothing to count)
+    blocker = submit_task(client, "test-loop", LOOP)
+    wait_status(blocker, "running")
+    waiting = submit(owner, SHORT)
     before = (row(failing).status, row(failing).attempts, len(events(failing)))
     response = client.post(f"/rq/job/{failing}/requeue")
     assert response.status_code == 429, response.get_json()
@@ -243,3 +247,5 @@ def test_a_requeue_the_service_refuses_changes_nothing_and_says_why(client, work
     assert "max_queued_jobs=1" in every.get_json()["refused"][failing]
     assert (row(failing).status, row(failing).attempts, len(events(failing))) == before
     assert rq_status(failing) == "failed"
+    assert row(waiting).status == "queued"  # what the limit counted, still there
+    assert client.delete(f"/api/training/{blocker}").status_code == 200
