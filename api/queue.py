@@ -283,6 +283,12 @@ def worker_names(agent: str, slots: int) -> list[str]:
     return [agent] if slots == 1 else [f"{agent}-{i}" for i in range(slots)]
 
 
+def possible_worker_names(agent: str, slots: int) -> list[str]:
+    """Every name a worker of the agent may hold a key under: its own and its pool's (``any_worker_of``'s two forms:
+    an agent restarted with another slot count leaves the other form's keys for their TTL)."""
+    return [agent, *(f"{agent}-{i}" for i in range(max(slots, 1)))]
+
+
 def paused_workers(names: Iterable[str] | None = None, conn: Redis | None = None) -> dict[str, str]:
     """Workers that take no jobs now, and why (from their ``paused_key``): of ``names`` (one round trip), or of
     every worker (a scan of the keyspace: not for a hot path)."""

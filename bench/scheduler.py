@@ -284,6 +284,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=22)
     parser.add_argument("--modes", default="backfill,fifo", help="empty: no utilisation run")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--result", default="scheduler",
+                        help="the results file's name in bench/results (another keeps scheduler.json as it is)")
     args = parser.parse_args()
     no_netns = netns.unavailable()
     host = None if no_netns else netns.Host.create()
@@ -299,7 +301,7 @@ def main() -> None:
     finally:
         if host:
             host.remove()
-    write_result("scheduler", {
+    write_result(args.result, {
         "description": "The scheduler: POST -> task entered on an idle fake GPU, a job's end -> the next waiting "
                        "job's task entered on its devices; a seeded mix of 1/2/4-GPU sleeping jobs on 3 agents x 4 "
                        "fake GPUs, backfill (the default) vs plain FIFO, on the same servers in the same run",

@@ -110,7 +110,7 @@ def describe() -> list[dict[str, Any]]:
     offered = offered_tasks()
     try:
         paused: dict[str, str] | None = queue.paused_workers(
-            name for host in hosts for name in queue.worker_names(host.name, host.slots))
+            name for host in hosts for name in queue.possible_worker_names(host.name, host.slots))
     except RedisError:
         paused = None
     rows = db.session.execute(

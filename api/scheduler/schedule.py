@@ -62,7 +62,8 @@ def _hosts() -> list[HostState]:
     live = db.session.execute(select(Host, (func.now() - Host.seen_at > unheard_after).label("unheard"))
                               .where(Host.id.in_(text(host_registry.live_host_ids_sql())))).all()
     try:
-        paused = set(queue.paused_workers(name for h, _ in live for name in queue.worker_names(h.name, h.slots)))
+        paused = set(queue.paused_workers(name for h, _ in live
+                                          for name in queue.possible_worker_names(h.name, h.slots)))
     except RedisError:
         paused = set()
 
