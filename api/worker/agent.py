@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,11 +36,6 @@ from api.worker.spares import Spares
 from trainq.process import die_with_parent
 
 log = logging.getLogger(__name__)
-
-
-# A job running this long has its worker open the next horse's spare connections while it runs (its first second
-# left alone: a job's start competes for the CPU with nothing of its own worker's)
-SPARES_AFTER = 1.0
 
 
 class TrainingWorker(Worker):
@@ -114,20 +108,6 @@ class TrainingWorker(Worker):
         finally:  # a horse that was killed could not remove its scratch folder
             remove_workdirs(*job.args)
             schedule_now(self.name, busy_ok=True)  # its end, committed by the horse, woke the reconciler
-
-    def monitor_work_horse(self, job: Any, queue_: Any) -> None:
-        """RQ's wait for the horse; a job that runs ``SPARES_AFTER`` seconds or more has the next horse's spares
-        opened meanwhile (from a thread, joined before the worker forks again), not after it, while the next job
-        may already wait (with one slot it would: its fork waits for the fill)."""
-        ended = threading.Event()
-        filler = threading.Thread(target=lambda: ended.wait(SPARES_AFTER) or self.spares.fill(),
-                                  name="spares", daemon=True)
-        filler.start()
-        try:
-            super().monitor_work_horse(job, queue_)
-        finally:
-            ended.set()
-            filler.join()
 
     def fork_work_horse(self, job: Any, queue_: Any) -> None:
         # Move the parent's objects out of the collector's sight before forking: otherwise every full
