@@ -72,28 +72,24 @@ def _rolled_back() -> Iterator[None]:
 
 def _rehearse_start(task: Task | None) -> None:
     """The running write as a horse makes it (``mark_running``: the row's read, its UPDATE, the event's INSERT, the
-    row read back), on a throwaway owner and job in a transaction that is rolled back: a job id that names no row
-    would compile only the first of them."""
+    row read back) and a completion of each shape (``_COMPLETIONS``), each on a throwaway job of a throwaway owner,
+    in a transaction that is rolled back: a job id that names no row would compile only the first of them."""
     with _rolled_back():
         owner = db.session.execute(insert(User).values(name=f"warm-up-{uuid.uuid4().hex[:16]}",
                                                        created_at=func.now()).returning(User.id)).scalar_one()
-        job_id = uuid.uuid4()
-        create(TrainingJob(id=job_id, name="warm-up", owner_id=owner, task=task.name if task else "warm-up",
-                           params={}, attempts=1, max_attempts=1), actor=Actor.WORKER, reason="warm-up")
         now = db.session.scalar(select(func.now()))
-        mark_running(str(job_id), 1, "warm-up", {"liveness_key": 0, "liveness_since": now})
-        for shape, (reports, checkpoint, written) in enumerate(_COMPLETIONS):  # each on a row of its own
-            if shape:
-                job_id = uuid.uuid4()
-                create(TrainingJob(id=job_id, name="warm-up", owner_id=owner, task=task.name if task else "warm-up",
-                                   params={}, attempts=1, max_attempts=1), actor=Actor.WORKER, reason="warm-up")
-                mark_running(str(job_id), 1, "warm-up", {"liveness_key": 0, "liveness_since": now})
-            writer = ProgressWriter(str(job_id), 1, 1.0, db.engine, log)  # never entered: no thread, no write
+        for reports, checkpoint, written in _COMPLETIONS:  # each on a row of its own
+            job_id = str(uuid.uuid4())
+            create(TrainingJob(id=uuid.UUID(job_id), name="warm-up", owner_id=owner,
+                               task=task.name if task else "warm-up", params={}, attempts=1, max_attempts=1),
+                   actor=Actor.WORKER, reason="warm-up")
+            mark_running(job_id, 1, "warm-up", {"liveness_key": 0, "liveness_since": now})
+            writer = ProgressWriter(job_id, 1, 1.0, db.engine, log)  # never entered: no thread, no write
             for entry in reports:
                 writer.report(entry)
             writer.checkpoint_path = "warm-up" if checkpoint else None
             writer._first_write = not written  # noqa: SLF001 - the shape of a completion after a progress write
-            mark_completed(str(job_id), 1, completion_fields(writer, {"loss": 0.0}))
+            mark_completed(job_id, 1, completion_fields(writer, {"loss": 0.0}))
 
 
 # The shapes a completion's UPDATE takes (its columns, and how it extends the history), each compiled apart: no
