@@ -15,11 +15,12 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq.worker import Worker
+from rq.executions import Execution
+from rq.worker import BaseWorker, Worker
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -32,7 +33,8 @@ from api.stores import SERVER_KEEPALIVES, db
 from api.worker import storage
 from api.worker.liveness import Beat
 from api.worker.scratch import remove_workdirs
-from api.worker.spares import Spares
+from api.worker.standby import Standby
+from api.worker.warmup import rehearse_in_standby
 from trainq.process import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ class TrainingWorker(Worker):
         self.heartbeat_interval, self.heartbeat_ttl = heartbeat_interval, heartbeat_ttl
         self.storage_folders, self.storage_min_free = storage_folders, storage_min_free
         self.storage_check_interval = storage_check_interval
-        self.spares = Spares(db.engine)  # the next horse's database connections, opened while no job waits
+        self.standby = Standby(self._standby_prepare, self._standby_run)  # the next horse, forked while idle
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         """RQ's dequeue, but only while this host can write checkpoints and artifacts (``api.worker.storage``): a
@@ -79,7 +81,7 @@ class TrainingWorker(Worker):
             time.sleep(self.storage_check_interval)
             if self._stop_requested:
                 return None
-        self.spares.fill()
+        self.standby.ensure()
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
@@ -90,7 +92,7 @@ class TrainingWorker(Worker):
         try:
             return super().work(*args, **kwargs)
         finally:
-            self.spares.close()
+            self.standby.close()
             beat.stop()
             try:
                 beat_redis.delete(key)
@@ -110,23 +112,52 @@ class TrainingWorker(Worker):
             schedule_now(self.name, busy_ok=True)  # its end, committed by the horse, woke the reconciler
 
     def fork_work_horse(self, job: Any, queue_: Any) -> None:
-        # Move the parent's objects out of the collector's sight before forking: otherwise every full
-        # collection in the horse walks (and, copy-on-write, copies) the whole inherited heap.
-        gc.freeze()
-        try:
+        """The stand-by takes the job (``api.worker.standby``); without one (it died), a horse is forked for it."""
+        pid = self.standby.hand({"job": job.id, "queue": queue_.name, "execution": self.execution.id})
+        if pid is None:
+            gc.freeze()  # as the stand-by's fork does
             super().fork_work_horse(job, queue_)
-        finally:  # the horse has them now (a fork that failed: they go, and the next fill opens new ones)
-            self.spares.forget()
+            return
+        os.environ["RQ_WORKER_ID"], os.environ["RQ_JOB_ID"] = self.name, job.id  # as RQ's fork_work_horse
+        self._horse_pid = pid
+        self.procline(f"Handed to {pid} at {time.time()}")
 
     def main_work_horse(self, job: Any, queue_: Any) -> None:
+        """A horse forked for its job (no stand-by was alive)."""
         die_with_parent()
         if os.getppid() == 1:  # the worker died between fork and prctl
             os._exit(1)
-        # Pooled connections must not cross a fork: forget the parent's pool without closing it. Its spares,
-        # opened for this horse and never used by the worker, are the new pool's first connections.
-        db.engine.dispose(close=False)
-        self.spares.hand_over()
+        db.engine.dispose(close=False)  # pooled connections must not cross a fork: forget the parent's pool
         super().main_work_horse(job, queue_)
+
+    def _standby_prepare(self) -> None:
+        """In the stand-by, before its job: its own connections, so the horse's first ones are open already."""
+        db.engine.dispose(close=False)
+        try:  # the attempt's lease session and db.session's: back to the (new) pool, open
+            opened = [db.engine.connect() for _ in range(2)]
+            for conn in opened:
+                conn.close()
+        except SQLAlchemyError as exc:  # PostgreSQL down: the horse connects by itself, as before
+            log.debug("stand-by: no database connection (%s)", exc.__class__.__name__)
+        try:
+            self.connection.ping()
+        except RedisError:
+            pass
+        rehearse_in_standby(self.connection)
+
+    def _standby_run(self, order: dict[str, Any]) -> NoReturn:
+        """In the stand-by: its job. The payload is read from Redis and checked again, as the worker checked it."""
+        os.environ["RQ_WORKER_ID"], os.environ["RQ_JOB_ID"] = self.name, order["job"]
+        job = self.job_class.fetch(order["job"], connection=self.connection, serializer=self.serializer)
+        refused = queue.refusal(job)
+        if refused:
+            self.log.error("Worker %s: refused RQ job %s, not run: %s", self.name, job.id, refused)
+            os._exit(1)
+        queue_ = next((q for q in self.queues if q.name == order["queue"]), None) or self.queue_class(
+            order["queue"], connection=self.connection, job_class=self.job_class, serializer=self.serializer)
+        self.execution = Execution.fetch(order["execution"], job.id, connection=self.connection)
+        BaseWorker.main_work_horse(self, job, queue_)  # RQ's: perform the job, then os._exit
+        os._exit(0)
 
 
 # What torch imports lazily in every job's process: its optimizers import torch._dynamo at their first step (1.6 s)

@@ -70,7 +70,23 @@ def _rolled_back() -> Iterator[None]:
             outer.rollback()
 
 
-def _rehearse_start(task: Task | None) -> None:
+def rehearse_in_standby(redis: Redis) -> None:
+    """In a stand-by horse (``api.worker.standby``), before its job: the start's statements once more, the running
+    write and the simplest completion rehearsed as above. Compiled already, they cost the stand-by only its first
+    touch of the pages they use (a fork's copy-on-write), which the job's start then does not pay. A failure only
+    leaves that to the job."""
+    try:
+        _rehearse_start(None, _COMPLETIONS[:1])
+        devices.reserved(NO_JOB, 1)
+        joblog.last_line_number(NO_JOB, redis, db.engine)
+    except (SQLAlchemyError, RedisError) as exc:
+        log.debug("stand-by: no rehearsal (%s)", exc.__class__.__name__)
+    finally:
+        db.session.remove()
+
+
+def _rehearse_start(task: Task | None, completions: list[tuple[list[dict[str, float]], bool, bool]] | None = None,
+                    ) -> None:
     """The running write as a horse makes it (``mark_running``: the row's read, its UPDATE, the event's INSERT, the
     row read back) and a completion of each shape (``_COMPLETIONS``), each on a throwaway job of a throwaway owner,
     in a transaction that is rolled back: a job id that names no row would compile only the first of them."""
@@ -78,7 +94,7 @@ def _rehearse_start(task: Task | None) -> None:
         owner = db.session.execute(insert(User).values(name=f"warm-up-{uuid.uuid4().hex[:16]}",
                                                        created_at=func.now()).returning(User.id)).scalar_one()
         now = db.session.scalar(select(func.now()))
-        for reports, checkpoint, written in _COMPLETIONS:  # each on a row of its own
+        for reports, checkpoint, written in completions or _COMPLETIONS:  # each on a row of its own
             job_id = str(uuid.uuid4())
             create(TrainingJob(id=uuid.UUID(job_id), name="warm-up", owner_id=owner,
                                task=task.name if task else "warm-up", params={}, attempts=1, max_attempts=1),
