@@ -40,8 +40,9 @@ def _origin() -> str:
 
 
 class Seen(list):
-    """The statements (origin, text); ``other``: the other round trips (commits, rollbacks, and the pre-ping of
-    each pool checkout: both engines ping), by kind."""
+    """The statements (origin, text); ``other``: the other round trips by kind: each transaction's BEGIN (psycopg2
+    sends it on its own before the first statement), COMMIT or ROLLBACK, and the pre-ping of each pool checkout
+    (both engines ping)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -55,6 +56,9 @@ def counted(*engines) -> Iterator[Seen]:
     def before(conn, cursor, statement, parameters, context, executemany):
         seen.append((_origin(), " ".join(statement.split())[:110]))
 
+    def begin(conn):
+        seen.other["begin"] += 1
+
     def commit(conn):
         seen.other["commit"] += 1
 
@@ -64,7 +68,7 @@ def counted(*engines) -> Iterator[Seen]:
     def checkout(dbapi_conn, record, proxy):
         seen.other["checkout (pre-ping)"] += 1
 
-    hooks = [("before_cursor_execute", before), ("commit", commit), ("rollback", rollback)]
+    hooks = [("before_cursor_execute", before), ("begin", begin), ("commit", commit), ("rollback", rollback)]
     for engine in engines:
         for name, fn in hooks:
             event.listen(engine, name, fn)
