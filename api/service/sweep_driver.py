@@ -25,7 +25,7 @@ import optuna
 from flask import current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from api.record import locks, sweep_study
 from api.record.status import TERMINAL, JobStatus
@@ -112,7 +112,8 @@ def advance(sweep_id: uuid.UUID) -> None:
     """One step of one sweep (see the module's docstring)."""
     with sweep_lock(sweep_id):
         db.session.expire_all()
-        sweep = db.session.get(Sweep, sweep_id)
+        # with its owner, who submits the trials (``get`` would refresh the expired row without it)
+        sweep = db.session.scalar(select(Sweep).options(joinedload(Sweep.owner)).where(Sweep.id == sweep_id))
         if sweep is None or sweep.state != SweepState.RUNNING:
             db.session.commit()
             sweep_study.forget(sweep_id)
