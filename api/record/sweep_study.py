@@ -170,6 +170,14 @@ def forget(sweep_id: Any) -> None:
         _kept.pop((os.getpid(), sweep_id), None)
 
 
+def keep_only(sweep_ids: Any) -> None:
+    """Drop the kept studies of every sweep but these (the running ones: a sweep another process ended)."""
+    pid, wanted = os.getpid(), set(sweep_ids)
+    with _kept_lock:
+        for key in [key for key in _kept if key[0] == pid and key[1] not in wanted]:
+            del _kept[key]
+
+
 def tell(study: optuna.Study, number: int, value: float | None = None,
          state: optuna.trial.TrialState | None = None) -> None:
     """``study.tell(number, value, state=state)``, less the read of the trial back that ``Study.tell`` does for its

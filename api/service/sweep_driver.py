@@ -204,6 +204,7 @@ def drive() -> bool:
     """A step of every running sweep (the reconciler's, at each wake-up); whether there was any. One sweep's
     failure is logged and the others go on."""
     running = running_sweeps()
+    sweep_study.keep_only(running)
     for sweep_id in running:
         try:
             advance(sweep_id)

@@ -143,3 +143,14 @@ def test_the_drivers_kept_study_reads_what_others_wrote_and_is_dropped_when_the_
     kept = sweep_study.kept(row, store)
     assert client.delete(f"/api/sweeps/{sweep['id']}").status_code == 200
     assert sweep_study.kept(row, store) is not kept  # it ended: dropped
+
+
+def test_a_sweep_ended_elsewhere_is_no_longer_kept_after_the_next_drive(client):
+    sweep = create(client, max_trials=4, parallel=1).get_json()["sweep"]
+    row = db.session.get(Sweep, trial_rows(sweep["id"])[0].sweep_id)
+    store = sweep_study.storage(db.engine)
+    kept = sweep_study.kept(row, store)
+    db.session.execute(text("UPDATE sweeps SET state = 'stopped' WHERE id = :s"), {"s": row.id})  # another process
+    db.session.commit()
+    sweep_driver.drive()
+    assert sweep_study.kept(row, store) is not kept
