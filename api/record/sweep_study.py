@@ -1,6 +1,7 @@
 """A sweep's Optuna study: its storage (Optuna's ``RDBStorage`` in the ``optuna`` schema of trainq's own
 PostgreSQL), its search space as Optuna distributions, and its sampler and pruner, rebuilt from the sweep's row
-wherever they are needed (the driver asks and tells in the reconciler; a trial's pruner runs in its worker).
+wherever they are needed (the driver asks and tells in the reconciler, keeping each sweep's study between its
+steps: ``kept``; a trial's pruner runs in its worker).
 
 Optuna keeps every trial, its params and its intermediate values in the database, so the samplers and pruners
 are stateless between processes: a restarted driver, or a trial's horse on another host, sees the same study.
