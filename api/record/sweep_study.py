@@ -1,6 +1,7 @@
 """A sweep's Optuna study: its storage (Optuna's ``RDBStorage`` in the ``optuna`` schema of trainq's own
 PostgreSQL), its search space as Optuna distributions, and its sampler and pruner, rebuilt from the sweep's row
-wherever they are needed (the driver asks and tells in the reconciler; a trial's pruner runs in its worker).
+wherever they are needed (the driver asks and tells in the reconciler, keeping each sweep's study between its
+steps: ``kept``; a trial's pruner runs in its worker).
 
 Optuna keeps every trial, its params and its intermediate values in the database, so the samplers and pruners
 are stateless between processes: a restarted driver, or a trial's horse on another host, sees the same study.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections import OrderedDict
 from typing import Any
 
 import optuna
@@ -29,6 +31,15 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 _storages: dict[tuple[int, str], optuna.storages.RDBStorage] = {}
 _storages_lock = threading.Lock()
+
+KEPT_STUDIES = 64  # the driven studies a process keeps between steps (``kept``), the least recently driven dropped
+_kept: OrderedDict[tuple[int, Any], optuna.Study] = OrderedDict()  # by (pid, sweep id)
+_kept_lock = threading.Lock()
+
+try:  # what ``Study.tell`` runs, without the re-read of the told trial it returns (see ``tell``)
+    from optuna.study._tell import _tell_with_warning
+except ImportError:  # another Optuna: its public tell
+    _tell_with_warning = None
 
 
 def study_name(sweep_id: Any) -> str:
@@ -130,6 +141,53 @@ def create(sweep: Sweep, store: optuna.storages.RDBStorage) -> optuna.Study:
 def load(sweep: Sweep, store: optuna.storages.RDBStorage, trials_so_far: int = 0) -> optuna.Study:
     return optuna.load_study(study_name=sweep.study_name, storage=store, sampler=sampler(sweep, trials_so_far),
                              pruner=pruner(sweep.pruner))
+
+
+def kept(sweep: Sweep, store: optuna.storages.RDBStorage) -> optuna.Study:
+    """The sweep's study, kept by this process between its driver's steps (``load`` on the first, and again once
+    ``forget`` dropped it). ``load_study`` wraps the storage in Optuna's cache (``_CachedStorage``, as every process
+    of a distributed ``optimize`` runs): it keeps the finished trials, which Optuna never changes again, and each
+    read of the trials still asks the database for the unfinished ones and for those created since, whoever wrote
+    them (another process's tell, a horse's reports). So a kept study reads what a fresh one would, with fewer
+    round trips: no load (the study's id, its directions), no re-read of the finished trials, no look-up of a
+    param's first distribution once this process wrote one. The sampler is the caller's to set at each step."""
+    key = (os.getpid(), sweep.id)
+    with _kept_lock:
+        study = _kept.get(key)
+        if study is not None and getattr(study._storage, "_backend", None) is store:
+            _kept.move_to_end(key)
+            return study
+    study = load(sweep, store)
+    with _kept_lock:
+        _kept[key] = study
+        while len(_kept) > KEPT_STUDIES:
+            _kept.popitem(last=False)
+    return study
+
+
+def forget(sweep_id: Any) -> None:
+    """Drop the sweep's kept study (it ended, or a step failed: the next one loads it afresh)."""
+    with _kept_lock:
+        _kept.pop((os.getpid(), sweep_id), None)
+
+
+def keep_only(sweep_ids: Any) -> None:
+    """Drop the kept studies of every sweep but these (the running ones: a sweep another process ended)."""
+    pid, wanted = os.getpid(), set(sweep_ids)
+    with _kept_lock:
+        for key in [key for key in _kept if key[0] == pid and key[1] not in wanted]:
+            del _kept[key]
+
+
+def tell(study: optuna.Study, number: int, value: float | None = None,
+         state: optuna.trial.TrialState | None = None) -> None:
+    """``study.tell(number, value, state=state)``, less the read of the trial back that ``Study.tell`` does for its
+    return value (a copy of the told trial, which no caller here looks at): Optuna's own function under it, the same
+    checks, the sampler's ``after_trial`` and the write of the state and value."""
+    if _tell_with_warning is None:
+        study.tell(number, value, state=state)
+    else:
+        _tell_with_warning(study=study, trial=number, value_or_values=value, state=state)
 
 
 def median_at(study: optuna.Study, step: int) -> float | None:

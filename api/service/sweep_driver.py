@@ -25,7 +25,7 @@ import optuna
 from flask import current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from api.record import locks, sweep_study
 from api.record.status import TERMINAL, JobStatus
@@ -67,19 +67,24 @@ def objective_value(sweep: Sweep, job: TrainingJob) -> float | None:
     return float(value)
 
 
-def settle(sweep: Sweep, study: optuna.Study, trials: list[TrainingJob]) -> None:
-    """Tell Optuna how each ended trial ended (once: only trials it still holds as running)."""
-    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+def settle(sweep: Sweep, study: optuna.Study, trials: list[TrainingJob],
+           asked: list[optuna.trial.FrozenTrial] | None = None) -> None:
+    """Tell Optuna how each ended trial ended (once: only trials it still holds as running). ``asked``: the study's
+    trials read after ``trials`` (the driver's step reads them once, for this and for what it asks next); read here
+    when not given."""
+    if asked is None:
+        asked = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    running = {t.number for t in asked if t.state == TrialState.RUNNING}
     for job in trials:
         if job.trial_number not in running or job.status not in TERMINAL:
             continue
         value = objective_value(sweep, job)
         if job.status == JobStatus.COMPLETED and value is not None:
-            study.tell(job.trial_number, value)
+            sweep_study.tell(study, job.trial_number, value)
         elif job.status == JobStatus.PRUNED:
-            study.tell(job.trial_number, state=TrialState.PRUNED)
+            sweep_study.tell(study, job.trial_number, state=TrialState.PRUNED)
         else:
-            study.tell(job.trial_number, state=TrialState.FAIL)
+            sweep_study.tell(study, job.trial_number, state=TrialState.FAIL)
 
 
 def finish(sweep_id: uuid.UUID, state: SweepState, reason: str) -> bool:
@@ -88,6 +93,7 @@ def finish(sweep_id: uuid.UUID, state: SweepState, reason: str) -> bool:
         state=state, stop_reason=reason, finished_at=func.now(), updated_at=func.now())).rowcount
     db.session.commit()
     if done:
+        sweep_study.forget(sweep_id)
         log.info("sweep %s: %s (%s)", sweep_id, state, reason)
     return bool(done)
 
@@ -106,50 +112,68 @@ def advance(sweep_id: uuid.UUID) -> None:
     """One step of one sweep (see the module's docstring)."""
     with sweep_lock(sweep_id):
         db.session.expire_all()
-        sweep = db.session.get(Sweep, sweep_id)
+        # with its owner, who submits the trials (``get`` would refresh the expired row without it)
+        sweep = db.session.scalar(select(Sweep).options(joinedload(Sweep.owner)).where(Sweep.id == sweep_id))
         if sweep is None or sweep.state != SweepState.RUNNING:
             db.session.commit()
+            sweep_study.forget(sweep_id)
             return
-        store = sweep_study.storage(db.engine)
-        trials = trials_of(sweep.id)
-        study = sweep_study.load(sweep, store)
-        settle(sweep, study, trials)
-        why = _failure_stop(sweep, trials)
-        if why is not None:
-            finish(sweep.id, SweepState.FAILED, why)
-            for job in trials:
-                if job.status not in TERMINAL:
-                    jobs.cancel(job.id)
+        try:
+            _step(sweep)
+        except BaseException:
+            sweep_study.forget(sweep_id)  # the next step loads the study afresh
+            raise
+
+
+def _rows(sweep_id: uuid.UUID) -> list[TrainingJob]:
+    """Its trials' rows in trial order, as the step reads them (``trials_of`` less their placements)."""
+    return list(db.session.scalars(select(TrainingJob).where(TrainingJob.sweep_id == sweep_id)
+                                   .order_by(TrainingJob.trial_number)))
+
+
+def _step(sweep: Sweep) -> None:
+    sweep_id, parallel, max_trials = sweep.id, sweep.parallel, sweep.max_trials  # a submit's commit expires them
+    trials = _rows(sweep_id)
+    study = sweep_study.kept(sweep, sweep_study.storage(db.engine))
+    study.sampler = sweep_study.sampler(sweep, 0)  # what its tells' after_trial sees, as in a freshly loaded study
+    asked = study.get_trials(deepcopy=False)  # after the rows: a running trial without a row is an orphan
+    settle(sweep, study, trials, asked)
+    why = _failure_stop(sweep, trials)
+    if why is not None:
+        finish(sweep_id, SweepState.FAILED, why)
+        for job in trials:
+            if job.status not in TERMINAL:
+                jobs.cancel(job.id)
+        return
+    known = {job.trial_number for job in trials}
+    active = sum(job.status not in TERMINAL for job in trials)
+    # a trial Optuna gave out whose job was never written (the driver stopped between the two): its job now. The
+    # states in ``asked`` are as read before settle's tells, which only ended trials with rows (``known``).
+    for orphan in (t for t in asked if t.state == TrialState.RUNNING and t.number not in known):
+        if active >= parallel:
+            break
+        if not _submit(sweep, orphan.number, orphan.params, study):
             return
-        known = {job.trial_number for job in trials}
-        asked = study.get_trials(deepcopy=False)
-        active = sum(job.status not in TERMINAL for job in trials)
-        # a trial Optuna gave out whose job was never written (the driver stopped between the two): its job now
-        for orphan in (t for t in asked if t.state == TrialState.RUNNING and t.number not in known):
-            if active >= sweep.parallel:
-                break
-            if not _submit(sweep, orphan.number, orphan.params, study):
-                return
-            active += 1
-        total = len(asked)
-        while active < sweep.parallel and total < sweep.max_trials:
-            study.sampler = sweep_study.sampler(sweep, total)  # a seeded sampler's draws follow the trial count
-            trial = study.ask(sweep_study.distributions(sweep.space))
-            total += 1
-            if not _submit(sweep, trial.number, trial.params, study):
-                return
-            active += 1
-        if active == 0 and total >= sweep.max_trials:
-            db.session.expire_all()
-            ended = trials_of(sweep.id)
-            if all(job.status in TERMINAL for job in ended):
-                finish(sweep.id, SweepState.COMPLETED, f"all {len(ended)} trials ended")
+        active += 1
+    total = len(asked)
+    while active < parallel and total < max_trials:
+        study.sampler = sweep_study.sampler(sweep, total)  # a seeded sampler's draws follow the trial count
+        trial = study.ask(sweep_study.distributions(sweep.space))
+        total += 1
+        if not _submit(sweep, trial.number, trial.params, study):
+            return
+        active += 1
+    if active == 0 and total >= max_trials:
+        db.session.expire_all()
+        ended = _rows(sweep_id)
+        if all(job.status in TERMINAL for job in ended):
+            finish(sweep_id, SweepState.COMPLETED, f"all {len(ended)} trials ended")
 
 
 def _submit(sweep: Sweep, number: int, params: dict[str, Any], study: optuna.Study) -> bool:
     """The trial's job (tagged with the sweep and trial number in its INSERT); False: stop this step (the owner's
     queued-jobs limit, retried on the next step; or the task refused it, which ends the sweep)."""
-    name = f"{sweep.name} #{number}"
+    sweep_id, name = sweep.id, f"{sweep.name} #{number}"
     try:
         jobs.submit(sweep.task, {**sweep.params, **params}, name[:200], owner=sweep.owner,
                     resources=sweep.resources, trial=(sweep.id, number))
@@ -158,14 +182,14 @@ def _submit(sweep: Sweep, number: int, params: dict[str, Any], study: optuna.Stu
         return True
     except LimitExceeded as exc:
         db.session.rollback()
-        log.info("sweep %s: trial %s waits: %s", sweep.id, number, exc)
+        log.info("sweep %s: trial %s waits: %s", sweep_id, number, exc)
         return False
     except TaskRejected as exc:
         db.session.rollback()
-        study.tell(number, state=TrialState.FAIL)
-        finish(sweep.id, SweepState.FAILED, f"trial {number} could not be submitted: {exc.message}")
+        sweep_study.tell(study, number, state=TrialState.FAIL)
+        finish(sweep_id, SweepState.FAILED, f"trial {number} could not be submitted: {exc.message}")
         return False
-    log.info("sweep %s: trial %s submitted %s", sweep.id, number, params)
+    log.info("sweep %s: trial %s submitted %s", sweep_id, number, params)
     return True
 
 
@@ -180,6 +204,7 @@ def drive() -> bool:
     """A step of every running sweep (the reconciler's, at each wake-up); whether there was any. One sweep's
     failure is logged and the others go on."""
     running = running_sweeps()
+    sweep_study.keep_only(running)
     for sweep_id in running:
         try:
             advance(sweep_id)

@@ -4,6 +4,7 @@ driver's restart rules (an Optuna trial whose job was never written is submitted
 
 from __future__ import annotations
 
+import optuna
 import pytest
 from sqlalchemy import select, text
 
@@ -109,3 +110,47 @@ def test_an_asked_trial_without_its_job_is_submitted_on_the_next_step(client):
     assert len(trial_rows(sweep["id"])) == 2  # not twice
     detail = client.get(f"/api/sweeps/{sweep['id']}").get_json()
     assert detail["best"]["number"] == 0 and detail["best"]["objective"] == 0.5
+
+
+def test_the_drivers_kept_study_reads_what_others_wrote_and_is_dropped_when_the_sweep_ends(client, monkeypatch):
+    """The driver keeps a sweep's study between its steps (Optuna's cache of its finished trials): another
+    process's tell, a horse's report on a running trial and a trial asked elsewhere all show in its next read; a
+    failed step, and the sweep's end, drop it."""
+    sweep = create(client, max_trials=6, parallel=2, seed=1).get_json()["sweep"]
+    row = db.session.get(Sweep, trial_rows(sweep["id"])[0].sweep_id)
+    store = sweep_study.storage(db.engine)
+    kept = sweep_study.kept(row, store)
+    assert sweep_study.kept(row, store) is kept  # the sweep's creation drove its first step: kept since
+    assert [t.number for t in kept.get_trials(deepcopy=False)] == [0, 1]
+    other = sweep_study.storage(db.engine, fresh=True)  # another process's
+    try:
+        elsewhere = sweep_study.load(row, other)
+        elsewhere.tell(0, 0.5)
+        other.set_trial_intermediate_value(other.get_trial_id_from_study_id_trial_number(elsewhere._study_id, 1),
+                                           1, 0.25)
+        asked = elsewhere.ask(sweep_study.distributions(row.space))
+    finally:
+        sweep_study.close(other)
+    seen = {t.number: t for t in kept.get_trials(deepcopy=False)}
+    assert seen[0].state == optuna.trial.TrialState.COMPLETE and seen[0].value == 0.5
+    assert seen[1].state == optuna.trial.TrialState.RUNNING and seen[1].intermediate_values == {1: 0.25}
+    assert seen[asked.number].params == asked.params
+    monkeypatch.setattr(sweep_driver, "_failure_stop", lambda *_: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        sweep_driver.advance(row.id)
+    monkeypatch.undo()
+    assert sweep_study.kept(row, store) is not kept  # a failed step: loaded afresh
+    kept = sweep_study.kept(row, store)
+    assert client.delete(f"/api/sweeps/{sweep['id']}").status_code == 200
+    assert sweep_study.kept(row, store) is not kept  # it ended: dropped
+
+
+def test_a_sweep_ended_elsewhere_is_no_longer_kept_after_the_next_drive(client):
+    sweep = create(client, max_trials=4, parallel=1).get_json()["sweep"]
+    row = db.session.get(Sweep, trial_rows(sweep["id"])[0].sweep_id)
+    store = sweep_study.storage(db.engine)
+    kept = sweep_study.kept(row, store)
+    db.session.execute(text("UPDATE sweeps SET state = 'stopped' WHERE id = :s"), {"s": row.id})  # another process
+    db.session.commit()
+    sweep_driver.drive()
+    assert sweep_study.kept(row, store) is not kept
