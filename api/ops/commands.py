@@ -129,7 +129,7 @@ def _run_agent(name: str, burst: bool, gpus: str | None, fake_gpus: int, cpus: i
     from api.worker.agent import HostLease, TrainingWorker, import_lazy_modules, run_workers, schedule_now
     from api.worker.inventory import InventoryError, take_stock
     from api.worker.liveness import Beat
-    from api.worker.warmup import compile_attempt_statements
+    from api.worker.warmup import compile_attempt_statements, open_sweep_storage
     from trainq import provenance
 
     cfg = current_app.config
@@ -173,6 +173,7 @@ def _run_agent(name: str, burst: bool, gpus: str | None, fake_gpus: int, cpus: i
         schedule_now(name)
         # what every horse would compile afresh, compiled once here (its workers and horses inherit it)
         compile_attempt_statements(next(iter(offered.values())), redis_connection.get())
+        open_sweep_storage()
         db.session.remove()
         db.engine.dispose()  # the workers and horses must start without the parent's pooled connections
         queue_name = host_queue_name(name)

@@ -47,10 +47,11 @@ def study_name(sweep_id: Any) -> str:
 
 
 def storage(engine: Engine, fresh: bool = False) -> optuna.storages.RDBStorage:
-    """Optuna's storage on ``engine``'s database, in the ``optuna`` schema (one per process, unless ``fresh``: a
-    trial's horse's own, closed with ``close``). The first open creates Optuna's tables: one process at a time. A
-    horse's opens neither checks nor creates them (its sweep's creation did): it judges the trial's first report
-    sooner."""
+    """Optuna's storage on ``engine``'s database, in the ``optuna`` schema (one per process, unless ``fresh``: one
+    of the caller's own, closed with ``close``). The first open creates Optuna's tables: one process at a time. A
+    forked process (a trial's horse) takes over its parent's (the agent opens it before its workers fork:
+    ``api.worker.agent.import_lazy_modules``), with a pool of its own: opening one costs about 60 ms (a new engine,
+    its first connection, Optuna's version checks), which a pruned trial's start would otherwise wait for."""
     url = engine.url.render_as_string(hide_password=False)
     key = (os.getpid(), url)
     kwargs = {"connect_args": {"options": f"-csearch_path={SCHEMA}"}, "pool_pre_ping": True}
@@ -60,6 +61,11 @@ def storage(engine: Engine, fresh: bool = False) -> optuna.storages.RDBStorage:
     with _storages_lock:
         if key in _storages:
             return _storages[key]
+        inherited = next((made for (pid, at), made in _storages.items() if at == url), None)
+        if inherited is not None:  # a fork's (a horse's) copy of its agent's: checked, warm, with a pool of its own
+            inherited.engine.dispose(close=False)  # the parent's connections are never used here, nor closed
+            _storages[key] = inherited
+            return inherited
         with engine.connect() as conn:
             locks.lock(conn, locks.Namespace.OPTUNA_SETUP, locks.OPTUNA_SETUP_KEY)
             conn.commit()
@@ -184,10 +190,17 @@ def tell(study: optuna.Study, number: int, value: float | None = None,
     """``study.tell(number, value, state=state)``, less the read of the trial back that ``Study.tell`` does for its
     return value (a copy of the told trial, which no caller here looks at): Optuna's own function under it, the same
     checks, the sampler's ``after_trial`` and the write of the state and value."""
-    if _tell_with_warning is None:
-        study.tell(number, value, state=state)
-    else:
-        _tell_with_warning(study=study, trial=number, value_or_values=value, state=state)
+    try:
+        if _tell_with_warning is None:
+            study.tell(number, value, state=state)
+        else:
+            _tell_with_warning(study=study, trial=number, value_or_values=value, state=state)
+    except RuntimeError as exc:
+        # Optuna's grid sampler asks the study to stop once its grid is used up (``Study.stop``), which only an
+        # ``optimize`` loop may be asked; the trial's state and value are written all the same (in a ``finally``),
+        # and the driver ends the sweep at ``max_trials`` itself, the grid's size at most
+        if "Study.stop" not in str(exc):
+            raise
 
 
 def median_at(study: optuna.Study, step: int) -> float | None:

@@ -107,8 +107,10 @@ class TrainingWorker(Worker):
             return
         try:
             super().execute_job(job, queue_)
-        finally:  # a horse that was killed could not remove its scratch folder
-            remove_workdirs(*job.args)
+        finally:
+            if not self._stop_requested:  # the next horse gets ready while this worker tidies up and runs its pass
+                self.standby.ensure()
+            remove_workdirs(*job.args)  # a horse that was killed could not remove its scratch folder
             schedule_now(self.name, busy_ok=True)  # its end, committed by the horse, woke the reconciler
 
     def fork_work_horse(self, job: Any, queue_: Any) -> None:
@@ -130,8 +132,9 @@ class TrainingWorker(Worker):
         db.engine.dispose(close=False)  # pooled connections must not cross a fork: forget the parent's pool
         super().main_work_horse(job, queue_)
 
-    def _standby_prepare(self) -> None:
-        """In the stand-by, before its job: its own connections, so the horse's first ones are open already."""
+    def _standby_prepare(self, order_waiting: Callable[[], bool]) -> None:
+        """In the stand-by, before its job: its own connections, so the horse's first ones are open already, and
+        (unless its job has come meanwhile) the start's writes rehearsed (``warmup.rehearse_in_standby``)."""
         db.engine.dispose(close=False)
         try:  # the attempt's lease session and db.session's: back to the (new) pool, open
             opened = [db.engine.connect() for _ in range(2)]
@@ -143,7 +146,8 @@ class TrainingWorker(Worker):
             self.connection.ping()
         except RedisError:
             pass
-        rehearse_in_standby(self.connection)
+        if not order_waiting():
+            rehearse_in_standby(self.connection)
 
     def _standby_run(self, order: dict[str, Any]) -> NoReturn:
         """In the stand-by: its job. The payload is read from Redis and checked again, as the worker checked it."""

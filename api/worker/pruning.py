@@ -85,9 +85,8 @@ class Pruning:
 
         from api.record import sweep_study
 
-        store = None
         try:
-            store = sweep_study.storage(self.engine, fresh=True)
+            store = sweep_study.storage(self.engine)  # its agent's, opened before the fork
             study = optuna.load_study(study_name=self.study_name, storage=store,
                                       pruner=sweep_study.pruner(self.pruner_name))
             trial_id = store.get_trial_id_from_study_id_trial_number(
@@ -106,8 +105,6 @@ class Pruning:
                               exc.__class__.__name__, exc)
         finally:
             self._ready.set()
-            if store is not None:
-                sweep_study.close(store)
 
     def _reason(self, study: optuna.Study, axis: str, at: int, value: float) -> str:
         from api.record import sweep_study

@@ -17,6 +17,7 @@ import gc
 import json
 import logging
 import os
+import select
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -45,10 +46,12 @@ def _own_name() -> bytes:
 
 
 class Standby:
-    """The worker's stand-by horse (at most one). ``prepare`` runs in it as soon as it is forked; ``run`` runs in
-    it with the order the worker hands it, and never returns."""
+    """The worker's stand-by horse (at most one). ``prepare`` runs in it as soon as it is forked, given a function
+    that says whether its order has come already (what is only worth doing while it waits can be left out); ``run``
+    runs in it with the order the worker hands it, and never returns."""
 
-    def __init__(self, prepare: Callable[[], None], run: Callable[[dict[str, Any]], NoReturn]) -> None:
+    def __init__(self, prepare: Callable[[Callable[[], bool]], None],
+                 run: Callable[[dict[str, Any]], NoReturn]) -> None:
         self.prepare, self.run = prepare, run
         self.pid: int | None = None
         self._pipe: int | None = None  # the worker's end
@@ -122,7 +125,7 @@ class Standby:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         name = _own_name()
         _set_name(NAME.encode())
-        self.prepare()
+        self.prepare(lambda: bool(select.select([read], [], [], 0)[0]))
         chunks = []
         while chunk := os.read(read, 65536):
             chunks.append(chunk)

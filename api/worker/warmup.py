@@ -70,6 +70,21 @@ def _rolled_back() -> Iterator[None]:
             outer.rollback()
 
 
+def open_sweep_storage() -> None:
+    """Optuna's storage, opened once in the agent (its tables checked): a sweep trial's pruner takes it over in its
+    horse (``sweep_study.storage``) instead of opening one of its own while the trial waits to start. Optuna not
+    installed, or PostgreSQL down: each trial's horse opens it, as before."""
+    try:
+        from api.record import sweep_study
+    except ImportError:
+        return
+    try:
+        sweep_study.storage(db.engine).engine.dispose()  # kept, with no connection: each horse opens its own
+    except Exception as exc:  # noqa: BLE001 - Optuna's own errors too: the horse opens it itself then
+        log.warning("could not open the sweeps' Optuna storage ahead (%s); each trial opens it",
+                    exc.__class__.__name__)
+
+
 def rehearse_in_standby(redis: Redis) -> None:
     """In a stand-by horse (``api.worker.standby``), before its job: the start's statements once more, the running
     write and the simplest completion rehearsed as above. Compiled already, they cost the stand-by only its first

@@ -4,6 +4,9 @@ driver's restart rules (an Optuna trial whose job was never written is submitted
 
 from __future__ import annotations
 
+import json
+import os
+
 import optuna
 import pytest
 from sqlalchemy import select, text
@@ -154,3 +157,50 @@ def test_a_sweep_ended_elsewhere_is_no_longer_kept_after_the_next_drive(client):
     db.session.commit()
     sweep_driver.drive()
     assert sweep_study.kept(row, store) is not kept
+
+
+def test_a_grid_sweep_goes_on_when_its_grid_is_used_up(client):
+    """Optuna's grid sampler stops the study at the tell that uses its grid up (``Study.stop``, which outside
+    ``optimize`` raises): the step goes on, the tell is written, and the sweep ends at that step."""
+    space = {"hidden": {"type": "int", "low": 16, "high": 32, "step": 16}}  # a grid of 2
+    sweep = create(client, space=space, sampler="grid", max_trials=2, parallel=2).get_json()["sweep"]
+    sweep_id = trial_rows(sweep["id"])[0].sweep_id
+    assert len(trial_rows(sweep["id"])) == 2
+    db.session.execute(text("UPDATE training_jobs SET status = 'completed', metrics = '{\"val_mse\": 0.5}' "
+                            "WHERE sweep_id = :s"), {"s": sweep_id})  # both trials ended (a write the test fakes)
+    db.session.commit()
+    sweep_driver.advance(sweep_id)  # raised "Study.stop is supposed to be invoked inside an objective function"
+    db.session.expire_all()
+    ended = db.session.get(Sweep, sweep_id)
+    assert ended.state == "completed" and ended.stop_reason == "all 2 trials ended"
+    detail = client.get(f"/api/sweeps/{sweep['id']}").get_json()
+    assert [t["objective"] for t in detail["trials"]] == [0.5, 0.5]
+
+
+def test_a_forked_process_takes_over_its_parents_optuna_storage_with_connections_of_its_own(ctx):
+    """A trial's horse uses its agent's storage (opened before the fork: no new engine, no version checks while
+    the trial waits to start), never the agent's connections: it opens its own and leaves the parent's alone."""
+    store = sweep_study.storage(db.engine)
+    with store.engine.connect() as conn:
+        parent_backend = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the horse
+        code = 1
+        try:
+            os.close(read)
+            adopted = sweep_study.storage(db.engine)
+            with adopted.engine.connect() as conn:
+                backend = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            os.write(write, json.dumps([adopted is store, backend]).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    same, child_backend = json.loads(os.read(read, 1000))
+    os.close(read)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert same and child_backend != parent_backend
+    with store.engine.connect() as conn:  # the parent's connection is alive: the child never closed it
+        alive = conn.exec_driver_sql("SELECT pid FROM pg_stat_activity").scalars().all()
+    assert parent_backend in alive
