@@ -66,9 +66,19 @@ class Standby:
         # the parent's objects out of the collector's sight (as before a horse's fork): a full collection in the
         # horse would otherwise walk, and copy-on-write copy, the whole inherited heap
         gc.freeze()
-        read, write = os.pipe()
         parent = os.getpid()
-        pid = os.fork()
+        try:
+            read, write = os.pipe()
+        except OSError as exc:  # out of descriptors: the next job's horse is forked for it, as without a stand-by
+            log.warning("no stand-by horse (%s)", exc)
+            return
+        try:
+            pid = os.fork()
+        except OSError as exc:  # out of memory or processes: likewise
+            os.close(read)
+            os.close(write)
+            log.warning("no stand-by horse (%s)", exc)
+            return
         if pid == 0:
             code = 1
             try:
@@ -81,6 +91,10 @@ class Standby:
             finally:
                 os._exit(code)
         os.close(read)
+        try:  # its own process group from here on, whichever of the two runs first (a kill goes to its group)
+            os.setpgid(pid, pid)
+        except OSError:  # it has gone already
+            pass
         self.pid, self._pipe = pid, write
 
     def hand(self, order: dict[str, Any]) -> int | None:
