@@ -53,9 +53,15 @@ def test_sigkill_worker_parent_kills_its_horse_and_the_row_leaves_running(client
     horse = psutil.Process(job.worker_pid)
     family = [horse.pid] + [c.pid for c in wait_for(lambda: horse.children(recursive=True), 30, "loader workers")]
 
+    names = {p: psutil.Process(p).name() for p in family}  # a survivor is named in the failure: horse or loader
     os.kill(worker.pid, signal.SIGKILL)
     killed = time.monotonic()
-    wait_for(lambda: all(process_gone(p) for p in family), 2.0, "the horse and its children to die with the worker")
+    try:
+        wait_for(lambda: all(process_gone(p) for p in family), 2.0, "the horse and its children to die with the worker")
+    except TimeoutError as late:
+        alive = [(p, names[p], psutil.Process(p).ppid()) for p in family if not process_gone(p)]
+        raise AssertionError(f"alive 2 s after the worker's SIGKILL (pid, name, parent; horse {horse.pid}): "
+                             f"{alive}") from late
     job = wait_for(lambda: (j := row(job_id)).status != "running" and j, DETECTION_DEADLINE, "the row to leave running")
     assert job.status == "failed" and job.status_reason == "worker lost", job.status_reason
     assert time.monotonic() - killed < DETECTION_DEADLINE
