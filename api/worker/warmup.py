@@ -59,6 +59,8 @@ def _rolled_back() -> Iterator[None]:
     only releases a savepoint): nothing it writes is ever seen by anyone else, its triggers' NOTIFYs included."""
     with db.engine.connect() as conn:
         outer = conn.begin()
+        # bounded: a stand-by's job waits for its rehearsal, which must never wait on a lock for long
+        conn.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
         # a plain session bound to this connection: Flask-SQLAlchemy's would choose the engine itself, outside it
         session = Session(bind=conn, join_transaction_mode="create_savepoint")
         db.session.registry.set(session)
