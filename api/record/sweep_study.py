@@ -48,10 +48,11 @@ def study_name(sweep_id: Any) -> str:
 
 def storage(engine: Engine, fresh: bool = False) -> optuna.storages.RDBStorage:
     """Optuna's storage on ``engine``'s database, in the ``optuna`` schema (one per process, unless ``fresh``: one
-    of the caller's own, closed with ``close``). The first open creates Optuna's tables: one process at a time. A
-    forked process (a trial's horse) takes over its parent's (the agent opens it before its workers fork:
-    ``api.worker.agent.import_lazy_modules``), with a pool of its own: opening one costs about 60 ms (a new engine,
-    its first connection, Optuna's version checks), which a pruned trial's start would otherwise wait for."""
+    of the caller's own, as another process's would be, closed with ``close``). The first open creates Optuna's
+    tables: one process at a time. A forked process (a trial's horse) takes over its parent's (the agent opens it
+    before its workers fork: ``api.worker.warmup.open_sweep_storage``), with a pool of its own: opening one costs
+    about 60 ms (a new engine, its first connection, Optuna's version checks), which a pruned trial's start would
+    otherwise wait for."""
     url = engine.url.render_as_string(hide_password=False)
     key = (os.getpid(), url)
     kwargs = {"connect_args": {"options": f"-csearch_path={SCHEMA}"}, "pool_pre_ping": True}
